@@ -1,0 +1,202 @@
+//! `file-source`: one record per line of a file, tailing it for lines appended later.
+//!
+//! Lines end at `\n`; a `\r` before it is stripped too. The position committed for the file
+//! is the byte offset just after the last line delivered, so a restart resumes exactly
+//! there. A last line without terminator is delivered once the file has stopped growing
+//! for [`UNTERMINATED_QUIET`] polls; a `\n` that arrives for it later is not a new line.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use wasm_connect_sdk::{
+    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess, Record, SourceConnector,
+    SourceTask, TaskError,
+};
+
+/// Empty polls in a row after which an unterminated last line counts as complete.
+pub const UNTERMINATED_QUIET: u32 = 20;
+/// Bytes read from the file at a time.
+const READ_CHUNK: usize = 256 * 1024;
+/// The keys that may name the file, in the RocketMQ and the Kafka spelling.
+const FILE_KEYS: [&str; 2] = ["filename", "file"];
+
+pub struct FileSource;
+
+const CONFIG_DEFS: &[ConfigDef] = &[
+    ConfigDef::optional("filename", "The file to read, one record per line (Kafka spelling: `file`).")
+        .path(PathAccess::ReadFile),
+    ConfigDef::optional("file", "Kafka spelling of `filename`.").path(PathAccess::ReadFile),
+    ConfigDef::required("topic", "The topic the lines are written to."),
+];
+
+impl Connector for FileSource {
+    fn descriptor() -> Descriptor {
+        Descriptor {
+            name: "file-source",
+            version: env!("CARGO_PKG_VERSION"),
+            kind: Kind::Source,
+            description: "Reads a text file line by line and keeps tailing it.",
+            aliases: &[
+                "org.apache.rocketmq.connect.file.FileSourceConnector",
+                "org.apache.kafka.connect.file.FileStreamSourceConnector",
+            ],
+            config_defs: CONFIG_DEFS,
+        }
+    }
+
+    fn validate(config: &Config) -> Result<(), Vec<ConfigError>> {
+        match config.get_any(&FILE_KEYS) {
+            Some(name) if !name.is_empty() => Ok(()),
+            _ => Err(vec![ConfigError { key: "filename".into(), message: "Request config key: filename".into() }]),
+        }
+    }
+}
+
+impl SourceConnector for FileSource {
+    type Task = FileSourceTask;
+}
+
+pub struct FileSourceTask {
+    path: String,
+    file: Option<File>,
+    /// Offset just after the last line delivered.
+    position: u64,
+    /// Bytes read past `position` that do not yet end in `\n`.
+    pending: Vec<u8>,
+    /// Start of the unscanned part of `pending` (everything before it holds no `\n`).
+    scanned: usize,
+    quiet_polls: u32,
+    /// The last delivery was an unterminated line: a `\n` arriving next belongs to it.
+    owe_terminator: bool,
+}
+
+impl SourceTask for FileSourceTask {
+    fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError> {
+        let path = config.get_any(&FILE_KEYS).ok_or_else(|| TaskError::Fatal("Request config key: filename".into()))?;
+        let position = match host.committed_position(path) {
+            Some(text) => text
+                .parse()
+                .map_err(|_| TaskError::Fatal(format!("committed position {text:?} of {path} is not a byte offset")))?,
+            None => 0,
+        };
+        Ok(FileSourceTask {
+            path: path.to_string(),
+            file: None,
+            position,
+            pending: Vec::new(),
+            scanned: 0,
+            quiet_polls: 0,
+            owe_terminator: false,
+        })
+    }
+
+    fn poll(&mut self, out: &mut BatchWriter, max_records: u32, max_bytes: u32) -> Result<(), TaskError> {
+        self.open_if_needed()?;
+        loop {
+            self.emit_lines(out, max_records, max_bytes as usize)?;
+            if out.count() >= max_records || out.byte_len() >= max_bytes as usize {
+                break;
+            }
+            if self.read_more()? == 0 {
+                break;
+            }
+        }
+        self.flush_unterminated(out)
+    }
+}
+
+impl FileSourceTask {
+    fn open_if_needed(&mut self) -> Result<(), TaskError> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let mut file = File::open(&self.path)
+            .map_err(|e| TaskError::Retriable(format!("cannot open {}: {e}", self.path)))?;
+        file.seek(SeekFrom::Start(self.position))
+            .map_err(|e| TaskError::Fatal(format!("cannot seek {} to {}: {e}", self.path, self.position)))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn read_more(&mut self) -> Result<usize, TaskError> {
+        let Some(file) = self.file.as_mut() else { return Ok(0) };
+        let start = self.pending.len();
+        self.pending.resize(start + READ_CHUNK, 0);
+        let read = match file.read(&mut self.pending[start..]) {
+            Ok(read) => read,
+            Err(e) => {
+                self.pending.truncate(start);
+                return Err(TaskError::Retriable(format!("cannot read {}: {e}", self.path)));
+            }
+        };
+        self.pending.truncate(start + read);
+        if read > 0 {
+            self.quiet_polls = 0;
+        }
+        Ok(read)
+    }
+
+    /// Moves complete lines from `pending` into `out`, within the limits.
+    fn emit_lines(&mut self, out: &mut BatchWriter, max_records: u32, max_bytes: usize) -> Result<(), TaskError> {
+        let mut consumed = 0;
+        if self.owe_terminator && !self.pending.is_empty() {
+            self.owe_terminator = false;
+            if self.pending[0] == b'\n' {
+                consumed = 1;
+                self.position += 1;
+            }
+        }
+        let mut position_text = itoa_buffer();
+        while out.count() < max_records && out.byte_len() < max_bytes {
+            let rest = &self.pending[consumed.max(self.scanned)..];
+            let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
+                self.scanned = self.pending.len();
+                break;
+            };
+            let end = consumed.max(self.scanned) + newline;
+            let line = strip_cr(&self.pending[consumed..end]);
+            self.position += (end + 1 - consumed) as u64;
+            self.push(out, line, &mut position_text)?;
+            consumed = end + 1;
+            self.scanned = consumed;
+        }
+        self.pending.drain(..consumed);
+        self.scanned = self.scanned.saturating_sub(consumed);
+        Ok(())
+    }
+
+    /// Delivers a last line without terminator once the file has been quiet long enough.
+    fn flush_unterminated(&mut self, out: &mut BatchWriter) -> Result<(), TaskError> {
+        if self.pending.is_empty() || !out.is_empty() || self.pending.contains(&b'\n') {
+            return Ok(());
+        }
+        self.quiet_polls += 1;
+        if self.quiet_polls < UNTERMINATED_QUIET {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.pending);
+        self.position += line.len() as u64;
+        self.scanned = 0;
+        self.owe_terminator = true;
+        let line = strip_cr(&line);
+        self.push(out, line, &mut itoa_buffer())
+    }
+
+    fn push(&self, out: &mut BatchWriter, line: &[u8], position_text: &mut String) -> Result<(), TaskError> {
+        use std::fmt::Write;
+        position_text.clear();
+        let _ = write!(position_text, "{}", self.position);
+        let record = Record { value: line, partition: &self.path, position: position_text, ..Record::default() };
+        out.push(&record).map_err(|e| TaskError::Fatal(format!("cannot frame a line of {}: {e}", self.path)))
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn itoa_buffer() -> String {
+    String::with_capacity(20)
+}
+
+wasm_connect_sdk::export_source!(FileSource);

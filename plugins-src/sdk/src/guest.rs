@@ -1,0 +1,205 @@
+//! WIT glue, compiled only for wasm: generates the bindings of the world picked by the SDK
+//! feature (`source` or `sink`) and implements its exports over the SDK traits.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use crate::{BatchReader, BatchWriter, Config, ConfigDef, Connector, Kind, LogLevel, PathAccess, Position, TaskError, ValueType};
+
+#[cfg(all(feature = "source", feature = "sink"))]
+compile_error!("enable exactly one of the SDK features `source` and `sink` per wasm build");
+#[cfg(not(any(feature = "source", feature = "sink")))]
+compile_error!("enable the SDK feature `source` or `sink` to build a connector component");
+
+#[cfg(feature = "source")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "source-connector",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "wasm_connect_sdk::guest::bindings",
+    });
+}
+
+#[cfg(feature = "sink")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "sink-connector",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "wasm_connect_sdk::guest::bindings",
+    });
+}
+
+use bindings::exports::wasm_connect::connector::connector as wit_connector;
+use bindings::wasm_connect::connector::{host as wit_host, types as wit};
+
+/// The type the export macros hand to wit-bindgen: connector `C` seen through the WIT.
+pub struct Glue<C>(PhantomData<C>);
+
+/// The [`crate::Host`] of a wasm instance: the imported `host` interface.
+struct WitHost;
+
+impl crate::Host for WitHost {
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Trace => wit_host::LogLevel::Trace,
+            LogLevel::Debug => wit_host::LogLevel::Debug,
+            LogLevel::Info => wit_host::LogLevel::Info,
+            LogLevel::Warn => wit_host::LogLevel::Warn,
+            LogLevel::Error => wit_host::LogLevel::Error,
+        };
+        wit_host::log(level, message);
+    }
+
+    fn committed_position(&self, partition: &str) -> Option<String> {
+        wit_host::committed_position(partition)
+    }
+
+    fn connector_name(&self) -> String {
+        wit_host::connector_name()
+    }
+
+    fn task_id(&self) -> Option<u32> {
+        wit_host::task_id()
+    }
+}
+
+impl<C: Connector> wit_connector::Guest for Glue<C> {
+    fn describe() -> wit::Descriptor {
+        let d = C::descriptor();
+        wit::Descriptor {
+            name: d.name.into(),
+            version: d.version.into(),
+            kind: match d.kind {
+                Kind::Source => wit::ConnectorKind::Source,
+                Kind::Sink => wit::ConnectorKind::Sink,
+            },
+            description: d.description.into(),
+            aliases: d.aliases.iter().map(|a| a.to_string()).collect(),
+            config_defs: d.config_defs.iter().map(config_def_to_wit).collect(),
+        }
+    }
+
+    fn validate(config: wit::Config) -> Result<(), Vec<wit::ConfigError>> {
+        C::validate(&Config(config)).map_err(|errors| {
+            errors.into_iter().map(|e| wit::ConfigError { key: e.key, message: e.message }).collect()
+        })
+    }
+
+    fn task_configs(config: wit::Config, max_tasks: u32) -> Result<Vec<wit::Config>, String> {
+        Ok(C::task_configs(&Config(config), max_tasks)?.into_iter().map(|c| c.0).collect())
+    }
+}
+
+fn config_def_to_wit(def: &ConfigDef) -> wit::ConfigDef {
+    wit::ConfigDef {
+        name: def.name.into(),
+        description: def.description.into(),
+        value_type: match def.value_type {
+            ValueType::Text => wit::ValueType::Text,
+            ValueType::Integer => wit::ValueType::Integer,
+            ValueType::Boolean => wit::ValueType::Boolean,
+            ValueType::List => wit::ValueType::List,
+        },
+        required: def.required,
+        default_value: def.default_value.map(Into::into),
+        secret: def.secret,
+        path: def.path.map(|access| match access {
+            PathAccess::ReadFile => wit::PathAccess::ReadFile,
+            PathAccess::WriteFile => wit::PathAccess::WriteFile,
+        }),
+    }
+}
+
+fn task_error_to_wit(error: TaskError) -> wit::TaskError {
+    match error {
+        TaskError::Retriable(m) => wit::TaskError::Retriable(m),
+        TaskError::Fatal(m) => wit::TaskError::Fatal(m),
+    }
+}
+
+fn positions_from_wit(positions: Vec<wit::Position>) -> Vec<Position> {
+    positions.into_iter().map(|p| Position { partition: p.partition, position: p.position }).collect()
+}
+
+/// A task behind the WIT resource: resource methods take `&self`, so state lives in a cell.
+pub struct TaskGlue<T> {
+    task: RefCell<T>,
+    /// Reused between polls so a steady source allocates its frame buffer once.
+    #[allow(dead_code)]
+    buffer: RefCell<BatchWriter>,
+}
+
+impl<T> TaskGlue<T> {
+    fn new(task: T) -> Self {
+        TaskGlue { task: RefCell::new(task), buffer: RefCell::new(BatchWriter::new()) }
+    }
+}
+
+#[cfg(feature = "source")]
+mod source_glue {
+    use super::*;
+    use crate::{SourceConnector, SourceTask};
+    use bindings::exports::wasm_connect::connector::source as wit_source;
+
+    impl<C: SourceConnector> wit_source::Guest for Glue<C> {
+        type SourceTask = TaskGlue<C::Task>;
+    }
+
+    impl<T: SourceTask> wit_source::GuestSourceTask for TaskGlue<T> {
+        fn start(config: wit::Config) -> Result<wit_source::SourceTask, wit::TaskError> {
+            let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
+            Ok(wit_source::SourceTask::new(TaskGlue::new(task)))
+        }
+
+        fn poll(&self, max_records: u32, max_bytes: u32) -> Result<wit::RecordBatch, wit::TaskError> {
+            let mut buffer = self.buffer.borrow_mut();
+            buffer.clear();
+            self.task.borrow_mut().poll(&mut buffer, max_records, max_bytes).map_err(task_error_to_wit)?;
+            Ok(wit::RecordBatch { count: buffer.count(), frames: buffer.frames().to_vec() })
+        }
+
+        fn commit(&self, positions: Vec<wit::Position>) {
+            self.task.borrow_mut().commit(&positions_from_wit(positions));
+        }
+
+        fn stop(&self) {
+            self.task.borrow_mut().stop();
+        }
+    }
+}
+
+#[cfg(feature = "sink")]
+mod sink_glue {
+    use super::*;
+    use crate::{SinkConnector, SinkTask};
+    use bindings::exports::wasm_connect::connector::sink as wit_sink;
+
+    impl<C: SinkConnector> wit_sink::Guest for Glue<C> {
+        type SinkTask = TaskGlue<C::Task>;
+    }
+
+    impl<T: SinkTask> wit_sink::GuestSinkTask for TaskGlue<T> {
+        fn start(config: wit::Config) -> Result<wit_sink::SinkTask, wit::TaskError> {
+            let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
+            Ok(wit_sink::SinkTask::new(TaskGlue::new(task)))
+        }
+
+        fn put(&self, topic: String, first_offset: u64, records: wit::RecordBatch) -> Result<(), wit::TaskError> {
+            let reader = BatchReader::new(&records.frames);
+            self.task.borrow_mut().put(&topic, first_offset, reader).map_err(task_error_to_wit)
+        }
+
+        fn flush(&self) -> Result<Vec<wit::Position>, wit::TaskError> {
+            let positions = self.task.borrow_mut().flush().map_err(task_error_to_wit)?;
+            Ok(positions.into_iter().map(|p| wit::Position { partition: p.partition, position: p.position }).collect())
+        }
+
+        fn stop(&self) {
+            self.task.borrow_mut().stop();
+        }
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds the bundled connectors in plugins-src/ for wasm32-wasip2 into plugins/.
+# Each connector is built on its own: the SDK's `source` and `sink` features pick the WIT
+# world and must not be unified into one build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+for crate in file-source file-sink; do
+    cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$crate"
+    cp "target/wasm32-wasip2/plugin/${crate//-/_}.wasm" "plugins/$crate.wasm"
+done
+ls -l plugins/*.wasm
