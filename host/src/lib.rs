@@ -1,9 +1,16 @@
 //! wasm-connect: runs data connectors (sources and sinks) as sandboxed WebAssembly
 //! components, managed over the RocketMQ-Connect REST API.
 //!
-//! Modules are the architecture: `sandbox` (wasmtime, limits, WIT bindings), `plugins`
-//! (the plugin directory), `worker` (connectors and their task actors), `storage`
-//! (durable state and topic logs), `api` (the REST APIs).
+//! Modules are the architecture:
+//! - `sandbox`: wasmtime engine, WIT bindings, per-store state, every limit;
+//! - `plugins`: the plugin directory and which plugin serves a `connector-class`;
+//! - `worker`: connectors and their task actors (source and sink loops);
+//! - `storage`: durable state (redb) and topic logs;
+//! - `api`: the REST APIs; `server`: wiring and shutdown.
 
+pub mod api;
+pub mod plugins;
 pub mod sandbox;
+pub mod server;
 pub mod storage;
+pub mod worker;

@@ -1,1 +1,55 @@
-fn main() {}
+//! The `wasm-connect` binary: parses the command line and serves.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use wasm_connect::server::{serve, ServeOptions};
+
+/// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
+/// the RocketMQ-Connect REST API to manage them.
+#[derive(Debug, Parser)]
+#[command(name = "wasm-connect", version, about, long_about = None)]
+struct Cli {
+    /// Address the REST API listens on. A non-loopback address exposes the API to the network.
+    #[arg(long, default_value = "127.0.0.1", env = "WASM_CONNECT_BIND")]
+    bind: IpAddr,
+    /// Port of the RocketMQ-Connect-compatible REST API.
+    #[arg(long, default_value_t = 8081, env = "WASM_CONNECT_HTTP_PORT")]
+    http_port: u16,
+    /// Directory for durable state: connector configs, positions, offsets and topic logs.
+    #[arg(long, default_value = "data", env = "WASM_CONNECT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Directory scanned for connector components (`*.wasm`) at start and on `/plugin/reload`.
+    #[arg(long, default_value = "plugins", env = "WASM_CONNECT_PLUGIN_DIR")]
+    plugin_dir: PathBuf,
+    /// Linear-memory cap of each connector instance, in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_memory_mib: usize,
+    /// Wall-clock limit of one call into a connector, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    call_timeout_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut options = ServeOptions::new(cli.bind, cli.http_port, cli.data_dir, cli.plugin_dir);
+    options.limits.memory_bytes = cli.max_memory_mib << 20;
+    options.limits.call_timeout = Duration::from_millis(cli.call_timeout_ms);
+    match serve(options).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("wasm-connect: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

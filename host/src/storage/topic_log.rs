@@ -123,7 +123,7 @@ impl TopicLog {
         }
         *file_len += batch.len() as u64;
         self.index_write().push(BatchIndex { first_offset, count, frames_at, frames_len });
-        if !producer.id.is_empty() {
+        if !producer.id.is_empty() && !producer.positions.is_empty() {
             let checkpoint = ProducerCheckpoint { sequence: producer.sequence, positions: producer.positions.to_vec() };
             self.producers.lock().unwrap_or_else(|e| e.into_inner()).insert(producer.id.to_string(), checkpoint);
         }
@@ -246,7 +246,7 @@ fn scan(file: &File) -> io::Result<Scan> {
             frames_at: out.valid_len + 8 + parsed.frames_start as u64,
             frames_len: (batch.len() - parsed.frames_start) as u32,
         });
-        if !parsed.producer.is_empty() {
+        if !parsed.producer.is_empty() && !parsed.checkpoint.positions.is_empty() {
             out.producers.insert(parsed.producer, parsed.checkpoint);
         }
         out.valid_len += 4 + rest_len as u64;

@@ -14,7 +14,7 @@ use wasm_connect_sdk::{
 };
 
 /// Empty polls in a row after which an unterminated last line counts as complete.
-pub const UNTERMINATED_QUIET: u32 = 20;
+pub const UNTERMINATED_QUIET: u32 = 5;
 /// Bytes read from the file at a time.
 const READ_CHUNK: usize = 256 * 1024;
 /// The keys that may name the file, in the RocketMQ and the Kafka spelling.

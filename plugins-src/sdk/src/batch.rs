@@ -106,11 +106,13 @@ impl BatchWriter {
     }
 
     /// Appends the content part of a record read elsewhere (see [`RecordRef::content`]) with
-    /// empty routing fields: the form records take in topic logs and sink batches.
-    pub fn push_content(&mut self, content: &[u8]) {
+    /// its timestamp replaced by `timestamp` and empty routing fields: the form records take
+    /// in topic logs and sink batches.
+    pub fn push_content(&mut self, content: &[u8], timestamp: i64) {
         let body = (content.len() + ROUTING_EMPTY.len()) as u32;
         self.frames.extend_from_slice(&body.to_le_bytes());
-        self.frames.extend_from_slice(content);
+        self.frames.extend_from_slice(&timestamp.to_le_bytes());
+        self.frames.extend_from_slice(content.get(8..).unwrap_or_default());
         self.frames.extend_from_slice(&ROUTING_EMPTY);
         self.count += 1;
     }
@@ -340,10 +342,10 @@ mod tests {
         let (_, frames) = writer.into_parts();
         let original = BatchReader::read_all(&frames, 1).unwrap()[0];
         let mut log = BatchWriter::new();
-        log.push_content(original.content);
+        log.push_content(original.content, 77);
         let (_, log_frames) = log.into_parts();
         let stored = BatchReader::read_all(&log_frames, 1).unwrap()[0];
-        assert_eq!((stored.value, stored.topic, stored.position), (&b"v"[..], "", ""));
+        assert_eq!((stored.timestamp, stored.value, stored.topic, stored.position), (77, &b"v"[..], "", ""));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use crate::{BatchReader, BatchWriter, Config, ConfigDef, Connector, Kind, LogLevel, PathAccess, Position, TaskError, ValueType};
+use crate::{Config, ConfigDef, Connector, Kind, LogLevel, PathAccess, TaskError, ValueType};
 
 #[cfg(all(feature = "source", feature = "sink"))]
 compile_error!("enable exactly one of the SDK features `source` and `sink` per wasm build");
@@ -121,38 +121,32 @@ fn task_error_to_wit(error: TaskError) -> wit::TaskError {
     }
 }
 
-fn positions_from_wit(positions: Vec<wit::Position>) -> Vec<Position> {
-    positions.into_iter().map(|p| Position { partition: p.partition, position: p.position }).collect()
-}
-
-/// A task behind the WIT resource: resource methods take `&self`, so state lives in a cell.
-pub struct TaskGlue<T> {
-    task: RefCell<T>,
-    /// Reused between polls so a steady source allocates its frame buffer once.
-    #[allow(dead_code)]
-    buffer: RefCell<BatchWriter>,
-}
-
-impl<T> TaskGlue<T> {
-    fn new(task: T) -> Self {
-        TaskGlue { task: RefCell::new(task), buffer: RefCell::new(BatchWriter::new()) }
-    }
-}
-
 #[cfg(feature = "source")]
 mod source_glue {
     use super::*;
-    use crate::{SourceConnector, SourceTask};
+    use crate::{BatchWriter, Position, SourceConnector, SourceTask};
     use bindings::exports::wasm_connect::connector::source as wit_source;
 
-    impl<C: SourceConnector> wit_source::Guest for Glue<C> {
-        type SourceTask = TaskGlue<C::Task>;
+    fn positions_from_wit(positions: Vec<wit::Position>) -> Vec<Position> {
+        positions.into_iter().map(|p| Position { partition: p.partition, position: p.position }).collect()
     }
 
-    impl<T: SourceTask> wit_source::GuestSourceTask for TaskGlue<T> {
+    /// A source task behind the WIT resource: methods take `&self`, so state lives in cells.
+    pub struct SourceTaskGlue<T> {
+        task: RefCell<T>,
+        /// Reused between polls so a steady source allocates its frame buffer once.
+        buffer: RefCell<BatchWriter>,
+    }
+
+    impl<C: SourceConnector> wit_source::Guest for Glue<C> {
+        type SourceTask = SourceTaskGlue<C::Task>;
+    }
+
+    impl<T: SourceTask> wit_source::GuestSourceTask for SourceTaskGlue<T> {
         fn start(config: wit::Config) -> Result<wit_source::SourceTask, wit::TaskError> {
             let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
-            Ok(wit_source::SourceTask::new(TaskGlue::new(task)))
+            let glue = SourceTaskGlue { task: RefCell::new(task), buffer: RefCell::new(BatchWriter::new()) };
+            Ok(wit_source::SourceTask::new(glue))
         }
 
         fn poll(&self, max_records: u32, max_bytes: u32) -> Result<wit::RecordBatch, wit::TaskError> {
@@ -175,17 +169,22 @@ mod source_glue {
 #[cfg(feature = "sink")]
 mod sink_glue {
     use super::*;
-    use crate::{SinkConnector, SinkTask};
+    use crate::{BatchReader, Position, SinkConnector, SinkTask};
     use bindings::exports::wasm_connect::connector::sink as wit_sink;
 
-    impl<C: SinkConnector> wit_sink::Guest for Glue<C> {
-        type SinkTask = TaskGlue<C::Task>;
+    /// A sink task behind the WIT resource: methods take `&self`, so state lives in a cell.
+    pub struct SinkTaskGlue<T> {
+        task: RefCell<T>,
     }
 
-    impl<T: SinkTask> wit_sink::GuestSinkTask for TaskGlue<T> {
+    impl<C: SinkConnector> wit_sink::Guest for Glue<C> {
+        type SinkTask = SinkTaskGlue<C::Task>;
+    }
+
+    impl<T: SinkTask> wit_sink::GuestSinkTask for SinkTaskGlue<T> {
         fn start(config: wit::Config) -> Result<wit_sink::SinkTask, wit::TaskError> {
             let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
-            Ok(wit_sink::SinkTask::new(TaskGlue::new(task)))
+            Ok(wit_sink::SinkTask::new(SinkTaskGlue { task: RefCell::new(task) }))
         }
 
         fn put(&self, topic: String, first_offset: u64, records: wit::RecordBatch) -> Result<(), wit::TaskError> {

@@ -1,0 +1,171 @@
+//! The RocketMQ-Connect REST API (default port 8081), as `shared/reference/legacy-api.md`
+//! specifies: every route is `GET`, every handled outcome is HTTP 200 `text/plain` (the
+//! original's scripts test the body), except a `config` that is not a JSON object (400).
+//!
+//! | Route | Handler |
+//! | --- | --- |
+//! | `/connectors/stopAll` | [`stop_all`] (matched before `/connectors/{name}`) |
+//! | `/connectors/{name}?config={json}` | [`create`] |
+//! | `/connectors/{name}/stop` | [`stop`] |
+//! | `/connectors/{name}/status` | [`status`] |
+//! | `/connectors/{name}/config` | [`config`] |
+//! | `/plugin/reload` | [`reload`] |
+//! | `/getConfigInfo` | [`config_info`] |
+//! | `/getClusterInfo` | [`cluster_info`] |
+//! | `/getAllocatedInfo` | [`allocated_info`] |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::storage::Properties;
+use crate::worker::{PutError, PutOutcome, Worker};
+
+pub fn router(worker: Arc<Worker>) -> Router {
+    Router::new()
+        .route("/connectors/stopAll", get(stop_all))
+        .route("/connectors/{name}", get(create))
+        .route("/connectors/{name}/stop", get(stop))
+        .route("/connectors/{name}/status", get(status))
+        .route("/connectors/{name}/config", get(config))
+        .route("/plugin/reload", get(reload))
+        .route("/getConfigInfo", get(config_info))
+        .route("/getClusterInfo", get(cluster_info))
+        .route("/getAllocatedInfo", get(allocated_info))
+        .with_state(worker)
+}
+
+/// `GET /connectors/{name}?config={json}`: create, or update (upsert).
+async fn create(State(worker): State<Arc<Worker>>, Path(name): Path<String>, RawQuery(query): RawQuery) -> Response {
+    let Some(config) = query_param(query.as_deref().unwrap_or(""), "config") else {
+        return text("failed! query param 'config' is required ");
+    };
+    let config = match parse_config(&config) {
+        Ok(config) => config,
+        Err(reason) => {
+            let body = format!("failed: config is not a JSON object: {reason}");
+            return (StatusCode::BAD_REQUEST, body).into_response();
+        }
+    };
+    match worker.put(&name, config).await {
+        Ok(PutOutcome::Created | PutOutcome::Updated) => text("success"),
+        Ok(PutOutcome::Unchanged) => text("Connector with same config already exist."),
+        Err(e @ (PutError::MissingKey(_) | PutError::Invalid(_))) => text(e.to_string()),
+        Err(e @ (PutError::UnknownPlugin { .. } | PutError::Other(_))) => text(format!("failed: {e}")),
+    }
+}
+
+/// `GET /connectors/{name}/stop`: stop and delete; `success` also for an unknown name.
+async fn stop(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
+    match worker.delete(&name).await {
+        Ok(_) => text("success"),
+        Err(reason) => text(format!("failed: {reason}")),
+    }
+}
+
+/// `GET /connectors/stopAll`: stop and delete every connector.
+async fn stop_all(State(worker): State<Arc<Worker>>) -> Response {
+    match worker.delete_all().await {
+        Ok(()) => text("success"),
+        Err(reason) => text(format!("failed: {reason}")),
+    }
+}
+
+/// `GET /connectors/{name}/status`: `running` when the connector and all its tasks run.
+async fn status(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
+    text(if worker.is_running(&name).await { "running" } else { "not running" })
+}
+
+/// `GET /connectors/{name}/config`.
+async fn config(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
+    match worker.config(&name).await {
+        Some(stored) => {
+            let tasks: Vec<Value> = stored.tasks.iter().map(properties).collect();
+            text(format!("ConnectorConfigs:{}\nTaskConfigs:{}", properties(&stored.config), Value::Array(tasks)))
+        }
+        None => text("ConnectorConfigs:null\nTaskConfigs:null"),
+    }
+}
+
+/// `GET /plugin/reload`: rescan the plugin directory (each file's outcome is logged).
+async fn reload(State(worker): State<Arc<Worker>>) -> Response {
+    worker.plugins().scan(worker.sandbox()).await;
+    text("success")
+}
+
+/// `GET /getConfigInfo`.
+async fn config_info(State(worker): State<Arc<Worker>>) -> Response {
+    let configs = worker.configs().await;
+    let connectors: BTreeMap<&String, Value> = configs.iter().map(|(n, c)| (n, properties(&c.config))).collect();
+    let tasks: BTreeMap<&String, Vec<Value>> =
+        configs.iter().map(|(n, c)| (n, c.tasks.iter().map(properties).collect())).collect();
+    text(format!("ConnectorConfigs:{}\nTaskConfigs:{}", json!(connectors), json!(tasks)))
+}
+
+/// `GET /getClusterInfo`: the live workers; in one-process mode, this one.
+async fn cluster_info(State(worker): State<Arc<Worker>>) -> Response {
+    text(json!([worker.id()]).to_string())
+}
+
+/// `GET /getAllocatedInfo`: the connectors and tasks this worker runs.
+async fn allocated_info(State(worker): State<Arc<Worker>>) -> Response {
+    let configs = worker.configs().await;
+    let mut body = String::from("working connectors:\n");
+    for (name, stored) in &configs {
+        body.push_str(&format!("connectorName:{name}\nConfigs:{}\n", properties(&stored.config)));
+    }
+    body.push_str("working tasks:\n");
+    for (name, stored) in &configs {
+        for task in &stored.tasks {
+            body.push_str(&format!("connectorName:{name}\nConfigs:{}\n", properties(task)));
+        }
+    }
+    text(body)
+}
+
+/// A config as the original serialised it: `{"properties":{…}}`.
+fn properties(config: &Properties) -> Value {
+    json!({ "properties": config })
+}
+
+fn text(body: impl Into<String>) -> Response {
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+}
+
+/// The decoded value of `name` in a query string; malformed escapes are kept as they are.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// A JSON object whose values become strings (numbers and nested JSON as their JSON text).
+fn parse_config(raw: &str) -> Result<Properties, String> {
+    let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let Value::Object(map) = value else { return Err(format!("got {}", json_kind(&value))) };
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| match value {
+            Value::String(s) => (key, s),
+            other => (key, other.to_string()),
+        })
+        .collect())
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

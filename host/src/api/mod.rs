@@ -1,0 +1,3 @@
+//! The REST APIs. `legacy` serves the RocketMQ-Connect API answer for answer.
+
+pub mod legacy;

@@ -1,0 +1,175 @@
+//! The source task actor: poll → durable append to the topic logs → commit positions.
+//!
+//! Positions travel inside the log batch that holds their records, so they are durable
+//! exactly when the records are; the redb copy written right after is what the APIs show
+//! and is overridden on start by a newer checkpoint found in the logs.
+
+use std::time::Duration;
+
+use wasm_connect_sdk::{BatchReader, BatchWriter};
+
+use super::task::{Positions, TaskContext, TaskStatus};
+use crate::sandbox::types::{Position, RecordBatch, TaskError};
+use crate::sandbox::{ConnectorComponent, SourceInstance, TaskSetup};
+use crate::storage::Producer;
+
+/// Longest pause between polls of a source that has nothing new.
+const MAX_IDLE_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a retriable error.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs one source task until it is stopped or fails.
+pub async fn run(mut ctx: TaskContext) {
+    let ConnectorComponent::Source(pre) = ctx.plugin.component.clone() else {
+        return ctx.set(TaskStatus::Failed("plugin is not a source connector".into()));
+    };
+    let producer = ctx.identity.to_string();
+    let (committed, mut sequence) = match resume_point(&ctx, &producer) {
+        Ok(resume) => resume,
+        Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
+    };
+    let config = ctx.guest_config();
+    let grants = ctx.grants();
+    let setup = TaskSetup { identity: ctx.identity.clone(), grants: &grants, committed, config: &config };
+    let sandbox = ctx.sandbox.clone();
+    let mut instance = match SourceInstance::start(&sandbox, &pre, setup).await {
+        Ok(Ok(instance)) => instance,
+        Ok(Err(e)) => return ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
+        Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
+    };
+    ctx.set(TaskStatus::Running);
+    let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
+    let limits = ctx.sandbox.limits().clone();
+    let mut idle = Duration::from_millis(1);
+    while !ctx.stopping() {
+        let batch = match instance.poll(limits.batch_records, limits.batch_bytes).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(TaskError::Retriable(reason))) => {
+                tracing::debug!(task = %ctx.identity, "poll: {reason}");
+                ctx.pause(RETRY_PAUSE).await;
+                continue;
+            }
+            Ok(Err(TaskError::Fatal(reason))) => return ctx.set(TaskStatus::Failed(format!("poll failed: {reason}"))),
+            Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
+        };
+        if batch.count == 0 {
+            ctx.pause(idle).await;
+            idle = (idle * 2).min(MAX_IDLE_PAUSE);
+            continue;
+        }
+        idle = Duration::from_millis(1);
+        let positions = match store_batch(&ctx, &producer, sequence, &default_topic, batch, limits.batch_records).await {
+            Ok(positions) => positions,
+            Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
+        };
+        sequence += 1;
+        if let Err(e) = instance.commit(&positions).await {
+            return ctx.set(TaskStatus::Failed(e.to_string()));
+        }
+    }
+    if let Err(e) = instance.stop().await {
+        tracing::warn!(task = %ctx.identity, "stop: {e}");
+    }
+    ctx.set(TaskStatus::Stopped);
+}
+
+/// Committed positions (redb, overridden by the newest checkpoint in the logs) and the next
+/// producer sequence number.
+fn resume_point(ctx: &TaskContext, producer: &str) -> Result<(Positions, u64), String> {
+    let mut positions = ctx.storage.state.source_positions(&ctx.identity.connector).map_err(|e| e.to_string())?;
+    let newest = ctx
+        .storage
+        .topics
+        .all()
+        .into_iter()
+        .filter_map(|(_, log)| log.checkpoint(producer))
+        .max_by_key(|checkpoint| checkpoint.sequence);
+    let mut next_sequence = 0;
+    if let Some(checkpoint) = newest {
+        positions.extend(checkpoint.positions);
+        next_sequence = checkpoint.sequence + 1;
+    }
+    Ok((positions, next_sequence))
+}
+
+/// Checks a polled batch, appends it to its topics and commits its positions; returns them.
+async fn store_batch(
+    ctx: &TaskContext,
+    producer: &str,
+    sequence: u64,
+    default_topic: &str,
+    batch: RecordBatch,
+    max_records: u32,
+) -> Result<Vec<Position>, String> {
+    if batch.count > max_records {
+        return Err(format!("poll returned {} records, more than the {max_records} asked for", batch.count));
+    }
+    let storage = ctx.storage.clone();
+    let connector = ctx.identity.connector.clone();
+    let (producer, default_topic) = (producer.to_string(), default_topic.to_string());
+    let stored = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+        let (groups, positions) = route(&batch, &default_topic)?;
+        let last = groups.len().saturating_sub(1);
+        for (i, (topic, records)) in groups.iter().enumerate() {
+            let log = storage.topics.get(topic).map_err(|e| format!("topic {topic}: {e}"))?;
+            // Positions ride with the last append only: a crash before it loses no record.
+            let checkpoint: &[(String, String)] = if i == last { &positions } else { &[] };
+            let producer = Producer { id: &producer, sequence, positions: checkpoint };
+            log.append(records.count(), records.frames(), &producer)
+                .map_err(|e| format!("cannot append to topic {topic}: {e}"))?;
+        }
+        storage.state.commit_source_positions(&connector, &positions).map_err(|e| e.to_string())?;
+        Ok(positions)
+    });
+    let positions = stored.await.map_err(|e| format!("storage thread crashed: {e}"))??;
+    Ok(positions.into_iter().map(|(partition, position)| Position { partition, position }).collect())
+}
+
+/// Splits a batch by topic (records keep their order within a topic) and finds the last
+/// position of each partition.
+type Routed = (Vec<(String, BatchWriter)>, Vec<(String, String)>);
+
+fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
+    let mut groups: Vec<(String, BatchWriter)> = Vec::new();
+    let mut positions: Vec<(String, String)> = Vec::new();
+    let mut count = 0u32;
+    let now = now_millis();
+    for record in BatchReader::new(&batch.frames) {
+        let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
+        count += 1;
+        let topic = if record.topic.is_empty() { default_topic } else { record.topic };
+        if topic.is_empty() {
+            return Err("a record names no topic and the task config has no `topic`".into());
+        }
+        let group = match groups.iter_mut().position(|(t, _)| t == topic) {
+            Some(i) => &mut groups[i].1,
+            None => {
+                groups.push((topic.to_string(), BatchWriter::with_capacity(batch.frames.len())));
+                &mut groups.last_mut().expect("just pushed").1
+            }
+        };
+        let timestamp = if record.timestamp == 0 { now } else { record.timestamp };
+        group.push_content(record.content, timestamp);
+        if !record.partition.is_empty() {
+            match positions.iter_mut().find(|(p, _)| p == record.partition) {
+                Some(entry) => record.position.clone_into(&mut entry.1),
+                None => positions.push((record.partition.to_string(), record.position.to_string())),
+            }
+        }
+    }
+    if count != batch.count {
+        return Err(format!("poll declared {} records but returned {count}", batch.count));
+    }
+    Ok((groups, positions))
+}
+
+fn now_millis() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub fn task_error_text(error: &TaskError) -> &str {
+    match error {
+        TaskError::Retriable(reason) | TaskError::Fatal(reason) => reason,
+    }
+}

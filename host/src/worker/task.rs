@@ -1,0 +1,122 @@
+//! What every task actor shares: its status cell, its stop signal, and the context it runs in.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::plugins::Plugin;
+use crate::sandbox::types::{Config, PathAccess};
+use crate::sandbox::{DirGrant, Identity, Sandbox};
+use crate::storage::{Properties, Storage};
+
+/// Where a task stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskStatus {
+    Starting,
+    Running,
+    Failed(String),
+    Stopped,
+}
+
+/// Everything a task actor needs; owned by the actor.
+pub struct TaskContext {
+    pub identity: Identity,
+    pub plugin: Arc<Plugin>,
+    pub config: Properties,
+    pub sandbox: Arc<Sandbox>,
+    pub storage: Arc<Storage>,
+    pub status: watch::Sender<TaskStatus>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl TaskContext {
+    pub fn set(&self, status: TaskStatus) {
+        if let TaskStatus::Failed(reason) = &status {
+            tracing::warn!(task = %self.identity, "task failed: {reason}");
+        }
+        self.status.send_replace(status);
+    }
+
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps for `pause`, or less if the task is told to stop.
+    pub async fn pause(&mut self, pause: Duration) {
+        let _ = tokio::time::timeout(pause, self.stop.wait_for(|stop| *stop)).await;
+    }
+
+    /// The task config as the guest sees it: relative paths in path-typed keys made absolute.
+    pub fn guest_config(&self) -> Config {
+        let path_keys: Vec<&str> =
+            self.plugin.descriptor.config_defs.iter().filter(|d| d.path.is_some()).map(|d| d.name.as_str()).collect();
+        self.config
+            .iter()
+            .map(|(key, value)| {
+                let value = if path_keys.contains(&key.as_str()) { absolute(value) } else { value.clone() };
+                (key.clone(), value)
+            })
+            .collect()
+    }
+
+    /// Directories the guest may open: the parent of each file its path-typed keys name.
+    pub fn grants(&self) -> Vec<DirGrant> {
+        let mut grants: Vec<DirGrant> = Vec::new();
+        for def in &self.plugin.descriptor.config_defs {
+            let (Some(access), Some(value)) = (def.path, self.config.get(&def.name)) else { continue };
+            let file = absolute(value);
+            let Some(dir) = Path::new(&file).parent() else { continue };
+            let writable = access == PathAccess::WriteFile;
+            match grants.iter_mut().find(|g| g.dir == dir) {
+                Some(grant) => grant.writable |= writable,
+                None => grants.push(DirGrant { dir: dir.to_path_buf(), writable }),
+            }
+        }
+        grants
+    }
+}
+
+/// `path` made absolute against the host's working directory.
+fn absolute(path: &str) -> String {
+    std::path::absolute(path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| path.to_string())
+}
+
+/// The worker's handle on a running task actor.
+pub struct TaskHandle {
+    pub status: watch::Receiver<TaskStatus>,
+    stop: watch::Sender<bool>,
+    join: JoinHandle<()>,
+}
+
+impl TaskHandle {
+    /// Spawns `actor` with a fresh status cell and stop signal.
+    pub fn spawn<F, Fut>(make_context: impl FnOnce(watch::Sender<TaskStatus>, watch::Receiver<bool>) -> TaskContext, actor: F) -> TaskHandle
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (status_tx, status) = watch::channel(TaskStatus::Starting);
+        let (stop, stop_rx) = watch::channel(false);
+        let join = tokio::spawn(actor(make_context(status_tx, stop_rx)));
+        TaskHandle { status, stop, join }
+    }
+
+    /// Asks the actor to stop (it commits what it has) and waits for it.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Err(e) = self.join.await {
+            tracing::error!("task actor ended abnormally: {e}");
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        *self.status.borrow() == TaskStatus::Running
+    }
+}
+
+/// Positions as stored: partition → position.
+pub type Positions = BTreeMap<String, String>;
