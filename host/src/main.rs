@@ -16,7 +16,7 @@ struct Cli {
     /// Address the REST API listens on. A non-loopback address exposes the API to the network.
     #[arg(long, default_value = "127.0.0.1", env = "WASM_CONNECT_BIND")]
     bind: IpAddr,
-    /// Port of the RocketMQ-Connect-compatible REST API.
+    /// Port of the RocketMQ-Connect-compatible REST API (0 picks a free port and logs it).
     #[arg(long, default_value_t = 8081, env = "WASM_CONNECT_HTTP_PORT")]
     http_port: u16,
     /// Directory for durable state: connector configs, positions, offsets and topic logs.
@@ -36,6 +36,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )

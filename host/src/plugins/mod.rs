@@ -67,6 +67,8 @@ impl PluginRegistry {
                     fresh.plugins.push(Arc::new(plugin));
                 }
                 Err(reason) => {
+                    // One log line per plugin: wasmtime's messages may span several.
+                    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
                     lines.push(format!("broken plugin {}: {reason}", file.display()));
                     fresh.broken.push(BrokenPlugin { file, reason });
                 }

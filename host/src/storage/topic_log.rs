@@ -138,12 +138,14 @@ impl TopicLog {
         let batches: Vec<BatchIndex> = {
             let index = self.index_read();
             let start = index.partition_point(|b| b.first_offset + u64::from(b.count) <= from);
+            // Whole batches while there is room; `records` counts those wanted so far.
             let (mut bytes, mut records) = (0usize, 0u64);
             let fits = |b: &&BatchIndex| {
                 let first = bytes == 0;
+                let room = first || (bytes + b.frames_len as usize <= max_bytes && records < u64::from(max_records));
                 bytes += b.frames_len as usize;
-                records += u64::from(b.count);
-                first || (bytes <= max_bytes && records <= u64::from(max_records) + (from - index[start].first_offset))
+                records += u64::from(b.count) - from.saturating_sub(b.first_offset);
+                room
             };
             index[start..].iter().take_while(fits).copied().collect()
         };

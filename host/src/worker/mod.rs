@@ -1,8 +1,8 @@
 //! The worker: owns the connectors of this process, checks and stores their configs, and
 //! runs one actor per task (`source` / `sink`), each with its own wasm store.
 
-mod sink;
-mod source;
+pub mod sink;
+pub mod source;
 mod task;
 
 use std::collections::BTreeMap;
@@ -14,8 +14,7 @@ use crate::plugins::{Plugin, PluginRegistry};
 use crate::sandbox::types::Config;
 use crate::sandbox::{Identity, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector};
-pub use task::TaskStatus;
-use task::{TaskContext, TaskHandle};
+pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskStatus};
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";

@@ -1,13 +1,14 @@
 //! The sink task actor: read from the committed offset → put → flush → commit the next
 //! offset together with the positions the flush returned (one redb transaction).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::source::task_error_text;
-use super::task::{TaskContext, TaskStatus};
-use crate::sandbox::types::{RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, SinkInstance, TaskSetup};
+use super::task::{CallResult, Positions, TaskContext, TaskStatus};
+use crate::sandbox::types::{Position, RecordBatch, TaskError};
+use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance, TaskSetup};
 use crate::storage::TopicLog;
 
 /// Longest wait for new records before looking again.
@@ -16,40 +17,48 @@ const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// One topic the sink reads and where it stands.
-struct Subscription {
+pub struct Subscription {
     topic: String,
     log: Arc<TopicLog>,
     next_offset: u64,
 }
 
 /// Runs one sink task until it is stopped or fails.
-pub async fn run(mut ctx: TaskContext) {
+pub async fn run(ctx: TaskContext) {
     let ConnectorComponent::Sink(pre) = ctx.plugin.component.clone() else {
         return ctx.set(TaskStatus::Failed("plugin is not a sink connector".into()));
     };
-    let state = match ctx.storage.state.sink_state(&ctx.identity.connector) {
-        Ok(state) => state,
-        Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
-    };
-    let mut subscriptions = match subscribe(&ctx, &state.offsets) {
-        Ok(subscriptions) => subscriptions,
+    let (committed, subscriptions) = match resume_point(&ctx) {
+        Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
     let config = ctx.guest_config();
     let grants = ctx.grants();
-    let setup = TaskSetup { identity: ctx.identity.clone(), grants: &grants, committed: state.positions, config: &config };
+    let setup = TaskSetup { identity: ctx.identity.clone(), grants: &grants, committed, config: &config };
     let sandbox = ctx.sandbox.clone();
-    let mut instance = match SinkInstance::start(&sandbox, &pre, setup).await {
-        Ok(Ok(instance)) => instance,
-        Ok(Err(e)) => return ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
-        Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
-    };
+    match SinkInstance::start(&sandbox, &pre, setup).await {
+        Ok(Ok(instance)) => drive(ctx, instance, subscriptions).await,
+        Ok(Err(e)) => ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
+        Err(e) => ctx.set(TaskStatus::Failed(e.to_string())),
+    }
+}
+
+/// The positions the task's last flush returned, and the topics it reads from their
+/// committed offsets.
+pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>), String> {
+    let state = ctx.storage.state.sink_state(&ctx.identity.connector).map_err(|e| e.to_string())?;
+    Ok((state.positions, subscribe(ctx, &state.offsets)?))
+}
+
+/// The sink loop over a started task: deliver new records of each topic, until stopped or
+/// failed.
+pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscriptions: Vec<Subscription>) {
     ctx.set(TaskStatus::Running);
     let mut wake = subscriptions[0].log.subscribe();
     while !ctx.stopping() {
         let mut delivered = false;
         for subscription in subscriptions.iter_mut() {
-            match deliver(&ctx, &mut instance, subscription).await {
+            match deliver(&ctx, &mut task, subscription).await {
                 Ok(count) => delivered |= count > 0,
                 Err(Delivery::Retry(reason)) => {
                     tracing::debug!(task = %ctx.identity, "{reason}");
@@ -66,10 +75,32 @@ pub async fn run(mut ctx: TaskContext) {
             }
         }
     }
-    if let Err(e) = instance.stop().await {
+    if let Err(e) = task.stop().await {
         tracing::warn!(task = %ctx.identity, "stop: {e}");
     }
     ctx.set(TaskStatus::Stopped);
+}
+
+/// The calls the sink loop makes on a started task. The wasm instance implements it; a
+/// benchmark implements it with the same connector compiled natively.
+pub trait SinkCalls: Send {
+    fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> impl Future<Output = CallResult<()>> + Send;
+    fn flush(&mut self) -> impl Future<Output = CallResult<Vec<Position>>> + Send;
+    fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
+}
+
+impl SinkCalls for SinkInstance<'_> {
+    fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> impl Future<Output = CallResult<()>> + Send {
+        SinkInstance::put(self, topic, first_offset, batch)
+    }
+
+    fn flush(&mut self) -> impl Future<Output = CallResult<Vec<Position>>> + Send {
+        SinkInstance::flush(self)
+    }
+
+    fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send {
+        SinkInstance::stop(self)
+    }
 }
 
 enum Delivery {
@@ -93,7 +124,7 @@ fn subscribe(ctx: &TaskContext, offsets: &std::collections::BTreeMap<String, u64
 }
 
 /// Delivers the next records of one topic, if any; returns how many.
-async fn deliver(ctx: &TaskContext, instance: &mut SinkInstance<'_>, sub: &mut Subscription) -> Result<u32, Delivery> {
+async fn deliver(ctx: &TaskContext, instance: &mut impl SinkCalls, sub: &mut Subscription) -> Result<u32, Delivery> {
     let limits = ctx.sandbox.limits();
     let (log, from) = (sub.log.clone(), sub.next_offset);
     let (max_records, max_bytes) = (limits.batch_records, limits.batch_bytes as usize);
@@ -119,10 +150,7 @@ async fn deliver(ctx: &TaskContext, instance: &mut SinkInstance<'_>, sub: &mut S
     Ok(read.count)
 }
 
-fn guest_result<T>(
-    call: &str,
-    result: Result<Result<T, TaskError>, crate::sandbox::GuestFailure>,
-) -> Result<T, Delivery> {
+fn guest_result<T>(call: &str, result: CallResult<T>) -> Result<T, Delivery> {
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(TaskError::Retriable(reason))) => Err(Delivery::Retry(format!("{call}: {reason}"))),

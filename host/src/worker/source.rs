@@ -4,13 +4,14 @@
 //! exactly when the records are; the redb copy written right after is what the APIs show
 //! and is overridden on start by a newer checkpoint found in the logs.
 
+use std::future::Future;
 use std::time::Duration;
 
 use wasm_connect_sdk::{BatchReader, BatchWriter};
 
-use super::task::{Positions, TaskContext, TaskStatus};
+use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, SourceInstance, TaskSetup};
+use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance, TaskSetup};
 use crate::storage::Producer;
 
 /// Longest pause between polls of a source that has nothing new.
@@ -19,12 +20,11 @@ const MAX_IDLE_PAUSE: Duration = Duration::from_millis(100);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Runs one source task until it is stopped or fails.
-pub async fn run(mut ctx: TaskContext) {
+pub async fn run(ctx: TaskContext) {
     let ConnectorComponent::Source(pre) = ctx.plugin.component.clone() else {
         return ctx.set(TaskStatus::Failed("plugin is not a source connector".into()));
     };
-    let producer = ctx.identity.to_string();
-    let (committed, mut sequence) = match resume_point(&ctx, &producer) {
+    let (committed, sequence) = match resume_point(&ctx) {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
@@ -32,17 +32,23 @@ pub async fn run(mut ctx: TaskContext) {
     let grants = ctx.grants();
     let setup = TaskSetup { identity: ctx.identity.clone(), grants: &grants, committed, config: &config };
     let sandbox = ctx.sandbox.clone();
-    let mut instance = match SourceInstance::start(&sandbox, &pre, setup).await {
-        Ok(Ok(instance)) => instance,
-        Ok(Err(e)) => return ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
-        Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
-    };
+    match SourceInstance::start(&sandbox, &pre, setup).await {
+        Ok(Ok(instance)) => drive(ctx, instance, sequence).await,
+        Ok(Err(e)) => ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
+        Err(e) => ctx.set(TaskStatus::Failed(e.to_string())),
+    }
+}
+
+/// The source loop over a started task: poll, store, commit, until stopped or failed.
+/// `sequence` numbers this producer's batches (from [`resume_point`]).
+pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequence: u64) {
     ctx.set(TaskStatus::Running);
+    let producer = ctx.identity.to_string();
     let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
     let limits = ctx.sandbox.limits().clone();
     let mut idle = Duration::from_millis(1);
     while !ctx.stopping() {
-        let batch = match instance.poll(limits.batch_records, limits.batch_bytes).await {
+        let batch = match task.poll(limits.batch_records, limits.batch_bytes).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(TaskError::Retriable(reason))) => {
                 tracing::debug!(task = %ctx.identity, "poll: {reason}");
@@ -63,26 +69,49 @@ pub async fn run(mut ctx: TaskContext) {
             Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
         };
         sequence += 1;
-        if let Err(e) = instance.commit(&positions).await {
+        if let Err(e) = task.commit(&positions).await {
             return ctx.set(TaskStatus::Failed(e.to_string()));
         }
     }
-    if let Err(e) = instance.stop().await {
+    if let Err(e) = task.stop().await {
         tracing::warn!(task = %ctx.identity, "stop: {e}");
     }
     ctx.set(TaskStatus::Stopped);
 }
 
+/// The calls the source loop makes on a started task. The wasm instance implements it; a
+/// benchmark implements it with the same connector compiled natively.
+pub trait SourceCalls: Send {
+    fn poll(&mut self, max_records: u32, max_bytes: u32) -> impl Future<Output = CallResult<RecordBatch>> + Send;
+    fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), GuestFailure>> + Send;
+    fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
+}
+
+impl SourceCalls for SourceInstance<'_> {
+    fn poll(&mut self, max_records: u32, max_bytes: u32) -> impl Future<Output = CallResult<RecordBatch>> + Send {
+        SourceInstance::poll(self, max_records, max_bytes)
+    }
+
+    fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), GuestFailure>> + Send {
+        SourceInstance::commit(self, positions)
+    }
+
+    fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send {
+        SourceInstance::stop(self)
+    }
+}
+
 /// Committed positions (redb, overridden by the newest checkpoint in the logs) and the next
 /// producer sequence number.
-fn resume_point(ctx: &TaskContext, producer: &str) -> Result<(Positions, u64), String> {
+pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
+    let producer = ctx.identity.to_string();
     let mut positions = ctx.storage.state.source_positions(&ctx.identity.connector).map_err(|e| e.to_string())?;
     let newest = ctx
         .storage
         .topics
         .all()
         .into_iter()
-        .filter_map(|(_, log)| log.checkpoint(producer))
+        .filter_map(|(_, log)| log.checkpoint(&producer))
         .max_by_key(|checkpoint| checkpoint.sequence);
     let mut next_sequence = 0;
     if let Some(checkpoint) = newest {

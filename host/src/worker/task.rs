@@ -118,5 +118,8 @@ impl TaskHandle {
     }
 }
 
+/// What a call into a task returns: the task's own result, or why the call failed.
+pub type CallResult<T> = Result<Result<T, crate::sandbox::types::TaskError>, crate::sandbox::GuestFailure>;
+
 /// Positions as stored: partition → position.
 pub type Positions = BTreeMap<String, String>;

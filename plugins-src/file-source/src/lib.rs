@@ -3,18 +3,21 @@
 //! Lines end at `\n`; a `\r` before it is stripped too. The position committed for the file
 //! is the byte offset just after the last line delivered, so a restart resumes exactly
 //! there. A last line without terminator is delivered once the file has stopped growing
-//! for [`UNTERMINATED_QUIET`] polls; a `\n` that arrives for it later is not a new line.
+//! for [`UNTERMINATED_QUIET`]; a `\n` that arrives for it later is not a new line.
+//! At end of file the task closes the file and reopens it at the same offset on the next
+//! poll, which is how it tails (and sees a file that is created later).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::time::{Duration, Instant};
 
 use wasm_connect_sdk::{
     BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess, Record, SourceConnector,
     SourceTask, TaskError,
 };
 
-/// Empty polls in a row after which an unterminated last line counts as complete.
-pub const UNTERMINATED_QUIET: u32 = 5;
+/// How long the file must stop growing before an unterminated last line counts as complete.
+pub const UNTERMINATED_QUIET: Duration = Duration::from_secs(1);
 /// Bytes read from the file at a time.
 const READ_CHUNK: usize = 256 * 1024;
 /// The keys that may name the file, in the RocketMQ and the Kafka spelling.
@@ -65,7 +68,8 @@ pub struct FileSourceTask {
     pending: Vec<u8>,
     /// Start of the unscanned part of `pending` (everything before it holds no `\n`).
     scanned: usize,
-    quiet_polls: u32,
+    /// When the last read returned data.
+    last_growth: Instant,
     /// The last delivery was an unterminated line: a `\n` arriving next belongs to it.
     owe_terminator: bool,
 }
@@ -85,7 +89,7 @@ impl SourceTask for FileSourceTask {
             position,
             pending: Vec::new(),
             scanned: 0,
-            quiet_polls: 0,
+            last_growth: Instant::now(),
             owe_terminator: false,
         })
     }
@@ -112,8 +116,9 @@ impl FileSourceTask {
         }
         let mut file = File::open(&self.path)
             .map_err(|e| TaskError::Retriable(format!("cannot open {}: {e}", self.path)))?;
-        file.seek(SeekFrom::Start(self.position))
-            .map_err(|e| TaskError::Fatal(format!("cannot seek {} to {}: {e}", self.path, self.position)))?;
+        let offset = self.position + self.pending.len() as u64;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| TaskError::Fatal(format!("cannot seek {} to {offset}: {e}", self.path)))?;
         self.file = Some(file);
         Ok(())
     }
@@ -131,7 +136,11 @@ impl FileSourceTask {
         };
         self.pending.truncate(start + read);
         if read > 0 {
-            self.quiet_polls = 0;
+            self.last_growth = Instant::now();
+        } else {
+            // A WASI input stream stays at end-of-file once it got there: reopen at the
+            // same offset on the next poll to see lines appended since.
+            self.file = None;
         }
         Ok(read)
     }
@@ -146,10 +155,10 @@ impl FileSourceTask {
                 self.position += 1;
             }
         }
-        let mut position_text = itoa_buffer();
+        let mut position_text = itoa::Buffer::new();
         while out.count() < max_records && out.byte_len() < max_bytes {
             let rest = &self.pending[consumed.max(self.scanned)..];
-            let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
+            let Some(newline) = memchr::memchr(b'\n', rest) else {
                 self.scanned = self.pending.len();
                 break;
             };
@@ -167,11 +176,10 @@ impl FileSourceTask {
 
     /// Delivers a last line without terminator once the file has been quiet long enough.
     fn flush_unterminated(&mut self, out: &mut BatchWriter) -> Result<(), TaskError> {
-        if self.pending.is_empty() || !out.is_empty() || self.pending.contains(&b'\n') {
+        if self.pending.is_empty() || !out.is_empty() || memchr::memchr(b'\n', &self.pending).is_some() {
             return Ok(());
         }
-        self.quiet_polls += 1;
-        if self.quiet_polls < UNTERMINATED_QUIET {
+        if self.last_growth.elapsed() < UNTERMINATED_QUIET {
             return Ok(());
         }
         let line = std::mem::take(&mut self.pending);
@@ -179,24 +187,18 @@ impl FileSourceTask {
         self.scanned = 0;
         self.owe_terminator = true;
         let line = strip_cr(&line);
-        self.push(out, line, &mut itoa_buffer())
+        self.push(out, line, &mut itoa::Buffer::new())
     }
 
-    fn push(&self, out: &mut BatchWriter, line: &[u8], position_text: &mut String) -> Result<(), TaskError> {
-        use std::fmt::Write;
-        position_text.clear();
-        let _ = write!(position_text, "{}", self.position);
-        let record = Record { value: line, partition: &self.path, position: position_text, ..Record::default() };
+    fn push(&self, out: &mut BatchWriter, line: &[u8], position_text: &mut itoa::Buffer) -> Result<(), TaskError> {
+        let position = position_text.format(self.position);
+        let record = Record { value: line, partition: &self.path, position, ..Record::default() };
         out.push(&record).map_err(|e| TaskError::Fatal(format!("cannot frame a line of {}: {e}", self.path)))
     }
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn itoa_buffer() -> String {
-    String::with_capacity(20)
 }
 
 wasm_connect_sdk::export_source!(FileSource);

@@ -125,6 +125,7 @@ fn task_error_to_wit(error: TaskError) -> wit::TaskError {
 mod source_glue {
     use super::*;
     use crate::{BatchWriter, Position, SourceConnector, SourceTask};
+    use std::cell::Cell;
     use bindings::exports::wasm_connect::connector::source as wit_source;
 
     fn positions_from_wit(positions: Vec<wit::Position>) -> Vec<Position> {
@@ -134,8 +135,8 @@ mod source_glue {
     /// A source task behind the WIT resource: methods take `&self`, so state lives in cells.
     pub struct SourceTaskGlue<T> {
         task: RefCell<T>,
-        /// Reused between polls so a steady source allocates its frame buffer once.
-        buffer: RefCell<BatchWriter>,
+        /// Bytes of frames the last poll returned: the next buffer's initial capacity.
+        last_size: Cell<usize>,
     }
 
     impl<C: SourceConnector> wit_source::Guest for Glue<C> {
@@ -145,15 +146,18 @@ mod source_glue {
     impl<T: SourceTask> wit_source::GuestSourceTask for SourceTaskGlue<T> {
         fn start(config: wit::Config) -> Result<wit_source::SourceTask, wit::TaskError> {
             let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
-            let glue = SourceTaskGlue { task: RefCell::new(task), buffer: RefCell::new(BatchWriter::new()) };
+            let glue = SourceTaskGlue { task: RefCell::new(task), last_size: Cell::new(0) };
             Ok(wit_source::SourceTask::new(glue))
         }
 
         fn poll(&self, max_records: u32, max_bytes: u32) -> Result<wit::RecordBatch, wit::TaskError> {
-            let mut buffer = self.buffer.borrow_mut();
-            buffer.clear();
-            self.task.borrow_mut().poll(&mut buffer, max_records, max_bytes).map_err(task_error_to_wit)?;
-            Ok(wit::RecordBatch { count: buffer.count(), frames: buffer.frames().to_vec() })
+            // The frames move out without a copy; the next buffer starts at this one's size.
+            let capacity = self.last_size.get();
+            let mut batch = BatchWriter::with_capacity(capacity);
+            self.task.borrow_mut().poll(&mut batch, max_records, max_bytes).map_err(task_error_to_wit)?;
+            self.last_size.set(batch.byte_len().max(capacity / 2));
+            let (count, frames) = batch.into_parts();
+            Ok(wit::RecordBatch { count, frames })
         }
 
         fn commit(&self, positions: Vec<wit::Position>) {
@@ -169,7 +173,7 @@ mod source_glue {
 #[cfg(feature = "sink")]
 mod sink_glue {
     use super::*;
-    use crate::{BatchReader, Position, SinkConnector, SinkTask};
+    use crate::{BatchReader, SinkConnector, SinkTask};
     use bindings::exports::wasm_connect::connector::sink as wit_sink;
 
     /// A sink task behind the WIT resource: methods take `&self`, so state lives in a cell.

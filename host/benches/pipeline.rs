@@ -1,0 +1,276 @@
+//! Pipeline benchmark: pushes N lines of 100 B through file-source → topic → file-sink and
+//! prints records per second for
+//!   (1) the raw topic-log append rate (batches of 1000, one fdatasync each),
+//!   (2) the pipeline with the bundled wasm components (`plugins/`),
+//!   (3) the same pipeline loops with the connector code compiled natively,
+//! plus a poll-only comparison that bounds the per-record cost of the wasm boundary.
+//!
+//! Run: `cargo bench --bench pipeline` (N = 1,000,000; set `PIPELINE_LINES` to change).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasm_connect::plugins::PluginRegistry;
+use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
+use wasm_connect::sandbox::{ConnectorComponent, DirGrant, GuestFailure, Identity, Limits, Sandbox, SourceInstance, TaskSetup};
+use wasm_connect::storage::{Producer, Properties, Storage, TopicLog};
+use wasm_connect::worker::sink::{self, SinkCalls};
+use wasm_connect::worker::source::{self, SourceCalls};
+use wasm_connect::worker::{CallResult, TaskContext, TaskHandle, Worker};
+use wasm_connect_sdk::{BatchReader, BatchWriter, Host, LogLevel, Record, SinkTask, SourceTask};
+
+const LINE_BYTES: usize = 100;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let lines: usize = std::env::var("PIPELINE_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let work = tempfile::tempdir()?;
+    let input = work.path().join("input.txt");
+    write_input(&input, lines)?;
+    let expected_bytes = std::fs::metadata(&input)?.len();
+    println!("pipeline benchmark: {lines} lines of {LINE_BYTES} B ({:.1} MB)", expected_bytes as f64 / 1e6);
+
+    let append_rate = raw_append(&work.path().join("raw.log"), lines)?;
+    println!("raw topic-log append (batches of 1000, fdatasync each): {append_rate:>12.0} rec/s");
+
+    let sandbox = Arc::new(Sandbox::new(Limits::default())?);
+    let plugins = Arc::new(PluginRegistry::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")));
+    plugins.scan(&sandbox).await;
+
+    let wasm_rate = wasm_pipeline(&work.path().join("wasm"), &input, expected_bytes, lines, &sandbox, &plugins).await?;
+    println!("file pipeline, wasm connectors:                          {wasm_rate:>12.0} rec/s");
+    let native_rate = native_pipeline(&work.path().join("native"), &input, expected_bytes, lines, &sandbox, &plugins).await?;
+    println!("file pipeline, same connectors compiled natively:        {native_rate:>12.0} rec/s");
+    println!("ratios: wasm/native {:.2}   wasm/raw-append {:.2}   native/raw-append {:.2}", wasm_rate / native_rate, wasm_rate / append_rate, native_rate / append_rate);
+
+    let (wasm_ns, native_ns) = poll_only(&input, lines, &sandbox, &plugins).await?;
+    println!(
+        "file-source poll only: wasm {wasm_ns:.0} ns/rec, native {native_ns:.0} ns/rec; boundary + wasm code cost {:.0} ns/rec (batches of {})",
+        wasm_ns - native_ns,
+        Limits::default().batch_records
+    );
+    Ok(())
+}
+
+/// `lines` lines of exactly LINE_BYTES bytes plus `\n`.
+fn write_input(path: &Path, lines: usize) -> std::io::Result<()> {
+    let mut text = String::with_capacity(lines * (LINE_BYTES + 1));
+    for i in 0..lines {
+        let prefix = format!("{i:010} ");
+        text.push_str(&prefix);
+        text.extend(std::iter::repeat_n('x', LINE_BYTES - prefix.len()));
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
+fn raw_append(path: &Path, records: usize) -> anyhow::Result<f64> {
+    let log = TopicLog::open(path)?;
+    let value = [b'x'; LINE_BYTES];
+    let mut batch = BatchWriter::new();
+    for _ in 0..1000 {
+        batch.push(&Record { value: &value, ..Record::default() })?;
+    }
+    let producer = Producer { id: "", sequence: 0, positions: &[] };
+    let started = Instant::now();
+    for _ in 0..records / 1000 {
+        log.append(batch.count(), batch.frames(), &producer)?;
+    }
+    Ok(rate(records / 1000 * 1000, started.elapsed()))
+}
+
+async fn wasm_pipeline(
+    data: &Path,
+    input: &Path,
+    expected_bytes: u64,
+    lines: usize,
+    sandbox: &Arc<Sandbox>,
+    plugins: &Arc<PluginRegistry>,
+) -> anyhow::Result<f64> {
+    let storage = Arc::new(Storage::open(data)?);
+    let worker = Worker::new("bench@0".into(), sandbox.clone(), storage, plugins.clone());
+    let output = data.join("out.txt");
+    let started = Instant::now();
+    worker.put("source", source_config(input)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    worker.put("sink", sink_config(&output)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    wait_for_bytes(&output, expected_bytes).await?;
+    let elapsed = started.elapsed();
+    worker.shutdown().await;
+    Ok(rate(lines, elapsed))
+}
+
+async fn native_pipeline(
+    data: &Path,
+    input: &Path,
+    expected_bytes: u64,
+    lines: usize,
+    sandbox: &Arc<Sandbox>,
+    plugins: &Arc<PluginRegistry>,
+) -> anyhow::Result<f64> {
+    let storage = Arc::new(Storage::open(data)?);
+    let output = data.join("out.txt");
+    let context = |name: &str, plugin: &str, config: Properties| {
+        let plugin = plugins.find(plugin).expect("bundled plugin loaded");
+        let storage = storage.clone();
+        let sandbox = sandbox.clone();
+        let name = name.to_string();
+        move |status, stop| TaskContext {
+            identity: Identity { connector: name, task: Some(0) },
+            plugin,
+            config,
+            sandbox,
+            storage,
+            status,
+            stop,
+        }
+    };
+    let started = Instant::now();
+    let source = TaskHandle::spawn(context("source", "file-source", source_config(input)), |ctx| async move {
+        let (committed, sequence) = source::resume_point(&ctx).expect("resume point");
+        let task = file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed)).expect("start");
+        source::drive(ctx, NativeSource(task), sequence).await
+    });
+    let sink = TaskHandle::spawn(context("sink", "file-sink", sink_config(&output)), |ctx| async move {
+        let (committed, subscriptions) = sink::resume_point(&ctx).expect("resume point");
+        let task = file_sink::FileSinkTask::start(&sdk_config(&ctx), &NativeHost(committed)).expect("start");
+        sink::drive(ctx, NativeSink(task), subscriptions).await
+    });
+    wait_for_bytes(&output, expected_bytes).await?;
+    let elapsed = started.elapsed();
+    source.stop().await;
+    sink.stop().await;
+    Ok(rate(lines, elapsed))
+}
+
+/// Polls the whole file through the source once as wasm and once natively.
+async fn poll_only(input: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: &Arc<PluginRegistry>) -> anyhow::Result<(f64, f64)> {
+    let limits = Limits::default();
+    let config: Config = source_config(input).into_iter().collect();
+    let plugin = plugins.find("file-source").expect("bundled plugin loaded");
+    let ConnectorComponent::Source(pre) = plugin.component.clone() else { anyhow::bail!("not a source") };
+    let grants = [DirGrant { dir: input.parent().expect("parent").to_path_buf(), writable: false }];
+    let setup = TaskSetup { identity: Identity { connector: "poll".into(), task: Some(0) }, grants: &grants, committed: Default::default(), config: &config };
+    let mut wasm = match SourceInstance::start(sandbox, &pre, setup).await? {
+        Ok(instance) => instance,
+        Err(e) => anyhow::bail!("start: {e:?}"),
+    };
+    let started = Instant::now();
+    let mut seen = 0usize;
+    while seen < lines {
+        let batch = wasm.poll(limits.batch_records, limits.batch_bytes).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        seen += batch.count as usize;
+    }
+    let wasm_ns = started.elapsed().as_nanos() as f64 / lines as f64;
+    let sdk: wasm_connect_sdk::Config = source_config(input).into_iter().collect();
+    let mut native = NativeSource(file_source::FileSourceTask::start(&sdk, &NativeHost(Default::default())).expect("start"));
+    let started = Instant::now();
+    let mut seen = 0usize;
+    while seen < lines {
+        let batch = native.poll(limits.batch_records, limits.batch_bytes).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        seen += batch.count as usize;
+    }
+    let native_ns = started.elapsed().as_nanos() as f64 / lines as f64;
+    Ok((wasm_ns, native_ns))
+}
+
+fn source_config(input: &Path) -> Properties {
+    Properties::from([
+        ("connector-class".into(), "file-source".into()),
+        ("topic".into(), "bench".into()),
+        ("filename".into(), input.display().to_string()),
+    ])
+}
+
+fn sink_config(output: &Path) -> Properties {
+    Properties::from([
+        ("connector-class".into(), "file-sink".into()),
+        ("topicNames".into(), "bench".into()),
+        ("filename".into(), output.display().to_string()),
+    ])
+}
+
+fn sdk_config(ctx: &TaskContext) -> wasm_connect_sdk::Config {
+    ctx.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+async fn wait_for_bytes(path: &PathBuf, expected: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < expected {
+        anyhow::ensure!(Instant::now() < deadline, "pipeline did not finish within 10 minutes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn rate(records: usize, elapsed: Duration) -> f64 {
+    records as f64 / elapsed.as_secs_f64()
+}
+
+/// The host interface for natively compiled connector code.
+struct NativeHost(std::collections::BTreeMap<String, String>);
+
+impl Host for NativeHost {
+    fn log(&self, _level: LogLevel, message: &str) {
+        println!("{message}");
+    }
+    fn committed_position(&self, partition: &str) -> Option<String> {
+        self.0.get(partition).cloned()
+    }
+    fn connector_name(&self) -> String {
+        "native".into()
+    }
+    fn task_id(&self) -> Option<u32> {
+        Some(0)
+    }
+}
+
+fn task_error(error: wasm_connect_sdk::TaskError) -> TaskError {
+    match error {
+        wasm_connect_sdk::TaskError::Retriable(m) => TaskError::Retriable(m),
+        wasm_connect_sdk::TaskError::Fatal(m) => TaskError::Fatal(m),
+    }
+}
+
+struct NativeSource(file_source::FileSourceTask);
+
+impl SourceCalls for NativeSource {
+    async fn poll(&mut self, max_records: u32, max_bytes: u32) -> CallResult<RecordBatch> {
+        let mut out = BatchWriter::new();
+        let polled = self.0.poll(&mut out, max_records, max_bytes).map_err(task_error);
+        let (count, frames) = out.into_parts();
+        Ok(polled.map(|()| RecordBatch { count, frames }))
+    }
+
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
+        let positions: Vec<_> = positions
+            .iter()
+            .map(|p| wasm_connect_sdk::Position { partition: p.partition.clone(), position: p.position.clone() })
+            .collect();
+        self.0.commit(&positions);
+        Ok(())
+    }
+
+    async fn stop(mut self) -> Result<(), GuestFailure> {
+        self.0.stop();
+        Ok(())
+    }
+}
+
+struct NativeSink(file_sink::FileSinkTask);
+
+impl SinkCalls for NativeSink {
+    async fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> CallResult<()> {
+        Ok(self.0.put(topic, first_offset, BatchReader::new(&batch.frames)).map_err(task_error))
+    }
+
+    async fn flush(&mut self) -> CallResult<Vec<Position>> {
+        let flushed = self.0.flush().map_err(task_error);
+        Ok(flushed.map(|ps| ps.into_iter().map(|p| Position { partition: p.partition, position: p.position }).collect()))
+    }
+
+    async fn stop(mut self) -> Result<(), GuestFailure> {
+        self.0.stop();
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Test harness: runs a real `wasm-connect` process on a free loopback port with its own
+//! data and plugin directories, and talks to it over HTTP.
+
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The bundled plugins built into the repository's `plugins/`.
+pub fn bundled_plugins() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// A temporary directory holding a plugin dir (with the bundled plugins) and a data dir.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
+        for name in ["file-source.wasm", "file-sink.wasm"] {
+            std::fs::copy(bundled_plugins().join(name), dir.path().join("plugins").join(name))
+                .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
+        }
+        Workspace { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.path("plugins")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Starts a host on this workspace's directories.
+    pub fn start(&self) -> Host {
+        Host::start(&self.data_dir(), &self.plugin_dir())
+    }
+}
+
+/// A running `wasm-connect` process; killed when dropped.
+pub struct Host {
+    child: Child,
+    pub base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Host {
+    pub fn start(data_dir: &Path, plugin_dir: &Path) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
+            .args(["--http-port", "0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--plugin-dir")
+            .arg(plugin_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wasm-connect");
+        let stdout = child.stdout.take().expect("stdout");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("REST API on http://").nth(1) {
+                    let _ = port_tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let address = port_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("wasm-connect did not start listening");
+        });
+        Host { child, base: format!("http://{address}"), log }
+    }
+
+    /// GET `path` (already encoded); returns status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        match ureq::get(&url).timeout(Duration::from_secs(60)).call() {
+            Ok(response) => (response.status(), response.into_string().expect("body")),
+            Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
+    /// GET a 200 answer's body.
+    pub fn get_ok(&self, path: &str) -> String {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path} answered {status}: {body}");
+        body
+    }
+
+    /// `GET /connectors/{name}?config=<json>`, URL-encoding the config.
+    pub fn create(&self, name: &str, config: &str) -> (u16, String) {
+        self.get(&format!("/connectors/{name}?config={}", encode(config)))
+    }
+
+    /// Polls `/connectors/{name}/status` until it says `running`.
+    pub fn wait_running(&self, name: &str) {
+        wait_for(Duration::from_secs(30), &format!("{name} running"), || {
+            self.get_ok(&format!("/connectors/{name}/status")) == "running"
+        });
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wasm-connect did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- wasm-connect log ----\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `check` until it holds, or panics after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines of a file, as the file sink writes them (each value plus `\n`).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_terminator('\n').map(str::to_string).collect()
+}
+
+/// GET `base` + `path` (already encoded); returns the status, the `Content-Type` header as
+/// sent (None when absent) and the body. Unlike `Host::get`, it keeps the content type.
+pub fn get_typed(base: &str, path: &str) -> (u16, Option<String>, String) {
+    let url = format!("{base}{path}");
+    let response = match ureq::get(&url).timeout(Duration::from_secs(60)).call() {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = response.status();
+    let content_type = response.header("content-type").map(str::to_string);
+    (status, content_type, response.into_string().unwrap_or_default())
+}
+
+/// The media type of a `Content-Type` header value, without parameters, lower-cased.
+pub fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Ids of the live processes whose command line has `arg` as one of its arguments
+/// (Linux `/proc`; empty elsewhere). A workspace's data dir names one host.
+pub fn pids_with_arg(arg: &Path) -> Vec<u32> {
+    let wanted = arg.as_os_str().as_encoded_bytes().to_vec();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|a| a == wanted.as_slice()))
+        })
+        .collect()
+}
