@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
-use wasm_connect::sandbox::{ConnectorComponent, DirGrant, GuestFailure, Identity, Limits, Sandbox, SourceInstance, TaskSetup};
+use wasm_connect::sandbox::{
+    ConnectorComponent, DirGrant, GuestFailure, Identity, Limits, Sandbox, SinkInstance, SourceInstance, TaskSetup,
+};
 use wasm_connect::storage::{Producer, Properties, Storage, TopicLog};
 use wasm_connect::worker::sink::{self, SinkCalls};
 use wasm_connect::worker::source::{self, SourceCalls};
@@ -21,6 +23,8 @@ use wasm_connect::worker::{CallResult, TaskContext, TaskHandle, Worker};
 use wasm_connect_sdk::{BatchReader, BatchWriter, Host, LogLevel, Record, SinkTask, SourceTask};
 
 const LINE_BYTES: usize = 100;
+/// Runs of each measurement; the median is reported.
+const RUNS: usize = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,17 +42,45 @@ async fn main() -> anyhow::Result<()> {
     let plugins = Arc::new(PluginRegistry::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")));
     plugins.scan(&sandbox).await;
 
-    let wasm_rate = wasm_pipeline(&work.path().join("wasm"), &input, expected_bytes, lines, &sandbox, &plugins).await?;
-    println!("file pipeline, wasm connectors:                          {wasm_rate:>12.0} rec/s");
-    let native_rate = native_pipeline(&work.path().join("native"), &input, expected_bytes, lines, &sandbox, &plugins).await?;
+    // Runs alternate between wasm and native so both see the same machine; medians reported.
+    let (mut wasm_rates, mut native_rates) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let dir = work.path().join(format!("run{run}"));
+        wasm_rates.push(wasm_pipeline(&dir.join("wasm"), &input, expected_bytes, lines, &sandbox, &plugins).await?);
+        native_rates.push(native_pipeline(&dir.join("native"), &input, expected_bytes, lines, &sandbox, &plugins).await?);
+    }
+    let (wasm_rate, native_rate) = (median(&mut wasm_rates), median(&mut native_rates));
+    println!("file pipeline, wasm connectors (median of {RUNS}):          {wasm_rate:>12.0} rec/s");
     println!("file pipeline, same connectors compiled natively:        {native_rate:>12.0} rec/s");
-    println!("ratios: wasm/native {:.2}   wasm/raw-append {:.2}   native/raw-append {:.2}", wasm_rate / native_rate, wasm_rate / append_rate, native_rate / append_rate);
+    println!(
+        "ratios: wasm/native {:.2}   wasm/raw-append {:.2}   native/raw-append {:.2}",
+        wasm_rate / native_rate,
+        wasm_rate / append_rate,
+        native_rate / append_rate
+    );
 
-    let (wasm_ns, native_ns) = poll_only(&input, lines, &sandbox, &plugins).await?;
+    let (mut wasm_ns, mut native_ns) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let (wasm, native) = poll_only(&input, lines, &sandbox, &plugins).await?;
+        wasm_ns.push(wasm);
+        native_ns.push(native);
+    }
+    let (wasm_ns, native_ns) = (median(&mut wasm_ns), median(&mut native_ns));
     println!(
         "file-source poll only: wasm {wasm_ns:.0} ns/rec, native {native_ns:.0} ns/rec; boundary + wasm code cost {:.0} ns/rec (batches of {})",
         wasm_ns - native_ns,
         Limits::default().batch_records
+    );
+    let (mut wasm_ns, mut native_ns) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let (wasm, native) = put_only(&work.path().join(format!("put{run}")), lines, &sandbox, &plugins).await?;
+        wasm_ns.push(wasm);
+        native_ns.push(native);
+    }
+    let (wasm_ns, native_ns) = (median(&mut wasm_ns), median(&mut native_ns));
+    println!(
+        "file-sink put+flush only: wasm {wasm_ns:.0} ns/rec, native {native_ns:.0} ns/rec; boundary + wasm code cost {:.0} ns/rec",
+        wasm_ns - native_ns
     );
     Ok(())
 }
@@ -174,6 +206,47 @@ async fn poll_only(input: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: 
     Ok((wasm_ns, native_ns))
 }
 
+/// Puts the same batches into the file sink once as wasm and once natively; ns per record.
+async fn put_only(dir: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: &Arc<PluginRegistry>) -> anyhow::Result<(f64, f64)> {
+    std::fs::create_dir_all(dir)?;
+    let limits = Limits::default();
+    let value = [b'x'; LINE_BYTES];
+    let mut writer = BatchWriter::new();
+    for _ in 0..limits.batch_records {
+        writer.push(&Record { value: &value, ..Record::default() })?;
+    }
+    let (count, frames) = writer.into_parts();
+    let batch = RecordBatch { count, frames };
+    let batches = lines / count as usize;
+
+    let plugin = plugins.find("file-sink").expect("bundled plugin loaded");
+    let ConnectorComponent::Sink(pre) = plugin.component.clone() else { anyhow::bail!("not a sink") };
+    let output = dir.join("wasm.txt");
+    let config: Config = sink_config(&output).into_iter().collect();
+    let grants = [DirGrant { dir: dir.to_path_buf(), writable: true }];
+    let setup = TaskSetup { identity: Identity { connector: "put".into(), task: Some(0) }, grants: &grants, committed: Default::default(), config: &config };
+    let mut wasm = match SinkInstance::start(sandbox, &pre, setup).await? {
+        Ok(instance) => instance,
+        Err(e) => anyhow::bail!("start: {e:?}"),
+    };
+    let started = Instant::now();
+    for i in 0..batches {
+        wasm.put("bench", (i * count as usize) as u64, &batch).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        wasm.flush().await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let wasm_ns = started.elapsed().as_nanos() as f64 / (batches * count as usize) as f64;
+
+    let sdk: wasm_connect_sdk::Config = sink_config(&dir.join("native.txt")).into_iter().collect();
+    let mut native = NativeSink(file_sink::FileSinkTask::start(&sdk, &NativeHost(Default::default())).expect("start"));
+    let started = Instant::now();
+    for i in 0..batches {
+        native.put("bench", (i * count as usize) as u64, &batch).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        native.flush().await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let native_ns = started.elapsed().as_nanos() as f64 / (batches * count as usize) as f64;
+    Ok((wasm_ns, native_ns))
+}
+
 fn source_config(input: &Path) -> Properties {
     Properties::from([
         ("connector-class".into(), "file-source".into()),
@@ -201,6 +274,11 @@ async fn wait_for_bytes(path: &PathBuf, expected: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn rate(records: usize, elapsed: Duration) -> f64 {

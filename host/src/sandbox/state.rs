@@ -48,6 +48,10 @@ impl TaskState {
     /// State for one instance: no env, no args, no stdio, no network; only `grants`.
     pub fn new(identity: Identity, grants: &[DirGrant], committed: BTreeMap<String, String>, limits: &Limits) -> Self {
         let mut wasi = WasiCtxBuilder::new();
+        // Granted files are read and written on the task's own thread instead of a
+        // `spawn_blocking` round trip per 4 KiB chunk (wasmtime#7973): several times faster
+        // for file connectors. Must precede `preopened_dir`, which captures the setting.
+        wasi.allow_blocking_current_thread(true);
         for grant in grants {
             let perms = if grant.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             let guest_path = grant.dir.to_string_lossy();

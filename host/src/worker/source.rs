@@ -41,42 +41,63 @@ pub async fn run(ctx: TaskContext) {
 
 /// The source loop over a started task: poll, store, commit, until stopped or failed.
 /// `sequence` numbers this producer's batches (from [`resume_point`]).
+///
+/// While one batch is being stored (append + fdatasync on a blocking thread) the next one
+/// is polled, so guest work overlaps disk work; batches are still stored and committed in
+/// order, and a batch's positions reach the guest only once it is durable.
 pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequence: u64) {
     ctx.set(TaskStatus::Running);
     let producer = ctx.identity.to_string();
     let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
     let limits = ctx.sandbox.limits().clone();
     let mut idle = Duration::from_millis(1);
-    while !ctx.stopping() {
+    let mut storing: Option<Storing> = None;
+    let outcome: Result<(), String> = loop {
+        if ctx.stopping() {
+            break finish(&mut task, storing.take()).await;
+        }
         let batch = match task.poll(limits.batch_records, limits.batch_bytes).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(TaskError::Retriable(reason))) => {
                 tracing::debug!(task = %ctx.identity, "poll: {reason}");
+                if let Err(reason) = finish(&mut task, storing.take()).await {
+                    break Err(reason);
+                }
                 ctx.pause(RETRY_PAUSE).await;
                 continue;
             }
-            Ok(Err(TaskError::Fatal(reason))) => return ctx.set(TaskStatus::Failed(format!("poll failed: {reason}"))),
-            Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
+            Ok(Err(TaskError::Fatal(reason))) => break Err(format!("poll failed: {reason}")),
+            Err(e) => break Err(e.to_string()),
         };
+        if let Err(reason) = finish(&mut task, storing.take()).await {
+            break Err(reason);
+        }
         if batch.count == 0 {
             ctx.pause(idle).await;
             idle = (idle * 2).min(MAX_IDLE_PAUSE);
             continue;
         }
         idle = Duration::from_millis(1);
-        let positions = match store_batch(&ctx, &producer, sequence, &default_topic, batch, limits.batch_records).await {
-            Ok(positions) => positions,
-            Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
-        };
+        storing = Some(spawn_store(&ctx, &producer, sequence, &default_topic, batch, limits.batch_records));
         sequence += 1;
-        if let Err(e) = task.commit(&positions).await {
-            return ctx.set(TaskStatus::Failed(e.to_string()));
-        }
+    };
+    if let Err(reason) = outcome {
+        return ctx.set(TaskStatus::Failed(reason));
     }
     if let Err(e) = task.stop().await {
         tracing::warn!(task = %ctx.identity, "stop: {e}");
     }
     ctx.set(TaskStatus::Stopped);
+}
+
+/// A batch on its way to disk; yields the positions it completes.
+type Storing = tokio::task::JoinHandle<Result<Vec<Position>, String>>;
+
+/// Waits for the batch being stored, if any, and tells the task its positions are durable.
+async fn finish(task: &mut impl SourceCalls, storing: Option<Storing>) -> Result<(), String> {
+    let Some(storing) = storing else { return Ok(()) };
+    let positions = storing.await.map_err(|e| format!("storage thread crashed: {e}"))??;
+    task.commit(&positions).await.map_err(|e| e.to_string())
 }
 
 /// The calls the source loop makes on a started task. The wasm instance implements it; a
@@ -121,22 +142,23 @@ pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
     Ok((positions, next_sequence))
 }
 
-/// Checks a polled batch, appends it to its topics and commits its positions; returns them.
-async fn store_batch(
+/// Checks a polled batch, appends it to its topics and commits its positions, on a
+/// blocking thread.
+fn spawn_store(
     ctx: &TaskContext,
     producer: &str,
     sequence: u64,
     default_topic: &str,
     batch: RecordBatch,
     max_records: u32,
-) -> Result<Vec<Position>, String> {
-    if batch.count > max_records {
-        return Err(format!("poll returned {} records, more than the {max_records} asked for", batch.count));
-    }
+) -> Storing {
     let storage = ctx.storage.clone();
     let connector = ctx.identity.connector.clone();
     let (producer, default_topic) = (producer.to_string(), default_topic.to_string());
-    let stored = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+    tokio::task::spawn_blocking(move || {
+        if batch.count > max_records {
+            return Err(format!("poll returned {} records, more than the {max_records} asked for", batch.count));
+        }
         let (groups, positions) = route(&batch, &default_topic)?;
         let last = groups.len().saturating_sub(1);
         for (i, (topic, records)) in groups.iter().enumerate() {
@@ -148,10 +170,8 @@ async fn store_batch(
                 .map_err(|e| format!("cannot append to topic {topic}: {e}"))?;
         }
         storage.state.commit_source_positions(&connector, &positions).map_err(|e| e.to_string())?;
-        Ok(positions)
-    });
-    let positions = stored.await.map_err(|e| format!("storage thread crashed: {e}"))??;
-    Ok(positions.into_iter().map(|(partition, position)| Position { partition, position }).collect())
+        Ok(positions.into_iter().map(|(partition, position)| Position { partition, position }).collect())
+    })
 }
 
 /// Splits a batch by topic (records keep their order within a topic) and finds the last

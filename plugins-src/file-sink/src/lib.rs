@@ -98,9 +98,11 @@ impl SinkTask for FileSinkTask {
     }
 
     fn flush(&mut self) -> Result<Vec<Position>, TaskError> {
-        let retriable = |e: std::io::Error| TaskError::Retriable(format!("cannot flush {}: {e}", self.path));
-        self.file.flush().map_err(retriable)?;
-        self.file.get_ref().sync_data().map_err(retriable)?;
+        // A failed write or sync leaves the file in an unknown state: fail the task, and
+        // its restart truncates the file back to the committed length.
+        let fatal = |e: std::io::Error| TaskError::Fatal(format!("cannot flush {}: {e}", self.path));
+        self.file.flush().map_err(fatal)?;
+        self.file.get_ref().sync_data().map_err(fatal)?;
         Ok(vec![Position { partition: self.path.clone(), position: self.length.to_string() }])
     }
 
@@ -111,7 +113,7 @@ impl SinkTask for FileSinkTask {
 
 impl FileSinkTask {
     fn write(&mut self, bytes: &[u8]) -> Result<(), TaskError> {
-        self.file.write_all(bytes).map_err(|e| TaskError::Retriable(format!("cannot write {}: {e}", self.path)))
+        self.file.write_all(bytes).map_err(|e| TaskError::Fatal(format!("cannot write {}: {e}", self.path)))
     }
 }
 

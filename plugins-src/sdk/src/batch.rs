@@ -366,7 +366,7 @@ mod tests {
         writer.push(&Record { value: b"v", topic: "ab", ..Record::default() }).unwrap();
         let (_, mut frames) = writer.into_parts();
         assert_eq!(BatchReader::read_all(&frames, 2), Err(FrameError::CountMismatch { declared: 2, found: 1 }));
-        let topic_at = frames.len() - 6 - 2;
+        let topic_at = frames.len() - 4 - 2; // "ab", then two empty u16-prefixed fields
         frames[topic_at] = 0xff;
         assert_eq!(BatchReader::read_all(&frames, 1), Err(FrameError::NotUtf8 { index: 0, field: "topic" }));
     }
