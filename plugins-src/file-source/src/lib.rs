@@ -202,3 +202,105 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 wasm_connect_sdk::export_source!(FileSource);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use wasm_connect_sdk::{BatchReader, LogLevel};
+
+    struct TestHost(BTreeMap<String, String>);
+
+    impl Host for TestHost {
+        fn log(&self, _level: LogLevel, _message: &str) {}
+        fn committed_position(&self, partition: &str) -> Option<String> {
+            self.0.get(partition).cloned()
+        }
+        fn connector_name(&self) -> String {
+            "test".into()
+        }
+        fn task_id(&self) -> Option<u32> {
+            Some(0)
+        }
+    }
+
+    fn start(path: &std::path::Path, committed: Option<u64>) -> FileSourceTask {
+        let file = path.display().to_string();
+        let config: Config = [("filename", file.as_str()), ("topic", "t")].into_iter().collect();
+        let committed = committed.map(|c| (file.clone(), c.to_string())).into_iter().collect();
+        FileSourceTask::start(&config, &TestHost(committed)).unwrap()
+    }
+
+    /// (value, position) of every record one poll returns.
+    fn poll(task: &mut FileSourceTask) -> Vec<(String, u64)> {
+        let mut out = BatchWriter::new();
+        task.poll(&mut out, 1000, 1 << 20).unwrap();
+        let (count, frames) = out.into_parts();
+        let records = BatchReader::read_all(&frames, count).unwrap();
+        records
+            .iter()
+            .map(|r| (String::from_utf8(r.value.to_vec()).unwrap(), r.position.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn lines_lose_their_terminators_and_positions_are_byte_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "a\r\n\nwörld\n").unwrap();
+        let mut task = start(&path, None);
+        let expected = [("a".to_string(), 3), (String::new(), 4), ("wörld".to_string(), 11)];
+        assert_eq!(poll(&mut task), expected);
+        assert!(poll(&mut task).is_empty());
+    }
+
+    #[test]
+    fn a_restart_resumes_at_the_committed_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        let mut task = start(&path, Some(4));
+        assert_eq!(poll(&mut task), [("two".to_string(), 8), ("three".to_string(), 14)]);
+    }
+
+    #[test]
+    fn appended_lines_are_picked_up_and_a_split_line_waits_for_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "first\nhal").unwrap();
+        let mut task = start(&path, None);
+        assert_eq!(poll(&mut task), [("first".to_string(), 6)]);
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all("f\nnext\n".as_bytes()).unwrap();
+        assert_eq!(poll(&mut task), [("half".to_string(), 11), ("next".to_string(), 16)]);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_delivered_once_the_file_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "x\nlast").unwrap();
+        let mut task = start(&path, None);
+        assert_eq!(poll(&mut task), [("x".to_string(), 2)]);
+        std::thread::sleep(UNTERMINATED_QUIET + Duration::from_millis(50));
+        assert_eq!(poll(&mut task), [("last".to_string(), 6)]);
+        // Its terminator arriving later is not an empty line.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"\nmore\n").unwrap();
+        assert_eq!(poll(&mut task), [("more".to_string(), 12)]);
+    }
+
+    #[test]
+    fn a_missing_file_is_a_retriable_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = start(&dir.path().join("absent.txt"), None);
+        let mut out = BatchWriter::new();
+        assert!(matches!(task.poll(&mut out, 10, 1000), Err(TaskError::Retriable(_))));
+    }
+
+    #[test]
+    fn validation_names_the_missing_file_key() {
+        let config: Config = [("topic", "t")].into_iter().collect();
+        let errors = FileSource::validate(&config).unwrap_err();
+        assert_eq!(errors[0].message, "Request config key: filename");
+    }
+}

@@ -9,6 +9,42 @@
 //! `cargo build --profile plugin --target wasm32-wasip2`. The same crate also compiles
 //! natively (the macros expand to nothing there), which lets a host embed the connector
 //! logic directly, e.g. to compare wasm against native speed.
+//!
+//! A complete source connector (the README's example; a sink implements [`SinkConnector`]
+//! and [`SinkTask`] and calls [`export_sink!`]):
+//!
+//! ```
+//! use wasm_connect_sdk::*;
+//!
+//! pub struct Counter;
+//! const DEFS: &[ConfigDef] = &[ConfigDef::required("topic", "Where to write.")];
+//! impl Connector for Counter {
+//!     fn descriptor() -> Descriptor {
+//!         Descriptor { name: "counter", version: "0.1.0", kind: Kind::Source,
+//!                      description: "Counts.", aliases: &[], config_defs: DEFS }
+//!     }
+//! }
+//! impl SourceConnector for Counter { type Task = CounterTask; }
+//!
+//! pub struct CounterTask { next: u64 }
+//! impl SourceTask for CounterTask {
+//!     fn start(_config: &Config, host: &dyn Host) -> Result<Self, TaskError> {
+//!         let next = host.committed_position("counter").and_then(|p| p.parse().ok()).unwrap_or(0);
+//!         Ok(CounterTask { next })
+//!     }
+//!     fn poll(&mut self, out: &mut BatchWriter, max_records: u32, _max_bytes: u32) -> Result<(), TaskError> {
+//!         for _ in 0..max_records.min(100) {
+//!             let value = self.next.to_string();
+//!             self.next += 1;
+//!             let position = self.next.to_string();
+//!             out.push(&Record { value: value.as_bytes(), partition: "counter", position: &position, ..Record::default() })
+//!                 .map_err(|e| TaskError::Fatal(e.to_string()))?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! export_source!(Counter);
+//! ```
 
 pub mod batch;
 #[cfg(target_arch = "wasm32")]
