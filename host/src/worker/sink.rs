@@ -5,10 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::source::task_error_text;
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance, TaskSetup};
+use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
 use crate::storage::TopicLog;
 
 /// Longest wait for new records before looking again.
@@ -32,14 +31,10 @@ pub async fn run(ctx: TaskContext) {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
-    let config = ctx.guest_config();
-    let grants = ctx.grants();
-    let setup = TaskSetup { identity: ctx.identity.clone(), grants: &grants, committed, config: &config };
     let sandbox = ctx.sandbox.clone();
-    match SinkInstance::start(&sandbox, &pre, setup).await {
-        Ok(Ok(instance)) => drive(ctx, instance, subscriptions).await,
-        Ok(Err(e)) => ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
-        Err(e) => ctx.set(TaskStatus::Failed(e.to_string())),
+    let started = ctx.start_guest(committed, async |setup| SinkInstance::start(&sandbox, &pre, setup).await).await;
+    if let Some(instance) = started {
+        drive(ctx, instance, subscriptions).await;
     }
 }
 

@@ -11,7 +11,7 @@ use wasm_connect_sdk::{BatchReader, BatchWriter};
 
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance, TaskSetup};
+use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
 use crate::storage::Producer;
 
 /// Longest pause between polls of a source that has nothing new.
@@ -28,14 +28,10 @@ pub async fn run(ctx: TaskContext) {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
-    let config = ctx.guest_config();
-    let grants = ctx.grants();
-    let setup = TaskSetup { identity: ctx.identity.clone(), grants: &grants, committed, config: &config };
     let sandbox = ctx.sandbox.clone();
-    match SourceInstance::start(&sandbox, &pre, setup).await {
-        Ok(Ok(instance)) => drive(ctx, instance, sequence).await,
-        Ok(Err(e)) => ctx.set(TaskStatus::Failed(format!("start failed: {}", task_error_text(&e)))),
-        Err(e) => ctx.set(TaskStatus::Failed(e.to_string())),
+    let started = ctx.start_guest(committed, async |setup| SourceInstance::start(&sandbox, &pre, setup).await).await;
+    if let Some(instance) = started {
+        drive(ctx, instance, sequence).await;
     }
 }
 
@@ -215,10 +211,4 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
 fn now_millis() -> i64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
-pub fn task_error_text(error: &TaskError) -> &str {
-    match error {
-        TaskError::Retriable(reason) | TaskError::Fatal(reason) => reason,
-    }
 }

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::plugins::Plugin;
-use crate::sandbox::types::{Config, PathAccess};
-use crate::sandbox::{DirGrant, Identity, Sandbox};
+use crate::sandbox::types::{Config, PathAccess, TaskError};
+use crate::sandbox::{DirGrant, Identity, Sandbox, TaskSetup};
 use crate::storage::{Properties, Storage};
 
 /// Where a task stands.
@@ -61,6 +61,26 @@ impl TaskContext {
                 (key.clone(), value)
             })
             .collect()
+    }
+
+    /// Starts the guest side of the task with `start`, handing it this context's identity,
+    /// grants, committed positions and config. Marks the task FAILED, with the reason, and
+    /// returns None when the start fails.
+    pub async fn start_guest<T>(&self, committed: Positions, start: impl AsyncFnOnce(TaskSetup<'_>) -> CallResult<T>) -> Option<T> {
+        let config = self.guest_config();
+        let grants = self.grants();
+        let setup = TaskSetup { identity: self.identity.clone(), grants: &grants, committed, config: &config };
+        match start(setup).await {
+            Ok(Ok(task)) => Some(task),
+            Ok(Err(TaskError::Retriable(reason) | TaskError::Fatal(reason))) => {
+                self.set(TaskStatus::Failed(format!("start failed: {reason}")));
+                None
+            }
+            Err(e) => {
+                self.set(TaskStatus::Failed(e.to_string()));
+                None
+            }
+        }
     }
 
     /// Directories the guest may open: the parent of each file its path-typed keys name.
