@@ -22,7 +22,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 256 << 20,
             call_timeout: Duration::from_secs(30),
-            batch_records: 4096,
+            batch_records: 16384,
             batch_bytes: 4 << 20,
             max_instances: 256,
         }

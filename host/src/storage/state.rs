@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// A config as the REST APIs show it: string keys to string values.
@@ -96,9 +96,16 @@ impl StateStore {
         self.read(|tx| scan_prefix(&tx.open_table(SOURCE_POSITIONS)?, connector, |v| v.to_string()))
     }
 
-    /// Commits source positions (partition → position).
-    pub fn commit_source_positions(&self, connector: &str, positions: &[(String, String)]) -> Result<(), StateError> {
-        self.write(|tx| {
+    /// Commits source positions (partition → position); without `durable`, the commit
+    /// becomes durable with the next durable one (the topic logs hold the positions too).
+    pub fn commit_source_positions(
+        &self,
+        connector: &str,
+        positions: &[(String, String)],
+        durable: bool,
+    ) -> Result<(), StateError> {
+        let durability = if durable { Durability::Immediate } else { Durability::None };
+        self.write_with(durability, |tx| {
             let mut table = tx.open_table(SOURCE_POSITIONS)?;
             for (partition, position) in positions {
                 table.insert(scoped_key(connector, partition).as_str(), position.as_str())?;
@@ -117,16 +124,19 @@ impl StateStore {
         })
     }
 
-    /// Commits a sink's next offset for `topic` together with the positions its flush returned.
+    /// Commits a sink's next offsets (topic → offset) together with the positions its flush
+    /// returned.
     pub fn commit_sink(
         &self,
         connector: &str,
-        topic: &str,
-        next_offset: u64,
+        next_offsets: &[(String, u64)],
         positions: &[(String, String)],
     ) -> Result<(), StateError> {
         self.write(|tx| {
-            tx.open_table(SINK_OFFSETS)?.insert(scoped_key(connector, topic).as_str(), next_offset)?;
+            let mut offsets = tx.open_table(SINK_OFFSETS)?;
+            for (topic, next_offset) in next_offsets {
+                offsets.insert(scoped_key(connector, topic).as_str(), *next_offset)?;
+            }
             let mut table = tx.open_table(SINK_POSITIONS)?;
             for (partition, position) in positions {
                 table.insert(scoped_key(connector, partition).as_str(), position.as_str())?;
@@ -136,8 +146,17 @@ impl StateStore {
     }
 
     fn write(&self, body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StateError> {
+        self.write_with(Durability::Immediate, body)
+    }
+
+    fn write_with(
+        &self,
+        durability: Durability,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StateError> {
         let run = || -> Result<(), redb::Error> {
-            let tx = self.db.begin_write()?;
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(durability)?;
             body(&tx)?;
             tx.commit()?;
             Ok(())

@@ -11,11 +11,12 @@
 //! u32 + frames (records in the record-batch layout of wit/connector.wit, routing fields empty)
 //! ```
 //! The producer id and positions make source commits exactly-once: a source task's
-//! positions are stored in the same write as its records, so after a crash between the
-//! append and the position commit the positions are recovered from the log.
+//! positions are stored in the same write as its records, and the log keeps, per producer,
+//! the newest position of every partition it ever stored, so a restart resumes exactly
+//! after the last durable record whatever the state store had committed.
 //! On open, the file is scanned; a torn or corrupt tail (a crash mid-append) is cut off.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -36,11 +37,25 @@ struct BatchIndex {
     frames_len: u32,
 }
 
-/// The positions a producer stored with its last batch in this log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a producer stored in this log: the newest position of each partition, with the
+/// sequence number of the batch that carried it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerCheckpoint {
+    /// The highest batch sequence number seen.
     pub sequence: u64,
-    pub positions: Vec<(String, String)>,
+    pub positions: BTreeMap<String, (u64, String)>,
+}
+
+impl ProducerCheckpoint {
+    fn record(&mut self, sequence: u64, positions: &[(String, String)]) {
+        self.sequence = self.sequence.max(sequence);
+        for (partition, position) in positions {
+            let newer = self.positions.get(partition).is_none_or(|(seen, _)| *seen <= sequence);
+            if newer {
+                self.positions.insert(partition.clone(), (sequence, position.clone()));
+            }
+        }
+    }
 }
 
 /// Records read from the log, in the record-batch layout.
@@ -123,9 +138,9 @@ impl TopicLog {
         }
         *file_len += batch.len() as u64;
         self.index_write().push(BatchIndex { first_offset, count, frames_at, frames_len });
-        if !producer.id.is_empty() && !producer.positions.is_empty() {
-            let checkpoint = ProducerCheckpoint { sequence: producer.sequence, positions: producer.positions.to_vec() };
-            self.producers.lock().unwrap_or_else(|e| e.into_inner()).insert(producer.id.to_string(), checkpoint);
+        if !producer.id.is_empty() {
+            let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+            producers.entry(producer.id.to_string()).or_default().record(producer.sequence, producer.positions);
         }
         self.end.send_replace(first_offset + u64::from(count));
         Ok(first_offset)
@@ -178,7 +193,7 @@ impl TopicLog {
         self.end.subscribe()
     }
 
-    /// The positions `producer` stored with its last batch here, if any.
+    /// What `producer` stored here, if anything.
     pub fn checkpoint(&self, producer: &str) -> Option<ProducerCheckpoint> {
         self.producers.lock().unwrap_or_else(|e| e.into_inner()).get(producer).cloned()
     }
@@ -248,8 +263,8 @@ fn scan(file: &File) -> io::Result<Scan> {
             frames_at: out.valid_len + 8 + parsed.frames_start as u64,
             frames_len: (batch.len() - parsed.frames_start) as u32,
         });
-        if !parsed.producer.is_empty() && !parsed.checkpoint.positions.is_empty() {
-            out.producers.insert(parsed.producer, parsed.checkpoint);
+        if !parsed.producer.is_empty() {
+            out.producers.entry(parsed.producer).or_default().record(parsed.sequence, &parsed.positions);
         }
         out.valid_len += 4 + rest_len as u64;
     }
@@ -259,7 +274,8 @@ struct ParsedBatch {
     first_offset: u64,
     count: u32,
     producer: String,
-    checkpoint: ProducerCheckpoint,
+    sequence: u64,
+    positions: Vec<(String, String)>,
     frames_start: usize,
 }
 
@@ -281,7 +297,8 @@ fn parse_batch(batch: &[u8]) -> Option<ParsedBatch> {
         first_offset,
         count,
         producer,
-        checkpoint: ProducerCheckpoint { sequence, positions },
+        sequence,
+        positions,
         frames_start,
     })
 }
@@ -369,16 +386,23 @@ mod tests {
     fn reopening_keeps_records_and_producer_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.log");
-        let positions = vec![("/f".to_string(), "12".to_string())];
+        let first = [("/a".to_string(), "1".to_string()), ("/b".to_string(), "5".to_string())];
+        let second = [("/a".to_string(), "12".to_string())];
         {
             let log = TopicLog::open(&path).unwrap();
             let (n, f) = frames(&["x", "y"]);
-            log.append(n, &f, &Producer { id: "c/0", sequence: 7, positions: &positions }).unwrap();
+            log.append(n, &f, &Producer { id: "c/0", sequence: 6, positions: &first }).unwrap();
+            log.append(n, &f, &Producer { id: "c/0", sequence: 7, positions: &second }).unwrap();
+            log.append(n, &f, &Producer { id: "c/0", sequence: 8, positions: &[] }).unwrap();
         }
         let log = TopicLog::open(&path).unwrap();
-        assert_eq!(log.end_offset(), 2);
-        assert_eq!(log.checkpoint("c/0"), Some(ProducerCheckpoint { sequence: 7, positions }));
-        assert_eq!(values(&log.read(0, 10, 1 << 20).unwrap()), ["x", "y"]);
+        assert_eq!(log.end_offset(), 6);
+        let expected = ProducerCheckpoint {
+            sequence: 8,
+            positions: BTreeMap::from([("/a".into(), (7, "12".into())), ("/b".into(), (6, "5".into()))]),
+        };
+        assert_eq!(log.checkpoint("c/0"), Some(expected));
+        assert_eq!(values(&log.read(0, 2, 1 << 20).unwrap()), ["x", "y"]);
     }
 
     #[test]

@@ -12,6 +12,8 @@ use crate::storage::TopicLog;
 
 /// Longest wait for new records before looking again.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Bytes of records put before a flush while a topic has a backlog.
+const FLUSH_BYTES: usize = 8 << 20;
 /// Pause after a retriable error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -45,16 +47,35 @@ pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>),
     Ok((state.positions, subscribe(ctx, &state.offsets)?))
 }
 
-/// The sink loop over a started task: deliver new records of each topic, until stopped or
-/// failed.
+/// The sink loop over a started task: put new records of each topic, flush, commit, until
+/// stopped or failed.
+///
+/// While a topic has a backlog, several batches are put before one flush (up to
+/// [`FLUSH_BYTES`]), so the sink's fsync and the offset commit are paid per few MiB instead of
+/// per batch; once caught up, every put is flushed at once, so records are never held back.
 pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscriptions: Vec<Subscription>) {
     ctx.set(TaskStatus::Running);
     let mut wake = subscriptions[0].log.subscribe();
+    let mut unflushed = 0usize;
     while !ctx.stopping() {
         let mut delivered = false;
         for subscription in subscriptions.iter_mut() {
-            match deliver(&ctx, &mut task, subscription).await {
-                Ok(count) => delivered |= count > 0,
+            match put_next(&ctx, &mut task, subscription).await {
+                Ok(bytes) => {
+                    unflushed += bytes;
+                    delivered |= bytes > 0;
+                }
+                Err(Delivery::Retry(reason)) => {
+                    tracing::debug!(task = %ctx.identity, "{reason}");
+                    ctx.pause(RETRY_PAUSE).await;
+                }
+                Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+            }
+        }
+        let caught_up = subscriptions.iter().all(|s| s.next_offset >= s.log.end_offset());
+        if unflushed > 0 && (caught_up || unflushed >= FLUSH_BYTES) {
+            match flush_and_commit(&ctx, &mut task, &mut subscriptions).await {
+                Ok(()) => unflushed = 0,
                 Err(Delivery::Retry(reason)) => {
                     tracing::debug!(task = %ctx.identity, "{reason}");
                     ctx.pause(RETRY_PAUSE).await;
@@ -68,6 +89,11 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscript
                 _ = wake.changed() => {}
                 _ = ctx.pause(MAX_IDLE_WAIT) => {}
             }
+        }
+    }
+    if unflushed > 0 {
+        if let Err(Delivery::Retry(reason) | Delivery::Fail(reason)) = flush_and_commit(&ctx, &mut task, &mut subscriptions).await {
+            tracing::warn!(task = %ctx.identity, "last flush: {reason}");
         }
     }
     if let Err(e) = task.stop().await {
@@ -118,8 +144,8 @@ fn subscribe(ctx: &TaskContext, offsets: &std::collections::BTreeMap<String, u64
     Ok(subscriptions)
 }
 
-/// Delivers the next records of one topic, if any; returns how many.
-async fn deliver(ctx: &TaskContext, instance: &mut impl SinkCalls, sub: &mut Subscription) -> Result<u32, Delivery> {
+/// Puts the next records of one topic, if any; returns how many bytes of frames.
+async fn put_next(ctx: &TaskContext, task: &mut impl SinkCalls, sub: &mut Subscription) -> Result<usize, Delivery> {
     let limits = ctx.sandbox.limits();
     let (log, from) = (sub.log.clone(), sub.next_offset);
     let (max_records, max_bytes) = (limits.batch_records, limits.batch_bytes as usize);
@@ -130,19 +156,25 @@ async fn deliver(ctx: &TaskContext, instance: &mut impl SinkCalls, sub: &mut Sub
     if read.count == 0 {
         return Ok(0);
     }
+    let bytes = read.frames.len();
     let batch = RecordBatch { count: read.count, frames: read.frames };
-    guest_result("put", instance.put(&sub.topic, read.first_offset, &batch).await)?;
-    let positions = guest_result("flush", instance.flush().await)?;
-    let next_offset = read.first_offset + u64::from(read.count);
+    guest_result("put", task.put(&sub.topic, read.first_offset, &batch).await)?;
+    sub.next_offset = read.first_offset + u64::from(read.count);
+    Ok(bytes)
+}
+
+/// Flushes the task and commits, in one transaction, the offsets put so far with the
+/// positions the flush returned.
+async fn flush_and_commit(ctx: &TaskContext, task: &mut impl SinkCalls, subs: &mut [Subscription]) -> Result<(), Delivery> {
+    let positions = guest_result("flush", task.flush().await)?;
     let positions: Vec<(String, String)> = positions.into_iter().map(|p| (p.partition, p.position)).collect();
+    let offsets: Vec<(String, u64)> = subs.iter().map(|s| (s.topic.clone(), s.next_offset)).collect();
     let storage = ctx.storage.clone();
-    let (connector, topic) = (ctx.identity.connector.clone(), sub.topic.clone());
-    tokio::task::spawn_blocking(move || storage.state.commit_sink(&connector, &topic, next_offset, &positions))
+    let connector = ctx.identity.connector.clone();
+    tokio::task::spawn_blocking(move || storage.state.commit_sink(&connector, &offsets, &positions))
         .await
         .map_err(|e| Delivery::Fail(format!("storage thread crashed: {e}")))?
-        .map_err(|e| Delivery::Fail(e.to_string()))?;
-    sub.next_offset = next_offset;
-    Ok(read.count)
+        .map_err(|e| Delivery::Fail(e.to_string()))
 }
 
 fn guest_result<T>(call: &str, result: CallResult<T>) -> Result<T, Delivery> {

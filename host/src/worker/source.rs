@@ -1,11 +1,13 @@
 //! The source task actor: poll → durable append to the topic logs → commit positions.
 //!
 //! Positions travel inside the log batch that holds their records, so they are durable
-//! exactly when the records are; the redb copy written right after is what the APIs show
-//! and is overridden on start by a newer checkpoint found in the logs.
+//! exactly when the records are. The redb copy written right after is what the APIs show;
+//! it is committed without its own fsync (durably at most every [`DURABLE_POSITIONS_EVERY`])
+//! and overridden on start by the newer positions found in the logs.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasm_connect_sdk::{BatchReader, BatchWriter};
 
@@ -16,6 +18,8 @@ use crate::storage::Producer;
 
 /// Longest pause between polls of a source that has nothing new.
 const MAX_IDLE_PAUSE: Duration = Duration::from_millis(100);
+/// How often the redb copy of the positions is made durable (the logs always are).
+const DURABLE_POSITIONS_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a retriable error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -48,6 +52,7 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequenc
     let limits = ctx.sandbox.limits().clone();
     let mut idle = Duration::from_millis(1);
     let mut storing: Option<Storing> = None;
+    let mut last_durable = Instant::now();
     let outcome: Result<(), String> = loop {
         if ctx.stopping() {
             break finish(&mut task, storing.take()).await;
@@ -74,7 +79,12 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequenc
             continue;
         }
         idle = Duration::from_millis(1);
-        storing = Some(spawn_store(&ctx, &producer, sequence, &default_topic, batch, limits.batch_records));
+        let durable = last_durable.elapsed() >= DURABLE_POSITIONS_EVERY;
+        if durable {
+            last_durable = Instant::now();
+        }
+        let target = Target { producer: &producer, sequence, default_topic: &default_topic, durable };
+        storing = Some(spawn_store(&ctx, target, batch, limits.batch_records));
         sequence += 1;
     };
     if let Err(reason) = outcome {
@@ -84,6 +94,15 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequenc
         tracing::warn!(task = %ctx.identity, "stop: {e}");
     }
     ctx.set(TaskStatus::Stopped);
+}
+
+/// Where a batch goes: who writes it, its sequence number, the topic of records that name
+/// none, and whether the redb position commit must be durable.
+struct Target<'a> {
+    producer: &'a str,
+    sequence: u64,
+    default_topic: &'a str,
+    durable: bool,
 }
 
 /// A batch on its way to disk; yields the positions it completes.
@@ -118,39 +137,32 @@ impl SourceCalls for SourceInstance<'_> {
     }
 }
 
-/// Committed positions (redb, overridden by the newest checkpoint in the logs) and the next
-/// producer sequence number.
+/// Committed positions (redb, overridden by the newer positions the topic logs hold for
+/// this task) and the next producer sequence number.
 pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
     let producer = ctx.identity.to_string();
-    let mut positions = ctx.storage.state.source_positions(&ctx.identity.connector).map_err(|e| e.to_string())?;
-    let newest = ctx
-        .storage
-        .topics
-        .all()
-        .into_iter()
-        .filter_map(|(_, log)| log.checkpoint(&producer))
-        .max_by_key(|checkpoint| checkpoint.sequence);
+    let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut next_sequence = 0;
-    if let Some(checkpoint) = newest {
-        positions.extend(checkpoint.positions);
-        next_sequence = checkpoint.sequence + 1;
+    for checkpoint in ctx.storage.topics.all().into_iter().filter_map(|(_, log)| log.checkpoint(&producer)) {
+        next_sequence = next_sequence.max(checkpoint.sequence + 1);
+        for (partition, (sequence, position)) in checkpoint.positions {
+            if newest.get(&partition).is_none_or(|(seen, _)| *seen < sequence) {
+                newest.insert(partition, (sequence, position));
+            }
+        }
     }
+    let mut positions = ctx.storage.state.source_positions(&ctx.identity.connector).map_err(|e| e.to_string())?;
+    positions.extend(newest.into_iter().map(|(partition, (_, position))| (partition, position)));
     Ok((positions, next_sequence))
 }
 
 /// Checks a polled batch, appends it to its topics and commits its positions, on a
 /// blocking thread.
-fn spawn_store(
-    ctx: &TaskContext,
-    producer: &str,
-    sequence: u64,
-    default_topic: &str,
-    batch: RecordBatch,
-    max_records: u32,
-) -> Storing {
+fn spawn_store(ctx: &TaskContext, target: Target<'_>, batch: RecordBatch, max_records: u32) -> Storing {
     let storage = ctx.storage.clone();
     let connector = ctx.identity.connector.clone();
-    let (producer, default_topic) = (producer.to_string(), default_topic.to_string());
+    let (producer, default_topic) = (target.producer.to_string(), target.default_topic.to_string());
+    let (sequence, durable) = (target.sequence, target.durable);
     tokio::task::spawn_blocking(move || {
         if batch.count > max_records {
             return Err(format!("poll returned {} records, more than the {max_records} asked for", batch.count));
@@ -165,7 +177,7 @@ fn spawn_store(
             log.append(records.count(), records.frames(), &producer)
                 .map_err(|e| format!("cannot append to topic {topic}: {e}"))?;
         }
-        storage.state.commit_source_positions(&connector, &positions).map_err(|e| e.to_string())?;
+        storage.state.commit_source_positions(&connector, &positions, durable).map_err(|e| e.to_string())?;
         Ok(positions.into_iter().map(|(partition, position)| Position { partition, position }).collect())
     })
 }

@@ -298,6 +298,9 @@ impl<'a> Cursor<'a> {
 
     fn u16_str(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
         let len = u16::from_le_bytes(self.array::<2>()?) as usize;
+        if len == 0 {
+            return Ok(""); // the common case in topic logs and sink batches
+        }
         let bytes = self.take(len)?;
         std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8 { index: self.index, field })
     }
