@@ -1,18 +1,45 @@
-//! The `wasm-connect` binary: parses the command line and serves.
+//! The `wasm-connect` binary: parses the command line and serves (the default) or runs a
+//! plugin tool.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use wasm_connect::server::{serve, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
 /// the RocketMQ-Connect REST API to manage them.
 #[derive(Debug, Parser)]
-#[command(name = "wasm-connect", version, about, long_about = None)]
+#[command(name = "wasm-connect", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the REST APIs and run the stored connectors (the default).
+    Serve(ServeArgs),
+    /// Work with plugin files offline.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Check that a component is a connector this host can run, and print what it declares.
+    Check {
+        /// The component file (`*.wasm`).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
     /// Address the REST API listens on. A non-loopback address exposes the API to the network.
     #[arg(long, default_value = "127.0.0.1", env = "WASM_CONNECT_BIND")]
     bind: IpAddr,
@@ -33,6 +60,15 @@ struct Cli {
     call_timeout_ms: u64,
 }
 
+impl ServeArgs {
+    fn options(self) -> ServeOptions {
+        let mut options = ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
+        options.limits.memory_bytes = self.max_memory_mib << 20;
+        options.limits.call_timeout = Duration::from_millis(self.call_timeout_ms);
+        options
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -42,10 +78,12 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let mut options = ServeOptions::new(cli.bind, cli.http_port, cli.data_dir, cli.plugin_dir);
-    options.limits.memory_bytes = cli.max_memory_mib << 20;
-    options.limits.call_timeout = Duration::from_millis(cli.call_timeout_ms);
-    match serve(options).await {
+    let result = match cli.command {
+        None => serve(cli.serve.options()).await,
+        Some(Command::Serve(args)) => serve(args.options()).await,
+        Some(Command::Plugin(PluginCommand::Check { file })) => wasm_connect::plugins::check::run(&file).await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

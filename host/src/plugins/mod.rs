@@ -4,6 +4,8 @@
 //! A file that fails (garbage, a core module, the wrong world, a failing `describe`) is
 //! listed as broken with the reason and never replaces a plugin that works.
 
+pub mod check;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
