@@ -161,6 +161,7 @@ async fn native_pipeline(
             storage,
             status,
             stop,
+            paused: tokio::sync::watch::channel(false).1,
         }
     };
     let started = Instant::now();

@@ -57,7 +57,10 @@ async fn create(State(worker): State<Arc<Worker>>, Path(name): Path<String>, Raw
         Ok(PutOutcome::Created | PutOutcome::Updated) => text("success"),
         Ok(PutOutcome::Unchanged) => text("Connector with same config already exist."),
         Err(e @ (PutError::MissingKey(_) | PutError::Invalid(_))) => text(e.to_string()),
-        Err(e @ (PutError::UnknownPlugin { .. } | PutError::Other(_))) => text(format!("failed: {e}")),
+        Err(e @ PutError::InvalidName(_)) => (StatusCode::BAD_REQUEST, format!("failed: {e}")).into_response(),
+        Err(e @ (PutError::UnknownPlugin { .. } | PutError::AlreadyExists(_) | PutError::Other(_))) => {
+            text(format!("failed: {e}"))
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use state::{Properties, SinkState, StateError, StateStore, StoredConnector};
+pub use state::{Properties, SinkState, StateError, StateStore, StoredConnector, TargetState};
 pub use topic_log::{LogRead, Producer, ProducerCheckpoint, TopicLog};
 
 /// The longest topic name accepted (Kafka's limit).

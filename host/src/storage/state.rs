@@ -28,11 +28,26 @@ pub struct StateError {
     source: redb::Error,
 }
 
-/// A connector's stored config and its task configs.
+/// A connector's stored config, its task configs and the state the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredConnector {
     pub config: Properties,
     pub tasks: Vec<Properties>,
+    #[serde(default)]
+    pub target: TargetState,
+}
+
+/// The state a user asked a connector to be in; survives restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TargetState {
+    /// Tasks run.
+    #[default]
+    Running,
+    /// Tasks stay allocated but do not poll or put.
+    Paused,
+    /// Tasks are shut down; config and offsets are kept.
+    Stopped,
 }
 
 /// The redb database under the data dir.
@@ -109,6 +124,36 @@ impl StateStore {
             let mut table = tx.open_table(SOURCE_POSITIONS)?;
             for (partition, position) in positions {
                 table.insert(scoped_key(connector, partition).as_str(), position.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets or (with `None`) removes source positions, durably.
+    pub fn set_source_positions(&self, connector: &str, changes: &[(String, Option<String>)]) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(SOURCE_POSITIONS)?;
+            for (partition, position) in changes {
+                let key = scoped_key(connector, partition);
+                match position {
+                    Some(position) => table.insert(key.as_str(), position.as_str())?,
+                    None => table.remove(key.as_str())?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets or (with `None`) removes a sink's next offsets.
+    pub fn set_sink_offsets(&self, connector: &str, changes: &[(String, Option<u64>)]) -> Result<(), StateError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(SINK_OFFSETS)?;
+            for (topic, offset) in changes {
+                let key = scoped_key(connector, topic);
+                match offset {
+                    Some(offset) => table.insert(key.as_str(), *offset)?,
+                    None => table.remove(key.as_str())?,
+                };
             }
             Ok(())
         })

@@ -1,6 +1,9 @@
 //! The worker: owns the connectors of this process, checks and stores their configs, and
 //! runs one actor per task (`source` / `sink`), each with its own wasm store.
 
+mod lifecycle;
+mod offsets;
+pub mod secrets;
 pub mod sink;
 pub mod source;
 mod task;
@@ -8,12 +11,14 @@ mod task;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::plugins::{Plugin, PluginRegistry};
 use crate::sandbox::types::Config;
 use crate::sandbox::{Identity, Sandbox};
-use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector};
+use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
+pub use lifecycle::{ConnectorStatus, LifecycleError};
+pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskStatus};
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
@@ -34,9 +39,22 @@ pub enum PutOutcome {
     Unchanged,
 }
 
+/// How a put treats an existing connector of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Create, or update the existing one.
+    Upsert,
+    /// Create; an existing one is an error.
+    CreateOnly,
+}
+
 /// Why a create or update was refused. Nothing is stored when one of these is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("Connector {0} already exists")]
+    AlreadyExists(String),
     #[error("Request config key: {0}")]
     MissingKey(String),
     #[error("no connector plugin named '{class}'; available: {available}")]
@@ -51,7 +69,10 @@ pub enum PutError {
 /// A connector this worker runs.
 struct RunningConnector {
     stored: StoredConnector,
+    /// Empty while the connector is stopped.
     tasks: Vec<TaskHandle>,
+    /// True while the connector is paused; every task watches it.
+    paused: watch::Sender<bool>,
 }
 
 pub struct Worker {
@@ -85,19 +106,34 @@ impl Worker {
         let stored = self.storage.state.connectors()?;
         let mut connectors = self.connectors.lock().await;
         for (name, stored) in stored {
-            tracing::info!(connector = %name, "restarting stored connector");
-            let tasks = self.start_tasks(&name, &stored);
-            connectors.insert(name, RunningConnector { stored, tasks });
+            tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
+            let running = self.run(&name, stored);
+            connectors.insert(name, running);
         }
         Ok(())
     }
 
-    /// Creates the connector, or updates it and restarts its tasks (upsert).
-    pub async fn put(&self, name: &str, mut config: Properties) -> Result<PutOutcome, PutError> {
-        let mut connectors = self.connectors.lock().await;
-        let existing = connectors.get(name).map(|c| &c.stored.config);
-        if existing.is_some_and(|stored| same_config(stored, &config)) {
-            return Ok(PutOutcome::Unchanged);
+    /// Creates the connector, or updates it and restarts its tasks (upsert); an update keeps
+    /// the state the connector is in (running, paused or stopped).
+    pub async fn put(&self, name: &str, config: Properties) -> Result<PutOutcome, PutError> {
+        self.put_with(name, config, PutMode::Upsert, None).await
+    }
+
+    /// Creates or updates a connector as `mode` says; `initial` sets the state of a new one
+    /// (running when None). Guest calls (validation, task split) run without the
+    /// connector-map lock, so a slow connector never blocks the API for others.
+    pub async fn put_with(
+        &self,
+        name: &str,
+        mut config: Properties,
+        mode: PutMode,
+        initial: Option<TargetState>,
+    ) -> Result<PutOutcome, PutError> {
+        validate_connector_name(name).map_err(PutError::InvalidName)?;
+        match (self.connectors.lock().await.get(name), mode) {
+            (Some(_), PutMode::CreateOnly) => return Err(PutError::AlreadyExists(name.to_string())),
+            (Some(existing), _) if same_config(&existing.stored.config, &config) => return Ok(PutOutcome::Unchanged),
+            _ => {}
         }
         let class = CLASS_KEYS.iter().find_map(|k| config.get(*k)).ok_or_else(|| PutError::MissingKey("connector-class".into()))?;
         let plugin = self.plugins.find(class).ok_or_else(|| PutError::UnknownPlugin {
@@ -116,7 +152,13 @@ impl Worker {
                 task
             })
             .collect();
-        let stored = StoredConnector { config, tasks };
+        let mut connectors = self.connectors.lock().await;
+        let existing_target = connectors.get(name).map(|c| c.stored.target);
+        if existing_target.is_some() && mode == PutMode::CreateOnly {
+            return Err(PutError::AlreadyExists(name.to_string()));
+        }
+        let target = existing_target.or(initial).unwrap_or_default();
+        let stored = StoredConnector { config, tasks, target };
         self.storage.state.put_connector(name, &stored).map_err(|e| PutError::Other(e.to_string()))?;
         let outcome = match connectors.remove(name) {
             Some(old) => {
@@ -125,8 +167,7 @@ impl Worker {
             }
             None => PutOutcome::Created,
         };
-        let tasks = self.start_tasks(name, &stored);
-        connectors.insert(name.to_string(), RunningConnector { stored, tasks });
+        connectors.insert(name.to_string(), self.run(name, stored));
         Ok(outcome)
     }
 
@@ -157,14 +198,27 @@ impl Worker {
         }
     }
 
-    /// The stored config and task configs of every connector.
+    /// The stored config and task configs of every connector, secrets masked.
     pub async fn configs(&self) -> BTreeMap<String, StoredConnector> {
-        self.connectors.lock().await.iter().map(|(name, c)| (name.clone(), c.stored.clone())).collect()
+        let connectors = self.connectors.lock().await;
+        connectors.iter().map(|(name, c)| (name.clone(), self.masked(&c.stored))).collect()
     }
 
-    /// The config of one connector.
+    /// The config of one connector, secrets masked.
     pub async fn config(&self, name: &str) -> Option<StoredConnector> {
-        self.connectors.lock().await.get(name).map(|c| c.stored.clone())
+        self.connectors.lock().await.get(name).map(|c| self.masked(&c.stored))
+    }
+
+    /// `stored` with every secret value masked, for showing.
+    fn masked(&self, stored: &StoredConnector) -> StoredConnector {
+        let class = stored.tasks.first().and_then(|t| t.get(TASK_CLASS)).or_else(|| CLASS_KEYS.iter().find_map(|k| stored.config.get(*k)));
+        let plugin = class.and_then(|class| self.plugins.find(class));
+        let plugin = plugin.as_deref();
+        StoredConnector {
+            config: secrets::mask(&stored.config, plugin),
+            tasks: stored.tasks.iter().map(|task| secrets::mask(task, plugin)).collect(),
+            target: stored.target,
+        }
     }
 
     /// The status of each task of a connector; None if there is no such connector.
@@ -182,23 +236,13 @@ impl Worker {
 
     /// Host-side checks, then the connector's own validation and task split.
     async fn check_config(&self, name: &str, plugin: &Plugin, config: &Properties) -> Result<Vec<Config>, PutError> {
-        for def in plugin.descriptor.config_defs.iter().filter(|d| d.required) {
-            if config.get(&def.name).is_none_or(|v| v.is_empty()) {
-                return Err(PutError::MissingKey(def.name.clone()));
-            }
-        }
-        check_topics(plugin, config)?;
-        let max_tasks = max_tasks(config)?;
-        let guest_config: Config = config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let identity = Identity { connector: name.to_string(), task: None };
-        let component = &plugin.component;
-        let validation = component.validate(&self.sandbox, identity.clone(), &guest_config).await;
-        let errors = validation.map_err(|e| PutError::Other(format!("validate: {e}")))?;
-        if let Err(errors) = errors {
-            let messages: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-            return Err(PutError::Invalid(messages.join("; ")));
+        if let Some(first) = self.config_errors(&identity, plugin, config).await?.into_iter().next() {
+            return Err(first.into_put_error());
         }
-        let split = component.task_configs(&self.sandbox, identity, &guest_config, max_tasks).await;
+        let max_tasks = max_tasks(config)?;
+        let guest_config = to_guest(config);
+        let split = plugin.component.task_configs(&self.sandbox, identity, &guest_config, max_tasks).await;
         let tasks = split.map_err(|e| PutError::Other(format!("task-configs: {e}")))?.map_err(PutError::Invalid)?;
         if tasks.is_empty() || tasks.len() > max_tasks as usize {
             let n = tasks.len();
@@ -207,17 +251,59 @@ impl Worker {
         Ok(tasks)
     }
 
-    fn start_tasks(&self, name: &str, stored: &StoredConnector) -> Vec<TaskHandle> {
+    /// Every problem with `config` for `plugin`, per key, without storing anything: missing
+    /// required keys and bad topic names first (the host's checks), then the connector's own.
+    pub async fn config_errors(&self, identity: &Identity, plugin: &Plugin, config: &Properties) -> Result<Vec<KeyError>, PutError> {
+        let mut errors: Vec<KeyError> = plugin
+            .descriptor
+            .config_defs
+            .iter()
+            .filter(|d| d.required && config.get(&d.name).is_none_or(|v| v.is_empty()))
+            .map(|d| KeyError { key: d.name.clone(), message: format!("Request config key: {}", d.name), missing: true })
+            .collect();
+        errors.extend(topic_errors(plugin, config));
+        if let Err(e) = max_tasks(config) {
+            errors.push(KeyError { key: "tasks.max".into(), message: e.to_string(), missing: false });
+        }
+        if !errors.is_empty() {
+            return Ok(errors);
+        }
+        let validation = plugin.component.validate(&self.sandbox, identity.clone(), &to_guest(config)).await;
+        let guest_errors = validation.map_err(|e| PutError::Other(format!("validate: {e}")))?.err().unwrap_or_default();
+        Ok(guest_errors.into_iter().map(|e| KeyError { key: e.key, message: e.message, missing: false }).collect())
+    }
+
+    /// Runs a stored connector as its target state says.
+    fn run(&self, name: &str, stored: StoredConnector) -> RunningConnector {
+        let paused = watch::Sender::new(stored.target == TargetState::Paused);
+        let tasks = match stored.target {
+            TargetState::Stopped => Vec::new(),
+            TargetState::Running | TargetState::Paused => self.start_tasks(name, &stored, &paused),
+        };
+        RunningConnector { stored, tasks, paused }
+    }
+
+    fn start_tasks(&self, name: &str, stored: &StoredConnector, paused: &watch::Sender<bool>) -> Vec<TaskHandle> {
+        let all: Vec<usize> = (0..stored.tasks.len()).collect();
+        self.start_tasks_subset(name, stored, paused, &all)
+    }
+
+    /// Starts the tasks numbered `ids` of a stored connector.
+    fn start_tasks_subset(
+        &self,
+        name: &str,
+        stored: &StoredConnector,
+        paused: &watch::Sender<bool>,
+        ids: &[usize],
+    ) -> Vec<TaskHandle> {
         let class = stored.tasks.first().and_then(|t| t.get(TASK_CLASS)).cloned().unwrap_or_default();
         let Some(plugin) = self.plugins.find(&class) else {
             tracing::error!(connector = %name, "no plugin '{class}' is loaded; the connector stays stopped");
             return Vec::new();
         };
         let is_source = plugin.is_source();
-        stored
-            .tasks
-            .iter()
-            .enumerate()
+        ids.iter()
+            .filter_map(|i| Some((*i, stored.tasks.get(*i)?)))
             .map(|(i, config)| {
                 let make_context = |status, stop| TaskContext {
                     identity: Identity { connector: name.to_string(), task: Some(i as u32) },
@@ -227,6 +313,7 @@ impl Worker {
                     storage: self.storage.clone(),
                     status,
                     stop,
+                    paused: paused.subscribe(),
                 };
                 if is_source {
                     TaskHandle::spawn(make_context, source::run)
@@ -244,6 +331,32 @@ async fn stop_all(tasks: Vec<TaskHandle>) {
     }
 }
 
+/// Longest connector name accepted.
+const MAX_NAME_LEN: usize = 249;
+
+/// Connector names appear in URLs, file-backed keys and logs: printable, no `/`, not `..`.
+pub fn validate_connector_name(name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("is longer than 249 bytes")
+    } else if name.contains('/') || name.contains('\\') {
+        Some("contains a slash")
+    } else if name == "." || name.contains("..") {
+        Some("contains '..'")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(format!(
+            "invalid connector name {name:?}: it {problem}; use up to {MAX_NAME_LEN} printable characters without '/' or '..'"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Same key/value set, ignoring the runtime's `update-timestamp`.
 fn same_config(stored: &Properties, new: &Properties) -> bool {
     let without_stamp = |c: &Properties| c.iter().filter(|(k, _)| *k != UPDATE_TIMESTAMP).map(|(k, v)| (k.clone(), v.clone())).collect::<Properties>();
@@ -251,14 +364,42 @@ fn same_config(stored: &Properties, new: &Properties) -> bool {
 }
 
 /// The topic names a config gives must be usable as topic log names.
-fn check_topics(plugin: &Plugin, config: &Properties) -> Result<(), PutError> {
+fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
     let keys: &[&str] = if plugin.is_source() { &["topic"] } else { &["topicNames", "topics"] };
-    for value in keys.iter().filter_map(|k| config.get(*k)) {
-        for topic in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            validate_topic_name(topic).map_err(PutError::Other)?;
+    keys.iter()
+        .filter_map(|key| Some((*key, config.get(*key)?)))
+        .flat_map(|(key, value)| value.split(',').map(move |topic| (key, topic.trim())))
+        .filter(|(_, topic)| !topic.is_empty())
+        .filter_map(|(key, topic)| {
+            let message = validate_topic_name(topic).err()?;
+            Some(KeyError { key: key.to_string(), message, missing: false })
+        })
+        .collect()
+}
+
+/// One problem with one config key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    pub key: String,
+    pub message: String,
+    /// A required key is absent.
+    pub missing: bool,
+}
+
+impl KeyError {
+    fn into_put_error(self) -> PutError {
+        if self.missing {
+            PutError::MissingKey(self.key)
+        } else if self.message.starts_with("invalid topic name") || self.key == "tasks.max" {
+            PutError::Other(self.message)
+        } else {
+            PutError::Invalid(self.message)
         }
     }
-    Ok(())
+}
+
+fn to_guest(config: &Properties) -> Config {
+    config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn max_tasks(config: &Properties) -> Result<u32, PutError> {

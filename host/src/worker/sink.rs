@@ -58,6 +58,16 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscript
     let mut wake = subscriptions[0].log.subscribe();
     let mut unflushed = 0usize;
     while !ctx.stopping() {
+        if ctx.paused() {
+            if unflushed > 0 {
+                match flush_and_commit(&ctx, &mut task, &mut subscriptions).await {
+                    Ok(()) => unflushed = 0,
+                    Err(Delivery::Retry(reason) | Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+                }
+            }
+            ctx.wait_while_paused().await;
+            continue;
+        }
         let mut delivered = false;
         for subscription in subscriptions.iter_mut() {
             match put_next(&ctx, &mut task, subscription).await {

@@ -14,7 +14,7 @@ use wasm_connect_sdk::{BatchReader, BatchWriter};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
-use crate::storage::Producer;
+use crate::storage::{Producer, Storage};
 
 /// Longest pause between polls of a source that has nothing new.
 const MAX_IDLE_PAUSE: Duration = Duration::from_millis(100);
@@ -56,6 +56,13 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequenc
     let outcome: Result<(), String> = loop {
         if ctx.stopping() {
             break finish(&mut task, storing.take()).await;
+        }
+        if ctx.paused() {
+            if let Err(reason) = finish(&mut task, storing.take()).await {
+                break Err(reason);
+            }
+            ctx.wait_while_paused().await;
+            continue;
         }
         let batch = match task.poll(limits.batch_records, limits.batch_bytes).await {
             Ok(Ok(batch)) => batch,
@@ -141,19 +148,36 @@ impl SourceCalls for SourceInstance<'_> {
 /// this task) and the next producer sequence number.
 pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
     let producer = ctx.identity.to_string();
+    let positions = committed_positions(&ctx.storage, &ctx.identity.connector, std::slice::from_ref(&producer))?;
+    let next_sequence = ctx
+        .storage
+        .topics
+        .all()
+        .into_iter()
+        .filter_map(|(_, log)| log.checkpoint(&producer))
+        .map(|checkpoint| checkpoint.sequence + 1)
+        .max()
+        .unwrap_or(0);
+    Ok((positions, next_sequence))
+}
+
+/// A source connector's positions: the state store's, overridden by the newest ones the
+/// topic logs hold for `producers`. An empty position (left by an offset reset) means none.
+pub fn committed_positions(storage: &Storage, connector: &str, producers: &[String]) -> Result<Positions, String> {
     let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    let mut next_sequence = 0;
-    for checkpoint in ctx.storage.topics.all().into_iter().filter_map(|(_, log)| log.checkpoint(&producer)) {
-        next_sequence = next_sequence.max(checkpoint.sequence + 1);
-        for (partition, (sequence, position)) in checkpoint.positions {
-            if newest.get(&partition).is_none_or(|(seen, _)| *seen < sequence) {
-                newest.insert(partition, (sequence, position));
+    for (_, log) in storage.topics.all() {
+        for checkpoint in producers.iter().filter_map(|producer| log.checkpoint(producer)) {
+            for (partition, (sequence, position)) in checkpoint.positions {
+                if newest.get(&partition).is_none_or(|(seen, _)| *seen < sequence) {
+                    newest.insert(partition, (sequence, position));
+                }
             }
         }
     }
-    let mut positions = ctx.storage.state.source_positions(&ctx.identity.connector).map_err(|e| e.to_string())?;
+    let mut positions = storage.state.source_positions(connector).map_err(|e| e.to_string())?;
     positions.extend(newest.into_iter().map(|(partition, (_, position))| (partition, position)));
-    Ok((positions, next_sequence))
+    positions.retain(|_, position| !position.is_empty());
+    Ok(positions)
 }
 
 /// Checks a polled batch, appends it to its topics and commits its positions, on a

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::secrets;
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, PathAccess, TaskError};
 use crate::sandbox::{DirGrant, Identity, Sandbox, TaskSetup};
@@ -18,6 +19,7 @@ use crate::storage::{Properties, Storage};
 pub enum TaskStatus {
     Starting,
     Running,
+    Paused,
     Failed(String),
     Stopped,
 }
@@ -31,6 +33,8 @@ pub struct TaskContext {
     pub storage: Arc<Storage>,
     pub status: watch::Sender<TaskStatus>,
     pub stop: watch::Receiver<bool>,
+    /// True while the connector is paused.
+    pub paused: watch::Receiver<bool>,
 }
 
 impl TaskContext {
@@ -45,20 +49,41 @@ impl TaskContext {
         *self.stop.borrow()
     }
 
+    pub fn paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// While the connector is paused: reports PAUSED and waits for a resume or a stop.
+    pub async fn wait_while_paused(&mut self) {
+        if !self.paused() {
+            return;
+        }
+        self.set(TaskStatus::Paused);
+        tokio::select! {
+            _ = self.paused.wait_for(|paused| !*paused) => {}
+            _ = self.stop.wait_for(|stop| *stop) => {}
+        }
+        if !self.stopping() {
+            self.set(TaskStatus::Running);
+        }
+    }
+
     /// Sleeps for `pause`, or less if the task is told to stop.
     pub async fn pause(&mut self, pause: Duration) {
         let _ = tokio::time::timeout(pause, self.stop.wait_for(|stop| *stop)).await;
     }
 
-    /// The task config as the guest sees it: relative paths in path-typed keys made absolute.
-    pub fn guest_config(&self) -> Config {
+    /// The task config as the guest sees it: `${env:…}` / `${file:…}` references resolved
+    /// and relative paths in path-typed keys made absolute.
+    pub fn guest_config(&self) -> Result<Config, String> {
         let path_keys: Vec<&str> =
             self.plugin.descriptor.config_defs.iter().filter(|d| d.path.is_some()).map(|d| d.name.as_str()).collect();
         self.config
             .iter()
             .map(|(key, value)| {
-                let value = if path_keys.contains(&key.as_str()) { absolute(value) } else { value.clone() };
-                (key.clone(), value)
+                let value = secrets::resolve(value)?;
+                let value = if path_keys.contains(&key.as_str()) { absolute(&value) } else { value };
+                Ok((key.clone(), value))
             })
             .collect()
     }
@@ -67,7 +92,13 @@ impl TaskContext {
     /// grants, committed positions and config. Marks the task FAILED, with the reason, and
     /// returns None when the start fails.
     pub async fn start_guest<T>(&self, committed: Positions, start: impl AsyncFnOnce(TaskSetup<'_>) -> CallResult<T>) -> Option<T> {
-        let config = self.guest_config();
+        let config = match self.guest_config() {
+            Ok(config) => config,
+            Err(reason) => {
+                self.set(TaskStatus::Failed(reason));
+                return None;
+            }
+        };
         let grants = self.grants();
         let setup = TaskSetup { identity: self.identity.clone(), grants: &grants, committed, config: &config };
         match start(setup).await {

@@ -1,0 +1,142 @@
+//! Reading, altering and resetting a connector's committed offsets (source positions or
+//! sink offsets), and the topics it uses. Changes are only allowed while it is STOPPED.
+
+use std::collections::BTreeMap;
+
+use super::{source, Worker, TASK_CLASS};
+use crate::storage::{Producer, TargetState};
+
+/// A connector's committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectorOffsets {
+    /// Source partition → position.
+    Source(BTreeMap<String, String>),
+    /// Topic → next offset the sink reads.
+    Sink(BTreeMap<String, u64>),
+}
+
+/// Offset changes: `None` resets that partition or topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetChanges {
+    Source(Vec<(String, Option<String>)>),
+    Sink(Vec<(String, Option<u64>)>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("Connector {0} not found")]
+    NotFound(String),
+    #[error("Connectors must be in the STOPPED state before their offsets can be modified; stop {0} first")]
+    NotStopped(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl Worker {
+    /// The committed offsets of a connector.
+    pub async fn offsets(&self, name: &str) -> Result<ConnectorOffsets, OffsetsError> {
+        let (is_source, tasks) = self.kind_and_tasks(name).await?;
+        if is_source {
+            let positions = source::committed_positions(&self.storage, name, &producers(name, tasks))
+                .map_err(OffsetsError::Storage)?;
+            Ok(ConnectorOffsets::Source(positions))
+        } else {
+            let state = self.storage.state.sink_state(name).map_err(|e| OffsetsError::Storage(e.to_string()))?;
+            Ok(ConnectorOffsets::Sink(state.offsets))
+        }
+    }
+
+    /// Applies `changes` to a stopped connector's offsets.
+    pub async fn alter_offsets(&self, name: &str, changes: OffsetChanges) -> Result<(), OffsetsError> {
+        let (is_source, tasks) = self.stopped_kind_and_tasks(name).await?;
+        match changes {
+            OffsetChanges::Source(changes) if is_source => self.alter_source(name, tasks, &changes),
+            OffsetChanges::Sink(changes) if !is_source => self
+                .storage
+                .state
+                .set_sink_offsets(name, &changes)
+                .map_err(|e| OffsetsError::Storage(e.to_string())),
+            OffsetChanges::Source(_) => Err(OffsetsError::Invalid(format!(
+                "{name} is a sink connector: give partitions as {{\"kafka_topic\": …, \"kafka_partition\": 0}} and offsets as {{\"kafka_offset\": …}}"
+            ))),
+            OffsetChanges::Sink(_) => Err(OffsetsError::Invalid(format!(
+                "{name} is a source connector: give partitions as {{\"partition\": …}} and offsets as {{\"position\": …}}"
+            ))),
+        }
+    }
+
+    /// Forgets every committed offset of a stopped connector.
+    pub async fn reset_offsets(&self, name: &str) -> Result<(), OffsetsError> {
+        let current = self.offsets(name).await?;
+        let changes = match current {
+            ConnectorOffsets::Source(positions) => OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect()),
+            ConnectorOffsets::Sink(offsets) => OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect()),
+        };
+        self.alter_offsets(name, changes).await
+    }
+
+    /// The topics a connector uses: those its source tasks wrote to, or its sink reads.
+    pub async fn topics(&self, name: &str) -> Result<Vec<String>, OffsetsError> {
+        let (is_source, tasks) = self.kind_and_tasks(name).await?;
+        if is_source {
+            let producers = producers(name, tasks);
+            let all = self.storage.topics.all();
+            let mut used: Vec<String> = all
+                .into_iter()
+                .filter(|(_, log)| producers.iter().any(|p| log.checkpoint(p).is_some()))
+                .map(|(topic, _)| topic)
+                .collect();
+            used.sort();
+            return Ok(used);
+        }
+        let connectors = self.connectors.lock().await;
+        let config = connectors.get(name).map(|c| c.stored.config.clone()).unwrap_or_default();
+        let names = config.get("topicNames").or_else(|| config.get("topics")).cloned().unwrap_or_default();
+        Ok(names.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+    }
+
+    /// New source positions go to the state store and, as an empty batch, into every topic
+    /// log that holds positions of the connector's tasks, so they win over what the logs had.
+    fn alter_source(&self, name: &str, tasks: usize, changes: &[(String, Option<String>)]) -> Result<(), OffsetsError> {
+        let storage_error = |e: String| OffsetsError::Storage(e);
+        self.storage.state.set_source_positions(name, changes).map_err(|e| storage_error(e.to_string()))?;
+        // An empty position marks a reset; resuming tasks treat it as "no position".
+        let positions: Vec<(String, String)> =
+            changes.iter().map(|(partition, position)| (partition.clone(), position.clone().unwrap_or_default())).collect();
+        for producer in producers(name, tasks) {
+            for (topic, log) in self.storage.topics.all() {
+                let Some(checkpoint) = log.checkpoint(&producer) else { continue };
+                let batch = Producer { id: &producer, sequence: checkpoint.sequence + 1, positions: &positions };
+                log.append(0, &[], &batch).map_err(|e| storage_error(format!("topic {topic}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connector is a source, and how many tasks it has.
+    async fn kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
+        self.kind_and_tasks_if(name, |_| true).await
+    }
+
+    async fn stopped_kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
+        self.kind_and_tasks_if(name, |target| target == TargetState::Stopped).await
+    }
+
+    async fn kind_and_tasks_if(&self, name: &str, allowed: impl Fn(TargetState) -> bool) -> Result<(bool, usize), OffsetsError> {
+        let connectors = self.connectors.lock().await;
+        let running = connectors.get(name).ok_or_else(|| OffsetsError::NotFound(name.to_string()))?;
+        if !allowed(running.stored.target) {
+            return Err(OffsetsError::NotStopped(name.to_string()));
+        }
+        let class = running.stored.tasks.first().and_then(|t| t.get(TASK_CLASS)).cloned().unwrap_or_default();
+        let plugin = self.plugins.find(&class).ok_or_else(|| OffsetsError::Invalid(format!("no plugin {class:?} is loaded")))?;
+        Ok((plugin.is_source(), running.stored.tasks.len()))
+    }
+}
+
+/// The producer ids of a connector's tasks in the topic logs.
+fn producers(name: &str, tasks: usize) -> Vec<String> {
+    (0..tasks.max(1)).map(|task| format!("{name}/{task}")).collect()
+}
