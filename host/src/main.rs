@@ -46,6 +46,12 @@ struct ServeArgs {
     /// Port of the RocketMQ-Connect-compatible REST API (0 picks a free port and logs it).
     #[arg(long, default_value_t = 8081, env = "WASM_CONNECT_HTTP_PORT")]
     http_port: u16,
+    /// Port of the Kafka-Connect-shaped JSON API; 0 disables it.
+    #[arg(long, default_value_t = 8083, env = "WASM_CONNECT_KAFKA_API_PORT")]
+    kafka_api_port: u16,
+    /// Bearer token both APIs require (`Authorization: Bearer <token>`); none by default.
+    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
     /// Directory for durable state: connector configs, positions, offsets and topic logs.
     #[arg(long, default_value = "data", env = "WASM_CONNECT_DATA_DIR")]
     data_dir: PathBuf,
@@ -63,6 +69,8 @@ struct ServeArgs {
 impl ServeArgs {
     fn options(self) -> ServeOptions {
         let mut options = ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
+        options.kafka_api_port = (self.kafka_api_port != 0).then_some(self.kafka_api_port);
+        options.auth_token = self.auth_token.filter(|token| !token.is_empty());
         options.limits.memory_bytes = self.max_memory_mib << 20;
         options.limits.call_timeout = Duration::from_millis(self.call_timeout_ms);
         options

@@ -17,6 +17,10 @@ use crate::worker::Worker;
 pub struct ServeOptions {
     pub bind: IpAddr,
     pub http_port: u16,
+    /// Port of the Kafka-Connect-shaped JSON API; None disables it.
+    pub kafka_api_port: Option<u16>,
+    /// Bearer token both APIs require, when set.
+    pub auth_token: Option<String>,
     pub data_dir: PathBuf,
     pub plugin_dir: PathBuf,
     pub limits: Limits,
@@ -24,7 +28,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     pub fn new(bind: IpAddr, http_port: u16, data_dir: PathBuf, plugin_dir: PathBuf) -> Self {
-        ServeOptions { bind, http_port, data_dir, plugin_dir, limits: Limits::default() }
+        ServeOptions { bind, http_port, kafka_api_port: None, auth_token: None, data_dir, plugin_dir, limits: Limits::default() }
     }
 }
 
@@ -38,17 +42,49 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let worker = Arc::new(Worker::new(worker_id, sandbox, storage, plugins));
     worker.restore().await?;
 
-    let address = SocketAddr::new(options.bind, options.http_port);
-    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-    if !options.bind.is_loopback() {
-        tracing::warn!("the REST API listens on {address}, reachable from the network, without authentication");
+    if !options.bind.is_loopback() && options.auth_token.is_none() {
+        tracing::warn!(
+            "the REST APIs listen on {}, reachable from the network, without authentication: set --auth-token",
+            options.bind
+        );
     }
-    tracing::info!(worker = worker.id(), "RocketMQ-Connect REST API on http://{}", listener.local_addr()?);
-    let app = crate::api::legacy::router(worker.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let token: Option<Arc<str>> = options.auth_token.as_deref().map(Arc::from);
+    let legacy = listen(SocketAddr::new(options.bind, options.http_port), "RocketMQ-Connect REST API").await?;
+    let legacy_app = crate::api::auth::require_token(crate::api::legacy::router(worker.clone()), token.clone());
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let mut servers = vec![tokio::spawn(run_listener(legacy, legacy_app, shutdown.subscribe()))];
+    if let Some(port) = options.kafka_api_port {
+        let kafka = listen(SocketAddr::new(options.bind, port), "Kafka Connect JSON API").await?;
+        let kafka_app = crate::api::auth::require_token(crate::api::kafka::router(worker.clone()), token);
+        servers.push(tokio::spawn(run_listener(kafka, kafka_app, shutdown.subscribe())));
+    }
+    tracing::info!(worker = worker.id(), "ready");
+    shutdown_signal().await;
+    shutdown.send_replace(true);
+    for server in servers {
+        match server.await {
+            Ok(Err(e)) => tracing::error!("REST listener: {e}"),
+            Err(e) => tracing::error!("REST listener crashed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("shutting down: stopping tasks");
     worker.shutdown().await;
     Ok(())
+}
+
+async fn listen(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} for the {what}"))?;
+    tracing::info!("{what} on http://{}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Serves `app` until `shutdown` turns true, letting requests in flight finish.
+async fn run_listener(listener: tokio::net::TcpListener, app: axum::Router, mut shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stopped).await
 }
 
 /// The IP in the worker id: the bind address, or loopback when bound to every interface.

@@ -51,14 +51,25 @@ impl Workspace {
 /// A running `wasm-connect` process; killed when dropped.
 pub struct Host {
     child: Child,
+    /// The RocketMQ-Connect API.
     pub base: String,
+    /// The Kafka-Connect-shaped JSON API.
+    pub kafka: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Host {
     pub fn start(data_dir: &Path, plugin_dir: &Path) -> Host {
+        Host::start_with(data_dir, plugin_dir, &[])
+    }
+
+    /// Starts a host with extra command-line arguments.
+    pub fn start_with(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        let kafka_port = free_port().to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
-            .args(["--http-port", "0", "--data-dir"])
+            .args(["--http-port", "0", "--kafka-api-port", &kafka_port])
+            .args(extra)
+            .arg("--data-dir")
             .arg(data_dir)
             .arg("--plugin-dir")
             .arg(plugin_dir)
@@ -73,7 +84,9 @@ impl Host {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("REST API on http://").nth(1) {
+                if line.contains(" ready") && line.contains("worker=") {
+                    let _ = port_tx.send(String::new());
+                } else if let Some(rest) = line.split("REST API on http://").nth(1) {
                     let _ = port_tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
                 }
                 let mut log = sink.lock().unwrap();
@@ -81,11 +94,15 @@ impl Host {
                 log.push('\n');
             }
         });
-        let address = port_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("wasm-connect did not start listening");
-        });
-        Host { child, base: format!("http://{address}"), log }
+        let mut wait = || {
+            port_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("wasm-connect did not start listening");
+            })
+        };
+        let address = wait();
+        let _ready = wait();
+        Host { child, base: format!("http://{address}"), kafka: format!("http://127.0.0.1:{kafka_port}"), log }
     }
 
     /// GET `path` (already encoded); returns status and body.
@@ -151,6 +168,11 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// Percent-encodes a query value.

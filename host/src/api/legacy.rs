@@ -58,9 +58,13 @@ async fn create(State(worker): State<Arc<Worker>>, Path(name): Path<String>, Raw
         Ok(PutOutcome::Unchanged) => text("Connector with same config already exist."),
         Err(e @ (PutError::MissingKey(_) | PutError::Invalid(_))) => text(e.to_string()),
         Err(e @ PutError::InvalidName(_)) => (StatusCode::BAD_REQUEST, format!("failed: {e}")).into_response(),
-        Err(e @ (PutError::UnknownPlugin { .. } | PutError::AlreadyExists(_) | PutError::Other(_))) => {
-            text(format!("failed: {e}"))
-        }
+        Err(
+            e @ (PutError::UnknownPlugin { .. }
+            | PutError::AlreadyExists(_)
+            | PutError::Other(_)
+            | PutError::Guest(_)
+            | PutError::Storage(_)),
+        ) => text(format!("failed: {e}")),
     }
 }
 
@@ -153,13 +157,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 fn parse_config(raw: &str) -> Result<Properties, String> {
     let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     let Value::Object(map) = value else { return Err(format!("got {}", json_kind(&value))) };
-    Ok(map
-        .into_iter()
-        .map(|(key, value)| match value {
-            Value::String(s) => (key, s),
-            other => (key, other.to_string()),
-        })
-        .collect())
+    Ok(map.into_iter().map(|(key, value)| (key, super::value_text(value))).collect())
 }
 
 fn json_kind(value: &Value) -> &'static str {

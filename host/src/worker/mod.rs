@@ -64,6 +64,11 @@ pub enum PutError {
     Invalid(String),
     #[error("{0}")]
     Other(String),
+    /// The connector's code failed (trapped or timed out) while checking the config.
+    #[error("{0}")]
+    Guest(String),
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// A connector this worker runs.
@@ -159,7 +164,7 @@ impl Worker {
         }
         let target = existing_target.or(initial).unwrap_or_default();
         let stored = StoredConnector { config, tasks, target };
-        self.storage.state.put_connector(name, &stored).map_err(|e| PutError::Other(e.to_string()))?;
+        self.storage.state.put_connector(name, &stored).map_err(|e| PutError::Storage(e.to_string()))?;
         let outcome = match connectors.remove(name) {
             Some(old) => {
                 stop_all(old.tasks).await;
@@ -169,6 +174,20 @@ impl Worker {
         };
         connectors.insert(name.to_string(), self.run(name, stored));
         Ok(outcome)
+    }
+
+    /// Changes some keys of an existing connector's config (`None` removes the key) and
+    /// applies it like an update; None if there is no such connector.
+    pub async fn patch(&self, name: &str, changes: Vec<(String, Option<String>)>) -> Option<Result<PutOutcome, PutError>> {
+        let mut config = self.connectors.lock().await.get(name)?.stored.config.clone();
+        config.remove(UPDATE_TIMESTAMP);
+        for (key, value) in changes {
+            match value {
+                Some(value) => config.insert(key, value),
+                None => config.remove(&key),
+            };
+        }
+        Some(self.put_with(name, config, PutMode::Upsert, None).await)
     }
 
     /// Stops the connector and deletes its config; true if it existed.
@@ -243,7 +262,7 @@ impl Worker {
         let max_tasks = max_tasks(config)?;
         let guest_config = to_guest(config);
         let split = plugin.component.task_configs(&self.sandbox, identity, &guest_config, max_tasks).await;
-        let tasks = split.map_err(|e| PutError::Other(format!("task-configs: {e}")))?.map_err(PutError::Invalid)?;
+        let tasks = split.map_err(|e| PutError::Guest(format!("task-configs: {e}")))?.map_err(PutError::Invalid)?;
         if tasks.is_empty() || tasks.len() > max_tasks as usize {
             let n = tasks.len();
             return Err(PutError::Other(format!("task-configs returned {n} task configs; expected 1 to {max_tasks}")));
@@ -269,7 +288,7 @@ impl Worker {
             return Ok(errors);
         }
         let validation = plugin.component.validate(&self.sandbox, identity.clone(), &to_guest(config)).await;
-        let guest_errors = validation.map_err(|e| PutError::Other(format!("validate: {e}")))?.err().unwrap_or_default();
+        let guest_errors = validation.map_err(|e| PutError::Guest(format!("validate: {e}")))?.err().unwrap_or_default();
         Ok(guest_errors.into_iter().map(|e| KeyError { key: e.key, message: e.message, missing: false }).collect())
     }
 

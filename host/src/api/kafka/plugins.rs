@@ -1,0 +1,107 @@
+//! Plugin routes of the JSON API: what is installed, what each plugin's config keys are, and
+//! config validation with per-key errors returned as data.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::{json_body, reply, ApiError, ApiResult};
+use crate::api::value_text;
+use crate::plugins::{kind_name, Plugin};
+use crate::sandbox::types::{ConfigDef, ValueType};
+use crate::sandbox::Identity;
+use crate::storage::Properties;
+use crate::worker::Worker;
+
+/// `GET /connector-plugins`: `class` is the plugin name; `aliases` the other class names
+/// it answers to.
+pub async fn list(State(worker): State<Arc<Worker>>) -> ApiResult {
+    let plugins = worker.plugins();
+    let entries: Vec<Value> = plugins
+        .names()
+        .iter()
+        .filter_map(|name| plugins.find(name))
+        .map(|p| {
+            let d = &p.descriptor;
+            json!({"class": d.name, "type": kind_name(d.kind), "version": d.version, "aliases": d.aliases})
+        })
+        .collect();
+    reply(StatusCode::OK, Value::Array(entries))
+}
+
+/// `GET /connector-plugins/{plugin}/config`.
+pub async fn config_defs(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+    let plugin = find(&worker, &name)?;
+    let defs: Vec<Value> = plugin.descriptor.config_defs.iter().enumerate().map(|(i, d)| definition(d, i)).collect();
+    reply(StatusCode::OK, Value::Array(defs))
+}
+
+/// `PUT /connector-plugins/{plugin}/config/validate`: 200 with `error_count` and per-key
+/// errors; a connector whose own check fails to run answers 500.
+pub async fn validate(
+    State(worker): State<Arc<Worker>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let plugin = find(&worker, &name)?;
+    let body: Map<String, Value> = json_body(&headers, body)?;
+    let config: Properties = body.into_iter().map(|(k, v)| (k, value_text(v))).collect();
+    let connector = config.get("name").cloned().unwrap_or_default();
+    let identity = Identity { connector, task: None };
+    let errors = worker.config_errors(&identity, &plugin, &config).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let defs = &plugin.descriptor.config_defs;
+    let mut configs: Vec<Value> = defs
+        .iter()
+        .enumerate()
+        .map(|(i, def)| {
+            let messages: Vec<&str> = errors.iter().filter(|e| e.key == def.name).map(|e| e.message.as_str()).collect();
+            json!({"definition": definition(def, i), "value": value(&def.name, config.get(&def.name), &messages)})
+        })
+        .collect();
+    // Errors about keys the plugin does not define still reach the user.
+    for error in errors.iter().filter(|e| !defs.iter().any(|d| d.name == e.key)) {
+        configs.push(json!({"definition": Value::Null, "value": value(&error.key, config.get(&error.key), &[&error.message])}));
+    }
+    let body = json!({"name": plugin.descriptor.name, "error_count": errors.len(), "groups": ["Common"], "configs": configs});
+    reply(StatusCode::OK, body)
+}
+
+fn find(worker: &Worker, name: &str) -> Result<Arc<Plugin>, ApiError> {
+    worker.plugins().find(name).ok_or_else(|| {
+        let available = worker.plugins().names().join(", ");
+        ApiError::not_found(format!("no connector plugin named '{name}'; available: {available}"))
+    })
+}
+
+/// A config key in Kafka's `ConfigKeyInfo` shape.
+fn definition(def: &ConfigDef, order: usize) -> Value {
+    let kind = match (def.secret, def.value_type) {
+        (true, _) => "PASSWORD",
+        (false, ValueType::Text) => "STRING",
+        (false, ValueType::Integer) => "INT",
+        (false, ValueType::Boolean) => "BOOLEAN",
+        (false, ValueType::List) => "LIST",
+    };
+    json!({
+        "name": def.name,
+        "type": kind,
+        "required": def.required,
+        "default_value": def.default_value,
+        "importance": if def.required { "HIGH" } else { "MEDIUM" },
+        "documentation": def.description,
+        "group": "Common",
+        "order": order,
+        "width": "NONE",
+        "display_name": def.name,
+        "dependents": [],
+    })
+}
+
+fn value(name: &str, given: Option<&String>, errors: &[&str]) -> Value {
+    json!({"name": name, "value": given, "recommended_values": [], "errors": errors, "visible": true})
+}
