@@ -234,3 +234,44 @@ pub fn pids_with_arg(arg: &Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// An HTTP answer: status, content type and body.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends `method` to `url` with an optional JSON body and extra headers.
+pub fn call(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+    let mut request = ureq::request(method, url).timeout(Duration::from_secs(60));
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let result = match body {
+        Some(body) => {
+            let has_type = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            let request = if has_type { request } else { request.set("Content-Type", "application/json") };
+            request.send_string(body)
+        }
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    Answer {
+        status: response.status(),
+        content_type: response.header("content-type").unwrap_or_default().to_string(),
+        location: response.header("location").map(String::from),
+        body: response.into_string().unwrap_or_default(),
+    }
+}

@@ -99,7 +99,7 @@ impl TaskContext {
                 return None;
             }
         };
-        let grants = self.grants();
+        let grants = self.grants(&config);
         let setup = TaskSetup { identity: self.identity.clone(), grants: &grants, committed, config: &config };
         match start(setup).await {
             Ok(Ok(task)) => Some(task),
@@ -114,13 +114,14 @@ impl TaskContext {
         }
     }
 
-    /// Directories the guest may open: the parent of each file its path-typed keys name.
-    pub fn grants(&self) -> Vec<DirGrant> {
+    /// Directories the guest may open: the parent of each file its path-typed keys name in
+    /// the resolved `config`.
+    pub fn grants(&self, config: &Config) -> Vec<DirGrant> {
         let mut grants: Vec<DirGrant> = Vec::new();
         for def in &self.plugin.descriptor.config_defs {
-            let (Some(access), Some(value)) = (def.path, self.config.get(&def.name)) else { continue };
-            let file = absolute(value);
-            let Some(dir) = Path::new(&file).parent() else { continue };
+            let Some(access) = def.path else { continue };
+            let Some((_, file)) = config.iter().find(|(key, _)| *key == def.name) else { continue };
+            let Some(dir) = Path::new(file).parent() else { continue };
             let writable = access == PathAccess::WriteFile;
             match grants.iter_mut().find(|g| g.dir == dir) {
                 Some(grant) => grant.writable |= writable,

@@ -76,7 +76,22 @@ routes! {
 
 /// The router of the JSON API.
 pub fn router(worker: Arc<Worker>) -> Router {
-    handlers().fallback(no_route).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(worker)
+    handlers()
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_announced_oversize))
+        .with_state(worker)
+}
+
+/// Answers 413 at once when `Content-Length` announces more than [`MAX_BODY_BYTES`], instead
+/// of reading the body first.
+async fn refuse_announced_oversize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        let message = format!("request body is larger than {MAX_BODY_BYTES} bytes");
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+    }
+    next.run(request).await
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
