@@ -385,3 +385,28 @@ fn the_bearer_token_guards_both_apis() {
     let legacy = call("GET", &format!("{}/getClusterInfo", host.base), None, &[("Authorization", "Bearer s3cret-token")]);
     assert_eq!(legacy.status, 200);
 }
+
+/// kafka-connect-py, used unchanged. CI installs it (`.ci/run`); elsewhere the test says
+/// how to install it and passes only when it is missing outside CI.
+#[test]
+fn an_unchanged_kafka_connect_client_library_works() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let installed = std::process::Command::new(&python).args(["-c", "import kafka_connect"]).status().is_ok_and(|s| s.success());
+    if !installed {
+        assert!(std::env::var_os("CI").is_none(), "CI must install the client: pip install kafka-connect-py==1.0.0");
+        eprintln!("skipped: pip install kafka-connect-py==1.0.0 to run this test");
+        return;
+    }
+    let ws = Workspace::new();
+    let host = ws.start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kafka_client.py");
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&host.kafka)
+        .arg(ws.dir.path())
+        .output()
+        .expect("run the client script");
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the Kafka Connect client failed:\n{printed}");
+    assert!(printed.contains(": ok"), "{printed}");
+}
