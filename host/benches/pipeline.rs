@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
 use wasm_connect::sandbox::{
-    ConnectorComponent, DirGrant, GuestFailure, Identity, Limits, Sandbox, SinkInstance, SourceInstance, TaskSetup,
+    Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Sandbox,
+    SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
 use wasm_connect::storage::{Producer, Properties, Storage, TopicLog};
 use wasm_connect::worker::sink::{self, SinkCalls};
@@ -28,18 +29,29 @@ const RUNS: usize = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let lines: usize = std::env::var("PIPELINE_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let lines: usize = std::env::var("PIPELINE_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let work = tempfile::tempdir()?;
     let input = work.path().join("input.txt");
     write_input(&input, lines)?;
     let expected_bytes = std::fs::metadata(&input)?.len();
-    println!("pipeline benchmark: {lines} lines of {LINE_BYTES} B ({:.1} MB)", expected_bytes as f64 / 1e6);
+    println!(
+        "pipeline benchmark: {lines} lines of {LINE_BYTES} B ({:.1} MB)",
+        expected_bytes as f64 / 1e6
+    );
 
     let append_rate = raw_append(&work.path().join("raw.log"), lines)?;
     println!("raw topic-log append (batches of 1000, fdatasync each): {append_rate:>12.0} rec/s");
 
-    let sandbox = Arc::new(Sandbox::new(Limits::default())?);
-    let plugins = Arc::new(PluginRegistry::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")));
+    let sandbox = Arc::new(Sandbox::new(
+        WorkerLimits::default(),
+        Capabilities::default(),
+    )?);
+    let plugins = Arc::new(PluginRegistry::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins"),
+    ));
     plugins.scan(&sandbox).await;
 
     // Runs alternate between wasm and native so both see the same machine; medians reported.
@@ -49,10 +61,30 @@ async fn main() -> anyhow::Result<()> {
     for run in 0..RUNS {
         let dir = work.path().join(format!("run{run}"));
         if only != "native" {
-            wasm_rates.push(wasm_pipeline(&dir.join("wasm"), &input, expected_bytes, lines, &sandbox, &plugins).await?);
+            wasm_rates.push(
+                wasm_pipeline(
+                    &dir.join("wasm"),
+                    &input,
+                    expected_bytes,
+                    lines,
+                    &sandbox,
+                    &plugins,
+                )
+                .await?,
+            );
         }
         if only != "wasm" {
-            native_rates.push(native_pipeline(&dir.join("native"), &input, expected_bytes, lines, &sandbox, &plugins).await?);
+            native_rates.push(
+                native_pipeline(
+                    &dir.join("native"),
+                    &input,
+                    expected_bytes,
+                    lines,
+                    &sandbox,
+                    &plugins,
+                )
+                .await?,
+            );
         }
     }
     let (wasm_rate, native_rate) = (median(&mut wasm_rates), median(&mut native_rates));
@@ -79,7 +111,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let (mut wasm_ns, mut native_ns) = (Vec::new(), Vec::new());
     for run in 0..RUNS {
-        let (wasm, native) = put_only(&work.path().join(format!("put{run}")), lines, &sandbox, &plugins).await?;
+        let (wasm, native) = put_only(
+            &work.path().join(format!("put{run}")),
+            lines,
+            &sandbox,
+            &plugins,
+        )
+        .await?;
         wasm_ns.push(wasm);
         native_ns.push(native);
     }
@@ -108,9 +146,16 @@ fn raw_append(path: &Path, records: usize) -> anyhow::Result<f64> {
     let value = [b'x'; LINE_BYTES];
     let mut batch = BatchWriter::new();
     for _ in 0..1000 {
-        batch.push(&Record { value: &value, ..Record::default() })?;
+        batch.push(&Record {
+            value: &value,
+            ..Record::default()
+        })?;
     }
-    let producer = Producer { id: "", sequence: 0, positions: &[] };
+    let producer = Producer {
+        id: "",
+        sequence: 0,
+        positions: &[],
+    };
     let started = Instant::now();
     for _ in 0..records / 1000 {
         log.append(batch.count(), batch.frames(), &producer)?;
@@ -130,8 +175,14 @@ async fn wasm_pipeline(
     let worker = Worker::new("bench@0".into(), sandbox.clone(), storage, plugins.clone());
     let output = data.join("out.txt");
     let started = Instant::now();
-    worker.put("source", source_config(input)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    worker.put("sink", sink_config(&output)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    worker
+        .put("source", source_config(input))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    worker
+        .put("sink", sink_config(&output))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     wait_for_bytes(&output, expected_bytes).await?;
     let elapsed = started.elapsed();
     worker.shutdown().await;
@@ -154,9 +205,13 @@ async fn native_pipeline(
         let sandbox = sandbox.clone();
         let name = name.to_string();
         move |status, stop| TaskContext {
-            identity: Identity { connector: name, task: Some(0) },
+            identity: Identity {
+                connector: name,
+                task: Some(0),
+            },
             plugin,
             config,
+            limits: Limits::default(),
             sandbox,
             storage,
             status,
@@ -165,16 +220,27 @@ async fn native_pipeline(
         }
     };
     let started = Instant::now();
-    let source = TaskHandle::spawn(context("source", "file-source", source_config(input)), |ctx| async move {
-        let (committed, sequence) = source::resume_point(&ctx).expect("resume point");
-        let task = file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed)).expect("start");
-        source::drive(ctx, NativeSource(task), sequence).await
-    });
-    let sink = TaskHandle::spawn(context("sink", "file-sink", sink_config(&output)), |ctx| async move {
-        let (committed, subscriptions) = sink::resume_point(&ctx).expect("resume point");
-        let task = file_sink::FileSinkTask::start(&sdk_config(&ctx), &NativeHost(committed)).expect("start");
-        sink::drive(ctx, NativeSink(task), subscriptions).await
-    });
+    let source = TaskHandle::spawn(
+        context("source", "file-source", source_config(input)),
+        |ctx| async move {
+            let (committed, sequence) = source::resume_point(&ctx).expect("resume point");
+            let task =
+                file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed))
+                    .expect("start");
+            let mut ctx = ctx;
+            source::drive(&mut ctx, NativeSource(task), sequence).await
+        },
+    );
+    let sink = TaskHandle::spawn(
+        context("sink", "file-sink", sink_config(&output)),
+        |ctx| async move {
+            let (committed, subscriptions) = sink::resume_point(&ctx).expect("resume point");
+            let task = file_sink::FileSinkTask::start(&sdk_config(&ctx), &NativeHost(committed))
+                .expect("start");
+            let mut ctx = ctx;
+            sink::drive(&mut ctx, NativeSink(task), subscriptions).await
+        },
+    );
     wait_for_bytes(&output, expected_bytes).await?;
     let elapsed = started.elapsed();
     source.stop().await;
@@ -183,13 +249,35 @@ async fn native_pipeline(
 }
 
 /// Polls the whole file through the source once as wasm and once natively.
-async fn poll_only(input: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: &Arc<PluginRegistry>) -> anyhow::Result<(f64, f64)> {
+async fn poll_only(
+    input: &Path,
+    lines: usize,
+    sandbox: &Arc<Sandbox>,
+    plugins: &Arc<PluginRegistry>,
+) -> anyhow::Result<(f64, f64)> {
     let limits = Limits::default();
     let config: Config = source_config(input).into_iter().collect();
     let plugin = plugins.find("file-source").expect("bundled plugin loaded");
-    let ConnectorComponent::Source(pre) = plugin.component.clone() else { anyhow::bail!("not a source") };
-    let grants = [DirGrant { dir: input.parent().expect("parent").to_path_buf(), writable: false }];
-    let setup = TaskSetup { identity: Identity { connector: "poll".into(), task: Some(0) }, grants: &grants, committed: Default::default(), config: &config };
+    let ConnectorComponent::Source(pre) = plugin.component.clone() else {
+        anyhow::bail!("not a source")
+    };
+    let grants = Grants {
+        dirs: vec![DirGrant {
+            dir: input.parent().expect("parent").to_path_buf(),
+            writable: false,
+        }],
+        ..Grants::default()
+    };
+    let setup = TaskSetup {
+        identity: Identity {
+            connector: "poll".into(),
+            task: Some(0),
+        },
+        grants: &grants,
+        committed: Default::default(),
+        config: &config,
+        limits: limits.clone(),
+    };
     let mut wasm = match SourceInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,
         Err(e) => anyhow::bail!("start: {e:?}"),
@@ -197,16 +285,24 @@ async fn poll_only(input: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: 
     let started = Instant::now();
     let mut seen = 0usize;
     while seen < lines {
-        let batch = wasm.poll(limits.batch_records, limits.batch_bytes).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let batch = wasm
+            .poll(limits.batch_records, limits.batch_bytes)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         seen += batch.count as usize;
     }
     let wasm_ns = started.elapsed().as_nanos() as f64 / lines as f64;
     let sdk: wasm_connect_sdk::Config = source_config(input).into_iter().collect();
-    let mut native = NativeSource(file_source::FileSourceTask::start(&sdk, &NativeHost(Default::default())).expect("start"));
+    let mut native = NativeSource(
+        file_source::FileSourceTask::start(&sdk, &NativeHost(Default::default())).expect("start"),
+    );
     let started = Instant::now();
     let mut seen = 0usize;
     while seen < lines {
-        let batch = native.poll(limits.batch_records, limits.batch_bytes).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let batch = native
+            .poll(limits.batch_records, limits.batch_bytes)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         seen += batch.count as usize;
     }
     let native_ns = started.elapsed().as_nanos() as f64 / lines as f64;
@@ -215,43 +311,78 @@ async fn poll_only(input: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: 
 
 /// Puts the same batches into the file sink once as wasm and once natively (the final flush
 /// is not timed); ns per record.
-async fn put_only(dir: &Path, lines: usize, sandbox: &Arc<Sandbox>, plugins: &Arc<PluginRegistry>) -> anyhow::Result<(f64, f64)> {
+async fn put_only(
+    dir: &Path,
+    lines: usize,
+    sandbox: &Arc<Sandbox>,
+    plugins: &Arc<PluginRegistry>,
+) -> anyhow::Result<(f64, f64)> {
     std::fs::create_dir_all(dir)?;
     let limits = Limits::default();
     let value = [b'x'; LINE_BYTES];
     let mut writer = BatchWriter::new();
     for _ in 0..limits.batch_records {
-        writer.push(&Record { value: &value, ..Record::default() })?;
+        writer.push(&Record {
+            value: &value,
+            ..Record::default()
+        })?;
     }
     let (count, frames) = writer.into_parts();
     let batch = RecordBatch { count, frames };
     let batches = lines / count as usize;
 
     let plugin = plugins.find("file-sink").expect("bundled plugin loaded");
-    let ConnectorComponent::Sink(pre) = plugin.component.clone() else { anyhow::bail!("not a sink") };
+    let ConnectorComponent::Sink(pre) = plugin.component.clone() else {
+        anyhow::bail!("not a sink")
+    };
     let output = dir.join("wasm.txt");
     let config: Config = sink_config(&output).into_iter().collect();
-    let grants = [DirGrant { dir: dir.to_path_buf(), writable: true }];
-    let setup = TaskSetup { identity: Identity { connector: "put".into(), task: Some(0) }, grants: &grants, committed: Default::default(), config: &config };
+    let grants = Grants {
+        dirs: vec![DirGrant {
+            dir: dir.to_path_buf(),
+            writable: true,
+        }],
+        ..Grants::default()
+    };
+    let setup = TaskSetup {
+        identity: Identity {
+            connector: "put".into(),
+            task: Some(0),
+        },
+        grants: &grants,
+        committed: Default::default(),
+        config: &config,
+        limits: limits.clone(),
+    };
     let mut wasm = match SinkInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,
         Err(e) => anyhow::bail!("start: {e:?}"),
     };
     let started = Instant::now();
     for i in 0..batches {
-        wasm.put("bench", (i * count as usize) as u64, &batch).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        wasm.put("bench", (i * count as usize) as u64, &batch)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     let wasm_ns = started.elapsed().as_nanos() as f64 / (batches * count as usize) as f64;
     wasm.flush().await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
     let sdk: wasm_connect_sdk::Config = sink_config(&dir.join("native.txt")).into_iter().collect();
-    let mut native = NativeSink(file_sink::FileSinkTask::start(&sdk, &NativeHost(Default::default())).expect("start"));
+    let mut native = NativeSink(
+        file_sink::FileSinkTask::start(&sdk, &NativeHost(Default::default())).expect("start"),
+    );
     let started = Instant::now();
     for i in 0..batches {
-        native.put("bench", (i * count as usize) as u64, &batch).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        native
+            .put("bench", (i * count as usize) as u64, &batch)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     let native_ns = started.elapsed().as_nanos() as f64 / (batches * count as usize) as f64;
-    native.flush().await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    native
+        .flush()
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok((wasm_ns, native_ns))
 }
 
@@ -272,13 +403,19 @@ fn sink_config(output: &Path) -> Properties {
 }
 
 fn sdk_config(ctx: &TaskContext) -> wasm_connect_sdk::Config {
-    ctx.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    ctx.config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 async fn wait_for_bytes(path: &PathBuf, expected: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < expected {
-        anyhow::ensure!(Instant::now() < deadline, "pipeline did not finish within 10 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline did not finish within 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
@@ -287,7 +424,10 @@ async fn wait_for_bytes(path: &PathBuf, expected: u64) -> anyhow::Result<()> {
 fn median(values: &mut [f64]) -> f64 {
     let mut measured: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     measured.sort_by(f64::total_cmp);
-    measured.get(measured.len() / 2).copied().unwrap_or(f64::NAN)
+    measured
+        .get(measured.len() / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 fn rate(records: usize, elapsed: Duration) -> f64 {
@@ -324,7 +464,10 @@ struct NativeSource(file_source::FileSourceTask);
 impl SourceCalls for NativeSource {
     async fn poll(&mut self, max_records: u32, max_bytes: u32) -> CallResult<RecordBatch> {
         let mut out = BatchWriter::new();
-        let polled = self.0.poll(&mut out, max_records, max_bytes).map_err(task_error);
+        let polled = self
+            .0
+            .poll(&mut out, max_records, max_bytes)
+            .map_err(task_error);
         let (count, frames) = out.into_parts();
         Ok(polled.map(|()| RecordBatch { count, frames }))
     }
@@ -332,7 +475,10 @@ impl SourceCalls for NativeSource {
     async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
         let positions: Vec<_> = positions
             .iter()
-            .map(|p| wasm_connect_sdk::Position { partition: p.partition.clone(), position: p.position.clone() })
+            .map(|p| wasm_connect_sdk::Position {
+                partition: p.partition.clone(),
+                position: p.position.clone(),
+            })
             .collect();
         self.0.commit(&positions);
         Ok(())
@@ -348,12 +494,22 @@ struct NativeSink(file_sink::FileSinkTask);
 
 impl SinkCalls for NativeSink {
     async fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> CallResult<()> {
-        Ok(self.0.put(topic, first_offset, BatchReader::new(&batch.frames)).map_err(task_error))
+        Ok(self
+            .0
+            .put(topic, first_offset, BatchReader::new(&batch.frames))
+            .map_err(task_error))
     }
 
     async fn flush(&mut self) -> CallResult<Vec<Position>> {
         let flushed = self.0.flush().map_err(task_error);
-        Ok(flushed.map(|ps| ps.into_iter().map(|p| Position { partition: p.partition, position: p.position }).collect()))
+        Ok(flushed.map(|ps| {
+            ps.into_iter()
+                .map(|p| Position {
+                    partition: p.partition,
+                    position: p.position,
+                })
+                .collect()
+        }))
     }
 
     async fn stop(mut self) -> Result<(), GuestFailure> {

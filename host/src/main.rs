@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use wasm_connect::sandbox::{parse_size, Capabilities, Limits, RestartPolicy, WorkerLimits};
 use wasm_connect::server::{serve, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
@@ -58,21 +59,108 @@ struct ServeArgs {
     /// Directory scanned for connector components (`*.wasm`) at start and on `/plugin/reload`.
     #[arg(long, default_value = "plugins", env = "WASM_CONNECT_PLUGIN_DIR")]
     plugin_dir: PathBuf,
-    /// Linear-memory cap of each connector instance, in MiB.
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Directory under which path-typed connector config values must lie (repeatable; unset:
+    /// any path a connector config names).
+    #[arg(
+        long = "allow-path",
+        value_name = "DIR",
+        env = "WASM_CONNECT_ALLOW_PATH",
+        value_delimiter = ','
+    )]
+    allow_paths: Vec<PathBuf>,
+}
+
+/// Worker-wide limits: the default of every connector and the ceiling its `limits.*` keys
+/// cannot exceed.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits (defaults and ceilings per connector)")]
+struct LimitArgs {
+    /// Linear memory of one instance, in MiB (`limits.memory`).
     #[arg(long, default_value_t = 256)]
     max_memory_mib: usize,
-    /// Wall-clock limit of one call into a connector, in milliseconds.
+    /// CPU time one guest call may use, in ms, counted in 10 ms ticks (`limits.cpu.ms`).
+    #[arg(long, default_value_t = 10_000)]
+    max_cpu_ms: u64,
+    /// Wall-clock limit of one guest call, in ms (`limits.call.timeout.ms`).
     #[arg(long, default_value_t = 30_000)]
     call_timeout_ms: u64,
+    /// Records per poll or put (`limits.poll.records`).
+    #[arg(long, default_value_t = 16_384)]
+    max_poll_records: u32,
+    /// Bytes of records per poll or put, e.g. 4MiB (`limits.poll.bytes`).
+    #[arg(long, default_value = "4MiB", value_parser = size)]
+    max_poll_bytes: usize,
+    /// Records a source may produce per second; 0 is unlimited (`limits.records.per.second`).
+    #[arg(long, default_value_t = 0)]
+    max_records_per_second: u32,
+    /// Tasks of one connector (`limits.tasks`).
+    #[arg(long, default_value_t = 16)]
+    max_tasks: u32,
+    /// Bytes the host copies out of a guest in one call, e.g. 16MiB (`limits.hostcall.fuel`).
+    #[arg(long, default_value = "16MiB", value_parser = size)]
+    max_hostcall_fuel: usize,
+    /// Resource handles one instance may hold (`limits.resources`).
+    #[arg(long, default_value_t = 10_000)]
+    max_resources: usize,
+    /// Pause before restarting a failed task, in ms; doubles per failure, up to 60 s.
+    #[arg(long, default_value_t = 1_000)]
+    restart_backoff_ms: u64,
+    /// Failures within the window after which a task stays FAILED until restarted by hand.
+    #[arg(long, default_value_t = 5)]
+    quarantine_after: u32,
+    /// The window for --quarantine-after, in seconds.
+    #[arg(long, default_value_t = 300)]
+    quarantine_window_s: u64,
+}
+
+impl LimitArgs {
+    fn worker_limits(&self) -> WorkerLimits {
+        let connector = Limits {
+            memory_bytes: self.max_memory_mib << 20,
+            cpu_per_call: Duration::from_millis(self.max_cpu_ms),
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            batch_records: self.max_poll_records,
+            batch_bytes: u32::try_from(self.max_poll_bytes).unwrap_or(u32::MAX),
+            records_per_second: self.max_records_per_second,
+            max_tasks: self.max_tasks,
+            hostcall_fuel: self.max_hostcall_fuel,
+            max_resources: self.max_resources,
+        };
+        let restart = RestartPolicy {
+            backoff: Duration::from_millis(self.restart_backoff_ms),
+            quarantine_after: self.quarantine_after.max(1),
+            window: Duration::from_secs(self.quarantine_window_s),
+        };
+        WorkerLimits {
+            connector,
+            restart,
+            ..WorkerLimits::default()
+        }
+    }
+}
+
+/// Parses a size such as `64MiB` for clap.
+fn size(text: &str) -> Result<usize, String> {
+    parse_size(text)
+        .ok_or_else(|| format!("{text:?} is not a size such as 64MiB, 512KiB or 1048576"))
 }
 
 impl ServeArgs {
     fn options(self) -> ServeOptions {
-        let mut options = ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
+        let mut options =
+            ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
         options.kafka_api_port = (self.kafka_api_port != 0).then_some(self.kafka_api_port);
         options.auth_token = self.auth_token.filter(|token| !token.is_empty());
-        options.limits.memory_bytes = self.max_memory_mib << 20;
-        options.limits.call_timeout = Duration::from_millis(self.call_timeout_ms);
+        options.limits = self.limits.worker_limits();
+        options.capabilities = Capabilities {
+            allow_paths: self
+                .allow_paths
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
+        };
         options
     }
 }
@@ -82,14 +170,17 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve.options()).await,
         Some(Command::Serve(args)) => serve(args.options()).await,
-        Some(Command::Plugin(PluginCommand::Check { file })) => wasm_connect::plugins::check::run(&file).await,
+        Some(Command::Plugin(PluginCommand::Check { file })) => {
+            wasm_connect::plugins::check::run(&file).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

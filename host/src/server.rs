@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::plugins::PluginRegistry;
-use crate::sandbox::{Limits, Sandbox};
+use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use crate::storage::Storage;
 use crate::worker::Worker;
 
@@ -23,19 +23,32 @@ pub struct ServeOptions {
     pub auth_token: Option<String>,
     pub data_dir: PathBuf,
     pub plugin_dir: PathBuf,
-    pub limits: Limits,
+    pub limits: WorkerLimits,
+    pub capabilities: Capabilities,
 }
 
 impl ServeOptions {
     pub fn new(bind: IpAddr, http_port: u16, data_dir: PathBuf, plugin_dir: PathBuf) -> Self {
-        ServeOptions { bind, http_port, kafka_api_port: None, auth_token: None, data_dir, plugin_dir, limits: Limits::default() }
+        ServeOptions {
+            bind,
+            http_port,
+            kafka_api_port: None,
+            auth_token: None,
+            data_dir,
+            plugin_dir,
+            limits: WorkerLimits::default(),
+            capabilities: Capabilities::default(),
+        }
     }
 }
 
 /// Serves until SIGINT or SIGTERM, then stops every task (each commits what it has).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let storage = Arc::new(Storage::open(&options.data_dir)?);
-    let sandbox = Arc::new(Sandbox::new(options.limits.clone())?);
+    let sandbox = Arc::new(Sandbox::new(
+        options.limits.clone(),
+        options.capabilities.clone(),
+    )?);
     let plugins = Arc::new(PluginRegistry::new(options.plugin_dir.clone()));
     plugins.scan(&sandbox).await;
     let worker_id = format!("{}@{}", worker_ip(options.bind), std::process::id());
@@ -49,14 +62,32 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let token: Option<Arc<str>> = options.auth_token.as_deref().map(Arc::from);
-    let legacy = listen(SocketAddr::new(options.bind, options.http_port), "RocketMQ-Connect REST API").await?;
-    let legacy_app = crate::api::auth::require_token(crate::api::legacy::router(worker.clone()), token.clone());
+    let legacy = listen(
+        SocketAddr::new(options.bind, options.http_port),
+        "RocketMQ-Connect REST API",
+    )
+    .await?;
+    let legacy_app =
+        crate::api::auth::require_token(crate::api::legacy::router(worker.clone()), token.clone());
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let mut servers = vec![tokio::spawn(run_listener(legacy, legacy_app, shutdown.subscribe()))];
+    let mut servers = vec![tokio::spawn(run_listener(
+        legacy,
+        legacy_app,
+        shutdown.subscribe(),
+    ))];
     if let Some(port) = options.kafka_api_port {
-        let kafka = listen(SocketAddr::new(options.bind, port), "Kafka Connect JSON API").await?;
-        let kafka_app = crate::api::auth::require_token(crate::api::kafka::router(worker.clone()), token);
-        servers.push(tokio::spawn(run_listener(kafka, kafka_app, shutdown.subscribe())));
+        let kafka = listen(
+            SocketAddr::new(options.bind, port),
+            "Kafka Connect JSON API",
+        )
+        .await?;
+        let kafka_app =
+            crate::api::auth::require_token(crate::api::kafka::router(worker.clone()), token);
+        servers.push(tokio::spawn(run_listener(
+            kafka,
+            kafka_app,
+            shutdown.subscribe(),
+        )));
     }
     tracing::info!(worker = worker.id(), "ready");
     shutdown_signal().await;
@@ -74,17 +105,25 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 }
 
 async fn listen(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} for the {what}"))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for the {what}"))?;
     tracing::info!("{what} on http://{}", listener.local_addr()?);
     Ok(listener)
 }
 
 /// Serves `app` until `shutdown` turns true, letting requests in flight finish.
-async fn run_listener(listener: tokio::net::TcpListener, app: axum::Router, mut shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<()> {
+async fn run_listener(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let stopped = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    axum::serve(listener, app).with_graceful_shutdown(stopped).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
 }
 
 /// The IP in the worker id: the bind address, or loopback when bound to every interface.

@@ -1,5 +1,6 @@
-//! Typed calls into a connector component: connector-level calls on short-lived instances,
-//! and the source and sink task instances that task actors own.
+//! Typed calls into a connector: connector-level calls on short-lived instances, and the
+//! source and sink task instances that task actors own. Every call runs through
+//! [`guarded`], which arms the CPU budget, applies the wall-clock limit and explains a failure.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use wasmtime::Store;
 use super::bindings::sink_world::{SinkConnector, SinkConnectorPre};
 use super::bindings::source_world::{SourceConnector, SourceConnectorPre};
 use super::bindings::types::{Config, ConfigError, Descriptor, Position, RecordBatch, TaskError};
-use super::{DirGrant, GuestFailure, Identity, Sandbox, TaskState};
+use super::{Grants, GuestFailure, Identity, Limits, Sandbox, TaskState};
 
 /// A compiled, linked connector component and the world it targets.
 #[derive(Clone)]
@@ -24,18 +25,18 @@ enum AnyInstance {
     Sink(SinkConnector),
 }
 
-/// Runs `$call` on the `connector` interface under the call limits, whichever world the
-/// instance targets.
+/// Runs `$call` (given the interface `$c` and the store `$s`) on the `connector` interface
+/// under the call limits, whichever world the instance targets.
 macro_rules! on_connector {
-    ($sandbox:expr, $name:literal, $instance:expr, |$c:ident| $call:expr) => {
+    ($store:expr, $limits:expr, $name:literal, $instance:expr, |$c:ident, $s:ident| $call:expr) => {
         match $instance {
             AnyInstance::Source(i) => {
                 let $c = i.wasm_connect_connector_connector();
-                $sandbox.guarded($name, $call).await
+                guarded($store, $limits, $name, async |$s| $call.await).await
             }
             AnyInstance::Sink(i) => {
                 let $c = i.wasm_connect_connector_connector();
-                $sandbox.guarded($name, $call).await
+                guarded($store, $limits, $name, async |$s| $call.await).await
             }
         }
     };
@@ -51,7 +52,7 @@ impl ConnectorComponent {
         match SinkConnectorPre::new(pre) {
             Ok(sink) => Ok(ConnectorComponent::Sink(sink)),
             Err(sink_err) => Err(format!(
-                "targets neither the source-connector nor the sink-connector world of \
+                "targets neither the source-connector nor the sink-connector world of \\
                  wasm-connect:connector@0.1.0 (as a source: {source_err:#}; as a sink: {sink_err:#})"
             )),
         }
@@ -62,128 +63,266 @@ impl ConnectorComponent {
         matches!(self, ConnectorComponent::Source(_))
     }
 
+    /// Calls `describe`, under the worker's limits.
     pub async fn describe(&self, sandbox: &Sandbox) -> Result<Descriptor, GuestFailure> {
-        let identity = Identity { connector: String::new(), task: None };
-        let (mut store, instance) = self.instantiate(sandbox, identity).await?;
-        on_connector!(sandbox, "describe", &instance, |c| c.call_describe(&mut store))
+        let limits = &sandbox.limits().connector;
+        let identity = Identity {
+            connector: String::new(),
+            task: None,
+        };
+        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut store, limits, "describe", &instance, |c, s| c
+            .call_describe(s))
     }
 
     pub async fn validate(
         &self,
         sandbox: &Sandbox,
         identity: Identity,
+        limits: &Limits,
         config: &Config,
     ) -> Result<Result<(), Vec<ConfigError>>, GuestFailure> {
-        let (mut store, instance) = self.instantiate(sandbox, identity).await?;
-        on_connector!(sandbox, "validate", &instance, |c| c.call_validate(&mut store, config))
+        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut store, limits, "validate", &instance, |c, s| c
+            .call_validate(s, config))
     }
 
     pub async fn task_configs(
         &self,
         sandbox: &Sandbox,
         identity: Identity,
+        limits: &Limits,
         config: &Config,
         max_tasks: u32,
     ) -> Result<Result<Vec<Config>, String>, GuestFailure> {
-        let (mut store, instance) = self.instantiate(sandbox, identity).await?;
-        on_connector!(sandbox, "task-configs", &instance, |c| c.call_task_configs(&mut store, config, max_tasks))
+        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut store, limits, "task-configs", &instance, |c, s| c
+            .call_task_configs(s, config, max_tasks))
     }
 
-    async fn instantiate(&self, sandbox: &Sandbox, identity: Identity) -> Result<(Store<TaskState>, AnyInstance), GuestFailure> {
-        let mut store = sandbox.store(TaskState::new(identity, &[], BTreeMap::new(), &sandbox.limits));
+    async fn instantiate(
+        &self,
+        sandbox: &Sandbox,
+        identity: Identity,
+        limits: &Limits,
+    ) -> Result<(Store<TaskState>, AnyInstance), GuestFailure> {
+        let mut store = sandbox.store(
+            TaskState::new(identity, &Grants::default(), BTreeMap::new(), limits),
+            limits,
+        );
         let instance = match self {
-            ConnectorComponent::Source(pre) => pre.instantiate_async(&mut store).await.map(AnyInstance::Source),
-            ConnectorComponent::Sink(pre) => pre.instantiate_async(&mut store).await.map(AnyInstance::Sink),
+            ConnectorComponent::Source(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(AnyInstance::Source),
+            ConnectorComponent::Sink(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(AnyInstance::Sink),
         };
         let instance = instance.map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
         Ok((store, instance))
     }
 }
 
+/// Runs one guest call on `store`: arms the CPU budget, applies the wall-clock limit, and on
+/// failure says which limit was hit, the panic message, or the trap.
+async fn guarded<T>(
+    store: &mut Store<TaskState>,
+    limits: &Limits,
+    call: &'static str,
+    run: impl AsyncFnOnce(&mut Store<TaskState>) -> wasmtime::Result<T>,
+) -> Result<T, GuestFailure> {
+    let state = store.data_mut();
+    state.cpu_ticks_left = limits.cpu_ticks();
+    state.cpu_exhausted = false;
+    store.set_epoch_deadline(1);
+    match tokio::time::timeout(limits.call_timeout, run(store)).await {
+        Ok(Ok(value)) => Ok(value),
+        Err(_) => Err(GuestFailure::Timeout {
+            call,
+            limit: limits.call_timeout,
+        }),
+        Ok(Err(error)) => Err(explain(call, &error, store.data(), limits)),
+    }
+}
+
+fn explain(
+    call: &'static str,
+    error: &wasmtime::Error,
+    state: &TaskState,
+    limits: &Limits,
+) -> GuestFailure {
+    if state.limiter.memory_hit {
+        GuestFailure::Memory {
+            call,
+            limit: limits.memory_bytes,
+        }
+    } else if state.cpu_exhausted {
+        GuestFailure::Cpu {
+            call,
+            budget: limits.cpu_per_call,
+        }
+    } else if let Some(message) = state.stderr.panic_message() {
+        GuestFailure::Panic { call, message }
+    } else {
+        GuestFailure::Trap {
+            call,
+            reason: format!("{error:#}"),
+        }
+    }
+}
+
 /// What a task instance starts from.
 pub struct TaskSetup<'a> {
     pub identity: Identity,
-    pub grants: &'a [DirGrant],
+    pub grants: &'a Grants,
     pub committed: BTreeMap<String, String>,
     pub config: &'a Config,
+    pub limits: Limits,
 }
 
 /// A running source task: its own store, instance and task resource.
-pub struct SourceInstance<'s> {
-    sandbox: &'s Sandbox,
+pub struct SourceInstance {
     store: Store<TaskState>,
     bindings: SourceConnector,
     task: ResourceAny,
+    limits: Limits,
 }
 
-impl<'s> SourceInstance<'s> {
+impl SourceInstance {
     /// Instantiates `pre` and calls `source-task.start`.
     pub async fn start(
-        sandbox: &'s Sandbox,
+        sandbox: &Sandbox,
         pre: &SourceConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let mut store = sandbox.store(TaskState::new(setup.identity, setup.grants, setup.committed, &sandbox.limits));
-        let bindings = pre.instantiate_async(&mut store).await.map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
-        let api = bindings.wasm_connect_connector_source();
-        let started = sandbox.guarded("start", api.source_task().call_start(&mut store, setup.config)).await?;
-        Ok(started.map(|task| SourceInstance { sandbox, store, bindings, task }))
+        let limits = setup.limits;
+        let state = TaskState::new(setup.identity, setup.grants, setup.committed, &limits);
+        let mut store = sandbox.store(state, &limits);
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+        let api = bindings.wasm_connect_connector_source().source_task();
+        let started = guarded(&mut store, &limits, "start", async |s| {
+            api.call_start(s, setup.config).await
+        })
+        .await?;
+        Ok(started.map(|task| SourceInstance {
+            store,
+            bindings,
+            task,
+            limits,
+        }))
     }
 
-    pub async fn poll(&mut self, max_records: u32, max_bytes: u32) -> Result<Result<RecordBatch, TaskError>, GuestFailure> {
+    pub async fn poll(
+        &mut self,
+        max_records: u32,
+        max_bytes: u32,
+    ) -> Result<Result<RecordBatch, TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
-        self.sandbox.guarded("poll", api.call_poll(&mut self.store, self.task, max_records, max_bytes)).await
+        let task = self.task;
+        guarded(&mut self.store, &self.limits, "poll", async |s| {
+            api.call_poll(s, task, max_records, max_bytes).await
+        })
+        .await
     }
 
     pub async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
-        self.sandbox.guarded("commit", api.call_commit(&mut self.store, self.task, positions)).await
+        let task = self.task;
+        guarded(&mut self.store, &self.limits, "commit", async |s| {
+            api.call_commit(s, task, positions).await
+        })
+        .await
     }
 
     /// Calls `stop` and drops the task resource.
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
-        self.sandbox.guarded("stop", api.call_stop(&mut self.store, self.task)).await?;
-        self.sandbox.guarded("stop", self.task.resource_drop_async(&mut self.store)).await
+        let task = self.task;
+        guarded(&mut self.store, &self.limits, "stop", async |s| {
+            api.call_stop(s, task).await
+        })
+        .await?;
+        guarded(&mut self.store, &self.limits, "stop", async |s| {
+            task.resource_drop_async(s).await
+        })
+        .await
     }
 }
 
 /// A running sink task: its own store, instance and task resource.
-pub struct SinkInstance<'s> {
-    sandbox: &'s Sandbox,
+pub struct SinkInstance {
     store: Store<TaskState>,
     bindings: SinkConnector,
     task: ResourceAny,
+    limits: Limits,
 }
 
-impl<'s> SinkInstance<'s> {
+impl SinkInstance {
     /// Instantiates `pre` and calls `sink-task.start`.
     pub async fn start(
-        sandbox: &'s Sandbox,
+        sandbox: &Sandbox,
         pre: &SinkConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let mut store = sandbox.store(TaskState::new(setup.identity, setup.grants, setup.committed, &sandbox.limits));
-        let bindings = pre.instantiate_async(&mut store).await.map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
-        let api = bindings.wasm_connect_connector_sink();
-        let started = sandbox.guarded("start", api.sink_task().call_start(&mut store, setup.config)).await?;
-        Ok(started.map(|task| SinkInstance { sandbox, store, bindings, task }))
+        let limits = setup.limits;
+        let state = TaskState::new(setup.identity, setup.grants, setup.committed, &limits);
+        let mut store = sandbox.store(state, &limits);
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+        let api = bindings.wasm_connect_connector_sink().sink_task();
+        let started = guarded(&mut store, &limits, "start", async |s| {
+            api.call_start(s, setup.config).await
+        })
+        .await?;
+        Ok(started.map(|task| SinkInstance {
+            store,
+            bindings,
+            task,
+            limits,
+        }))
     }
 
-    pub async fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> Result<Result<(), TaskError>, GuestFailure> {
+    pub async fn put(
+        &mut self,
+        topic: &str,
+        first_offset: u64,
+        batch: &RecordBatch,
+    ) -> Result<Result<(), TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
-        self.sandbox.guarded("put", api.call_put(&mut self.store, self.task, topic, first_offset, batch)).await
+        let task = self.task;
+        guarded(&mut self.store, &self.limits, "put", async |s| {
+            api.call_put(s, task, topic, first_offset, batch).await
+        })
+        .await
     }
 
     pub async fn flush(&mut self) -> Result<Result<Vec<Position>, TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
-        self.sandbox.guarded("flush", api.call_flush(&mut self.store, self.task)).await
+        let task = self.task;
+        guarded(&mut self.store, &self.limits, "flush", async |s| {
+            api.call_flush(s, task).await
+        })
+        .await
     }
 
     /// Calls `stop` and drops the task resource.
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
-        self.sandbox.guarded("stop", api.call_stop(&mut self.store, self.task)).await?;
-        self.sandbox.guarded("stop", self.task.resource_drop_async(&mut self.store)).await
+        let task = self.task;
+        guarded(&mut self.store, &self.limits, "stop", async |s| {
+            api.call_stop(s, task).await
+        })
+        .await?;
+        guarded(&mut self.store, &self.limits, "stop", async |s| {
+            task.resource_drop_async(s).await
+        })
+        .await
     }
 }

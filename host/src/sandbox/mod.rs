@@ -3,23 +3,31 @@
 //! instance, and a timeout plus epoch-based yielding around every guest call.
 //!
 //! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
-//! host functions, `limits` every limit, `instance` the typed calls into a connector.
+//! host functions, `limits` every limit, `capabilities` what an instance may reach,
+//! `output` the guest's stdout/stderr, `instance` the typed calls into a connector (each
+//! armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
+mod capabilities;
 mod instance;
 mod limits;
+mod output;
 mod state;
 
-use std::future::Future;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 pub use bindings::types;
+pub use capabilities::{resolve_network_allow, Capabilities, DirGrant, Grants, NETWORK_ALLOW_KEY};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
-pub use limits::{Limits, EPOCH_TICK};
-pub use state::{DirGrant, Identity, TaskState};
+pub use limits::{
+    parse_size, LimitError, Limits, RestartPolicy, WorkerLimits, EPOCH_TICK, MAX_BACKOFF,
+};
+pub use state::{Identity, TaskState};
 
 use bindings::source_world::SourceConnector;
 
@@ -28,32 +36,51 @@ use bindings::source_world::SourceConnector;
 pub enum GuestFailure {
     #[error("{call} did not return within {} ms", limit.as_millis())]
     Timeout { call: &'static str, limit: Duration },
+    #[error("cpu budget {} ms exceeded in {call}", budget.as_millis())]
+    Cpu {
+        call: &'static str,
+        budget: Duration,
+    },
+    #[error("memory limit {} MiB exceeded in {call}", limit >> 20)]
+    Memory { call: &'static str, limit: usize },
+    #[error("guest panicked: {message}")]
+    Panic { call: &'static str, message: String },
     #[error("guest trapped in {call}: {reason}")]
     Trap { call: &'static str, reason: String },
     #[error("cannot instantiate the component: {0}")]
     Instantiate(String),
 }
 
-/// The engine, the linker and the limits shared by every connector.
+/// The engine, the linker, the limits and the capability settings shared by every connector.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<TaskState>,
-    limits: Limits,
+    limits: WorkerLimits,
+    capabilities: Capabilities,
 }
 
 impl Sandbox {
-    pub fn new(limits: Limits) -> anyhow::Result<Sandbox> {
+    pub fn new(limits: WorkerLimits, capabilities: Capabilities) -> anyhow::Result<Sandbox> {
         let engine = Engine::new(&engine_config(&limits)).map_err(setup_error)?;
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup_error)?;
         SourceConnector::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
             .map_err(setup_error)?;
-        Ok(Sandbox { engine, linker, limits })
+        Ok(Sandbox {
+            engine,
+            linker,
+            limits,
+            capabilities,
+        })
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &WorkerLimits {
         &self.limits
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     /// Compiles untrusted bytes and checks that they are a connector component this host can
@@ -73,32 +100,52 @@ impl Sandbox {
         ConnectorComponent::from_pre(pre)
     }
 
-    /// A fresh store for one instance.
-    fn store(&self, state: TaskState) -> Store<TaskState> {
+    /// A fresh store for one instance, under `limits`.
+    fn store(&self, state: TaskState, limits: &Limits) -> Store<TaskState> {
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        // Yield to the runtime at every epoch tick so one busy guest never starves another.
+        store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(limits.hostcall_fuel);
+        // At every epoch tick a running guest yields to the runtime, so one busy guest never
+        // starves another, and spends one tick of its call's CPU budget.
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            if state.cpu_ticks_left == 0 {
+                state.cpu_exhausted = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.cpu_ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
         store
     }
 
-    /// Runs one guest call under the wall-clock limit.
-    async fn guarded<T>(
-        &self,
-        call: &'static str,
-        future: impl Future<Output = wasmtime::Result<T>>,
-    ) -> Result<T, GuestFailure> {
-        let limit = self.limits.call_timeout;
-        match tokio::time::timeout(limit, future).await {
-            Err(_) => Err(GuestFailure::Timeout { call, limit }),
-            Ok(Err(e)) => Err(GuestFailure::Trap { call, reason: format!("{e:#}") }),
-            Ok(Ok(value)) => Ok(value),
-        }
+    /// Feeds `state` everything a compiled artifact must match to be loadable by this engine
+    /// (wasmtime version, target, compiler flags, tunables): the compiled-code cache's key.
+    pub fn hash_compatibility(&self, state: &mut impl std::hash::Hasher) {
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), state);
+    }
+
+    /// Links a component that this host compiled and serialized earlier, like `compile` does
+    /// with wasm bytes. Wasmtime re-checks the artifact's version and flags, not its code.
+    ///
+    /// # Safety
+    /// `artifact` runs as native code: it must be bytes `Component::serialize` produced for an
+    /// engine of the same compatibility hash, read back intact (checksummed) from a place only
+    /// this host writes.
+    pub unsafe fn load_compiled(&self, artifact: &[u8]) -> Result<ConnectorComponent, String> {
+        // SAFETY: the caller vouches for the artifact's origin and integrity.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| format!("not loadable compiled code: {e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports something this host does not provide: {e:#}"))?;
+        ConnectorComponent::from_pre(pre)
     }
 }
 
-fn engine_config(limits: &Limits) -> Config {
+fn engine_config(limits: &WorkerLimits) -> Config {
     let mut pooling = PoolingAllocationConfig::default();
     pooling
         .total_component_instances(limits.max_instances)
@@ -111,7 +158,7 @@ fn engine_config(limits: &Limits) -> Config {
         .max_core_instances_per_component(16)
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20)
-        .max_memory_size(limits.memory_bytes);
+        .max_memory_size(limits.connector.memory_bytes);
     let mut config = Config::new();
     config
         .epoch_interruption(true)
@@ -124,13 +171,15 @@ fn engine_config(limits: &Limits) -> Config {
 /// Advances the epoch every [`EPOCH_TICK`] until the engine is dropped.
 fn start_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
     if let Err(e) = spawned {
         tracing::error!("cannot start the epoch ticker; guests will not yield: {e}");
     }

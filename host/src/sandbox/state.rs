@@ -1,14 +1,15 @@
-//! What one store holds: its WASI context (built from nothing), its limiter, who it is,
-//! and the host interface the guest imports.
+//! What one store holds: its WASI context (built from nothing), its limiter and CPU budget,
+//! who it is, and the host interface the guest imports.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
+use super::capabilities::Grants;
+use super::output::GuestOutput;
 use super::Limits;
 
 /// Which connector and task an instance serves.
@@ -28,40 +29,54 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// A directory the instance may open, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirGrant {
-    pub dir: PathBuf,
-    pub writable: bool,
-}
-
 /// The per-store state.
 pub struct TaskState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limiter: GuestLimiter,
     identity: Identity,
     committed: BTreeMap<String, String>,
+    /// Epoch ticks the current call may still run for.
+    pub(super) cpu_ticks_left: u64,
+    /// Set when the current call ran out of CPU budget.
+    pub(super) cpu_exhausted: bool,
+    pub(super) stderr: GuestOutput,
 }
 
 impl TaskState {
-    /// State for one instance: no env, no args, no stdio, no network; only `grants`.
-    pub fn new(identity: Identity, grants: &[DirGrant], committed: BTreeMap<String, String>, limits: &Limits) -> Self {
+    /// State for one instance: no env, no args, no network and no files but `grants`;
+    /// stdout and stderr go to the log.
+    pub fn new(
+        identity: Identity,
+        grants: &Grants,
+        committed: BTreeMap<String, String>,
+        limits: &Limits,
+    ) -> Self {
+        let task = identity.to_string();
+        let stderr = GuestOutput::new(task.clone(), "stderr");
         let mut wasi = WasiCtxBuilder::new();
         // Granted files are read and written on the task's own thread instead of a
         // `spawn_blocking` round trip per 4 KiB chunk (wasmtime#7973): several times faster
         // for file connectors. Must precede `preopened_dir`, which captures the setting.
         wasi.allow_blocking_current_thread(true);
-        for grant in grants {
-            let perms = if grant.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            let guest_path = grant.dir.to_string_lossy();
-            // A missing directory is not granted; the connector reports the file as missing.
-            if let Err(e) = wasi.preopened_dir(&grant.dir, guest_path.as_ref(), perms) {
-                tracing::warn!(task = %identity, dir = %grant.dir.display(), "directory not granted: {e}");
-            }
+        wasi.stdout(GuestOutput::new(task.clone(), "stdout"))
+            .stderr(stderr.clone());
+        grants.apply(&mut wasi, &task);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
+        TaskState {
+            wasi: wasi.build(),
+            table,
+            limiter: GuestLimiter {
+                memory_bytes: limits.memory_bytes,
+                memory_hit: false,
+            },
+            identity,
+            committed,
+            cpu_ticks_left: limits.cpu_ticks(),
+            cpu_exhausted: false,
+            stderr,
         }
-        let limits = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(64).tables(64).memories(16).build();
-        TaskState { wasi: wasi.build(), table: ResourceTable::new(), limits, identity, committed }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -69,9 +84,59 @@ impl TaskState {
     }
 }
 
+/// Caps linear memory and remembers that the cap was hit: a Rust guest whose allocation fails
+/// aborts with a plain `unreachable` trap, so this is how the host can say why it died.
+pub(super) struct GuestLimiter {
+    memory_bytes: usize,
+    pub(super) memory_hit: bool,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.memory_bytes;
+        self.memory_hit |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES_PER_STORE
+    }
+
+    fn tables(&self) -> usize {
+        MAX_INSTANCES_PER_STORE
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_STORE
+    }
+}
+
+/// Core instances, tables and memories one store may create (a Rust wasip2 component uses a
+/// handful of each).
+const MAX_INSTANCES_PER_STORE: usize = 64;
+const MAX_MEMORIES_PER_STORE: usize = 16;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
 impl WasiView for TaskState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

@@ -32,13 +32,18 @@ impl Worker {
     /// tasks allocated; stopping shuts them down; running resumes either.
     pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), LifecycleError> {
         let mut connectors = self.connectors.lock().await;
-        let running = connectors.get_mut(name).ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
+        let running = connectors
+            .get_mut(name)
+            .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
         if running.stored.target == target {
             return Ok(());
         }
         let mut stored = running.stored.clone();
         stored.target = target;
-        self.storage.state.put_connector(name, &stored).map_err(|e| LifecycleError::Storage(e.to_string()))?;
+        self.storage
+            .state
+            .put_connector(name, &stored)
+            .map_err(|e| LifecycleError::Storage(e.to_string()))?;
         running.stored.target = target;
         running.paused.send_replace(target == TargetState::Paused);
         match target {
@@ -53,11 +58,19 @@ impl Worker {
 
     /// Restarts the tasks of a connector (all, or only the failed ones) and returns the ids
     /// restarted. A stopped connector has no tasks to restart.
-    pub async fn restart(&self, name: &str, only_failed: bool) -> Result<Vec<usize>, LifecycleError> {
+    pub async fn restart(
+        &self,
+        name: &str,
+        only_failed: bool,
+    ) -> Result<Vec<usize>, LifecycleError> {
         let mut connectors = self.connectors.lock().await;
-        let running = connectors.get_mut(name).ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
+        let running = connectors
+            .get_mut(name)
+            .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
         let chosen: Vec<usize> = (0..running.tasks.len())
-            .filter(|i| !only_failed || matches!(*running.tasks[*i].status.borrow(), TaskStatus::Failed(_)))
+            .filter(|i| {
+                !only_failed || matches!(*running.tasks[*i].status.borrow(), TaskStatus::Failed(_))
+            })
             .collect();
         if chosen.is_empty() {
             return Ok(chosen);
@@ -73,13 +86,20 @@ impl Worker {
     /// Restarts one task.
     pub async fn restart_task(&self, name: &str, task: usize) -> Result<(), LifecycleError> {
         let mut connectors = self.connectors.lock().await;
-        let running = connectors.get_mut(name).ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
+        let running = connectors
+            .get_mut(name)
+            .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
         if task >= running.tasks.len() {
-            return Err(LifecycleError::TaskNotFound { connector: name.to_string(), task });
+            return Err(LifecycleError::TaskNotFound {
+                connector: name.to_string(),
+                task,
+            });
         }
         let fresh = self.start_tasks_subset(name, &running.stored, &running.paused, &[task]);
         for new_task in fresh {
-            std::mem::replace(&mut running.tasks[task], new_task).stop().await;
+            std::mem::replace(&mut running.tasks[task], new_task)
+                .stop()
+                .await;
         }
         Ok(())
     }
@@ -88,17 +108,35 @@ impl Worker {
     pub async fn status(&self, name: &str) -> Option<ConnectorStatus> {
         let connectors = self.connectors.lock().await;
         let running = connectors.get(name)?;
-        let class = running.stored.tasks.first().and_then(|t| t.get(super::TASK_CLASS));
+        let class = running
+            .stored
+            .tasks
+            .first()
+            .and_then(|t| t.get(super::TASK_CLASS));
         let plugin = class.and_then(|class| self.plugins.find(class));
-        let tasks: Vec<(&'static str, Option<String>)> =
-            running.tasks.iter().map(|t| task_state(&t.status.borrow(), running.stored.target)).collect();
+        let tasks: Vec<(&'static str, Option<String>)> = running
+            .tasks
+            .iter()
+            .map(|t| task_state(&t.status.borrow(), running.stored.target))
+            .collect();
         let state = match (running.stored.target, &plugin) {
-            (_, None) => ("FAILED", Some(format!("no plugin {:?} is loaded", class.cloned().unwrap_or_default()))),
+            (_, None) => (
+                "FAILED",
+                Some(format!(
+                    "no plugin {:?} is loaded",
+                    class.cloned().unwrap_or_default()
+                )),
+            ),
             (TargetState::Stopped, _) => ("STOPPED", None),
             (TargetState::Paused, _) => ("PAUSED", None),
             (TargetState::Running, _) => ("RUNNING", None),
         };
-        Some(ConnectorStatus { target: running.stored.target, state, tasks, is_source: plugin.map(|p| p.is_source()) })
+        Some(ConnectorStatus {
+            target: running.stored.target,
+            state,
+            tasks,
+            is_source: plugin.map(|p| p.is_source()),
+        })
     }
 }
 

@@ -15,11 +15,11 @@ use tokio::sync::{watch, Mutex};
 
 use crate::plugins::{Plugin, PluginRegistry};
 use crate::sandbox::types::Config;
-use crate::sandbox::{Identity, Sandbox};
+use crate::sandbox::{Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
 pub use lifecycle::{ConnectorStatus, LifecycleError};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
-pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskStatus};
+pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";
@@ -89,8 +89,19 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: String, sandbox: Arc<Sandbox>, storage: Arc<Storage>, plugins: Arc<PluginRegistry>) -> Self {
-        Worker { id, sandbox, storage, plugins, connectors: Mutex::new(BTreeMap::new()) }
+    pub fn new(
+        id: String,
+        sandbox: Arc<Sandbox>,
+        storage: Arc<Storage>,
+        plugins: Arc<PluginRegistry>,
+    ) -> Self {
+        Worker {
+            id,
+            sandbox,
+            storage,
+            plugins,
+            connectors: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// This worker's id, `ip@pid`.
@@ -136,15 +147,25 @@ impl Worker {
     ) -> Result<PutOutcome, PutError> {
         validate_connector_name(name).map_err(PutError::InvalidName)?;
         match (self.connectors.lock().await.get(name), mode) {
-            (Some(_), PutMode::CreateOnly) => return Err(PutError::AlreadyExists(name.to_string())),
-            (Some(existing), _) if same_config(&existing.stored.config, &config) => return Ok(PutOutcome::Unchanged),
+            (Some(_), PutMode::CreateOnly) => {
+                return Err(PutError::AlreadyExists(name.to_string()))
+            }
+            (Some(existing), _) if same_config(&existing.stored.config, &config) => {
+                return Ok(PutOutcome::Unchanged)
+            }
             _ => {}
         }
-        let class = CLASS_KEYS.iter().find_map(|k| config.get(*k)).ok_or_else(|| PutError::MissingKey("connector-class".into()))?;
-        let plugin = self.plugins.find(class).ok_or_else(|| PutError::UnknownPlugin {
-            class: class.clone(),
-            available: self.plugins.names().join(", "),
-        })?;
+        let class = CLASS_KEYS
+            .iter()
+            .find_map(|k| config.get(*k))
+            .ok_or_else(|| PutError::MissingKey("connector-class".into()))?;
+        let plugin = self
+            .plugins
+            .find(class)
+            .ok_or_else(|| PutError::UnknownPlugin {
+                class: class.clone(),
+                available: self.plugins.names().join(", "),
+            })?;
         let tasks = self.check_config(name, &plugin, &config).await?;
         let timestamp = now_millis().to_string();
         config.insert(UPDATE_TIMESTAMP.into(), timestamp.clone());
@@ -163,8 +184,15 @@ impl Worker {
             return Err(PutError::AlreadyExists(name.to_string()));
         }
         let target = existing_target.or(initial).unwrap_or_default();
-        let stored = StoredConnector { config, tasks, target };
-        self.storage.state.put_connector(name, &stored).map_err(|e| PutError::Storage(e.to_string()))?;
+        let stored = StoredConnector {
+            config,
+            tasks,
+            target,
+        };
+        self.storage
+            .state
+            .put_connector(name, &stored)
+            .map_err(|e| PutError::Storage(e.to_string()))?;
         let outcome = match connectors.remove(name) {
             Some(old) => {
                 stop_all(old.tasks).await;
@@ -178,8 +206,19 @@ impl Worker {
 
     /// Changes some keys of an existing connector's config (`None` removes the key) and
     /// applies it like an update; None if there is no such connector.
-    pub async fn patch(&self, name: &str, changes: Vec<(String, Option<String>)>) -> Option<Result<PutOutcome, PutError>> {
-        let mut config = self.connectors.lock().await.get(name)?.stored.config.clone();
+    pub async fn patch(
+        &self,
+        name: &str,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Option<Result<PutOutcome, PutError>> {
+        let mut config = self
+            .connectors
+            .lock()
+            .await
+            .get(name)?
+            .stored
+            .config
+            .clone();
         config.remove(UPDATE_TIMESTAMP);
         for (key, value) in changes {
             match value {
@@ -193,9 +232,14 @@ impl Worker {
     /// Stops the connector and deletes its config; true if it existed.
     pub async fn delete(&self, name: &str) -> Result<bool, String> {
         let mut connectors = self.connectors.lock().await;
-        let Some(running) = connectors.remove(name) else { return Ok(false) };
+        let Some(running) = connectors.remove(name) else {
+            return Ok(false);
+        };
         stop_all(running.tasks).await;
-        self.storage.state.delete_connector(name).map_err(|e| e.to_string())?;
+        self.storage
+            .state
+            .delete_connector(name)
+            .map_err(|e| e.to_string())?;
         Ok(true)
     }
 
@@ -220,22 +264,37 @@ impl Worker {
     /// The stored config and task configs of every connector, secrets masked.
     pub async fn configs(&self) -> BTreeMap<String, StoredConnector> {
         let connectors = self.connectors.lock().await;
-        connectors.iter().map(|(name, c)| (name.clone(), self.masked(&c.stored))).collect()
+        connectors
+            .iter()
+            .map(|(name, c)| (name.clone(), self.masked(&c.stored)))
+            .collect()
     }
 
     /// The config of one connector, secrets masked.
     pub async fn config(&self, name: &str) -> Option<StoredConnector> {
-        self.connectors.lock().await.get(name).map(|c| self.masked(&c.stored))
+        self.connectors
+            .lock()
+            .await
+            .get(name)
+            .map(|c| self.masked(&c.stored))
     }
 
     /// `stored` with every secret value masked, for showing.
     fn masked(&self, stored: &StoredConnector) -> StoredConnector {
-        let class = stored.tasks.first().and_then(|t| t.get(TASK_CLASS)).or_else(|| CLASS_KEYS.iter().find_map(|k| stored.config.get(*k)));
+        let class = stored
+            .tasks
+            .first()
+            .and_then(|t| t.get(TASK_CLASS))
+            .or_else(|| CLASS_KEYS.iter().find_map(|k| stored.config.get(*k)));
         let plugin = class.and_then(|class| self.plugins.find(class));
         let plugin = plugin.as_deref();
         StoredConnector {
             config: secrets::mask(&stored.config, plugin),
-            tasks: stored.tasks.iter().map(|task| secrets::mask(task, plugin)).collect(),
+            tasks: stored
+                .tasks
+                .iter()
+                .map(|task| secrets::mask(task, plugin))
+                .collect(),
             target: stored.target,
         }
     }
@@ -244,52 +303,152 @@ impl Worker {
     pub async fn task_statuses(&self, name: &str) -> Option<Vec<TaskStatus>> {
         let connectors = self.connectors.lock().await;
         let running = connectors.get(name)?;
-        Some(running.tasks.iter().map(|t| t.status.borrow().clone()).collect())
+        Some(
+            running
+                .tasks
+                .iter()
+                .map(|t| t.status.borrow().clone())
+                .collect(),
+        )
     }
 
     /// True when the connector exists and all its tasks are running.
     pub async fn is_running(&self, name: &str) -> bool {
         let connectors = self.connectors.lock().await;
-        connectors.get(name).is_some_and(|c| !c.tasks.is_empty() && c.tasks.iter().all(TaskHandle::is_running))
+        connectors
+            .get(name)
+            .is_some_and(|c| !c.tasks.is_empty() && c.tasks.iter().all(TaskHandle::is_running))
     }
 
     /// Host-side checks, then the connector's own validation and task split.
-    async fn check_config(&self, name: &str, plugin: &Plugin, config: &Properties) -> Result<Vec<Config>, PutError> {
-        let identity = Identity { connector: name.to_string(), task: None };
-        if let Some(first) = self.config_errors(&identity, plugin, config).await?.into_iter().next() {
+    async fn check_config(
+        &self,
+        name: &str,
+        plugin: &Plugin,
+        config: &Properties,
+    ) -> Result<Vec<Config>, PutError> {
+        let identity = Identity {
+            connector: name.to_string(),
+            task: None,
+        };
+        if let Some(first) = self
+            .config_errors(&identity, plugin, config)
+            .await?
+            .into_iter()
+            .next()
+        {
             return Err(first.into_put_error());
         }
-        let max_tasks = max_tasks(config)?;
+        let limits = self.connector_limits(name, config);
+        let max_tasks = max_tasks(config, &limits)?;
         let guest_config = to_guest(config);
-        let split = plugin.component.task_configs(&self.sandbox, identity, &guest_config, max_tasks).await;
-        let tasks = split.map_err(|e| PutError::Guest(format!("task-configs: {e}")))?.map_err(PutError::Invalid)?;
+        let split = plugin
+            .component
+            .task_configs(&self.sandbox, identity, &limits, &guest_config, max_tasks)
+            .await;
+        let tasks = split
+            .map_err(|e| PutError::Guest(format!("task-configs: {e}")))?
+            .map_err(PutError::Invalid)?;
         if tasks.is_empty() || tasks.len() > max_tasks as usize {
             let n = tasks.len();
-            return Err(PutError::Other(format!("task-configs returned {n} task configs; expected 1 to {max_tasks}")));
+            return Err(PutError::Other(format!(
+                "task-configs returned {n} task configs; expected 1 to {max_tasks}"
+            )));
         }
         Ok(tasks)
     }
 
     /// Every problem with `config` for `plugin`, per key, without storing anything: missing
     /// required keys and bad topic names first (the host's checks), then the connector's own.
-    pub async fn config_errors(&self, identity: &Identity, plugin: &Plugin, config: &Properties) -> Result<Vec<KeyError>, PutError> {
+    pub async fn config_errors(
+        &self,
+        identity: &Identity,
+        plugin: &Plugin,
+        config: &Properties,
+    ) -> Result<Vec<KeyError>, PutError> {
         let mut errors: Vec<KeyError> = plugin
             .descriptor
             .config_defs
             .iter()
             .filter(|d| d.required && config.get(&d.name).is_none_or(|v| v.is_empty()))
-            .map(|d| KeyError { key: d.name.clone(), message: format!("Request config key: {}", d.name), missing: true })
+            .map(|d| KeyError {
+                key: d.name.clone(),
+                message: format!("Request config key: {}", d.name),
+                missing: true,
+            })
             .collect();
         errors.extend(topic_errors(plugin, config));
-        if let Err(e) = max_tasks(config) {
-            errors.push(KeyError { key: "tasks.max".into(), message: e.to_string(), missing: false });
+        errors.extend(self.path_errors(plugin, config));
+        let limits = match self.sandbox.limits().connector.for_connector(config) {
+            Ok(limits) => limits,
+            Err(e) => {
+                errors.push(KeyError {
+                    key: e.key.to_string(),
+                    message: e.message,
+                    missing: false,
+                });
+                self.sandbox.limits().connector.clone()
+            }
+        };
+        if let Err(e) = max_tasks(config, &limits) {
+            errors.push(KeyError {
+                key: "tasks.max".into(),
+                message: e.to_string(),
+                missing: false,
+            });
         }
         if !errors.is_empty() {
             return Ok(errors);
         }
-        let validation = plugin.component.validate(&self.sandbox, identity.clone(), &to_guest(config)).await;
-        let guest_errors = validation.map_err(|e| PutError::Guest(format!("validate: {e}")))?.err().unwrap_or_default();
-        Ok(guest_errors.into_iter().map(|e| KeyError { key: e.key, message: e.message, missing: false }).collect())
+        let validation = plugin
+            .component
+            .validate(&self.sandbox, identity.clone(), &limits, &to_guest(config))
+            .await;
+        let guest_errors = validation
+            .map_err(|e| PutError::Guest(format!("validate: {e}")))?
+            .err()
+            .unwrap_or_default();
+        Ok(guest_errors
+            .into_iter()
+            .map(|e| KeyError {
+                key: e.key,
+                message: e.message,
+                missing: false,
+            })
+            .collect())
+    }
+
+    /// Path-typed values written as paths (not `${…}` references, checked when a task starts)
+    /// must lie under the `--allow-path` roots.
+    fn path_errors(&self, plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
+        let capabilities = self.sandbox.capabilities();
+        plugin
+            .descriptor
+            .config_defs
+            .iter()
+            .filter(|def| def.path.is_some())
+            .filter_map(|def| Some((def, config.get(&def.name)?)))
+            .filter(|(_, value)| !value.starts_with("${"))
+            .filter_map(|(def, value)| {
+                let path = std::path::absolute(value).unwrap_or_else(|_| value.into());
+                let message = capabilities.check_path(&path).err()?;
+                Some(KeyError {
+                    key: def.name.clone(),
+                    message,
+                    missing: false,
+                })
+            })
+            .collect()
+    }
+
+    /// A connector's limits; if the worker's ceilings were lowered below them since it was
+    /// created, it runs under the ceilings.
+    fn connector_limits(&self, name: &str, config: &Properties) -> Limits {
+        let worker = &self.sandbox.limits().connector;
+        worker.for_connector(config).unwrap_or_else(|e| {
+            tracing::warn!(connector = %name, "{e}; running it under the worker's limits");
+            worker.clone()
+        })
     }
 
     /// Runs a stored connector as its target state says.
@@ -299,10 +458,19 @@ impl Worker {
             TargetState::Stopped => Vec::new(),
             TargetState::Running | TargetState::Paused => self.start_tasks(name, &stored, &paused),
         };
-        RunningConnector { stored, tasks, paused }
+        RunningConnector {
+            stored,
+            tasks,
+            paused,
+        }
     }
 
-    fn start_tasks(&self, name: &str, stored: &StoredConnector, paused: &watch::Sender<bool>) -> Vec<TaskHandle> {
+    fn start_tasks(
+        &self,
+        name: &str,
+        stored: &StoredConnector,
+        paused: &watch::Sender<bool>,
+    ) -> Vec<TaskHandle> {
         let all: Vec<usize> = (0..stored.tasks.len()).collect();
         self.start_tasks_subset(name, stored, paused, &all)
     }
@@ -315,33 +483,52 @@ impl Worker {
         paused: &watch::Sender<bool>,
         ids: &[usize],
     ) -> Vec<TaskHandle> {
-        let class = stored.tasks.first().and_then(|t| t.get(TASK_CLASS)).cloned().unwrap_or_default();
+        let class = stored
+            .tasks
+            .first()
+            .and_then(|t| t.get(TASK_CLASS))
+            .cloned()
+            .unwrap_or_default();
         let Some(plugin) = self.plugins.find(&class) else {
             tracing::error!(connector = %name, "no plugin '{class}' is loaded; the connector stays stopped");
             return Vec::new();
         };
         let is_source = plugin.is_source();
+        let limits = self.connector_limits(name, &stored.config);
         ids.iter()
             .filter_map(|i| Some((*i, stored.tasks.get(*i)?)))
             .map(|(i, config)| {
                 let make_context = |status, stop| TaskContext {
-                    identity: Identity { connector: name.to_string(), task: Some(i as u32) },
+                    identity: Identity {
+                        connector: name.to_string(),
+                        task: Some(i as u32),
+                    },
                     plugin: plugin.clone(),
                     config: config.clone(),
+                    limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
                     storage: self.storage.clone(),
                     status,
                     stop,
                     paused: paused.subscribe(),
                 };
-                if is_source {
-                    TaskHandle::spawn(make_context, source::run)
-                } else {
-                    TaskHandle::spawn(make_context, sink::run)
-                }
+                let run: TaskRun = if is_source { run_source } else { run_sink };
+                TaskHandle::spawn(make_context, move |ctx| task::supervise(ctx, run))
             })
             .collect()
     }
+}
+
+fn run_source(
+    ctx: &mut TaskContext,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(source::run(ctx))
+}
+
+fn run_sink(
+    ctx: &mut TaskContext,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(sink::run(ctx))
 }
 
 async fn stop_all(tasks: Vec<TaskHandle>) {
@@ -378,20 +565,33 @@ pub fn validate_connector_name(name: &str) -> Result<(), String> {
 
 /// Same key/value set, ignoring the runtime's `update-timestamp`.
 fn same_config(stored: &Properties, new: &Properties) -> bool {
-    let without_stamp = |c: &Properties| c.iter().filter(|(k, _)| *k != UPDATE_TIMESTAMP).map(|(k, v)| (k.clone(), v.clone())).collect::<Properties>();
+    let without_stamp = |c: &Properties| {
+        c.iter()
+            .filter(|(k, _)| *k != UPDATE_TIMESTAMP)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Properties>()
+    };
     without_stamp(stored) == without_stamp(new)
 }
 
 /// The topic names a config gives must be usable as topic log names.
 fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
-    let keys: &[&str] = if plugin.is_source() { &["topic"] } else { &["topicNames", "topics"] };
+    let keys: &[&str] = if plugin.is_source() {
+        &["topic"]
+    } else {
+        &["topicNames", "topics"]
+    };
     keys.iter()
         .filter_map(|key| Some((*key, config.get(*key)?)))
         .flat_map(|(key, value)| value.split(',').map(move |topic| (key, topic.trim())))
         .filter(|(_, topic)| !topic.is_empty())
         .filter_map(|(key, topic)| {
             let message = validate_topic_name(topic).err()?;
-            Some(KeyError { key: key.to_string(), message, missing: false })
+            Some(KeyError {
+                key: key.to_string(),
+                message,
+                missing: false,
+            })
         })
         .collect()
 }
@@ -421,14 +621,29 @@ fn to_guest(config: &Properties) -> Config {
     config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn max_tasks(config: &Properties) -> Result<u32, PutError> {
-    let Some((key, value)) = MAX_TASK_KEYS.iter().find_map(|k| config.get(*k).map(|v| (k, v))) else { return Ok(1) };
+/// The number of tasks asked for (1 when unset), within the connector's task limit.
+fn max_tasks(config: &Properties, limits: &Limits) -> Result<u32, PutError> {
+    let Some((key, value)) = MAX_TASK_KEYS
+        .iter()
+        .find_map(|k| config.get(*k).map(|v| (k, v)))
+    else {
+        return Ok(1);
+    };
     match value.trim().parse::<u32>() {
+        Ok(n) if n > limits.max_tasks => Err(PutError::Other(format!(
+            "{key} {n} exceeds the worker ceiling {} (limits.tasks / --max-tasks)",
+            limits.max_tasks
+        ))),
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(PutError::Other(format!("{key} must be a positive integer, not {value:?}"))),
+        _ => Err(PutError::Other(format!(
+            "{key} must be a positive integer, not {value:?}"
+        ))),
     }
 }
 
 fn now_millis() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
 }

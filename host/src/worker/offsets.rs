@@ -39,17 +39,26 @@ impl Worker {
     pub async fn offsets(&self, name: &str) -> Result<ConnectorOffsets, OffsetsError> {
         let (is_source, tasks) = self.kind_and_tasks(name).await?;
         if is_source {
-            let positions = source::committed_positions(&self.storage, name, &producers(name, tasks))
-                .map_err(OffsetsError::Storage)?;
+            let positions =
+                source::committed_positions(&self.storage, name, &producers(name, tasks))
+                    .map_err(OffsetsError::Storage)?;
             Ok(ConnectorOffsets::Source(positions))
         } else {
-            let state = self.storage.state.sink_state(name).map_err(|e| OffsetsError::Storage(e.to_string()))?;
+            let state = self
+                .storage
+                .state
+                .sink_state(name)
+                .map_err(|e| OffsetsError::Storage(e.to_string()))?;
             Ok(ConnectorOffsets::Sink(state.offsets))
         }
     }
 
     /// Applies `changes` to a stopped connector's offsets.
-    pub async fn alter_offsets(&self, name: &str, changes: OffsetChanges) -> Result<(), OffsetsError> {
+    pub async fn alter_offsets(
+        &self,
+        name: &str,
+        changes: OffsetChanges,
+    ) -> Result<(), OffsetsError> {
         let (is_source, tasks) = self.stopped_kind_and_tasks(name).await?;
         match changes {
             OffsetChanges::Source(changes) if is_source => self.alter_source(name, tasks, &changes),
@@ -71,8 +80,12 @@ impl Worker {
     pub async fn reset_offsets(&self, name: &str) -> Result<(), OffsetsError> {
         let current = self.offsets(name).await?;
         let changes = match current {
-            ConnectorOffsets::Source(positions) => OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect()),
-            ConnectorOffsets::Sink(offsets) => OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect()),
+            ConnectorOffsets::Source(positions) => {
+                OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect())
+            }
+            ConnectorOffsets::Sink(offsets) => {
+                OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect())
+            }
         };
         self.alter_offsets(name, changes).await
     }
@@ -92,24 +105,53 @@ impl Worker {
             return Ok(used);
         }
         let connectors = self.connectors.lock().await;
-        let config = connectors.get(name).map(|c| c.stored.config.clone()).unwrap_or_default();
-        let names = config.get("topicNames").or_else(|| config.get("topics")).cloned().unwrap_or_default();
-        Ok(names.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+        let config = connectors
+            .get(name)
+            .map(|c| c.stored.config.clone())
+            .unwrap_or_default();
+        let names = config
+            .get("topicNames")
+            .or_else(|| config.get("topics"))
+            .cloned()
+            .unwrap_or_default();
+        Ok(names
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect())
     }
 
     /// New source positions go to the state store and, as an empty batch, into every topic
     /// log that holds positions of the connector's tasks, so they win over what the logs had.
-    fn alter_source(&self, name: &str, tasks: usize, changes: &[(String, Option<String>)]) -> Result<(), OffsetsError> {
+    fn alter_source(
+        &self,
+        name: &str,
+        tasks: usize,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), OffsetsError> {
         let storage_error = |e: String| OffsetsError::Storage(e);
-        self.storage.state.set_source_positions(name, changes).map_err(|e| storage_error(e.to_string()))?;
+        self.storage
+            .state
+            .set_source_positions(name, changes)
+            .map_err(|e| storage_error(e.to_string()))?;
         // An empty position marks a reset; resuming tasks treat it as "no position".
-        let positions: Vec<(String, String)> =
-            changes.iter().map(|(partition, position)| (partition.clone(), position.clone().unwrap_or_default())).collect();
+        let positions: Vec<(String, String)> = changes
+            .iter()
+            .map(|(partition, position)| (partition.clone(), position.clone().unwrap_or_default()))
+            .collect();
         for producer in producers(name, tasks) {
             for (topic, log) in self.storage.topics.all() {
-                let Some(checkpoint) = log.checkpoint(&producer) else { continue };
-                let batch = Producer { id: &producer, sequence: checkpoint.sequence + 1, positions: &positions };
-                log.append(0, &[], &batch).map_err(|e| storage_error(format!("topic {topic}: {e}")))?;
+                let Some(checkpoint) = log.checkpoint(&producer) else {
+                    continue;
+                };
+                let batch = Producer {
+                    id: &producer,
+                    sequence: checkpoint.sequence + 1,
+                    positions: &positions,
+                };
+                log.append(0, &[], &batch)
+                    .map_err(|e| storage_error(format!("topic {topic}: {e}")))?;
             }
         }
         Ok(())
@@ -121,22 +163,40 @@ impl Worker {
     }
 
     async fn stopped_kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
-        self.kind_and_tasks_if(name, |target| target == TargetState::Stopped).await
+        self.kind_and_tasks_if(name, |target| target == TargetState::Stopped)
+            .await
     }
 
-    async fn kind_and_tasks_if(&self, name: &str, allowed: impl Fn(TargetState) -> bool) -> Result<(bool, usize), OffsetsError> {
+    async fn kind_and_tasks_if(
+        &self,
+        name: &str,
+        allowed: impl Fn(TargetState) -> bool,
+    ) -> Result<(bool, usize), OffsetsError> {
         let connectors = self.connectors.lock().await;
-        let running = connectors.get(name).ok_or_else(|| OffsetsError::NotFound(name.to_string()))?;
+        let running = connectors
+            .get(name)
+            .ok_or_else(|| OffsetsError::NotFound(name.to_string()))?;
         if !allowed(running.stored.target) {
             return Err(OffsetsError::NotStopped(name.to_string()));
         }
-        let class = running.stored.tasks.first().and_then(|t| t.get(TASK_CLASS)).cloned().unwrap_or_default();
-        let plugin = self.plugins.find(&class).ok_or_else(|| OffsetsError::Invalid(format!("no plugin {class:?} is loaded")))?;
+        let class = running
+            .stored
+            .tasks
+            .first()
+            .and_then(|t| t.get(TASK_CLASS))
+            .cloned()
+            .unwrap_or_default();
+        let plugin = self
+            .plugins
+            .find(&class)
+            .ok_or_else(|| OffsetsError::Invalid(format!("no plugin {class:?} is loaded")))?;
         Ok((plugin.is_source(), running.stored.tasks.len()))
     }
 }
 
 /// The producer ids of a connector's tasks in the topic logs.
 fn producers(name: &str, tasks: usize) -> Vec<String> {
-    (0..tasks.max(1)).map(|task| format!("{name}/{task}")).collect()
+    (0..tasks.max(1))
+        .map(|task| format!("{name}/{task}"))
+        .collect()
 }

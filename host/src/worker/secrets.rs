@@ -14,9 +14,15 @@ const SECRET_WORDS: [&str; 4] = ["password", "secret", "token", "key"];
 /// True when `key`'s value must never be shown: the plugin declares it secret, or its name
 /// says so. Converter class keys (`key.converter`, …) name classes, not keys, and are shown.
 pub fn is_secret(key: &str, plugin: Option<&Plugin>) -> bool {
-    let declared = plugin.is_some_and(|p| p.descriptor.config_defs.iter().any(|d| d.secret && d.name == key));
+    let declared = plugin.is_some_and(|p| {
+        p.descriptor
+            .config_defs
+            .iter()
+            .any(|d| d.secret && d.name == key)
+    });
     let lower = key.to_ascii_lowercase();
-    let named = SECRET_WORDS.iter().any(|word| lower.contains(word)) && !lower.ends_with("converter");
+    let named =
+        SECRET_WORDS.iter().any(|word| lower.contains(word)) && !lower.ends_with("converter");
     declared || named
 }
 
@@ -25,7 +31,11 @@ pub fn mask(config: &Properties, plugin: Option<&Plugin>) -> Properties {
     config
         .iter()
         .map(|(key, value)| {
-            let shown = if is_secret(key, plugin) { MASK.to_string() } else { value.clone() };
+            let shown = if is_secret(key, plugin) {
+                MASK.to_string()
+            } else {
+                value.clone()
+            };
             (key.clone(), shown)
         })
         .collect()
@@ -39,20 +49,25 @@ pub fn resolve(value: &str) -> Result<String, String> {
         return Ok(value.to_string());
     };
     if let Some(name) = reference.strip_prefix("env:") {
-        return std::env::var(name).map_err(|_| format!("config reference ${{env:{name}}}: the host has no such environment variable"));
+        return std::env::var(name).map_err(|_| {
+            format!("config reference ${{env:{name}}}: the host has no such environment variable")
+        });
     }
     if let Some(file_and_key) = reference.strip_prefix("file:") {
-        let (path, key) = file_and_key
-            .rsplit_once(':')
-            .ok_or_else(|| format!("config reference ${{file:{file_and_key}}}: write it as ${{file:/path:key}}"))?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("config reference ${{file:{path}:{key}}}: cannot read {path}: {e}"))?;
+        let (path, key) = file_and_key.rsplit_once(':').ok_or_else(|| {
+            format!("config reference ${{file:{file_and_key}}}: write it as ${{file:/path:key}}")
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!("config reference ${{file:{path}:{key}}}: cannot read {path}: {e}")
+        })?;
         return text
             .lines()
             .filter_map(|line| line.split_once('='))
             .find(|(k, _)| k.trim() == key)
             .map(|(_, v)| v.trim().to_string())
-            .ok_or_else(|| format!("config reference ${{file:{path}:{key}}}: {path} has no key {key}"));
+            .ok_or_else(|| {
+                format!("config reference ${{file:{path}:{key}}}: {path} has no key {key}")
+            });
     }
     Ok(value.to_string())
 }
@@ -63,10 +78,15 @@ mod tests {
 
     #[test]
     fn keys_named_like_secrets_are_masked_and_converters_are_not() {
-        let config: Properties = [("db.password", "p"), ("api_token", "t"), ("key.converter", "c"), ("topic", "x")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let config: Properties = [
+            ("db.password", "p"),
+            ("api_token", "t"),
+            ("key.converter", "c"),
+            ("topic", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let masked = mask(&config, None);
         assert_eq!(masked["db.password"], MASK);
         assert_eq!(masked["api_token"], MASK);
@@ -79,10 +99,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("creds.properties");
         std::fs::write(&file, "user=alice\npassword = s3cret\n").unwrap();
-        assert_eq!(resolve(&format!("${{file:{}:password}}", file.display())).unwrap(), "s3cret");
-        assert!(resolve(&format!("${{file:{}:missing}}", file.display())).unwrap_err().contains("has no key missing"));
-        assert_eq!(resolve("${env:PATH}").unwrap(), std::env::var("PATH").unwrap());
-        assert!(resolve("${env:WASM_CONNECT_SURELY_UNSET_VARIABLE}").unwrap_err().contains("no such environment variable"));
+        assert_eq!(
+            resolve(&format!("${{file:{}:password}}", file.display())).unwrap(),
+            "s3cret"
+        );
+        assert!(resolve(&format!("${{file:{}:missing}}", file.display()))
+            .unwrap_err()
+            .contains("has no key missing"));
+        assert_eq!(
+            resolve("${env:PATH}").unwrap(),
+            std::env::var("PATH").unwrap()
+        );
+        assert!(resolve("${env:WASM_CONNECT_SURELY_UNSET_VARIABLE}")
+            .unwrap_err()
+            .contains("no such environment variable"));
         assert_eq!(resolve("plain").unwrap(), "plain");
     }
 }

@@ -25,16 +25,20 @@ pub struct Subscription {
 }
 
 /// Runs one sink task until it is stopped or fails.
-pub async fn run(ctx: TaskContext) {
+pub async fn run(ctx: &mut TaskContext) {
     let ConnectorComponent::Sink(pre) = ctx.plugin.component.clone() else {
         return ctx.set(TaskStatus::Failed("plugin is not a sink connector".into()));
     };
-    let (committed, subscriptions) = match resume_point(&ctx) {
+    let (committed, subscriptions) = match resume_point(ctx) {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
     let sandbox = ctx.sandbox.clone();
-    let started = ctx.start_guest(committed, async |setup| SinkInstance::start(&sandbox, &pre, setup).await).await;
+    let started = ctx
+        .start_guest(committed, async |setup| {
+            SinkInstance::start(&sandbox, &pre, setup).await
+        })
+        .await;
     if let Some(instance) = started {
         drive(ctx, instance, subscriptions).await;
     }
@@ -43,7 +47,11 @@ pub async fn run(ctx: TaskContext) {
 /// The positions the task's last flush returned, and the topics it reads from their
 /// committed offsets.
 pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>), String> {
-    let state = ctx.storage.state.sink_state(&ctx.identity.connector).map_err(|e| e.to_string())?;
+    let state = ctx
+        .storage
+        .state
+        .sink_state(&ctx.identity.connector)
+        .map_err(|e| e.to_string())?;
     Ok((state.positions, subscribe(ctx, &state.offsets)?))
 }
 
@@ -53,16 +61,22 @@ pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>),
 /// While a topic has a backlog, several batches are put before one flush (up to
 /// [`FLUSH_BYTES`]), so the sink's fsync and the offset commit are paid per few MiB instead of
 /// per batch; once caught up, every put is flushed at once, so records are never held back.
-pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscriptions: Vec<Subscription>) {
+pub async fn drive(
+    ctx: &mut TaskContext,
+    mut task: impl SinkCalls,
+    mut subscriptions: Vec<Subscription>,
+) {
     ctx.set(TaskStatus::Running);
     let mut wake = subscriptions[0].log.subscribe();
     let mut unflushed = 0usize;
     while !ctx.stopping() {
         if ctx.paused() {
             if unflushed > 0 {
-                match flush_and_commit(&ctx, &mut task, &mut subscriptions).await {
+                match flush_and_commit(ctx, &mut task, &mut subscriptions).await {
                     Ok(()) => unflushed = 0,
-                    Err(Delivery::Retry(reason) | Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+                    Err(Delivery::Retry(reason) | Delivery::Fail(reason)) => {
+                        return ctx.set(TaskStatus::Failed(reason))
+                    }
                 }
             }
             ctx.wait_while_paused().await;
@@ -70,7 +84,7 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscript
         }
         let mut delivered = false;
         for subscription in subscriptions.iter_mut() {
-            match put_next(&ctx, &mut task, subscription).await {
+            match put_next(ctx, &mut task, subscription).await {
                 Ok(bytes) => {
                     unflushed += bytes;
                     delivered |= bytes > 0;
@@ -82,9 +96,11 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscript
                 Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
             }
         }
-        let caught_up = subscriptions.iter().all(|s| s.next_offset >= s.log.end_offset());
+        let caught_up = subscriptions
+            .iter()
+            .all(|s| s.next_offset >= s.log.end_offset());
         if unflushed > 0 && (caught_up || unflushed >= FLUSH_BYTES) {
-            match flush_and_commit(&ctx, &mut task, &mut subscriptions).await {
+            match flush_and_commit(ctx, &mut task, &mut subscriptions).await {
                 Ok(()) => unflushed = 0,
                 Err(Delivery::Retry(reason)) => {
                     tracing::debug!(task = %ctx.identity, "{reason}");
@@ -102,7 +118,9 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscript
         }
     }
     if unflushed > 0 {
-        if let Err(Delivery::Retry(reason) | Delivery::Fail(reason)) = flush_and_commit(&ctx, &mut task, &mut subscriptions).await {
+        if let Err(Delivery::Retry(reason) | Delivery::Fail(reason)) =
+            flush_and_commit(ctx, &mut task, &mut subscriptions).await
+        {
             tracing::warn!(task = %ctx.identity, "last flush: {reason}");
         }
     }
@@ -115,13 +133,23 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SinkCalls, mut subscript
 /// The calls the sink loop makes on a started task. The wasm instance implements it; a
 /// benchmark implements it with the same connector compiled natively.
 pub trait SinkCalls: Send {
-    fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> impl Future<Output = CallResult<()>> + Send;
+    fn put(
+        &mut self,
+        topic: &str,
+        first_offset: u64,
+        batch: &RecordBatch,
+    ) -> impl Future<Output = CallResult<()>> + Send;
     fn flush(&mut self) -> impl Future<Output = CallResult<Vec<Position>>> + Send;
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
 }
 
-impl SinkCalls for SinkInstance<'_> {
-    fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> impl Future<Output = CallResult<()>> + Send {
+impl SinkCalls for SinkInstance {
+    fn put(
+        &mut self,
+        topic: &str,
+        first_offset: u64,
+        batch: &RecordBatch,
+    ) -> impl Future<Output = CallResult<()>> + Send {
         SinkInstance::put(self, topic, first_offset, batch)
     }
 
@@ -140,13 +168,29 @@ enum Delivery {
 }
 
 /// The topics named by `topicNames` (or `topics`), with their committed offsets.
-fn subscribe(ctx: &TaskContext, offsets: &std::collections::BTreeMap<String, u64>) -> Result<Vec<Subscription>, String> {
-    let names = ctx.config.get("topicNames").or_else(|| ctx.config.get("topics")).cloned().unwrap_or_default();
+fn subscribe(
+    ctx: &TaskContext,
+    offsets: &std::collections::BTreeMap<String, u64>,
+) -> Result<Vec<Subscription>, String> {
+    let names = ctx
+        .config
+        .get("topicNames")
+        .or_else(|| ctx.config.get("topics"))
+        .cloned()
+        .unwrap_or_default();
     let mut subscriptions = Vec::new();
     for topic in names.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let log = ctx.storage.topics.get(topic).map_err(|e| format!("topic {topic}: {e}"))?;
+        let log = ctx
+            .storage
+            .topics
+            .get(topic)
+            .map_err(|e| format!("topic {topic}: {e}"))?;
         let next_offset = offsets.get(topic).copied().unwrap_or(0);
-        subscriptions.push(Subscription { topic: topic.to_string(), log, next_offset });
+        subscriptions.push(Subscription {
+            topic: topic.to_string(),
+            log,
+            next_offset,
+        });
     }
     if subscriptions.is_empty() {
         return Err("the task config names no topics: set `topicNames` (or `topics`)".into());
@@ -155,8 +199,12 @@ fn subscribe(ctx: &TaskContext, offsets: &std::collections::BTreeMap<String, u64
 }
 
 /// Puts the next records of one topic, if any; returns how many bytes of frames.
-async fn put_next(ctx: &TaskContext, task: &mut impl SinkCalls, sub: &mut Subscription) -> Result<usize, Delivery> {
-    let limits = ctx.sandbox.limits();
+async fn put_next(
+    ctx: &TaskContext,
+    task: &mut impl SinkCalls,
+    sub: &mut Subscription,
+) -> Result<usize, Delivery> {
+    let limits = &ctx.limits;
     let (log, from) = (sub.log.clone(), sub.next_offset);
     let (max_records, max_bytes) = (limits.batch_records, limits.batch_bytes as usize);
     let read = tokio::task::spawn_blocking(move || log.read(from, max_records, max_bytes))
@@ -167,7 +215,10 @@ async fn put_next(ctx: &TaskContext, task: &mut impl SinkCalls, sub: &mut Subscr
         return Ok(0);
     }
     let bytes = read.frames.len();
-    let batch = RecordBatch { count: read.count, frames: read.frames };
+    let batch = RecordBatch {
+        count: read.count,
+        frames: read.frames,
+    };
     guest_result("put", task.put(&sub.topic, read.first_offset, &batch).await)?;
     sub.next_offset = read.first_offset + u64::from(read.count);
     Ok(bytes)
@@ -175,10 +226,20 @@ async fn put_next(ctx: &TaskContext, task: &mut impl SinkCalls, sub: &mut Subscr
 
 /// Flushes the task and commits, in one transaction, the offsets put so far with the
 /// positions the flush returned.
-async fn flush_and_commit(ctx: &TaskContext, task: &mut impl SinkCalls, subs: &mut [Subscription]) -> Result<(), Delivery> {
+async fn flush_and_commit(
+    ctx: &TaskContext,
+    task: &mut impl SinkCalls,
+    subs: &mut [Subscription],
+) -> Result<(), Delivery> {
     let positions = guest_result("flush", task.flush().await)?;
-    let positions: Vec<(String, String)> = positions.into_iter().map(|p| (p.partition, p.position)).collect();
-    let offsets: Vec<(String, u64)> = subs.iter().map(|s| (s.topic.clone(), s.next_offset)).collect();
+    let positions: Vec<(String, String)> = positions
+        .into_iter()
+        .map(|p| (p.partition, p.position))
+        .collect();
+    let offsets: Vec<(String, u64)> = subs
+        .iter()
+        .map(|s| (s.topic.clone(), s.next_offset))
+        .collect();
     let storage = ctx.storage.clone();
     let connector = ctx.identity.connector.clone();
     tokio::task::spawn_blocking(move || storage.state.commit_sink(&connector, &offsets, &positions))
@@ -191,7 +252,9 @@ fn guest_result<T>(call: &str, result: CallResult<T>) -> Result<T, Delivery> {
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(TaskError::Retriable(reason))) => Err(Delivery::Retry(format!("{call}: {reason}"))),
-        Ok(Err(TaskError::Fatal(reason))) => Err(Delivery::Fail(format!("{call} failed: {reason}"))),
+        Ok(Err(TaskError::Fatal(reason))) => {
+            Err(Delivery::Fail(format!("{call} failed: {reason}")))
+        }
         Err(e) => Err(Delivery::Fail(e.to_string())),
     }
 }

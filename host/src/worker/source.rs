@@ -24,16 +24,22 @@ const DURABLE_POSITIONS_EVERY: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Runs one source task until it is stopped or fails.
-pub async fn run(ctx: TaskContext) {
+pub async fn run(ctx: &mut TaskContext) {
     let ConnectorComponent::Source(pre) = ctx.plugin.component.clone() else {
-        return ctx.set(TaskStatus::Failed("plugin is not a source connector".into()));
+        return ctx.set(TaskStatus::Failed(
+            "plugin is not a source connector".into(),
+        ));
     };
-    let (committed, sequence) = match resume_point(&ctx) {
+    let (committed, sequence) = match resume_point(ctx) {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
     let sandbox = ctx.sandbox.clone();
-    let started = ctx.start_guest(committed, async |setup| SourceInstance::start(&sandbox, &pre, setup).await).await;
+    let started = ctx
+        .start_guest(committed, async |setup| {
+            SourceInstance::start(&sandbox, &pre, setup).await
+        })
+        .await;
     if let Some(instance) = started {
         drive(ctx, instance, sequence).await;
     }
@@ -45,14 +51,16 @@ pub async fn run(ctx: TaskContext) {
 /// While one batch is being stored (append + fdatasync on a blocking thread) the next one
 /// is polled, so guest work overlaps disk work; batches are still stored and committed in
 /// order, and a batch's positions reach the guest only once it is durable.
-pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequence: u64) {
+pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequence: u64) {
     ctx.set(TaskStatus::Running);
     let producer = ctx.identity.to_string();
     let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
-    let limits = ctx.sandbox.limits().clone();
+    let limits = ctx.limits.clone();
     let mut idle = Duration::from_millis(1);
     let mut storing: Option<Storing> = None;
     let mut last_durable = Instant::now();
+    let mut pacer = Pacer::new(limits.records_per_second);
+    let poll_records = pacer.batch_records(limits.batch_records);
     let outcome: Result<(), String> = loop {
         if ctx.stopping() {
             break finish(&mut task, storing.take()).await;
@@ -64,7 +72,7 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequenc
             ctx.wait_while_paused().await;
             continue;
         }
-        let batch = match task.poll(limits.batch_records, limits.batch_bytes).await {
+        let batch = match task.poll(poll_records, limits.batch_bytes).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(TaskError::Retriable(reason))) => {
                 tracing::debug!(task = %ctx.identity, "poll: {reason}");
@@ -90,9 +98,23 @@ pub async fn drive(mut ctx: TaskContext, mut task: impl SourceCalls, mut sequenc
         if durable {
             last_durable = Instant::now();
         }
-        let target = Target { producer: &producer, sequence, default_topic: &default_topic, durable };
-        storing = Some(spawn_store(&ctx, target, batch, limits.batch_records));
+        let target = Target {
+            producer: &producer,
+            sequence,
+            default_topic: &default_topic,
+            durable,
+        };
+        let count = batch.count;
+        storing = Some(spawn_store(
+            ctx,
+            target,
+            batch,
+            (poll_records, limits.batch_bytes),
+        ));
         sequence += 1;
+        if let Some(wait) = pacer.after(count) {
+            ctx.pause(wait).await;
+        }
     };
     if let Err(reason) = outcome {
         return ctx.set(TaskStatus::Failed(reason));
@@ -112,30 +134,85 @@ struct Target<'a> {
     durable: bool,
 }
 
+/// Keeps a source at or under `limits.records.per.second`.
+struct Pacer {
+    rate: u32,
+    started: Instant,
+    produced: u64,
+}
+
+impl Pacer {
+    fn new(rate: u32) -> Self {
+        Pacer {
+            rate,
+            started: Instant::now(),
+            produced: 0,
+        }
+    }
+
+    /// Records to ask for per poll: at most one second's worth.
+    fn batch_records(&self, max: u32) -> u32 {
+        if self.rate == 0 {
+            max
+        } else {
+            max.min(self.rate)
+        }
+    }
+
+    /// After `records` more: how long to wait before the next poll, if at all.
+    fn after(&mut self, records: u32) -> Option<Duration> {
+        if self.rate == 0 {
+            return None;
+        }
+        self.produced += u64::from(records);
+        let due =
+            self.started + Duration::from_secs_f64(self.produced as f64 / f64::from(self.rate));
+        due.checked_duration_since(Instant::now())
+    }
+}
+
 /// A batch on its way to disk; yields the positions it completes.
 type Storing = tokio::task::JoinHandle<Result<Vec<Position>, String>>;
 
 /// Waits for the batch being stored, if any, and tells the task its positions are durable.
 async fn finish(task: &mut impl SourceCalls, storing: Option<Storing>) -> Result<(), String> {
-    let Some(storing) = storing else { return Ok(()) };
-    let positions = storing.await.map_err(|e| format!("storage thread crashed: {e}"))??;
+    let Some(storing) = storing else {
+        return Ok(());
+    };
+    let positions = storing
+        .await
+        .map_err(|e| format!("storage thread crashed: {e}"))??;
     task.commit(&positions).await.map_err(|e| e.to_string())
 }
 
 /// The calls the source loop makes on a started task. The wasm instance implements it; a
 /// benchmark implements it with the same connector compiled natively.
 pub trait SourceCalls: Send {
-    fn poll(&mut self, max_records: u32, max_bytes: u32) -> impl Future<Output = CallResult<RecordBatch>> + Send;
-    fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), GuestFailure>> + Send;
+    fn poll(
+        &mut self,
+        max_records: u32,
+        max_bytes: u32,
+    ) -> impl Future<Output = CallResult<RecordBatch>> + Send;
+    fn commit(
+        &mut self,
+        positions: &[Position],
+    ) -> impl Future<Output = Result<(), GuestFailure>> + Send;
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
 }
 
-impl SourceCalls for SourceInstance<'_> {
-    fn poll(&mut self, max_records: u32, max_bytes: u32) -> impl Future<Output = CallResult<RecordBatch>> + Send {
+impl SourceCalls for SourceInstance {
+    fn poll(
+        &mut self,
+        max_records: u32,
+        max_bytes: u32,
+    ) -> impl Future<Output = CallResult<RecordBatch>> + Send {
         SourceInstance::poll(self, max_records, max_bytes)
     }
 
-    fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), GuestFailure>> + Send {
+    fn commit(
+        &mut self,
+        positions: &[Position],
+    ) -> impl Future<Output = Result<(), GuestFailure>> + Send {
         SourceInstance::commit(self, positions)
     }
 
@@ -148,7 +225,11 @@ impl SourceCalls for SourceInstance<'_> {
 /// this task) and the next producer sequence number.
 pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
     let producer = ctx.identity.to_string();
-    let positions = committed_positions(&ctx.storage, &ctx.identity.connector, std::slice::from_ref(&producer))?;
+    let positions = committed_positions(
+        &ctx.storage,
+        &ctx.identity.connector,
+        std::slice::from_ref(&producer),
+    )?;
     let next_sequence = ctx
         .storage
         .topics
@@ -163,46 +244,98 @@ pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
 
 /// A source connector's positions: the state store's, overridden by the newest ones the
 /// topic logs hold for `producers`. An empty position (left by an offset reset) means none.
-pub fn committed_positions(storage: &Storage, connector: &str, producers: &[String]) -> Result<Positions, String> {
+pub fn committed_positions(
+    storage: &Storage,
+    connector: &str,
+    producers: &[String],
+) -> Result<Positions, String> {
     let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for (_, log) in storage.topics.all() {
-        for checkpoint in producers.iter().filter_map(|producer| log.checkpoint(producer)) {
+        for checkpoint in producers
+            .iter()
+            .filter_map(|producer| log.checkpoint(producer))
+        {
             for (partition, (sequence, position)) in checkpoint.positions {
-                if newest.get(&partition).is_none_or(|(seen, _)| *seen < sequence) {
+                if newest
+                    .get(&partition)
+                    .is_none_or(|(seen, _)| *seen < sequence)
+                {
                     newest.insert(partition, (sequence, position));
                 }
             }
         }
     }
-    let mut positions = storage.state.source_positions(connector).map_err(|e| e.to_string())?;
-    positions.extend(newest.into_iter().map(|(partition, (_, position))| (partition, position)));
+    let mut positions = storage
+        .state
+        .source_positions(connector)
+        .map_err(|e| e.to_string())?;
+    positions.extend(
+        newest
+            .into_iter()
+            .map(|(partition, (_, position))| (partition, position)),
+    );
     positions.retain(|_, position| !position.is_empty());
     Ok(positions)
 }
 
 /// Checks a polled batch, appends it to its topics and commits its positions, on a
 /// blocking thread.
-fn spawn_store(ctx: &TaskContext, target: Target<'_>, batch: RecordBatch, max_records: u32) -> Storing {
+fn spawn_store(
+    ctx: &TaskContext,
+    target: Target<'_>,
+    batch: RecordBatch,
+    (max_records, max_bytes): (u32, u32),
+) -> Storing {
     let storage = ctx.storage.clone();
     let connector = ctx.identity.connector.clone();
-    let (producer, default_topic) = (target.producer.to_string(), target.default_topic.to_string());
+    let (producer, default_topic) = (
+        target.producer.to_string(),
+        target.default_topic.to_string(),
+    );
     let (sequence, durable) = (target.sequence, target.durable);
     tokio::task::spawn_blocking(move || {
         if batch.count > max_records {
-            return Err(format!("poll returned {} records, more than the {max_records} asked for", batch.count));
+            return Err(format!(
+                "poll returned {} records, more than the {max_records} asked for",
+                batch.count
+            ));
+        }
+        // One record may exceed the byte budget on its own; a batch may not go far beyond it.
+        let tolerated = 2 * max_bytes as usize + (1 << 20);
+        if batch.frames.len() > tolerated {
+            return Err(format!(
+                "poll returned {} bytes of records, more than the {tolerated} tolerated",
+                batch.frames.len()
+            ));
         }
         let (groups, positions) = route(&batch, &default_topic)?;
         let last = groups.len().saturating_sub(1);
         for (i, (topic, records)) in groups.iter().enumerate() {
-            let log = storage.topics.get(topic).map_err(|e| format!("topic {topic}: {e}"))?;
+            let log = storage
+                .topics
+                .get(topic)
+                .map_err(|e| format!("topic {topic}: {e}"))?;
             // Positions ride with the last append only: a crash before it loses no record.
             let checkpoint: &[(String, String)] = if i == last { &positions } else { &[] };
-            let producer = Producer { id: &producer, sequence, positions: checkpoint };
+            let producer = Producer {
+                id: &producer,
+                sequence,
+                positions: checkpoint,
+            };
             log.append(records.count(), records.frames(), &producer)
                 .map_err(|e| format!("cannot append to topic {topic}: {e}"))?;
         }
-        storage.state.commit_source_positions(&connector, &positions, durable).map_err(|e| e.to_string())?;
-        Ok(positions.into_iter().map(|(partition, position)| Position { partition, position }).collect())
+        storage
+            .state
+            .commit_source_positions(&connector, &positions, durable)
+            .map_err(|e| e.to_string())?;
+        Ok(positions
+            .into_iter()
+            .map(|(partition, position)| Position {
+                partition,
+                position,
+            })
+            .collect())
     })
 }
 
@@ -218,18 +351,29 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
     for record in BatchReader::new(&batch.frames) {
         let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
         count += 1;
-        let topic = if record.topic.is_empty() { default_topic } else { record.topic };
+        let topic = if record.topic.is_empty() {
+            default_topic
+        } else {
+            record.topic
+        };
         if topic.is_empty() {
             return Err("a record names no topic and the task config has no `topic`".into());
         }
         let group = match groups.iter_mut().position(|(t, _)| t == topic) {
             Some(i) => &mut groups[i].1,
             None => {
-                groups.push((topic.to_string(), BatchWriter::with_capacity(batch.frames.len())));
+                groups.push((
+                    topic.to_string(),
+                    BatchWriter::with_capacity(batch.frames.len()),
+                ));
                 &mut groups.last_mut().expect("just pushed").1
             }
         };
-        let timestamp = if record.timestamp == 0 { now } else { record.timestamp };
+        let timestamp = if record.timestamp == 0 {
+            now
+        } else {
+            record.timestamp
+        };
         group.push_content(record.content, timestamp);
         if !record.partition.is_empty() {
             match positions.iter_mut().find(|(p, _)| p == record.partition) {
@@ -239,12 +383,17 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
         }
     }
     if count != batch.count {
-        return Err(format!("poll declared {} records but returned {count}", batch.count));
+        return Err(format!(
+            "poll declared {} records but returned {count}",
+            batch.count
+        ));
     }
     Ok((groups, positions))
 }
 
 fn now_millis() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

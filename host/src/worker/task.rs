@@ -1,9 +1,11 @@
 //! What every task actor shares: its status cell, its stop signal, and the context it runs in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -11,7 +13,10 @@ use tokio::task::JoinHandle;
 use super::secrets;
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, PathAccess, TaskError};
-use crate::sandbox::{DirGrant, Identity, Sandbox, TaskSetup};
+use crate::sandbox::{
+    resolve_network_allow, DirGrant, Grants, Identity, Limits, Sandbox, TaskSetup, MAX_BACKOFF,
+    NETWORK_ALLOW_KEY,
+};
 use crate::storage::{Properties, Storage};
 
 /// Where a task stands.
@@ -29,6 +34,8 @@ pub struct TaskContext {
     pub identity: Identity,
     pub plugin: Arc<Plugin>,
     pub config: Properties,
+    /// This connector's limits (the worker's, lowered by its `limits.*` keys).
+    pub limits: Limits,
     pub sandbox: Arc<Sandbox>,
     pub storage: Arc<Storage>,
     pub status: watch::Sender<TaskStatus>,
@@ -76,13 +83,23 @@ impl TaskContext {
     /// The task config as the guest sees it: `${env:…}` / `${file:…}` references resolved
     /// and relative paths in path-typed keys made absolute.
     pub fn guest_config(&self) -> Result<Config, String> {
-        let path_keys: Vec<&str> =
-            self.plugin.descriptor.config_defs.iter().filter(|d| d.path.is_some()).map(|d| d.name.as_str()).collect();
+        let path_keys: Vec<&str> = self
+            .plugin
+            .descriptor
+            .config_defs
+            .iter()
+            .filter(|d| d.path.is_some())
+            .map(|d| d.name.as_str())
+            .collect();
         self.config
             .iter()
             .map(|(key, value)| {
                 let value = secrets::resolve(value)?;
-                let value = if path_keys.contains(&key.as_str()) { absolute(&value) } else { value };
+                let value = if path_keys.contains(&key.as_str()) {
+                    absolute(&value)
+                } else {
+                    value
+                };
                 Ok((key.clone(), value))
             })
             .collect()
@@ -91,7 +108,11 @@ impl TaskContext {
     /// Starts the guest side of the task with `start`, handing it this context's identity,
     /// grants, committed positions and config. Marks the task FAILED, with the reason, and
     /// returns None when the start fails.
-    pub async fn start_guest<T>(&self, committed: Positions, start: impl AsyncFnOnce(TaskSetup<'_>) -> CallResult<T>) -> Option<T> {
+    pub async fn start_guest<T>(
+        &self,
+        committed: Positions,
+        start: impl AsyncFnOnce(TaskSetup<'_>) -> CallResult<T>,
+    ) -> Option<T> {
         let config = match self.guest_config() {
             Ok(config) => config,
             Err(reason) => {
@@ -99,8 +120,20 @@ impl TaskContext {
                 return None;
             }
         };
-        let grants = self.grants(&config);
-        let setup = TaskSetup { identity: self.identity.clone(), grants: &grants, committed, config: &config };
+        let grants = match self.grants(&config).await {
+            Ok(grants) => grants,
+            Err(reason) => {
+                self.set(TaskStatus::Failed(reason));
+                return None;
+            }
+        };
+        let setup = TaskSetup {
+            identity: self.identity.clone(),
+            grants: &grants,
+            committed,
+            config: &config,
+            limits: self.limits.clone(),
+        };
         match start(setup).await {
             Ok(Ok(task)) => Some(task),
             Ok(Err(TaskError::Retriable(reason) | TaskError::Fatal(reason))) => {
@@ -114,27 +147,41 @@ impl TaskContext {
         }
     }
 
-    /// Directories the guest may open: the parent of each file its path-typed keys name in
-    /// the resolved `config`.
-    pub fn grants(&self, config: &Config) -> Vec<DirGrant> {
-        let mut grants: Vec<DirGrant> = Vec::new();
+    /// What the guest may reach: the parent directory of each file its path-typed keys name
+    /// in the resolved `config` (refused outside the `--allow-path` roots), and the addresses
+    /// its `network.allow` lists.
+    pub async fn grants(&self, config: &Config) -> Result<Grants, String> {
+        let mut grants = Grants::default();
         for def in &self.plugin.descriptor.config_defs {
             let Some(access) = def.path else { continue };
-            let Some((_, file)) = config.iter().find(|(key, _)| *key == def.name) else { continue };
-            let Some(dir) = Path::new(file).parent() else { continue };
+            let Some((_, file)) = config.iter().find(|(key, _)| *key == def.name) else {
+                continue;
+            };
+            self.sandbox.capabilities().check_path(Path::new(file))?;
+            let Some(dir) = Path::new(file).parent() else {
+                continue;
+            };
             let writable = access == PathAccess::WriteFile;
-            match grants.iter_mut().find(|g| g.dir == dir) {
+            match grants.dirs.iter_mut().find(|g| g.dir == dir) {
                 Some(grant) => grant.writable |= writable,
-                None => grants.push(DirGrant { dir: dir.to_path_buf(), writable }),
+                None => grants.dirs.push(DirGrant {
+                    dir: dir.to_path_buf(),
+                    writable,
+                }),
             }
         }
-        grants
+        if let Some((_, allow)) = config.iter().find(|(key, _)| key == NETWORK_ALLOW_KEY) {
+            grants.network = resolve_network_allow(allow).await?;
+        }
+        Ok(grants)
     }
 }
 
 /// `path` made absolute against the host's working directory.
 fn absolute(path: &str) -> String {
-    std::path::absolute(path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| path.to_string())
+    std::path::absolute(path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_string())
 }
 
 /// The worker's handle on a running task actor.
@@ -146,7 +193,10 @@ pub struct TaskHandle {
 
 impl TaskHandle {
     /// Spawns `actor` with a fresh status cell and stop signal.
-    pub fn spawn<F, Fut>(make_context: impl FnOnce(watch::Sender<TaskStatus>, watch::Receiver<bool>) -> TaskContext, actor: F) -> TaskHandle
+    pub fn spawn<F, Fut>(
+        make_context: impl FnOnce(watch::Sender<TaskStatus>, watch::Receiver<bool>) -> TaskContext,
+        actor: F,
+    ) -> TaskHandle
     where
         F: FnOnce(TaskContext) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -170,8 +220,61 @@ impl TaskHandle {
     }
 }
 
+/// One run of a task actor (`source::run` or `sink::run`), boxed so the supervisor can
+/// call it again.
+pub type TaskRun = for<'a> fn(&'a mut TaskContext) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Runs a task and restarts it when it fails: after an exponentially growing pause, until it
+/// failed [`RestartPolicy::quarantine_after`] times within the window; then it stays FAILED
+/// ("quarantined") until the operator restarts it. Each run starts a fresh instance from the
+/// committed positions, so nothing in flight when it failed is lost.
+pub async fn supervise(mut ctx: TaskContext, run: TaskRun) {
+    let policy = ctx.sandbox.limits().restart.clone();
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    loop {
+        run(&mut ctx).await;
+        let TaskStatus::Failed(reason) = ctx.status.borrow().clone() else {
+            return;
+        };
+        if ctx.stopping() {
+            return;
+        }
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|failed| now.duration_since(*failed) > policy.window)
+        {
+            failures.pop_front();
+        }
+        let count = failures.len() as u32;
+        if count >= policy.quarantine_after {
+            let window = policy.window.as_secs();
+            ctx.set(TaskStatus::Failed(format!(
+                "quarantined after {count} failures in {window} s; restart it to try again. Last failure: {reason}"
+            )));
+            let _ = ctx.stop.wait_for(|stop| *stop).await;
+            return;
+        }
+        let backoff = policy
+            .backoff
+            .saturating_mul(1 << (count - 1).min(16))
+            .min(MAX_BACKOFF);
+        ctx.status.send_replace(TaskStatus::Failed(format!(
+            "{reason} (restart {count} in {} ms)",
+            backoff.as_millis()
+        )));
+        ctx.pause(backoff).await;
+        if ctx.stopping() {
+            return;
+        }
+        ctx.status.send_replace(TaskStatus::Starting);
+    }
+}
+
 /// What a call into a task returns: the task's own result, or why the call failed.
-pub type CallResult<T> = Result<Result<T, crate::sandbox::types::TaskError>, crate::sandbox::GuestFailure>;
+pub type CallResult<T> =
+    Result<Result<T, crate::sandbox::types::TaskError>, crate::sandbox::GuestFailure>;
 
 /// Positions as stored: partition → position.
 pub type Positions = BTreeMap<String, String>;
