@@ -24,8 +24,11 @@ impl Workspace {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
         for name in ["file-source.wasm", "file-sink.wasm"] {
-            std::fs::copy(bundled_plugins().join(name), dir.path().join("plugins").join(name))
-                .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
+            std::fs::copy(
+                bundled_plugins().join(name),
+                dir.path().join("plugins").join(name),
+            )
+            .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
         }
         Workspace { dir }
     }
@@ -87,7 +90,12 @@ impl Host {
                 if line.contains(" ready") && line.contains("worker=") {
                     let _ = port_tx.send(String::new());
                 } else if let Some(rest) = line.split("REST API on http://").nth(1) {
-                    let _ = port_tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                    let _ = port_tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -95,14 +103,21 @@ impl Host {
             }
         });
         let mut wait = || {
-            port_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("wasm-connect did not start listening");
-            })
+            port_rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("wasm-connect did not start listening");
+                })
         };
         let address = wait();
         let _ready = wait();
-        Host { child, base: format!("http://{address}"), kafka: format!("http://127.0.0.1:{kafka_port}"), log }
+        Host {
+            child,
+            base: format!("http://{address}"),
+            kafka: format!("http://127.0.0.1:{kafka_port}"),
+            log,
+        }
     }
 
     /// GET `path` (already encoded); returns status and body.
@@ -110,7 +125,9 @@ impl Host {
         let url = format!("{}{path}", self.base);
         match ureq::get(&url).timeout(Duration::from_secs(60)).call() {
             Ok(response) => (response.status(), response.into_string().expect("body")),
-            Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_string().unwrap_or_default())
+            }
             Err(e) => panic!("GET {url}: {e}"),
         }
     }
@@ -154,7 +171,10 @@ impl Host {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "wasm-connect did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "wasm-connect did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -172,7 +192,10 @@ impl Drop for Host {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Percent-encodes a query value.
@@ -180,7 +203,9 @@ pub fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -212,19 +237,30 @@ pub fn get_typed(base: &str, path: &str) -> (u16, Option<String>, String) {
     };
     let status = response.status();
     let content_type = response.header("content-type").map(str::to_string);
-    (status, content_type, response.into_string().unwrap_or_default())
+    (
+        status,
+        content_type,
+        response.into_string().unwrap_or_default(),
+    )
 }
 
 /// The media type of a `Content-Type` header value, without parameters, lower-cased.
 pub fn media_type(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Ids of the live processes whose command line has `arg` as one of its arguments
 /// (Linux `/proc`; empty elsewhere). A workspace's data dir names one host.
 pub fn pids_with_arg(arg: &Path) -> Vec<u32> {
     let wanted = arg.as_os_str().as_encoded_bytes().to_vec();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
@@ -246,7 +282,8 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON (panics with the body when it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 }
 
@@ -258,8 +295,14 @@ pub fn call(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)
     }
     let result = match body {
         Some(body) => {
-            let has_type = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
-            let request = if has_type { request } else { request.set("Content-Type", "application/json") };
+            let has_type = headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            let request = if has_type {
+                request
+            } else {
+                request.set("Content-Type", "application/json")
+            };
             request.send_string(body)
         }
         None => request.call(),
@@ -270,7 +313,10 @@ pub fn call(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)
     };
     Answer {
         status: response.status(),
-        content_type: response.header("content-type").unwrap_or_default().to_string(),
+        content_type: response
+            .header("content-type")
+            .unwrap_or_default()
+            .to_string(),
         location: response.header("location").map(String::from),
         body: response.into_string().unwrap_or_default(),
     }

@@ -24,10 +24,17 @@ async fn check(State(token): State<Arc<str>>, request: Request, next: Next) -> R
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
         _ => {
             let body = r#"{"error_code":401,"message":"missing or wrong bearer token: send 'Authorization: Bearer <token>'"}"#;
-            (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
         }
     }
 }

@@ -42,7 +42,11 @@ pub fn router(worker: Arc<Worker>) -> Router {
 }
 
 /// `GET /connectors/{name}?config={json}`: create, or update (upsert).
-async fn create(State(worker): State<Arc<Worker>>, Path(name): Path<String>, RawQuery(query): RawQuery) -> Response {
+async fn create(
+    State(worker): State<Arc<Worker>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(config) = query_param(query.as_deref().unwrap_or(""), "config") else {
         return text("failed! query param 'config' is required ");
     };
@@ -57,7 +61,9 @@ async fn create(State(worker): State<Arc<Worker>>, Path(name): Path<String>, Raw
         Ok(PutOutcome::Created | PutOutcome::Updated) => text("success"),
         Ok(PutOutcome::Unchanged) => text("Connector with same config already exist."),
         Err(e @ (PutError::MissingKey(_) | PutError::Invalid(_))) => text(e.to_string()),
-        Err(e @ PutError::InvalidName(_)) => (StatusCode::BAD_REQUEST, format!("failed: {e}")).into_response(),
+        Err(e @ PutError::InvalidName(_)) => {
+            (StatusCode::BAD_REQUEST, format!("failed: {e}")).into_response()
+        }
         Err(
             e @ (PutError::UnknownPlugin { .. }
             | PutError::AlreadyExists(_)
@@ -86,7 +92,11 @@ async fn stop_all(State(worker): State<Arc<Worker>>) -> Response {
 
 /// `GET /connectors/{name}/status`: `running` when the connector and all its tasks run.
 async fn status(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
-    text(if worker.is_running(&name).await { "running" } else { "not running" })
+    text(if worker.is_running(&name).await {
+        "running"
+    } else {
+        "not running"
+    })
 }
 
 /// `GET /connectors/{name}/config`.
@@ -94,7 +104,11 @@ async fn config(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> 
     match worker.config(&name).await {
         Some(stored) => {
             let tasks: Vec<Value> = stored.tasks.iter().map(properties).collect();
-            text(format!("ConnectorConfigs:{}\nTaskConfigs:{}", properties(&stored.config), Value::Array(tasks)))
+            text(format!(
+                "ConnectorConfigs:{}\nTaskConfigs:{}",
+                properties(&stored.config),
+                Value::Array(tasks)
+            ))
         }
         None => text("ConnectorConfigs:null\nTaskConfigs:null"),
     }
@@ -109,10 +123,19 @@ async fn reload(State(worker): State<Arc<Worker>>) -> Response {
 /// `GET /getConfigInfo`.
 async fn config_info(State(worker): State<Arc<Worker>>) -> Response {
     let configs = worker.configs().await;
-    let connectors: BTreeMap<&String, Value> = configs.iter().map(|(n, c)| (n, properties(&c.config))).collect();
-    let tasks: BTreeMap<&String, Vec<Value>> =
-        configs.iter().map(|(n, c)| (n, c.tasks.iter().map(properties).collect())).collect();
-    text(format!("ConnectorConfigs:{}\nTaskConfigs:{}", json!(connectors), json!(tasks)))
+    let connectors: BTreeMap<&String, Value> = configs
+        .iter()
+        .map(|(n, c)| (n, properties(&c.config)))
+        .collect();
+    let tasks: BTreeMap<&String, Vec<Value>> = configs
+        .iter()
+        .map(|(n, c)| (n, c.tasks.iter().map(properties).collect()))
+        .collect();
+    text(format!(
+        "ConnectorConfigs:{}\nTaskConfigs:{}",
+        json!(connectors),
+        json!(tasks)
+    ))
 }
 
 /// `GET /getClusterInfo`: the live workers; in one-process mode, this one.
@@ -125,12 +148,18 @@ async fn allocated_info(State(worker): State<Arc<Worker>>) -> Response {
     let configs = worker.configs().await;
     let mut body = String::from("working connectors:\n");
     for (name, stored) in &configs {
-        body.push_str(&format!("connectorName:{name}\nConfigs:{}\n", properties(&stored.config)));
+        body.push_str(&format!(
+            "connectorName:{name}\nConfigs:{}\n",
+            properties(&stored.config)
+        ));
     }
     body.push_str("working tasks:\n");
     for (name, stored) in &configs {
         for task in &stored.tasks {
-            body.push_str(&format!("connectorName:{name}\nConfigs:{}\n", properties(task)));
+            body.push_str(&format!(
+                "connectorName:{name}\nConfigs:{}\n",
+                properties(task)
+            ));
         }
     }
     text(body)
@@ -142,7 +171,15 @@ fn properties(config: &Properties) -> Value {
 }
 
 fn text(body: impl Into<String>) -> Response {
-    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body.into(),
+    )
+        .into_response()
 }
 
 /// The decoded value of `name` in a query string; malformed escapes are kept as they are.
@@ -156,8 +193,13 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 /// A JSON object whose values become strings (numbers and nested JSON as their JSON text).
 fn parse_config(raw: &str) -> Result<Properties, String> {
     let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-    let Value::Object(map) = value else { return Err(format!("got {}", json_kind(&value))) };
-    Ok(map.into_iter().map(|(key, value)| (key, super::value_text(value))).collect())
+    let Value::Object(map) = value else {
+        return Err(format!("got {}", json_kind(&value)));
+    };
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| (key, super::value_text(value)))
+        .collect())
 }
 
 fn json_kind(value: &Value) -> &'static str {

@@ -41,7 +41,10 @@ pub struct Topics {
 
 impl Topics {
     fn open(dir: PathBuf) -> anyhow::Result<Topics> {
-        let topics = Topics { dir, logs: Mutex::new(HashMap::new()) };
+        let topics = Topics {
+            dir,
+            logs: Mutex::new(HashMap::new()),
+        };
         let entries = std::fs::read_dir(&topics.dir)
             .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", topics.dir.display()))?;
         for entry in entries.flatten() {
@@ -71,14 +74,23 @@ impl Topics {
     /// Every open topic log.
     pub fn all(&self) -> Vec<(String, Arc<TopicLog>)> {
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.iter().map(|(name, log)| (name.clone(), log.clone())).collect()
+        logs.iter()
+            .map(|(name, log)| (name.clone(), log.clone()))
+            .collect()
     }
 }
 
 /// Topic names become file names: letters, digits, `.`, `_` and `-` only.
 pub fn validate_topic_name(topic: &str) -> Result<(), String> {
-    let valid_chars = topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if topic.is_empty() || topic.len() > MAX_TOPIC_NAME || !valid_chars || topic == "." || topic == ".." {
+    let valid_chars = topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if topic.is_empty()
+        || topic.len() > MAX_TOPIC_NAME
+        || !valid_chars
+        || topic == "."
+        || topic == ".."
+    {
         return Err(format!(
             "invalid topic name {topic:?}: use 1 to {MAX_TOPIC_NAME} letters, digits, '.', '_' or '-'"
         ));

@@ -60,7 +60,10 @@ impl StateStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let label = path.display().to_string();
-        let db = Database::create(path).map_err(|e| StateError { path: label.clone(), source: e.into() })?;
+        let db = Database::create(path).map_err(|e| StateError {
+            path: label.clone(),
+            source: e.into(),
+        })?;
         let store = StateStore { db, path: label };
         store.write(|tx| {
             tx.open_table(CONNECTORS)?;
@@ -107,8 +110,15 @@ impl StateStore {
     }
 
     /// A source connector's committed positions, by partition.
-    pub fn source_positions(&self, connector: &str) -> Result<BTreeMap<String, String>, StateError> {
-        self.read(|tx| scan_prefix(&tx.open_table(SOURCE_POSITIONS)?, connector, |v| v.to_string()))
+    pub fn source_positions(
+        &self,
+        connector: &str,
+    ) -> Result<BTreeMap<String, String>, StateError> {
+        self.read(|tx| {
+            scan_prefix(&tx.open_table(SOURCE_POSITIONS)?, connector, |v| {
+                v.to_string()
+            })
+        })
     }
 
     /// Commits source positions (partition → position); without `durable`, the commit
@@ -119,7 +129,11 @@ impl StateStore {
         positions: &[(String, String)],
         durable: bool,
     ) -> Result<(), StateError> {
-        let durability = if durable { Durability::Immediate } else { Durability::None };
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
         self.write_with(durability, |tx| {
             let mut table = tx.open_table(SOURCE_POSITIONS)?;
             for (partition, position) in positions {
@@ -130,7 +144,11 @@ impl StateStore {
     }
 
     /// Sets or (with `None`) removes source positions, durably.
-    pub fn set_source_positions(&self, connector: &str, changes: &[(String, Option<String>)]) -> Result<(), StateError> {
+    pub fn set_source_positions(
+        &self,
+        connector: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), StateError> {
         self.write(|tx| {
             let mut table = tx.open_table(SOURCE_POSITIONS)?;
             for (partition, position) in changes {
@@ -145,7 +163,11 @@ impl StateStore {
     }
 
     /// Sets or (with `None`) removes a sink's next offsets.
-    pub fn set_sink_offsets(&self, connector: &str, changes: &[(String, Option<u64>)]) -> Result<(), StateError> {
+    pub fn set_sink_offsets(
+        &self,
+        connector: &str,
+        changes: &[(String, Option<u64>)],
+    ) -> Result<(), StateError> {
         self.write(|tx| {
             let mut table = tx.open_table(SINK_OFFSETS)?;
             for (topic, offset) in changes {
@@ -164,7 +186,9 @@ impl StateStore {
         self.read(|tx| {
             Ok(SinkState {
                 offsets: scan_prefix(&tx.open_table(SINK_OFFSETS)?, connector, |v| v)?,
-                positions: scan_prefix(&tx.open_table(SINK_POSITIONS)?, connector, |v| v.to_string())?,
+                positions: scan_prefix(&tx.open_table(SINK_POSITIONS)?, connector, |v| {
+                    v.to_string()
+                })?,
             })
         })
     }
@@ -190,7 +214,10 @@ impl StateStore {
         })
     }
 
-    fn write(&self, body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StateError> {
+    fn write(
+        &self,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StateError> {
         self.write_with(Durability::Immediate, body)
     }
 
@@ -206,12 +233,21 @@ impl StateStore {
             tx.commit()?;
             Ok(())
         };
-        run().map_err(|source| StateError { path: self.path.clone(), source })
+        run().map_err(|source| StateError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
-    fn read<T>(&self, body: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>) -> Result<T, StateError> {
+    fn read<T>(
+        &self,
+        body: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StateError> {
         let run = || -> Result<T, redb::Error> { body(&self.db.begin_read()?) };
-        run().map_err(|source| StateError { path: self.path.clone(), source })
+        run().map_err(|source| StateError {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

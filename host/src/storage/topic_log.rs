@@ -50,9 +50,13 @@ impl ProducerCheckpoint {
     fn record(&mut self, sequence: u64, positions: &[(String, String)]) {
         self.sequence = self.sequence.max(sequence);
         for (partition, position) in positions {
-            let newer = self.positions.get(partition).is_none_or(|(seen, _)| *seen <= sequence);
+            let newer = self
+                .positions
+                .get(partition)
+                .is_none_or(|(seen, _)| *seen <= sequence);
             if newer {
-                self.positions.insert(partition.clone(), (sequence, position.clone()));
+                self.positions
+                    .insert(partition.clone(), (sequence, position.clone()));
             }
         }
     }
@@ -87,14 +91,21 @@ pub struct TopicLog {
 impl TopicLog {
     /// Opens or creates the log at `path`, recovering from a torn tail.
     pub fn open(path: &Path) -> io::Result<TopicLog> {
-        let file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
         let scan = scan(&file)?;
         if scan.valid_len < file.metadata()?.len() {
             tracing::warn!(path = %path.display(), kept = scan.valid_len, "cutting a torn or corrupt tail off a topic log");
             file.set_len(scan.valid_len)?;
             file.sync_data()?;
         }
-        let end = scan.index.last().map_or(0, |b| b.first_offset + u64::from(b.count));
+        let end = scan
+            .index
+            .last()
+            .map_or(0, |b| b.first_offset + u64::from(b.count));
         Ok(TopicLog {
             path: path.to_path_buf(),
             file,
@@ -116,7 +127,8 @@ impl TopicLog {
         batch.extend_from_slice(&count.to_le_bytes());
         batch.extend_from_slice(&producer.sequence.to_le_bytes());
         put_str16(&mut batch, producer.id)?;
-        let position_count = u16::try_from(producer.positions.len()).map_err(|_| too_long("position list"))?;
+        let position_count =
+            u16::try_from(producer.positions.len()).map_err(|_| too_long("position list"))?;
         batch.extend_from_slice(&position_count.to_le_bytes());
         for (partition, position) in producer.positions {
             put_str16(&mut batch, partition)?;
@@ -131,16 +143,27 @@ impl TopicLog {
         let crc = crc32fast::hash(&batch[8..]);
         batch[4..8].copy_from_slice(&crc.to_le_bytes());
 
-        if let Err(e) = (&self.file).write_all(&batch).and_then(|_| self.file.sync_data()) {
+        if let Err(e) = (&self.file)
+            .write_all(&batch)
+            .and_then(|_| self.file.sync_data())
+        {
             // Leave no partial batch behind for the next append to build on.
             let _ = self.file.set_len(*file_len);
             return Err(e);
         }
         *file_len += batch.len() as u64;
-        self.index_write().push(BatchIndex { first_offset, count, frames_at, frames_len });
+        self.index_write().push(BatchIndex {
+            first_offset,
+            count,
+            frames_at,
+            frames_len,
+        });
         if !producer.id.is_empty() {
             let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
-            producers.entry(producer.id.to_string()).or_default().record(producer.sequence, producer.positions);
+            producers
+                .entry(producer.id.to_string())
+                .or_default()
+                .record(producer.sequence, producer.positions);
         }
         self.end.send_replace(first_offset + u64::from(count));
         Ok(first_offset)
@@ -157,23 +180,32 @@ impl TopicLog {
             let (mut bytes, mut records) = (0usize, 0u64);
             let fits = |b: &&BatchIndex| {
                 let first = bytes == 0;
-                let room = first || (bytes + b.frames_len as usize <= max_bytes && records < u64::from(max_records));
+                let room = first
+                    || (bytes + b.frames_len as usize <= max_bytes
+                        && records < u64::from(max_records));
                 bytes += b.frames_len as usize;
                 records += u64::from(b.count) - from.saturating_sub(b.first_offset);
                 room
             };
             index[start..].iter().take_while(fits).copied().collect()
         };
-        let mut out = LogRead { first_offset: from, count: 0, frames: Vec::new() };
+        let mut out = LogRead {
+            first_offset: from,
+            count: 0,
+            frames: Vec::new(),
+        };
         for batch in batches {
             let skip = from.saturating_sub(batch.first_offset) as u32;
             let room = max_records - out.count;
-            if room == 0 || (out.count > 0 && out.frames.len() + batch.frames_len as usize > max_bytes) {
+            if room == 0
+                || (out.count > 0 && out.frames.len() + batch.frames_len as usize > max_bytes)
+            {
                 break;
             }
             let at = out.frames.len();
             out.frames.resize(at + batch.frames_len as usize, 0);
-            self.file.read_exact_at(&mut out.frames[at..], batch.frames_at)?;
+            self.file
+                .read_exact_at(&mut out.frames[at..], batch.frames_at)?;
             let (start, end, taken) = frame_range(&out.frames[at..], skip, room)
                 .ok_or_else(|| corrupt(&self.path, batch.first_offset))?;
             out.frames.truncate(at + end);
@@ -195,7 +227,11 @@ impl TopicLog {
 
     /// What `producer` stored here, if anything.
     pub fn checkpoint(&self, producer: &str) -> Option<ProducerCheckpoint> {
-        self.producers.lock().unwrap_or_else(|e| e.into_inner()).get(producer).cloned()
+        self.producers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(producer)
+            .cloned()
     }
 
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<BatchIndex>> {
@@ -221,7 +257,9 @@ fn frame_range(frames: &[u8], skip: u32, room: u32) -> Option<(usize, usize, u32
             return Some((start, pos, room));
         }
         let len = u32::from_le_bytes(frames.get(pos..pos + 4)?.try_into().ok()?) as usize;
-        pos = pos.checked_add(4 + len).filter(|end| *end <= frames.len())?;
+        pos = pos
+            .checked_add(4 + len)
+            .filter(|end| *end <= frames.len())?;
         index += 1;
     }
     if index <= skip {
@@ -239,7 +277,11 @@ struct Scan {
 /// Reads every batch, checking lengths and CRCs; stops at the first bad one.
 fn scan(file: &File) -> io::Result<Scan> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut out = Scan { valid_len: 0, index: Vec::new(), producers: HashMap::new() };
+    let mut out = Scan {
+        valid_len: 0,
+        index: Vec::new(),
+        producers: HashMap::new(),
+    };
     let mut batch = Vec::new();
     loop {
         let mut head = [0u8; 8];
@@ -252,8 +294,13 @@ fn scan(file: &File) -> io::Result<Scan> {
         if rest_len < 4 || !read_fully(&mut reader, &mut batch)? || crc32fast::hash(&batch) != crc {
             return Ok(out);
         }
-        let Some(parsed) = parse_batch(&batch) else { return Ok(out) };
-        let expected_first = out.index.last().map_or(0, |b| b.first_offset + u64::from(b.count));
+        let Some(parsed) = parse_batch(&batch) else {
+            return Ok(out);
+        };
+        let expected_first = out
+            .index
+            .last()
+            .map_or(0, |b| b.first_offset + u64::from(b.count));
         if parsed.first_offset != expected_first {
             return Ok(out);
         }
@@ -264,7 +311,10 @@ fn scan(file: &File) -> io::Result<Scan> {
             frames_len: (batch.len() - parsed.frames_start) as u32,
         });
         if !parsed.producer.is_empty() {
-            out.producers.entry(parsed.producer).or_default().record(parsed.sequence, &parsed.positions);
+            out.producers
+                .entry(parsed.producer)
+                .or_default()
+                .record(parsed.sequence, &parsed.positions);
         }
         out.valid_len += 4 + rest_len as u64;
     }
@@ -340,11 +390,20 @@ fn put_str16(out: &mut Vec<u8>, text: &str) -> io::Result<()> {
 }
 
 fn too_long(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("{what} too long for a topic log batch"))
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what} too long for a topic log batch"),
+    )
 }
 
 fn corrupt(path: &Path, first_offset: u64) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{}: batch at offset {first_offset} is corrupt", path.display()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: batch at offset {first_offset} is corrupt",
+            path.display()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -355,17 +414,29 @@ mod tests {
     fn frames(values: &[&str]) -> (u32, Vec<u8>) {
         let mut writer = BatchWriter::new();
         for value in values {
-            writer.push(&Record { value: value.as_bytes(), ..Record::default() }).unwrap();
+            writer
+                .push(&Record {
+                    value: value.as_bytes(),
+                    ..Record::default()
+                })
+                .unwrap();
         }
         writer.into_parts()
     }
 
     fn values(read: &LogRead) -> Vec<String> {
         let records = BatchReader::read_all(&read.frames, read.count).unwrap();
-        records.iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect()
+        records
+            .iter()
+            .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+            .collect()
     }
 
-    const NO_PRODUCER: Producer<'static> = Producer { id: "", sequence: 0, positions: &[] };
+    const NO_PRODUCER: Producer<'static> = Producer {
+        id: "",
+        sequence: 0,
+        positions: &[],
+    };
 
     #[test]
     fn reads_from_any_offset_across_batches() {
@@ -375,10 +446,16 @@ mod tests {
         assert_eq!(log.append(n, &f, &NO_PRODUCER).unwrap(), 0);
         let (n, f) = frames(&["d", "e"]);
         assert_eq!(log.append(n, &f, &NO_PRODUCER).unwrap(), 3);
-        assert_eq!(values(&log.read(0, 100, 1 << 20).unwrap()), ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            values(&log.read(0, 100, 1 << 20).unwrap()),
+            ["a", "b", "c", "d", "e"]
+        );
         assert_eq!(values(&log.read(2, 2, 1 << 20).unwrap()), ["c", "d"]);
         let tail = log.read(4, 100, 1 << 20).unwrap();
-        assert_eq!((tail.first_offset, values(&tail)), (4, vec!["e".to_string()]));
+        assert_eq!(
+            (tail.first_offset, values(&tail)),
+            (4, vec!["e".to_string()])
+        );
         assert_eq!(log.read(5, 100, 1 << 20).unwrap().count, 0);
     }
 
@@ -386,20 +463,53 @@ mod tests {
     fn reopening_keeps_records_and_producer_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.log");
-        let first = [("/a".to_string(), "1".to_string()), ("/b".to_string(), "5".to_string())];
+        let first = [
+            ("/a".to_string(), "1".to_string()),
+            ("/b".to_string(), "5".to_string()),
+        ];
         let second = [("/a".to_string(), "12".to_string())];
         {
             let log = TopicLog::open(&path).unwrap();
             let (n, f) = frames(&["x", "y"]);
-            log.append(n, &f, &Producer { id: "c/0", sequence: 6, positions: &first }).unwrap();
-            log.append(n, &f, &Producer { id: "c/0", sequence: 7, positions: &second }).unwrap();
-            log.append(n, &f, &Producer { id: "c/0", sequence: 8, positions: &[] }).unwrap();
+            log.append(
+                n,
+                &f,
+                &Producer {
+                    id: "c/0",
+                    sequence: 6,
+                    positions: &first,
+                },
+            )
+            .unwrap();
+            log.append(
+                n,
+                &f,
+                &Producer {
+                    id: "c/0",
+                    sequence: 7,
+                    positions: &second,
+                },
+            )
+            .unwrap();
+            log.append(
+                n,
+                &f,
+                &Producer {
+                    id: "c/0",
+                    sequence: 8,
+                    positions: &[],
+                },
+            )
+            .unwrap();
         }
         let log = TopicLog::open(&path).unwrap();
         assert_eq!(log.end_offset(), 6);
         let expected = ProducerCheckpoint {
             sequence: 8,
-            positions: BTreeMap::from([("/a".into(), (7, "12".into())), ("/b".into(), (6, "5".into()))]),
+            positions: BTreeMap::from([
+                ("/a".into(), (7, "12".into())),
+                ("/b".into(), (6, "5".into())),
+            ]),
         };
         assert_eq!(log.checkpoint("c/0"), Some(expected));
         assert_eq!(values(&log.read(0, 2, 1 << 20).unwrap()), ["x", "y"]);
@@ -417,7 +527,12 @@ mod tests {
             log.append(n, &f, &NO_PRODUCER).unwrap();
         }
         let full = std::fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(full - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(full - 3)
+            .unwrap();
         let log = TopicLog::open(&path).unwrap();
         assert_eq!(log.end_offset(), 1);
         let (n, f) = frames(&["next"]);

@@ -8,8 +8,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 
 use wasm_connect_sdk::{
-    BatchReader, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess, Position, SinkConnector,
-    SinkTask, TaskError, ValueType,
+    BatchReader, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess,
+    Position, SinkConnector, SinkTask, TaskError, ValueType,
 };
 
 /// The keys that may name the file, in the RocketMQ and the Kafka spelling.
@@ -20,10 +20,17 @@ const TOPIC_KEYS: [&str; 2] = ["topicNames", "topics"];
 pub struct FileSink;
 
 const CONFIG_DEFS: &[ConfigDef] = &[
-    ConfigDef::optional("filename", "The file to append to (Kafka spelling: `file`).").path(PathAccess::WriteFile),
+    ConfigDef::optional(
+        "filename",
+        "The file to append to (Kafka spelling: `file`).",
+    )
+    .path(PathAccess::WriteFile),
     ConfigDef::optional("file", "Kafka spelling of `filename`.").path(PathAccess::WriteFile),
-    ConfigDef::optional("topicNames", "Comma-separated topics to read (Kafka spelling: `topics`).")
-        .typed(ValueType::List),
+    ConfigDef::optional(
+        "topicNames",
+        "Comma-separated topics to read (Kafka spelling: `topics`).",
+    )
+    .typed(ValueType::List),
     ConfigDef::optional("topics", "Kafka spelling of `topicNames`.").typed(ValueType::List),
 ];
 
@@ -45,10 +52,19 @@ impl Connector for FileSink {
     fn validate(config: &Config) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
         if config.get_any(&FILE_KEYS).is_none_or(str::is_empty) {
-            errors.push(ConfigError { key: "filename".into(), message: "Request config key: filename".into() });
+            errors.push(ConfigError {
+                key: "filename".into(),
+                message: "Request config key: filename".into(),
+            });
         }
-        if config.get_any(&TOPIC_KEYS).is_none_or(|t| t.trim().is_empty()) {
-            errors.push(ConfigError { key: "topicNames".into(), message: "Request config key: topicNames".into() });
+        if config
+            .get_any(&TOPIC_KEYS)
+            .is_none_or(|t| t.trim().is_empty())
+        {
+            errors.push(ConfigError {
+                key: "topicNames".into(),
+                message: "Request config key: topicNames".into(),
+            });
         }
         if errors.is_empty() {
             Ok(())
@@ -71,26 +87,45 @@ pub struct FileSinkTask {
 
 impl SinkTask for FileSinkTask {
     fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError> {
-        let path = config.get_any(&FILE_KEYS).ok_or_else(|| TaskError::Fatal("Request config key: filename".into()))?;
-        let fatal = |what: &str, e: std::io::Error| TaskError::Fatal(format!("cannot {what} {path}: {e}"));
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| fatal("open", e))?;
+        let path = config
+            .get_any(&FILE_KEYS)
+            .ok_or_else(|| TaskError::Fatal("Request config key: filename".into()))?;
+        let fatal =
+            |what: &str, e: std::io::Error| TaskError::Fatal(format!("cannot {what} {path}: {e}"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| fatal("open", e))?;
         let mut length = file.metadata().map_err(|e| fatal("stat", e))?.len();
         if let Some(committed) = host.committed_position(path) {
-            let committed: u64 = committed
-                .parse()
-                .map_err(|_| TaskError::Fatal(format!("committed length {committed:?} of {path} is not a number")))?;
+            let committed: u64 = committed.parse().map_err(|_| {
+                TaskError::Fatal(format!(
+                    "committed length {committed:?} of {path} is not a number"
+                ))
+            })?;
             if committed < length {
                 // Lines written after the last commit will be delivered again: drop them.
                 file.set_len(committed).map_err(|e| fatal("truncate", e))?;
                 length = committed;
             }
         }
-        Ok(FileSinkTask { path: path.to_string(), file: BufWriter::with_capacity(1 << 20, file), length })
+        Ok(FileSinkTask {
+            path: path.to_string(),
+            file: BufWriter::with_capacity(1 << 20, file),
+            length,
+        })
     }
 
-    fn put(&mut self, _topic: &str, _first_offset: u64, records: BatchReader<'_>) -> Result<(), TaskError> {
+    fn put(
+        &mut self,
+        _topic: &str,
+        _first_offset: u64,
+        records: BatchReader<'_>,
+    ) -> Result<(), TaskError> {
         for record in records {
-            let record = record.map_err(|e| TaskError::Fatal(format!("bad batch from the host: {e}")))?;
+            let record =
+                record.map_err(|e| TaskError::Fatal(format!("bad batch from the host: {e}")))?;
             self.write(record.value).and_then(|_| self.write(b"\n"))?;
             self.length += record.value.len() as u64 + 1;
         }
@@ -100,10 +135,14 @@ impl SinkTask for FileSinkTask {
     fn flush(&mut self) -> Result<Vec<Position>, TaskError> {
         // A failed write or sync leaves the file in an unknown state: fail the task, and
         // its restart truncates the file back to the committed length.
-        let fatal = |e: std::io::Error| TaskError::Fatal(format!("cannot flush {}: {e}", self.path));
+        let fatal =
+            |e: std::io::Error| TaskError::Fatal(format!("cannot flush {}: {e}", self.path));
         self.file.flush().map_err(fatal)?;
         self.file.get_ref().sync_data().map_err(fatal)?;
-        Ok(vec![Position { partition: self.path.clone(), position: self.length.to_string() }])
+        Ok(vec![Position {
+            partition: self.path.clone(),
+            position: self.length.to_string(),
+        }])
     }
 
     fn stop(&mut self) {
@@ -113,7 +152,9 @@ impl SinkTask for FileSinkTask {
 
 impl FileSinkTask {
     fn write(&mut self, bytes: &[u8]) -> Result<(), TaskError> {
-        self.file.write_all(bytes).map_err(|e| TaskError::Fatal(format!("cannot write {}: {e}", self.path)))
+        self.file
+            .write_all(bytes)
+            .map_err(|e| TaskError::Fatal(format!("cannot write {}: {e}", self.path)))
     }
 }
 

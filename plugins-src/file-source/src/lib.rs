@@ -12,8 +12,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use wasm_connect_sdk::{
-    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess, Record, SourceConnector,
-    SourceTask, TaskError,
+    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess,
+    Record, SourceConnector, SourceTask, TaskError,
 };
 
 /// How long the file must stop growing before an unterminated last line counts as complete.
@@ -26,8 +26,11 @@ const FILE_KEYS: [&str; 2] = ["filename", "file"];
 pub struct FileSource;
 
 const CONFIG_DEFS: &[ConfigDef] = &[
-    ConfigDef::optional("filename", "The file to read, one record per line (Kafka spelling: `file`).")
-        .path(PathAccess::ReadFile),
+    ConfigDef::optional(
+        "filename",
+        "The file to read, one record per line (Kafka spelling: `file`).",
+    )
+    .path(PathAccess::ReadFile),
     ConfigDef::optional("file", "Kafka spelling of `filename`.").path(PathAccess::ReadFile),
     ConfigDef::required("topic", "The topic the lines are written to."),
 ];
@@ -50,7 +53,10 @@ impl Connector for FileSource {
     fn validate(config: &Config) -> Result<(), Vec<ConfigError>> {
         match config.get_any(&FILE_KEYS) {
             Some(name) if !name.is_empty() => Ok(()),
-            _ => Err(vec![ConfigError { key: "filename".into(), message: "Request config key: filename".into() }]),
+            _ => Err(vec![ConfigError {
+                key: "filename".into(),
+                message: "Request config key: filename".into(),
+            }]),
         }
     }
 }
@@ -76,11 +82,15 @@ pub struct FileSourceTask {
 
 impl SourceTask for FileSourceTask {
     fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError> {
-        let path = config.get_any(&FILE_KEYS).ok_or_else(|| TaskError::Fatal("Request config key: filename".into()))?;
+        let path = config
+            .get_any(&FILE_KEYS)
+            .ok_or_else(|| TaskError::Fatal("Request config key: filename".into()))?;
         let position = match host.committed_position(path) {
-            Some(text) => text
-                .parse()
-                .map_err(|_| TaskError::Fatal(format!("committed position {text:?} of {path} is not a byte offset")))?,
+            Some(text) => text.parse().map_err(|_| {
+                TaskError::Fatal(format!(
+                    "committed position {text:?} of {path} is not a byte offset"
+                ))
+            })?,
             None => 0,
         };
         Ok(FileSourceTask {
@@ -94,7 +104,12 @@ impl SourceTask for FileSourceTask {
         })
     }
 
-    fn poll(&mut self, out: &mut BatchWriter, max_records: u32, max_bytes: u32) -> Result<(), TaskError> {
+    fn poll(
+        &mut self,
+        out: &mut BatchWriter,
+        max_records: u32,
+        max_bytes: u32,
+    ) -> Result<(), TaskError> {
         self.open_if_needed()?;
         loop {
             self.emit_lines(out, max_records, max_bytes as usize)?;
@@ -124,14 +139,19 @@ impl FileSourceTask {
     }
 
     fn read_more(&mut self) -> Result<usize, TaskError> {
-        let Some(file) = self.file.as_mut() else { return Ok(0) };
+        let Some(file) = self.file.as_mut() else {
+            return Ok(0);
+        };
         let start = self.pending.len();
         self.pending.resize(start + READ_CHUNK, 0);
         let read = match file.read(&mut self.pending[start..]) {
             Ok(read) => read,
             Err(e) => {
                 self.pending.truncate(start);
-                return Err(TaskError::Retriable(format!("cannot read {}: {e}", self.path)));
+                return Err(TaskError::Retriable(format!(
+                    "cannot read {}: {e}",
+                    self.path
+                )));
             }
         };
         self.pending.truncate(start + read);
@@ -146,7 +166,12 @@ impl FileSourceTask {
     }
 
     /// Moves complete lines from `pending` into `out`, within the limits.
-    fn emit_lines(&mut self, out: &mut BatchWriter, max_records: u32, max_bytes: usize) -> Result<(), TaskError> {
+    fn emit_lines(
+        &mut self,
+        out: &mut BatchWriter,
+        max_records: u32,
+        max_bytes: usize,
+    ) -> Result<(), TaskError> {
         let mut consumed = 0;
         if self.owe_terminator && !self.pending.is_empty() {
             self.owe_terminator = false;
@@ -176,7 +201,10 @@ impl FileSourceTask {
 
     /// Delivers a last line without terminator once the file has been quiet long enough.
     fn flush_unterminated(&mut self, out: &mut BatchWriter) -> Result<(), TaskError> {
-        if self.pending.is_empty() || !out.is_empty() || memchr::memchr(b'\n', &self.pending).is_some() {
+        if self.pending.is_empty()
+            || !out.is_empty()
+            || memchr::memchr(b'\n', &self.pending).is_some()
+        {
             return Ok(());
         }
         if self.last_growth.elapsed() < UNTERMINATED_QUIET {
@@ -190,10 +218,21 @@ impl FileSourceTask {
         self.push(out, line, &mut itoa::Buffer::new())
     }
 
-    fn push(&self, out: &mut BatchWriter, line: &[u8], position_text: &mut itoa::Buffer) -> Result<(), TaskError> {
+    fn push(
+        &self,
+        out: &mut BatchWriter,
+        line: &[u8],
+        position_text: &mut itoa::Buffer,
+    ) -> Result<(), TaskError> {
         let position = position_text.format(self.position);
-        let record = Record { value: line, partition: &self.path, position, ..Record::default() };
-        out.push(&record).map_err(|e| TaskError::Fatal(format!("cannot frame a line of {}: {e}", self.path)))
+        let record = Record {
+            value: line,
+            partition: &self.path,
+            position,
+            ..Record::default()
+        };
+        out.push(&record)
+            .map_err(|e| TaskError::Fatal(format!("cannot frame a line of {}: {e}", self.path)))
     }
 }
 
@@ -227,8 +266,13 @@ mod tests {
 
     fn start(path: &std::path::Path, committed: Option<u64>) -> FileSourceTask {
         let file = path.display().to_string();
-        let config: Config = [("filename", file.as_str()), ("topic", "t")].into_iter().collect();
-        let committed = committed.map(|c| (file.clone(), c.to_string())).into_iter().collect();
+        let config: Config = [("filename", file.as_str()), ("topic", "t")]
+            .into_iter()
+            .collect();
+        let committed = committed
+            .map(|c| (file.clone(), c.to_string()))
+            .into_iter()
+            .collect();
         FileSourceTask::start(&config, &TestHost(committed)).unwrap()
     }
 
@@ -240,7 +284,12 @@ mod tests {
         let records = BatchReader::read_all(&frames, count).unwrap();
         records
             .iter()
-            .map(|r| (String::from_utf8(r.value.to_vec()).unwrap(), r.position.parse().unwrap()))
+            .map(|r| {
+                (
+                    String::from_utf8(r.value.to_vec()).unwrap(),
+                    r.position.parse().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -250,7 +299,11 @@ mod tests {
         let path = dir.path().join("in.txt");
         std::fs::write(&path, "a\r\n\nwörld\n").unwrap();
         let mut task = start(&path, None);
-        let expected = [("a".to_string(), 3), (String::new(), 4), ("wörld".to_string(), 11)];
+        let expected = [
+            ("a".to_string(), 3),
+            (String::new(), 4),
+            ("wörld".to_string(), 11),
+        ];
         assert_eq!(poll(&mut task), expected);
         assert!(poll(&mut task).is_empty());
     }
@@ -261,7 +314,10 @@ mod tests {
         let path = dir.path().join("in.txt");
         std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
         let mut task = start(&path, Some(4));
-        assert_eq!(poll(&mut task), [("two".to_string(), 8), ("three".to_string(), 14)]);
+        assert_eq!(
+            poll(&mut task),
+            [("two".to_string(), 8), ("three".to_string(), 14)]
+        );
     }
 
     #[test]
@@ -271,8 +327,16 @@ mod tests {
         std::fs::write(&path, "first\nhal").unwrap();
         let mut task = start(&path, None);
         assert_eq!(poll(&mut task), [("first".to_string(), 6)]);
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all("f\nnext\n".as_bytes()).unwrap();
-        assert_eq!(poll(&mut task), [("half".to_string(), 11), ("next".to_string(), 16)]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all("f\nnext\n".as_bytes())
+            .unwrap();
+        assert_eq!(
+            poll(&mut task),
+            [("half".to_string(), 11), ("next".to_string(), 16)]
+        );
     }
 
     #[test]
@@ -285,7 +349,12 @@ mod tests {
         std::thread::sleep(UNTERMINATED_QUIET + Duration::from_millis(50));
         assert_eq!(poll(&mut task), [("last".to_string(), 6)]);
         // Its terminator arriving later is not an empty line.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"\nmore\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"\nmore\n")
+            .unwrap();
         assert_eq!(poll(&mut task), [("more".to_string(), 12)]);
     }
 
@@ -294,7 +363,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut task = start(&dir.path().join("absent.txt"), None);
         let mut out = BatchWriter::new();
-        assert!(matches!(task.poll(&mut out, 10, 1000), Err(TaskError::Retriable(_))));
+        assert!(matches!(
+            task.poll(&mut out, 10, 1000),
+            Err(TaskError::Retriable(_))
+        ));
     }
 
     #[test]

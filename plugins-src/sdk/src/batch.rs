@@ -45,13 +45,22 @@ pub enum FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::Truncated { index } => write!(f, "record {index} is cut off by the end of the batch"),
-            FrameError::LengthMismatch { index } => write!(f, "record {index}: declared length does not match its fields"),
-            FrameError::NotUtf8 { index, field } => write!(f, "record {index}: {field} is not valid UTF-8"),
+            FrameError::Truncated { index } => {
+                write!(f, "record {index} is cut off by the end of the batch")
+            }
+            FrameError::LengthMismatch { index } => write!(
+                f,
+                "record {index}: declared length does not match its fields"
+            ),
+            FrameError::NotUtf8 { index, field } => {
+                write!(f, "record {index}: {field} is not valid UTF-8")
+            }
             FrameError::CountMismatch { declared, found } => {
                 write!(f, "batch declares {declared} records but holds {found}")
             }
-            FrameError::FieldTooLong { field, len } => write!(f, "{field} of {len} bytes is too long for the frame format"),
+            FrameError::FieldTooLong { field, len } => {
+                write!(f, "{field} of {len} bytes is too long for the frame format")
+            }
         }
     }
 }
@@ -72,7 +81,10 @@ impl BatchWriter {
 
     /// A writer whose buffer is pre-sized for about `bytes` of frames.
     pub fn with_capacity(bytes: usize) -> Self {
-        BatchWriter { frames: Vec::with_capacity(bytes), count: 0 }
+        BatchWriter {
+            frames: Vec::with_capacity(bytes),
+            count: 0,
+        }
     }
 
     /// Appends one record.
@@ -83,11 +95,15 @@ impl BatchWriter {
             body += 2 + name.len() + 4 + value.len();
         }
         body += record.topic.len() + record.partition.len() + record.position.len();
-        let body_len = u32::try_from(body).map_err(|_| FrameError::FieldTooLong { field: "record", len: body })?;
+        let body_len = u32::try_from(body).map_err(|_| FrameError::FieldTooLong {
+            field: "record",
+            len: body,
+        })?;
         let header_count = u16_len("header count", record.headers.len())?;
         self.frames.reserve(4 + body);
         self.frames.extend_from_slice(&body_len.to_le_bytes());
-        self.frames.extend_from_slice(&record.timestamp.to_le_bytes());
+        self.frames
+            .extend_from_slice(&record.timestamp.to_le_bytes());
         match record.key {
             Some(key) => self.put_u32_bytes(key),
             None => self.frames.extend_from_slice(&NO_KEY.to_le_bytes()),
@@ -112,7 +128,8 @@ impl BatchWriter {
         let body = (content.len() + ROUTING_EMPTY.len()) as u32;
         self.frames.extend_from_slice(&body.to_le_bytes());
         self.frames.extend_from_slice(&timestamp.to_le_bytes());
-        self.frames.extend_from_slice(content.get(8..).unwrap_or_default());
+        self.frames
+            .extend_from_slice(content.get(8..).unwrap_or_default());
         self.frames.extend_from_slice(&ROUTING_EMPTY);
         self.count += 1;
     }
@@ -148,7 +165,8 @@ impl BatchWriter {
     }
 
     fn put_u32_bytes(&mut self, bytes: &[u8]) {
-        self.frames.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.frames
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         self.frames.extend_from_slice(bytes);
     }
 
@@ -183,7 +201,11 @@ pub struct RecordRef<'a> {
 impl<'a> RecordRef<'a> {
     /// The record's headers as (name, value) pairs.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let mut cursor = Cursor { buf: self.header_bytes, pos: 0, index: 0 };
+        let mut cursor = Cursor {
+            buf: self.header_bytes,
+            pos: 0,
+            index: 0,
+        };
         (0..self.header_count).map_while(move |_| {
             let name = cursor.u16_str("header name").ok()?;
             let value = cursor.u32_bytes().ok()?;
@@ -199,7 +221,13 @@ pub struct BatchReader<'a> {
 
 impl<'a> BatchReader<'a> {
     pub fn new(frames: &'a [u8]) -> Self {
-        BatchReader { cursor: Cursor { buf: frames, pos: 0, index: 0 } }
+        BatchReader {
+            cursor: Cursor {
+                buf: frames,
+                pos: 0,
+                index: 0,
+            },
+        }
     }
 
     /// Reads every record and checks that there are exactly `declared` of them.
@@ -224,7 +252,11 @@ impl<'a> BatchReader<'a> {
         let index = self.cursor.index;
         let body_len = self.cursor.u32()? as usize;
         let body = self.cursor.take(body_len)?;
-        let mut c = Cursor { buf: body, pos: 0, index };
+        let mut c = Cursor {
+            buf: body,
+            pos: 0,
+            index,
+        };
         let timestamp = i64::from_le_bytes(c.array::<8>()?);
         let key = match c.u32()? {
             NO_KEY => None,
@@ -246,7 +278,17 @@ impl<'a> BatchReader<'a> {
             return Err(FrameError::LengthMismatch { index });
         }
         self.cursor.index += 1;
-        Ok(RecordRef { timestamp, key, value, header_bytes, header_count, topic, partition, position, content })
+        Ok(RecordRef {
+            timestamp,
+            key,
+            value,
+            header_bytes,
+            header_count,
+            topic,
+            partition,
+            position,
+            content,
+        })
     }
 }
 
@@ -274,7 +316,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, len: usize) -> Result<&'a [u8], FrameError> {
-        let end = self.pos.checked_add(len).filter(|end| *end <= self.buf.len());
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|end| *end <= self.buf.len());
         let end = end.ok_or(FrameError::Truncated { index: self.index })?;
         let bytes = &self.buf[self.pos..end];
         self.pos = end;
@@ -302,7 +347,10 @@ impl<'a> Cursor<'a> {
             return Ok(""); // the common case in topic logs and sink batches
         }
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8 { index: self.index, field })
+        std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8 {
+            index: self.index,
+            field,
+        })
     }
 }
 
@@ -324,7 +372,12 @@ mod tests {
             position: "42",
         };
         writer.push(&first).unwrap();
-        writer.push(&Record { value: b"", ..Record::default() }).unwrap();
+        writer
+            .push(&Record {
+                value: b"",
+                ..Record::default()
+            })
+            .unwrap();
         let (count, frames) = writer.into_parts();
         let records = BatchReader::read_all(&frames, count).unwrap();
         assert_eq!(records.len(), 2);
@@ -332,7 +385,10 @@ mod tests {
         assert_eq!(records[0].key, Some(&b"k"[..]));
         assert_eq!(records[0].value, "välue".as_bytes());
         assert_eq!(records[0].headers().collect::<Vec<_>>(), headers.to_vec());
-        assert_eq!((records[0].topic, records[0].partition, records[0].position), ("t", "/f.txt", "42"));
+        assert_eq!(
+            (records[0].topic, records[0].partition, records[0].position),
+            ("t", "/f.txt", "42")
+        );
         assert_eq!(records[1].key, None);
         assert!(records[1].value.is_empty());
     }
@@ -340,7 +396,14 @@ mod tests {
     #[test]
     fn content_reframes_without_routing() {
         let mut writer = BatchWriter::new();
-        let record = Record { key: None, value: b"v", topic: "t", partition: "p", position: "9", ..Record::default() };
+        let record = Record {
+            key: None,
+            value: b"v",
+            topic: "t",
+            partition: "p",
+            position: "9",
+            ..Record::default()
+        };
         writer.push(&record).unwrap();
         let (_, frames) = writer.into_parts();
         let original = BatchReader::read_all(&frames, 1).unwrap()[0];
@@ -348,14 +411,30 @@ mod tests {
         log.push_content(original.content, 77);
         let (_, log_frames) = log.into_parts();
         let stored = BatchReader::read_all(&log_frames, 1).unwrap()[0];
-        assert_eq!((stored.timestamp, stored.value, stored.topic, stored.position), (77, &b"v"[..], "", ""));
+        assert_eq!(
+            (
+                stored.timestamp,
+                stored.value,
+                stored.topic,
+                stored.position
+            ),
+            (77, &b"v"[..], "", "")
+        );
     }
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let mut writer = BatchWriter::new();
         let headers: [(&str, &[u8]); 1] = [("h", b"x")];
-        writer.push(&Record { key: Some(b"key"), value: b"value", headers: &headers, topic: "t", ..Record::default() }).unwrap();
+        writer
+            .push(&Record {
+                key: Some(b"key"),
+                value: b"value",
+                headers: &headers,
+                topic: "t",
+                ..Record::default()
+            })
+            .unwrap();
         let (_, frames) = writer.into_parts();
         for cut in 0..frames.len() {
             let result = BatchReader::read_all(&frames[..cut], 1);
@@ -366,11 +445,29 @@ mod tests {
     #[test]
     fn wrong_count_and_bad_utf8_are_reported() {
         let mut writer = BatchWriter::new();
-        writer.push(&Record { value: b"v", topic: "ab", ..Record::default() }).unwrap();
+        writer
+            .push(&Record {
+                value: b"v",
+                topic: "ab",
+                ..Record::default()
+            })
+            .unwrap();
         let (_, mut frames) = writer.into_parts();
-        assert_eq!(BatchReader::read_all(&frames, 2), Err(FrameError::CountMismatch { declared: 2, found: 1 }));
+        assert_eq!(
+            BatchReader::read_all(&frames, 2),
+            Err(FrameError::CountMismatch {
+                declared: 2,
+                found: 1
+            })
+        );
         let topic_at = frames.len() - 4 - 2; // "ab", then two empty u16-prefixed fields
         frames[topic_at] = 0xff;
-        assert_eq!(BatchReader::read_all(&frames, 1), Err(FrameError::NotUtf8 { index: 0, field: "topic" }));
+        assert_eq!(
+            BatchReader::read_all(&frames, 1),
+            Err(FrameError::NotUtf8 {
+                index: 0,
+                field: "topic"
+            })
+        );
     }
 }

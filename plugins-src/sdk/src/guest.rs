@@ -85,12 +85,21 @@ impl<C: Connector> wit_connector::Guest for Glue<C> {
 
     fn validate(config: wit::Config) -> Result<(), Vec<wit::ConfigError>> {
         C::validate(&Config(config)).map_err(|errors| {
-            errors.into_iter().map(|e| wit::ConfigError { key: e.key, message: e.message }).collect()
+            errors
+                .into_iter()
+                .map(|e| wit::ConfigError {
+                    key: e.key,
+                    message: e.message,
+                })
+                .collect()
         })
     }
 
     fn task_configs(config: wit::Config, max_tasks: u32) -> Result<Vec<wit::Config>, String> {
-        Ok(C::task_configs(&Config(config), max_tasks)?.into_iter().map(|c| c.0).collect())
+        Ok(C::task_configs(&Config(config), max_tasks)?
+            .into_iter()
+            .map(|c| c.0)
+            .collect())
     }
 }
 
@@ -125,11 +134,17 @@ fn task_error_to_wit(error: TaskError) -> wit::TaskError {
 mod source_glue {
     use super::*;
     use crate::{BatchWriter, Position, SourceConnector, SourceTask};
-    use std::cell::Cell;
     use bindings::exports::wasm_connect::connector::source as wit_source;
+    use std::cell::Cell;
 
     fn positions_from_wit(positions: Vec<wit::Position>) -> Vec<Position> {
-        positions.into_iter().map(|p| Position { partition: p.partition, position: p.position }).collect()
+        positions
+            .into_iter()
+            .map(|p| Position {
+                partition: p.partition,
+                position: p.position,
+            })
+            .collect()
     }
 
     /// A source task behind the WIT resource: methods take `&self`, so state lives in cells.
@@ -146,22 +161,34 @@ mod source_glue {
     impl<T: SourceTask> wit_source::GuestSourceTask for SourceTaskGlue<T> {
         fn start(config: wit::Config) -> Result<wit_source::SourceTask, wit::TaskError> {
             let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
-            let glue = SourceTaskGlue { task: RefCell::new(task), last_size: Cell::new(0) };
+            let glue = SourceTaskGlue {
+                task: RefCell::new(task),
+                last_size: Cell::new(0),
+            };
             Ok(wit_source::SourceTask::new(glue))
         }
 
-        fn poll(&self, max_records: u32, max_bytes: u32) -> Result<wit::RecordBatch, wit::TaskError> {
+        fn poll(
+            &self,
+            max_records: u32,
+            max_bytes: u32,
+        ) -> Result<wit::RecordBatch, wit::TaskError> {
             // The frames move out without a copy; the next buffer starts at this one's size.
             let capacity = self.last_size.get();
             let mut batch = BatchWriter::with_capacity(capacity);
-            self.task.borrow_mut().poll(&mut batch, max_records, max_bytes).map_err(task_error_to_wit)?;
+            self.task
+                .borrow_mut()
+                .poll(&mut batch, max_records, max_bytes)
+                .map_err(task_error_to_wit)?;
             self.last_size.set(batch.byte_len().max(capacity / 2));
             let (count, frames) = batch.into_parts();
             Ok(wit::RecordBatch { count, frames })
         }
 
         fn commit(&self, positions: Vec<wit::Position>) {
-            self.task.borrow_mut().commit(&positions_from_wit(positions));
+            self.task
+                .borrow_mut()
+                .commit(&positions_from_wit(positions));
         }
 
         fn stop(&self) {
@@ -188,17 +215,33 @@ mod sink_glue {
     impl<T: SinkTask> wit_sink::GuestSinkTask for SinkTaskGlue<T> {
         fn start(config: wit::Config) -> Result<wit_sink::SinkTask, wit::TaskError> {
             let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
-            Ok(wit_sink::SinkTask::new(SinkTaskGlue { task: RefCell::new(task) }))
+            Ok(wit_sink::SinkTask::new(SinkTaskGlue {
+                task: RefCell::new(task),
+            }))
         }
 
-        fn put(&self, topic: String, first_offset: u64, records: wit::RecordBatch) -> Result<(), wit::TaskError> {
+        fn put(
+            &self,
+            topic: String,
+            first_offset: u64,
+            records: wit::RecordBatch,
+        ) -> Result<(), wit::TaskError> {
             let reader = BatchReader::new(&records.frames);
-            self.task.borrow_mut().put(&topic, first_offset, reader).map_err(task_error_to_wit)
+            self.task
+                .borrow_mut()
+                .put(&topic, first_offset, reader)
+                .map_err(task_error_to_wit)
         }
 
         fn flush(&self) -> Result<Vec<wit::Position>, wit::TaskError> {
             let positions = self.task.borrow_mut().flush().map_err(task_error_to_wit)?;
-            Ok(positions.into_iter().map(|p| wit::Position { partition: p.partition, position: p.position }).collect())
+            Ok(positions
+                .into_iter()
+                .map(|p| wit::Position {
+                    partition: p.partition,
+                    position: p.position,
+                })
+                .collect())
         }
 
         fn stop(&self) {

@@ -60,7 +60,10 @@ pub struct Config(pub Vec<(String, String)>);
 impl Config {
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of the first of `keys` that is set (for keys with several spellings).
@@ -79,7 +82,11 @@ impl Config {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Config {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Config(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Config(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -121,12 +128,23 @@ pub struct ConfigDef {
 impl ConfigDef {
     /// A required text key.
     pub const fn required(name: &'static str, description: &'static str) -> Self {
-        ConfigDef { name, description, value_type: ValueType::Text, required: true, default_value: None, secret: false, path: None }
+        ConfigDef {
+            name,
+            description,
+            value_type: ValueType::Text,
+            required: true,
+            default_value: None,
+            secret: false,
+            path: None,
+        }
     }
 
     /// An optional text key.
     pub const fn optional(name: &'static str, description: &'static str) -> Self {
-        ConfigDef { required: false, ..Self::required(name, description) }
+        ConfigDef {
+            required: false,
+            ..Self::required(name, description)
+        }
     }
 
     /// Marks the key as a file path the task opens.
@@ -243,7 +261,12 @@ pub trait SourceTask: Sized + 'static {
     fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError>;
     /// Appends up to `max_records` records and about `max_bytes` bytes to `out`; leaving it
     /// empty means "nothing now".
-    fn poll(&mut self, out: &mut BatchWriter, max_records: u32, max_bytes: u32) -> Result<(), TaskError>;
+    fn poll(
+        &mut self,
+        out: &mut BatchWriter,
+        max_records: u32,
+        max_bytes: u32,
+    ) -> Result<(), TaskError>;
     /// These positions are durably committed.
     fn commit(&mut self, _positions: &[Position]) {}
     /// The last call the task receives.
@@ -255,7 +278,12 @@ pub trait SinkTask: Sized + 'static {
     /// Builds the task; `host.committed_position` returns what the last `flush` returned.
     fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError>;
     /// Writes records of `topic`, the first at `first_offset`.
-    fn put(&mut self, topic: &str, first_offset: u64, records: BatchReader<'_>) -> Result<(), TaskError>;
+    fn put(
+        &mut self,
+        topic: &str,
+        first_offset: u64,
+        records: BatchReader<'_>,
+    ) -> Result<(), TaskError>;
     /// Makes everything put so far durable; the positions are committed with the offsets.
     fn flush(&mut self) -> Result<Vec<Position>, TaskError>;
     /// The last call the task receives.
@@ -270,7 +298,7 @@ macro_rules! export_source {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type Glue = $crate::guest::Glue<$connector>;
-            $crate::guest::bindings::export!(Glue with_types_in $crate::guest::bindings);
+    $crate::guest::bindings::export!(Glue with_types_in $crate::guest::bindings);
         };
     };
 }
@@ -283,7 +311,7 @@ macro_rules! export_sink {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type Glue = $crate::guest::Glue<$connector>;
-            $crate::guest::bindings::export!(Glue with_types_in $crate::guest::bindings);
+    $crate::guest::bindings::export!(Glue with_types_in $crate::guest::bindings);
         };
     };
 }

@@ -14,24 +14,35 @@ use super::{json_body, reply, ApiError, ApiResult};
 use crate::api::value_text;
 use crate::storage::{Properties, StoredConnector, TargetState};
 use crate::worker::{
-    ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, PutError, PutMode, PutOutcome,
-    Worker, UPDATE_TIMESTAMP,
+    ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, PutError,
+    PutMode, PutOutcome, Worker, UPDATE_TIMESTAMP,
 };
 
 /// `GET /`.
 pub async fn server_info() -> ApiResult {
-    reply(StatusCode::OK, json!({"version": env!("CARGO_PKG_VERSION"), "commit": "", "kafka_cluster_id": "wasm-connect"}))
+    reply(
+        StatusCode::OK,
+        json!({"version": env!("CARGO_PKG_VERSION"), "commit": "", "kafka_cluster_id": "wasm-connect"}),
+    )
 }
 
 /// `GET /health`: the listener only opens once the worker has restored its connectors.
 pub async fn health() -> ApiResult {
-    reply(StatusCode::OK, json!({"status": "healthy", "message": "Worker has completed startup and is ready to handle requests."}))
+    reply(
+        StatusCode::OK,
+        json!({"status": "healthy", "message": "Worker has completed startup and is ready to handle requests."}),
+    )
 }
 
 /// `GET /connectors[?expand=status&expand=info]`.
 pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) -> ApiResult {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
-    let expand: Vec<&str> = pairs.iter().filter(|(k, _)| k == "expand").map(|(_, v)| v.as_str()).collect();
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let expand: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "expand")
+        .map(|(_, v)| v.as_str())
+        .collect();
     let configs = worker.configs().await;
     if !expand.contains(&"status") && !expand.contains(&"info") {
         return reply(StatusCode::OK, json!(configs.keys().collect::<Vec<_>>()));
@@ -39,7 +50,9 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
     let mut out = Map::new();
     for (name, stored) in &configs {
         // A connector deleted meanwhile is left out, as Kafka Connect does.
-        let Some(status) = worker.status(name).await else { continue };
+        let Some(status) = worker.status(name).await else {
+            continue;
+        };
         let mut entry = Map::new();
         if expand.contains(&"status") {
             entry.insert("status".into(), status_json(&worker, name, &status));
@@ -63,19 +76,35 @@ struct CreateRequest {
 }
 
 /// `POST /connectors`: 201 with `Location`, 409 if the name is taken.
-pub async fn create(State(worker): State<Arc<Worker>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult {
+pub async fn create(
+    State(worker): State<Arc<Worker>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let request: CreateRequest = json_body(&headers, body)?;
     let initial = match request.initial_state.as_deref() {
         None | Some("RUNNING") => TargetState::Running,
         Some("PAUSED") => TargetState::Paused,
         Some("STOPPED") => TargetState::Stopped,
-        Some(other) => return Err(ApiError::bad_request(format!("initial_state must be RUNNING, PAUSED or STOPPED, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "initial_state must be RUNNING, PAUSED or STOPPED, not {other:?}"
+            )))
+        }
     };
     let config = config_from_json(&request.name, request.config)?;
-    worker.put_with(&request.name, config, PutMode::CreateOnly, Some(initial)).await.map_err(put_error)?;
+    worker
+        .put_with(&request.name, config, PutMode::CreateOnly, Some(initial))
+        .await
+        .map_err(put_error)?;
     let info = info_of(&worker, &request.name).await?;
     let location = format!("/connectors/{}", request.name);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(info)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(info),
+    )
+        .into_response())
 }
 
 /// `GET /connectors/{connector}`.
@@ -107,7 +136,11 @@ pub async fn put_config(
 ) -> ApiResult {
     let config = config_from_json(&name, json_body(&headers, body)?)?;
     let outcome = worker.put(&name, config).await.map_err(put_error)?;
-    let status = if outcome == PutOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if outcome == PutOutcome::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     reply(status, info_of(&worker, &name).await?)
 }
 
@@ -127,7 +160,11 @@ pub async fn patch_config(
             value => (key, Some(value_text(value))),
         })
         .collect();
-    worker.patch(&name, changes).await.ok_or_else(|| not_found(&name))?.map_err(put_error)?;
+    worker
+        .patch(&name, changes)
+        .await
+        .ok_or_else(|| not_found(&name))?
+        .map_err(put_error)?;
     reply(StatusCode::OK, info_of(&worker, &name).await?)
 }
 
@@ -150,24 +187,45 @@ pub async fn tasks(State(worker): State<Arc<Worker>>, Path(name): Path<String>) 
 }
 
 /// `GET /connectors/{connector}/tasks/{task}/status`.
-pub async fn task_status(State(worker): State<Arc<Worker>>, Path((name, task)): Path<(String, String)>) -> ApiResult {
+pub async fn task_status(
+    State(worker): State<Arc<Worker>>,
+    Path((name, task)): Path<(String, String)>,
+) -> ApiResult {
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     let id = task_id(&name, &task)?;
-    let (state, trace) = status.tasks.get(id).ok_or_else(|| task_not_found(&name, id))?;
-    reply(StatusCode::OK, task_json(&worker, id, state, trace.as_deref()))
+    let (state, trace) = status
+        .tasks
+        .get(id)
+        .ok_or_else(|| task_not_found(&name, id))?;
+    reply(
+        StatusCode::OK,
+        task_json(&worker, id, state, trace.as_deref()),
+    )
 }
 
 /// `POST /connectors/{connector}/restart[?includeTasks=&onlyFailed=]`.
-pub async fn restart(State(worker): State<Arc<Worker>>, Path(name): Path<String>, RawQuery(query): RawQuery) -> ApiResult {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
-    let flag = |key: &str| pairs.iter().any(|(k, v)| k == key && v.eq_ignore_ascii_case("true"));
+pub async fn restart(
+    State(worker): State<Arc<Worker>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let flag = |key: &str| {
+        pairs
+            .iter()
+            .any(|(k, v)| k == key && v.eq_ignore_ascii_case("true"))
+    };
     let (include_tasks, only_failed) = (flag("includeTasks"), flag("onlyFailed"));
     if !include_tasks {
         // The connector itself has no running instance here: a plain restart only checks it.
         worker.status(&name).await.ok_or_else(|| not_found(&name))?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let restarted = worker.restart(&name, only_failed).await.map_err(lifecycle_error)?;
+    let restarted = worker
+        .restart(&name, only_failed)
+        .await
+        .map_err(lifecycle_error)?;
     let mut status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     for id in restarted {
         if let Some(task) = status.tasks.get_mut(id) {
@@ -178,27 +236,42 @@ pub async fn restart(State(worker): State<Arc<Worker>>, Path(name): Path<String>
 }
 
 /// `POST /connectors/{connector}/tasks/{task}/restart`.
-pub async fn restart_task(State(worker): State<Arc<Worker>>, Path((name, task)): Path<(String, String)>) -> ApiResult {
+pub async fn restart_task(
+    State(worker): State<Arc<Worker>>,
+    Path((name, task)): Path<(String, String)>,
+) -> ApiResult {
     let id = task_id(&name, &task)?;
-    worker.restart_task(&name, id).await.map_err(lifecycle_error)?;
+    worker
+        .restart_task(&name, id)
+        .await
+        .map_err(lifecycle_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `PUT /connectors/{connector}/pause`.
 pub async fn pause(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
-    worker.set_target(&name, TargetState::Paused).await.map_err(lifecycle_error)?;
+    worker
+        .set_target(&name, TargetState::Paused)
+        .await
+        .map_err(lifecycle_error)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// `PUT /connectors/{connector}/resume`.
 pub async fn resume(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
-    worker.set_target(&name, TargetState::Running).await.map_err(lifecycle_error)?;
+    worker
+        .set_target(&name, TargetState::Running)
+        .await
+        .map_err(lifecycle_error)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// `PUT /connectors/{connector}/stop`.
 pub async fn stop(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
-    worker.set_target(&name, TargetState::Stopped).await.map_err(lifecycle_error)?;
+    worker
+        .set_target(&name, TargetState::Stopped)
+        .await
+        .map_err(lifecycle_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -242,22 +315,52 @@ pub async fn alter_offsets(
 ) -> ApiResult {
     let request: OffsetsRequest = json_body(&headers, body)?;
     if request.offsets.is_empty() {
-        return Err(ApiError::bad_request("the offsets list is empty: give at least one partition"));
+        return Err(ApiError::bad_request(
+            "the offsets list is empty: give at least one partition",
+        ));
     }
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     let changes = match status.is_source {
-        Some(true) => OffsetChanges::Source(request.offsets.iter().map(source_change).collect::<Result<_, _>>()?),
-        Some(false) => OffsetChanges::Sink(request.offsets.iter().map(sink_change).collect::<Result<_, _>>()?),
-        None => return Err(ApiError::internal(format!("the plugin of {name} is not loaded"))),
+        Some(true) => OffsetChanges::Source(
+            request
+                .offsets
+                .iter()
+                .map(source_change)
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(false) => OffsetChanges::Sink(
+            request
+                .offsets
+                .iter()
+                .map(sink_change)
+                .collect::<Result<_, _>>()?,
+        ),
+        None => {
+            return Err(ApiError::internal(format!(
+                "the plugin of {name} is not loaded"
+            )))
+        }
     };
-    worker.alter_offsets(&name, changes).await.map_err(offsets_error)?;
-    reply(StatusCode::OK, json!({"message": "The offsets for this connector have been altered successfully"}))
+    worker
+        .alter_offsets(&name, changes)
+        .await
+        .map_err(offsets_error)?;
+    reply(
+        StatusCode::OK,
+        json!({"message": "The offsets for this connector have been altered successfully"}),
+    )
 }
 
 /// `DELETE /connectors/{connector}/offsets`: only while STOPPED.
-pub async fn reset_offsets(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn reset_offsets(
+    State(worker): State<Arc<Worker>>,
+    Path(name): Path<String>,
+) -> ApiResult {
     worker.reset_offsets(&name).await.map_err(offsets_error)?;
-    reply(StatusCode::OK, json!({"message": "The offsets for this connector have been reset successfully"}))
+    reply(
+        StatusCode::OK,
+        json!({"message": "The offsets for this connector have been reset successfully"}),
+    )
 }
 
 /// `GET /connectors/{connector}/topics`.
@@ -273,7 +376,11 @@ fn source_change(entry: &OffsetEntry) -> Result<(String, Option<String>), ApiErr
         Some(offset) => Some(match offset.get("position") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(ApiError::bad_request("a source offset is {\"position\": \"…\"}")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "a source offset is {\"position\": \"…\"}",
+                ))
+            }
         }),
     };
     Ok((partition, position))
@@ -281,8 +388,14 @@ fn source_change(entry: &OffsetEntry) -> Result<(String, Option<String>), ApiErr
 
 fn sink_change(entry: &OffsetEntry) -> Result<(String, Option<u64>), ApiError> {
     let topic = string_field(&entry.partition, "kafka_topic")?;
-    if entry.partition.get("kafka_partition").is_some_and(|p| p.as_u64() != Some(0)) {
-        return Err(ApiError::bad_request("topics here have one partition: kafka_partition must be 0"));
+    if entry
+        .partition
+        .get("kafka_partition")
+        .is_some_and(|p| p.as_u64() != Some(0))
+    {
+        return Err(ApiError::bad_request(
+            "topics here have one partition: kafka_partition must be 0",
+        ));
     }
     let offset = match &entry.offset {
         None => None,
@@ -290,7 +403,11 @@ fn sink_change(entry: &OffsetEntry) -> Result<(String, Option<u64>), ApiError> {
             offset
                 .get("kafka_offset")
                 .and_then(Value::as_u64)
-                .ok_or_else(|| ApiError::bad_request("a sink offset is {\"kafka_offset\": <non-negative integer>}"))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "a sink offset is {\"kafka_offset\": <non-negative integer>}",
+                    )
+                })?,
         ),
     };
     Ok((topic, offset))
@@ -309,10 +426,16 @@ fn config_from_json(name: &str, config: Map<String, Value>) -> Result<Properties
     for (key, value) in config {
         match (key.as_str(), value) {
             ("name", Value::String(given)) if given != name => {
-                return Err(ApiError::bad_request(format!("config name {given:?} differs from the connector name {name:?}")));
+                return Err(ApiError::bad_request(format!(
+                    "config name {given:?} differs from the connector name {name:?}"
+                )));
             }
             ("name", _) => {}
-            (_, Value::Null) => return Err(ApiError::bad_request(format!("config key {key:?} is null; give a value or leave it out"))),
+            (_, Value::Null) => {
+                return Err(ApiError::bad_request(format!(
+                    "config key {key:?} is null; give a value or leave it out"
+                )))
+            }
             (_, value) => {
                 out.insert(key, value_text(value));
             }
@@ -323,8 +446,11 @@ fn config_from_json(name: &str, config: Map<String, Value>) -> Result<Properties
 
 /// A config as the JSON API shows it: with `name`, without the legacy `update-timestamp`.
 fn config_json(name: &str, config: &Properties) -> Value {
-    let mut out: Map<String, Value> =
-        config.iter().filter(|(k, _)| *k != UPDATE_TIMESTAMP).map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let mut out: Map<String, Value> = config
+        .iter()
+        .filter(|(k, _)| *k != UPDATE_TIMESTAMP)
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     out.insert("name".into(), Value::String(name.to_string()));
     Value::Object(out)
 }
@@ -336,7 +462,9 @@ async fn info_of(worker: &Worker, name: &str) -> Result<Value, ApiError> {
 }
 
 fn info_json(name: &str, stored: &StoredConnector, status: &ConnectorStatus) -> Value {
-    let tasks: Vec<Value> = (0..stored.tasks.len()).map(|task| json!({"connector": name, "task": task})).collect();
+    let tasks: Vec<Value> = (0..stored.tasks.len())
+        .map(|task| json!({"connector": name, "task": task}))
+        .collect();
     json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(status)})
 }
 
@@ -349,7 +477,12 @@ fn status_json(worker: &Worker, name: &str, status: &ConnectorStatus) -> Value {
     let tasks: Vec<Value> = if status.target == TargetState::Stopped {
         Vec::new()
     } else {
-        status.tasks.iter().enumerate().map(|(id, (state, trace))| task_json(worker, id, state, trace.as_deref())).collect()
+        status
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(id, (state, trace))| task_json(worker, id, state, trace.as_deref()))
+            .collect()
     };
     json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status)})
 }
@@ -371,7 +504,11 @@ fn type_name(status: &ConnectorStatus) -> &'static str {
 }
 
 fn task_id(name: &str, task: &str) -> Result<usize, ApiError> {
-    task.parse().map_err(|_| ApiError::bad_request(format!("task id {task:?} of connector {name} is not a number")))
+    task.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "task id {task:?} of connector {name} is not a number"
+        ))
+    })
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -396,7 +533,9 @@ fn put_error(error: PutError) -> ApiError {
 
 fn lifecycle_error(error: LifecycleError) -> ApiError {
     match error {
-        LifecycleError::NotFound(_) | LifecycleError::TaskNotFound { .. } => ApiError::not_found(error.to_string()),
+        LifecycleError::NotFound(_) | LifecycleError::TaskNotFound { .. } => {
+            ApiError::not_found(error.to_string())
+        }
         LifecycleError::Storage(_) => ApiError::internal(error.to_string()),
     }
 }
@@ -404,7 +543,9 @@ fn lifecycle_error(error: LifecycleError) -> ApiError {
 fn offsets_error(error: OffsetsError) -> ApiError {
     match error {
         OffsetsError::NotFound(_) => ApiError::not_found(error.to_string()),
-        OffsetsError::NotStopped(_) | OffsetsError::Invalid(_) => ApiError::bad_request(error.to_string()),
+        OffsetsError::NotStopped(_) | OffsetsError::Invalid(_) => {
+            ApiError::bad_request(error.to_string())
+        }
         OffsetsError::Storage(_) => ApiError::internal(error.to_string()),
     }
 }

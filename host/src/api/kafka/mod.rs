@@ -85,8 +85,14 @@ pub fn router(worker: Arc<Worker>) -> Router {
 
 /// Answers 413 at once when `Content-Length` announces more than [`MAX_BODY_BYTES`], instead
 /// of reading the body first.
-async fn refuse_announced_oversize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+async fn refuse_announced_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         let message = format!("request body is larger than {MAX_BODY_BYTES} bytes");
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
@@ -95,7 +101,13 @@ async fn refuse_announced_oversize(request: axum::extract::Request, next: axum::
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}; see GET /openapi.json", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {method} {}; see GET /openapi.json",
+            uri.path()
+        ),
+    )
 }
 
 /// An error answer: `{"error_code": <status>, "message": …}`.
@@ -107,7 +119,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -139,19 +154,27 @@ pub fn reply(status: StatusCode, body: serde_json::Value) -> ApiResult {
 
 /// Reads a JSON body of type `T`: the content type must be JSON, the body at most
 /// [`MAX_BODY_BYTES`], and unknown fields are refused where `T` says so.
-pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Result<axum::body::Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY_BYTES} bytes"))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        ),
         status => ApiError::new(status, e.body_text()),
     })?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !content_type.starts_with("application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be application/json, not {content_type:?}"),
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -53,10 +53,18 @@ mod tests {
     fn every_route_is_documented_once_with_its_method() {
         let document = build();
         let paths = document["paths"].as_object().expect("paths");
-        let documented: usize = paths.values().map(|ops| ops.as_object().map_or(0, Map::len)).sum();
+        let documented: usize = paths
+            .values()
+            .map(|ops| ops.as_object().map_or(0, Map::len))
+            .sum();
         assert_eq!(documented, ROUTES.len());
         for route in ROUTES {
-            assert!(paths[route.path].get(route.method).is_some(), "{} {} is not documented", route.method, route.path);
+            assert!(
+                paths[route.path].get(route.method).is_some(),
+                "{} {} is not documented",
+                route.method,
+                route.path
+            );
         }
     }
 }

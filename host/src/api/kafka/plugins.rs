@@ -36,7 +36,13 @@ pub async fn list(State(worker): State<Arc<Worker>>) -> ApiResult {
 /// `GET /connector-plugins/{plugin}/config`.
 pub async fn config_defs(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
     let plugin = find(&worker, &name)?;
-    let defs: Vec<Value> = plugin.descriptor.config_defs.iter().enumerate().map(|(i, d)| definition(d, i)).collect();
+    let defs: Vec<Value> = plugin
+        .descriptor
+        .config_defs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| definition(d, i))
+        .collect();
     reply(StatusCode::OK, Value::Array(defs))
 }
 
@@ -52,8 +58,14 @@ pub async fn validate(
     let body: Map<String, Value> = json_body(&headers, body)?;
     let config: Properties = body.into_iter().map(|(k, v)| (k, value_text(v))).collect();
     let connector = config.get("name").cloned().unwrap_or_default();
-    let identity = Identity { connector, task: None };
-    let errors = worker.config_errors(&identity, &plugin, &config).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let identity = Identity {
+        connector,
+        task: None,
+    };
+    let errors = worker
+        .config_errors(&identity, &plugin, &config)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let defs = &plugin.descriptor.config_defs;
     let mut configs: Vec<Value> = defs
         .iter()
@@ -64,7 +76,10 @@ pub async fn validate(
         })
         .collect();
     // Errors about keys the plugin does not define still reach the user.
-    for error in errors.iter().filter(|e| !defs.iter().any(|d| d.name == e.key)) {
+    for error in errors
+        .iter()
+        .filter(|e| !defs.iter().any(|d| d.name == e.key))
+    {
         configs.push(json!({"definition": Value::Null, "value": value(&error.key, config.get(&error.key), &[&error.message])}));
     }
     let body = json!({"name": plugin.descriptor.name, "error_count": errors.len(), "groups": ["Common"], "configs": configs});
@@ -74,7 +89,9 @@ pub async fn validate(
 fn find(worker: &Worker, name: &str) -> Result<Arc<Plugin>, ApiError> {
     worker.plugins().find(name).ok_or_else(|| {
         let available = worker.plugins().names().join(", ");
-        ApiError::not_found(format!("no connector plugin named '{name}'; available: {available}"))
+        ApiError::not_found(format!(
+            "no connector plugin named '{name}'; available: {available}"
+        ))
     })
 }
 
