@@ -234,7 +234,7 @@ impl Unit {
 
     fn show(self, value: usize) -> String {
         match self {
-            Unit::Size if value % (1 << 20) == 0 => format!("{} MiB", value >> 20),
+            Unit::Size if value.is_multiple_of(1 << 20) => format!("{} MiB", value >> 20),
             Unit::Count | Unit::Size => value.to_string(),
         }
     }
