@@ -172,7 +172,8 @@ async fn wasm_pipeline(
     plugins: &Arc<PluginRegistry>,
 ) -> anyhow::Result<f64> {
     let storage = Arc::new(Storage::open(data)?);
-    let worker = Worker::new("bench@0".into(), sandbox.clone(), storage, plugins.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let worker = Worker::new("bench@0".into(), sandbox.clone(), storage, plugins.clone(), runtime);
     let output = data.join("out.txt");
     let started = Instant::now();
     worker
@@ -220,7 +221,9 @@ async fn native_pipeline(
         }
     };
     let started = Instant::now();
+    let runtime = tokio::runtime::Handle::current();
     let source = TaskHandle::spawn(
+        &runtime,
         context("source", "file-source", source_config(input)),
         |ctx| async move {
             let (committed, sequence) = source::resume_point(&ctx).expect("resume point");
@@ -232,6 +235,7 @@ async fn native_pipeline(
         },
     );
     let sink = TaskHandle::spawn(
+        &runtime,
         context("sink", "file-sink", sink_config(&output)),
         |ctx| async move {
             let (committed, subscriptions) = sink::resume_point(&ctx).expect("resume point");

@@ -52,7 +52,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let plugins = Arc::new(PluginRegistry::new(options.plugin_dir.clone()));
     plugins.scan(&sandbox).await;
     let worker_id = format!("{}@{}", worker_ip(options.bind), std::process::id());
-    let worker = Arc::new(Worker::new(worker_id, sandbox, storage, plugins));
+    let tasks = TaskRuntime::start()?;
+    let worker = Arc::new(Worker::new(worker_id, sandbox, storage, plugins, tasks.handle()));
     worker.restore().await?;
 
     if !options.bind.is_loopback() && options.auth_token.is_none() {
@@ -101,7 +102,38 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: stopping tasks");
     worker.shutdown().await;
+    drop(tasks);
     Ok(())
+}
+
+/// The runtime task actors run on, apart from the one serving the APIs, so that guests at
+/// their CPU budget never delay an API answer. Shut down without blocking when dropped.
+struct TaskRuntime(Option<tokio::runtime::Runtime>);
+
+impl TaskRuntime {
+    fn start() -> anyhow::Result<TaskRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("tasks")
+            .enable_all()
+            .build()
+            .context("cannot start the task runtime")?;
+        Ok(TaskRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for TaskRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 async fn listen(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {

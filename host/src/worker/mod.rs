@@ -86,6 +86,8 @@ pub struct Worker {
     storage: Arc<Storage>,
     plugins: Arc<PluginRegistry>,
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
+    /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
+    tasks: tokio::runtime::Handle,
 }
 
 impl Worker {
@@ -94,6 +96,7 @@ impl Worker {
         sandbox: Arc<Sandbox>,
         storage: Arc<Storage>,
         plugins: Arc<PluginRegistry>,
+        tasks: tokio::runtime::Handle,
     ) -> Self {
         Worker {
             id,
@@ -101,6 +104,7 @@ impl Worker {
             storage,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
+            tasks,
         }
     }
 
@@ -513,7 +517,7 @@ impl Worker {
                     paused: paused.subscribe(),
                 };
                 let run: TaskRun = if is_source { run_source } else { run_sink };
-                TaskHandle::spawn(make_context, move |ctx| task::supervise(ctx, run))
+                TaskHandle::spawn(&self.tasks, make_context, move |ctx| task::supervise(ctx, run))
             })
             .collect()
     }

@@ -192,8 +192,9 @@ pub struct TaskHandle {
 }
 
 impl TaskHandle {
-    /// Spawns `actor` with a fresh status cell and stop signal.
+    /// Spawns `actor` on `runtime` with a fresh status cell and stop signal.
     pub fn spawn<F, Fut>(
+        runtime: &tokio::runtime::Handle,
         make_context: impl FnOnce(watch::Sender<TaskStatus>, watch::Receiver<bool>) -> TaskContext,
         actor: F,
     ) -> TaskHandle
@@ -203,7 +204,7 @@ impl TaskHandle {
     {
         let (status_tx, status) = watch::channel(TaskStatus::Starting);
         let (stop, stop_rx) = watch::channel(false);
-        let join = tokio::spawn(actor(make_context(status_tx, stop_rx)));
+        let join = runtime.spawn(actor(make_context(status_tx, stop_rx)));
         TaskHandle { status, stop, join }
     }
 
