@@ -117,6 +117,10 @@ pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequen
         }
     };
     if let Err(reason) = outcome {
+        // A batch still being stored completes first, so a restart resumes after it.
+        if let Some(storing) = storing.take() {
+            let _ = storing.await;
+        }
         return ctx.set(TaskStatus::Failed(reason));
     }
     if let Err(e) = task.stop().await {
