@@ -49,10 +49,8 @@ async fn main() -> anyhow::Result<()> {
         WorkerLimits::default(),
         Capabilities::default(),
     )?);
-    let plugins = Arc::new(PluginRegistry::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins"),
-    ));
-    plugins.scan(&sandbox).await;
+    let plugin_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let plugins = Arc::new(PluginRegistry::start(plugin_dir, work.path(), sandbox.clone()).await);
 
     // Runs alternate between wasm and native so both see the same machine; medians reported.
     let (mut wasm_rates, mut native_rates) = (Vec::new(), Vec::new());

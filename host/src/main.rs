@@ -83,6 +83,9 @@ struct LimitArgs {
     /// CPU time one guest call may use, in ms, counted in 10 ms ticks (`limits.cpu.ms`).
     #[arg(long, default_value_t = 10_000)]
     max_cpu_ms: u64,
+    /// Share of one core a connector's calls may use over time, in percent (`limits.cpu.percent`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_cpu_percent: u32,
     /// Wall-clock limit of one guest call, in ms (`limits.call.timeout.ms`).
     #[arg(long, default_value_t = 30_000)]
     call_timeout_ms: u64,
@@ -120,6 +123,7 @@ impl LimitArgs {
         let connector = Limits {
             memory_bytes: self.max_memory_mib << 20,
             cpu_per_call: Duration::from_millis(self.max_cpu_ms),
+            cpu_percent: self.max_cpu_percent,
             call_timeout: Duration::from_millis(self.call_timeout_ms),
             batch_records: self.max_poll_records,
             batch_bytes: u32::try_from(self.max_poll_bytes).unwrap_or(u32::MAX),

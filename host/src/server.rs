@@ -49,8 +49,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         options.limits.clone(),
         options.capabilities.clone(),
     )?);
-    let plugins = Arc::new(PluginRegistry::new(options.plugin_dir.clone()));
-    plugins.scan(&sandbox).await;
+    let plugins = PluginRegistry::start(
+        options.plugin_dir.clone(),
+        &options.data_dir,
+        sandbox.clone(),
+    )
+    .await;
+    let plugins = Arc::new(plugins);
     let worker_id = format!("{}@{}", worker_ip(options.bind), std::process::id());
     let tasks = TaskRuntime::start()?;
     let worker = Arc::new(Worker::new(worker_id, sandbox, storage, plugins, tasks.handle()));
@@ -90,8 +95,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             shutdown.subscribe(),
         )));
     }
+    let stop_requested = shutdown_signal()?;
     tracing::info!(worker = worker.id(), "ready");
-    shutdown_signal().await;
+    stop_requested.await;
     shutdown.send_replace(true);
     for server in servers {
         match server.await {
@@ -167,21 +173,16 @@ fn worker_ip(bind: IpAddr) -> IpAddr {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
+/// Resolves on SIGINT or SIGTERM. Create it before the host says it is ready, so a signal
+/// sent right after that is never missed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
+    })
 }

@@ -116,7 +116,7 @@ async fn config(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> 
 
 /// `GET /plugin/reload`: rescan the plugin directory (each file's outcome is logged).
 async fn reload(State(worker): State<Arc<Worker>>) -> Response {
-    worker.plugins().scan(worker.sandbox()).await;
+    worker.plugins().reload().await;
     text("success")
 }
 

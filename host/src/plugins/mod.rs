@@ -1,29 +1,61 @@
-//! The plugin directory: every `*.wasm` file in it is compiled, checked against the WIT
-//! worlds and described; this module answers which plugin serves a `connector-class`.
+//! The plugin directory: every `*.wasm` file in it is a connector plugin, loaded (compiled or
+//! taken from the compiled-code cache, linked, checked against the WIT worlds and asked to
+//! `describe` itself) while the host runs. This module owns the catalog of plugin versions
+//! and answers which plugin version serves a `connector-class`.
 //!
-//! A file that fails (garbage, a core module, the wrong world, a failing `describe`) is
-//! listed as broken with the reason and never replaces a plugin that works.
+//! - `reload`: the one reload actor. File-watch events, `GET /plugin/reload` and a periodic
+//!   safety-net rescan all end in its rescan; changes are detected by content hash, and a
+//!   file is read only once it has stopped changing.
+//! - `watch`: the debounced file watcher that sends rescan hints to the actor.
+//! - `cache`: compiled native code in `<data-dir>/plugin-cache/`, keyed by content hash and
+//!   engine compatibility hash.
+//! - `check`: `wasm-connect plugin check FILE.wasm`, the same validation offline.
+//!
+//! Versions: each file serves one plugin version (its `current`). Replacing a file adds the
+//! new version; the one it replaced stays selectable by pin (`superseded`) until the host
+//! restarts, and running connectors keep whatever version they started with. A file that
+//! fails validation never replaces the working version of that file; a removed file takes
+//! its versions out of the catalog (running connectors keep theirs, new creates get an
+//! error). New connectors get the newest loaded version unless their config pins one with
+//! `connector-class` = `name@version` or `plugin.version`.
 
+mod cache;
 pub mod check;
+mod reload;
+mod watch;
 
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::sandbox::types::{ConnectorKind, Descriptor};
 use crate::sandbox::{ConnectorComponent, Sandbox};
+use crate::storage::Properties;
 
+use cache::CodeCache;
+
+/// Config key that pins a plugin version; also stamped on every task config with the exact
+/// version the task runs.
+pub const PLUGIN_VERSION: &str = "plugin.version";
 /// Largest plugin file accepted.
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+/// Longest a plugin's compilation may take; a slower one is abandoned and reported broken.
+const COMPILE_TIME_LIMIT: Duration = Duration::from_secs(60);
 
-/// A loaded connector plugin.
+/// A loaded connector plugin: one version of one plugin, from one file.
 pub struct Plugin {
     pub descriptor: Descriptor,
     pub component: ConnectorComponent,
     pub file: PathBuf,
+    /// SHA-256 of the file's bytes, hex.
+    pub content_hash: String,
 }
 
 impl Plugin {
-    /// True when `class` names this plugin (its name or one of its aliases).
+    /// True when `class` names this plugin (its name or one of its aliases), without version.
     pub fn answers_to(&self, class: &str) -> bool {
         self.descriptor.name == class || self.descriptor.aliases.iter().any(|alias| alias == class)
     }
@@ -31,131 +63,492 @@ impl Plugin {
     pub fn is_source(&self) -> bool {
         self.component.is_source()
     }
+
+    fn is_version(&self, version: &str) -> bool {
+        self.descriptor.version == version
+    }
+
+    /// `name version`, for messages.
+    fn label(&self) -> String {
+        format!("{} {}", self.descriptor.name, self.descriptor.version)
+    }
 }
 
-/// A plugin file that could not be loaded, and why.
+/// One row of [`PluginRegistry::list`]: a plugin version, or a file that does not load.
 #[derive(Debug, Clone)]
-pub struct BrokenPlugin {
+pub struct PluginInfo {
     pub file: PathBuf,
-    pub reason: String,
+    /// Name, version, kind, aliases, description and config definitions, as the component
+    /// describes itself; None for a broken file.
+    pub descriptor: Option<Descriptor>,
+    /// SHA-256 of the bytes this row is about, hex (None when the file could not be read).
+    pub content_hash: Option<String>,
+    pub status: PluginStatus,
 }
 
+/// Where a [`PluginInfo`] row stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginStatus {
+    /// Served by its file: new connectors may get it.
+    Loaded,
+    /// Replaced in its file by another version since the host started: selectable only by
+    /// pinning its version; gone after a host restart.
+    Superseded,
+    /// The file's present content failed validation; `reason` says why and what to fix. A
+    /// working version of the same file, if any, is listed as `Loaded` beside it.
+    Broken { reason: String },
+}
+
+/// Why no plugin version could be chosen for a connector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    /// No loaded plugin answers to the class (the message the legacy API answers with).
+    #[error("no connector plugin named '{class}'; available: {available}")]
+    Unknown { class: String, available: String },
+    #[error(
+        "plugin {name} has no version {version} loaded (loaded: {available}); pin one of those, \
+         or drop the {version} build into the plugin directory"
+    )]
+    NoSuchVersion {
+        name: String,
+        version: String,
+        available: String,
+    },
+    /// The version pin itself is unusable.
+    #[error("{0}")]
+    BadPin(String),
+}
+
+/// The working and failed content of one plugin file.
+#[derive(Default)]
+struct Slot {
+    /// The working version this file serves (kept while newer content of it is broken).
+    current: Option<Arc<Plugin>>,
+    /// Earlier working versions of this file since the host started.
+    superseded: Vec<Arc<Plugin>>,
+    /// The file's present content when it fails validation: (content hash, reason).
+    broken: Option<(Option<String>, String)>,
+}
+
+/// Every plugin file the reload actor has examined.
 #[derive(Default)]
 struct Catalog {
-    plugins: Vec<Arc<Plugin>>,
-    broken: Vec<BrokenPlugin>,
+    files: BTreeMap<PathBuf, Slot>,
 }
 
-/// The plugins of one directory.
+impl Catalog {
+    /// `plugin` is now what its file serves; the version it replaces becomes superseded.
+    fn set_loaded(&mut self, plugin: Arc<Plugin>) {
+        let slot = self.files.entry(plugin.file.clone()).or_default();
+        slot.broken = None;
+        let same_version = |p: &Arc<Plugin>| {
+            p.descriptor.name == plugin.descriptor.name && p.is_version(&plugin.descriptor.version)
+        };
+        slot.superseded.retain(|p| !same_version(p));
+        if let Some(old) = slot.current.replace(plugin.clone()) {
+            if !same_version(&old) {
+                slot.superseded.push(old);
+            }
+        }
+    }
+
+    /// The file's present content is broken; its working version, if any, keeps serving.
+    fn set_broken(
+        &mut self,
+        file: &Path,
+        hash: Option<String>,
+        reason: String,
+    ) -> Option<Arc<Plugin>> {
+        let slot = self.files.entry(file.to_path_buf()).or_default();
+        slot.broken = Some((hash, reason));
+        slot.current.clone()
+    }
+
+    fn remove(&mut self, file: &Path) -> Option<Slot> {
+        self.files.remove(file)
+    }
+
+    fn current(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.files.values().filter_map(|slot| slot.current.as_ref())
+    }
+
+    /// Current versions first, then superseded ones.
+    fn every_version(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.current()
+            .chain(self.files.values().flat_map(|slot| slot.superseded.iter()))
+    }
+
+    /// The newest current version answering to `class`; ties go to the file sorting last.
+    fn newest(&self, class: &str) -> Option<Arc<Plugin>> {
+        self.current()
+            .filter(|p| p.answers_to(class))
+            .max_by(|a, b| compare_versions(&a.descriptor.version, &b.descriptor.version))
+            .cloned()
+    }
+
+    /// The version `version` of the plugin answering to `class`, current before superseded.
+    fn exact(&self, class: &str, version: &str) -> Option<Arc<Plugin>> {
+        self.every_version()
+            .find(|p| p.answers_to(class) && p.is_version(version))
+            .cloned()
+    }
+
+    /// The one log line that says what a file serves, as of now, and whether it is a problem.
+    fn line(&self, file: &Path) -> Option<(String, bool)> {
+        let slot = self.files.get(file)?;
+        let file = file.display();
+        Some(match (&slot.broken, &slot.current) {
+            (Some((_, reason)), Some(kept)) => (
+                format!(
+                    "broken plugin {file}: {reason}; keeping the working version of {}",
+                    kept.label()
+                ),
+                true,
+            ),
+            (Some((_, reason)), None) => (format!("broken plugin {file}: {reason}"), true),
+            (None, Some(plugin)) => {
+                let d = &plugin.descriptor;
+                (
+                    format!(
+                        "loaded plugin {} {} ({}) from {file}",
+                        d.name,
+                        d.version,
+                        kind_name(d.kind)
+                    ),
+                    false,
+                )
+            }
+            (None, None) => return None,
+        })
+    }
+
+    fn rows(&self) -> Vec<PluginInfo> {
+        let row = |plugin: &Arc<Plugin>, status: PluginStatus| PluginInfo {
+            file: plugin.file.clone(),
+            descriptor: Some(plugin.descriptor.clone()),
+            content_hash: Some(plugin.content_hash.clone()),
+            status,
+        };
+        let mut rows = Vec::new();
+        for (file, slot) in &self.files {
+            rows.extend(slot.current.iter().map(|p| row(p, PluginStatus::Loaded)));
+            rows.extend(
+                slot.superseded
+                    .iter()
+                    .map(|p| row(p, PluginStatus::Superseded)),
+            );
+            if let Some((hash, reason)) = &slot.broken {
+                let status = PluginStatus::Broken {
+                    reason: reason.clone(),
+                };
+                rows.push(PluginInfo {
+                    file: file.clone(),
+                    descriptor: None,
+                    content_hash: hash.clone(),
+                    status,
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// The plugins of one directory, kept up to date by the reload actor.
 pub struct PluginRegistry {
-    dir: PathBuf,
-    catalog: RwLock<Catalog>,
+    catalog: Arc<RwLock<Catalog>>,
+    reloads: reload::Handle,
 }
 
 impl PluginRegistry {
-    pub fn new(dir: PathBuf) -> Self {
-        PluginRegistry { dir, catalog: RwLock::new(Catalog::default()) }
+    /// Loads every plugin of `dir` (compiled code cached under `data_dir`), then keeps the
+    /// catalog in step with the directory: file-watch events, [`PluginRegistry::reload`] and a
+    /// periodic rescan all run the same rescan. Needs a tokio runtime.
+    pub async fn start(dir: PathBuf, data_dir: &Path, sandbox: Arc<Sandbox>) -> PluginRegistry {
+        let catalog = Arc::new(RwLock::new(Catalog::default()));
+        let cache = Arc::new(CodeCache::open(data_dir, &sandbox));
+        let reloads = reload::start(dir, sandbox, cache, catalog.clone()).await;
+        PluginRegistry { catalog, reloads }
     }
 
-    /// Rescans the directory and returns one log line per file.
-    pub async fn scan(&self, sandbox: &Arc<Sandbox>) -> Vec<String> {
-        let mut fresh = Catalog::default();
-        let mut lines = Vec::new();
-        for file in wasm_files(&self.dir, &mut lines) {
-            match load(sandbox, &file).await {
-                Ok(plugin) => {
-                    let d = &plugin.descriptor;
-                    lines.push(format!("loaded plugin {} {} ({}) from {}", d.name, d.version, kind_name(d.kind), file.display()));
-                    fresh.plugins.push(Arc::new(plugin));
-                }
-                Err(reason) => {
-                    // One log line per plugin: wasmtime's messages may span several.
-                    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
-                    lines.push(format!("broken plugin {}: {reason}", file.display()));
-                    fresh.broken.push(BrokenPlugin { file, reason });
-                }
-            }
-        }
-        let mut catalog = self.catalog.write().unwrap_or_else(|e| e.into_inner());
-        // A file that broke keeps serving the version that worked.
-        for kept in catalog.plugins.iter().filter(|old| fresh.broken.iter().any(|b| b.file == old.file)) {
-            lines.push(format!("keeping the working version of {} from {}", kept.descriptor.name, kept.file.display()));
-            fresh.plugins.push(kept.clone());
-        }
-        *catalog = fresh;
-        for line in &lines {
-            tracing::info!("{line}");
-        }
-        lines
+    /// Rescans the directory now and returns once every changed file is loaded or reported
+    /// (a file still being written is waited for, up to a few seconds): one line per file,
+    /// each also logged. Backs `GET /plugin/reload`.
+    pub async fn reload(&self) -> Vec<String> {
+        self.reloads.reload().await
     }
 
-    /// The plugin that answers to `class`.
+    /// The newest loaded version of the plugin that answers to `class` (a plugin name or an
+    /// alias, without version).
     pub fn find(&self, class: &str) -> Option<Arc<Plugin>> {
-        let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        catalog.plugins.iter().find(|p| p.answers_to(class)).cloned()
+        self.read().newest(class)
     }
 
-    /// Names of the loaded plugins, sorted.
+    /// The plugin version a connector with `config` runs: the version pinned by its class
+    /// (`name@version`) or by `plugin.version`; else `recorded` (the version its tasks
+    /// recorded) while that is still loaded; else the newest loaded version.
+    ///
+    /// Creates and updates pass `recorded = None`, so they move to the newest version; task
+    /// starts (host restart, resume, task restart) pass the recorded one, so a connector comes
+    /// back on the version it had while that version is loaded.
+    pub fn resolve(
+        &self,
+        class: &str,
+        config: &Properties,
+        recorded: Option<&str>,
+    ) -> Result<Arc<Plugin>, SelectError> {
+        let (name, pin) = pinned(class, config)?;
+        let catalog = self.read();
+        let newest = catalog.newest(name).ok_or_else(|| SelectError::Unknown {
+            class: name.to_string(),
+            available: names_of(&catalog).join(", "),
+        })?;
+        let Some(version) = pin else {
+            return Ok(recorded
+                .and_then(|v| catalog.exact(name, v))
+                .unwrap_or(newest));
+        };
+        catalog
+            .exact(name, version)
+            .ok_or_else(|| SelectError::NoSuchVersion {
+                name: newest.descriptor.name.clone(),
+                version: version.to_string(),
+                available: versions_of(&catalog, name).join(", "),
+            })
+    }
+
+    /// Names of the loaded plugins, sorted, each once.
     pub fn names(&self) -> Vec<String> {
-        let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<String> = catalog.plugins.iter().map(|p| p.descriptor.name.clone()).collect();
-        names.sort();
-        names
+        names_of(&self.read())
     }
 
-    /// Files that failed to load.
-    pub fn broken(&self) -> Vec<BrokenPlugin> {
-        self.catalog.read().unwrap_or_else(|e| e.into_inner()).broken.clone()
+    /// Every plugin version and every broken file, by file: for listings such as
+    /// `GET /connector-plugins`. A file whose new content is broken while its previous version
+    /// keeps serving has two rows (`Loaded` and `Broken`); a replaced version is `Superseded`.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.read().rows()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The `*.wasm` files of `dir`, sorted, skipping dotfiles.
-fn wasm_files(dir: &Path, lines: &mut Vec<String>) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            lines.push(format!("cannot read plugin dir {}: {e}", dir.display()));
-            return Vec::new();
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
-        .filter(|path| !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.')))
+fn names_of(catalog: &Catalog) -> Vec<String> {
+    let mut names: Vec<String> = catalog
+        .current()
+        .map(|p| p.descriptor.name.clone())
         .collect();
-    files.sort();
-    files
+    names.sort();
+    names.dedup();
+    names
 }
 
-async fn load(sandbox: &Arc<Sandbox>, file: &Path) -> Result<Plugin, String> {
-    let size = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?.len();
-    if size > MAX_PLUGIN_BYTES {
-        return Err(format!("{size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin"));
+/// Every loaded version of the plugin answering to `class`, oldest first.
+fn versions_of(catalog: &Catalog, class: &str) -> Vec<String> {
+    let mut versions: Vec<String> = catalog
+        .every_version()
+        .filter(|p| p.answers_to(class))
+        .map(|p| p.descriptor.version.clone())
+        .collect();
+    versions.sort_by(|a, b| compare_versions(a, b));
+    versions.dedup();
+    versions
+}
+
+/// Splits `name@version` and reads `plugin.version`: the class without version, and the
+/// pinned version if any.
+fn pinned<'a>(
+    class: &'a str,
+    config: &'a Properties,
+) -> Result<(&'a str, Option<&'a str>), SelectError> {
+    let (name, in_class) = match class.rsplit_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (class, None),
+    };
+    let in_key = config
+        .get(PLUGIN_VERSION)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty());
+    match (in_class, in_key) {
+        (Some(""), _) => Err(SelectError::BadPin(format!(
+            "connector-class '{class}' ends in '@' without a version; write name@version or leave out the '@'"
+        ))),
+        (Some(a), Some(b)) if a != b => Err(SelectError::BadPin(format!(
+            "connector-class pins version {a} but {PLUGIN_VERSION} pins {b}; give the version once"
+        ))),
+        (pin, other) => Ok((name, pin.or(other))),
     }
-    let wasm = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    let compiler = sandbox.clone();
-    let component = tokio::task::spawn_blocking(move || compiler.compile(&wasm))
-        .await
-        .map_err(|e| format!("compiler crashed: {e}"))??;
-    let descriptor = component.describe(sandbox).await.map_err(|e| e.to_string())?;
-    let world_is_source = component.is_source();
-    if world_is_source != (descriptor.kind == ConnectorKind::Source) {
-        return Err(format!(
-            "describes itself as a {} but targets the {} world",
-            kind_name(descriptor.kind),
-            if world_is_source { "source-connector" } else { "sink-connector" }
-        ));
+}
+
+/// Version order: semantic versions by semver precedence, above any other version string;
+/// other strings compare as text.
+fn compare_versions(a: &str, b: &str) -> Ordering {
+    match (semver::Version::parse(a), semver::Version::parse(b)) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        (Ok(_), Err(_)) => Ordering::Greater,
+        (Err(_), Ok(_)) => Ordering::Less,
+        (Err(_), Err(_)) => a.cmp(b),
     }
-    if descriptor.name.is_empty() {
-        return Err("describes itself with an empty name".into());
-    }
-    Ok(Plugin { descriptor, component, file: file.to_path_buf() })
 }
 
 pub fn kind_name(kind: ConnectorKind) -> &'static str {
     match kind {
         ConnectorKind::Source => "source",
         ConnectorKind::Sink => "sink",
+    }
+}
+
+/// Reads a plugin file, refusing one over the size cap before reading it.
+fn read_plugin(file: &Path) -> Result<Vec<u8>, String> {
+    let too_big =
+        |size: u64| format!("{size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin");
+    let opened = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let size = opened
+        .metadata()
+        .map_err(|e| format!("cannot read: {e}"))?
+        .len();
+    if size > MAX_PLUGIN_BYTES {
+        return Err(too_big(size));
+    }
+    let mut wasm = Vec::with_capacity(size as usize);
+    opened
+        .take(MAX_PLUGIN_BYTES + 1)
+        .read_to_end(&mut wasm)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if wasm.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(too_big(wasm.len() as u64));
+    }
+    Ok(wasm)
+}
+
+/// Compiles `wasm` through `cache` on a thread of its own, off the async
+/// runtime, under [`COMPILE_TIME_LIMIT`]. A compilation past the limit is abandoned: its
+/// thread finishes in the background and its result is dropped.
+async fn compile(
+    sandbox: &Arc<Sandbox>,
+    cache: &Arc<CodeCache>,
+    wasm: Vec<u8>,
+    hash: &str,
+) -> Result<(ConnectorComponent, cache::Origin), String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let (sandbox, cache, hash) = (sandbox.clone(), cache.clone(), hash.to_string());
+    std::thread::Builder::new()
+        .name("plugin-compiler".into())
+        .spawn(move || {
+            let _ = done.send(cache.component(&sandbox, &wasm, &hash));
+        })
+        .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
+    match tokio::time::timeout(COMPILE_TIME_LIMIT, result).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the compiler crashed on this file".into()),
+        Err(_) => Err(format!(
+            "compiling took longer than {} s and was abandoned; a connector this large or complex is not accepted",
+            COMPILE_TIME_LIMIT.as_secs()
+        )),
+    }
+}
+
+/// Compiles, links and describes a component and checks what it says about itself: what
+/// every plugin file goes through before it can serve, and what `plugin check` runs.
+async fn validate(
+    sandbox: &Arc<Sandbox>,
+    cache: &Arc<CodeCache>,
+    wasm: Vec<u8>,
+    hash: &str,
+    file: &Path,
+) -> Result<(Plugin, cache::Origin), String> {
+    let (component, origin) = compile(sandbox, cache, wasm, hash).await?;
+    let descriptor = component
+        .describe(sandbox)
+        .await
+        .map_err(|e| e.to_string())?;
+    check_descriptor(&descriptor, component.is_source())?;
+    let plugin = Plugin {
+        descriptor,
+        component,
+        file: file.to_path_buf(),
+        content_hash: hash.to_string(),
+    };
+    Ok((plugin, origin))
+}
+
+/// What a component says about itself must fit the world it targets and the `@` pin syntax.
+fn check_descriptor(descriptor: &Descriptor, world_is_source: bool) -> Result<(), String> {
+    if world_is_source != (descriptor.kind == ConnectorKind::Source) {
+        return Err(format!(
+            "describes itself as a {} but targets the {} world",
+            kind_name(descriptor.kind),
+            if world_is_source {
+                "source-connector"
+            } else {
+                "sink-connector"
+            }
+        ));
+    }
+    if descriptor.name.is_empty() {
+        return Err("describes itself with an empty name".into());
+    }
+    if descriptor.version.is_empty() {
+        return Err(format!(
+            "{} describes itself with an empty version; give it one (semver recommended)",
+            descriptor.name
+        ));
+    }
+    let with_at = std::iter::once(&descriptor.name)
+        .chain(&descriptor.aliases)
+        .find(|n| n.contains('@'));
+    if let Some(name) = with_at {
+        return Err(format!("the name or alias '{name}' contains '@', which separates a name from a version in connector-class"));
+    }
+    Ok(())
+}
+
+/// Reduces a reason to one line: wasmtime's messages may span several.
+fn one_line(reason: &str) -> String {
+    reason.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Properties {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn semver_orders_by_precedence_and_beats_other_strings() {
+        assert_eq!(compare_versions("1.10.0", "1.9.0"), Ordering::Greater);
+        assert_eq!(compare_versions("2.0.0-rc.1", "2.0.0"), Ordering::Less);
+        assert_eq!(compare_versions("0.1.0", "nightly"), Ordering::Greater);
+        assert_eq!(compare_versions("b", "a"), Ordering::Greater);
+    }
+
+    #[test]
+    fn pins_come_from_the_class_or_plugin_version_and_must_agree() {
+        let none = config(&[]);
+        assert_eq!(pinned("file-source", &none), Ok(("file-source", None)));
+        assert_eq!(
+            pinned("file-source@1.2.3", &none),
+            Ok(("file-source", Some("1.2.3")))
+        );
+        let key = config(&[(PLUGIN_VERSION, "1.2.3")]);
+        assert_eq!(
+            pinned("org.Example", &key),
+            Ok(("org.Example", Some("1.2.3")))
+        );
+        assert_eq!(
+            pinned("org.Example@1.2.3", &key),
+            Ok(("org.Example", Some("1.2.3")))
+        );
+        assert!(
+            matches!(pinned("x@2.0.0", &key), Err(SelectError::BadPin(m)) if m.contains("1.2.3") && m.contains("2.0.0"))
+        );
+        assert!(
+            matches!(pinned("x@", &none), Err(SelectError::BadPin(m)) if m.contains("without a version"))
+        );
     }
 }

@@ -98,12 +98,18 @@ impl Grants {
         }
         let allowed = Arc::new(self.network.clone());
         wasi.allow_tcp(true).allow_udp(true).socket_addr_check(
-            move |address: SocketAddr, _use: SocketAddrUse| {
+            move |address: SocketAddr, usage: SocketAddrUse| {
+                // A connect first binds the socket to an ephemeral local address (`0.0.0.0:0`);
+                // that bind grants nothing by itself, so it passes.
+                let implicit_bind = matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
+                    && address.ip().is_unspecified()
+                    && address.port() == 0;
                 let allowed = allowed.clone();
                 Box::pin(async move {
-                    allowed.iter().any(|(ip, port)| {
-                        *ip == address.ip() && port.is_none_or(|p| p == address.port())
-                    })
+                    implicit_bind
+                        || allowed.iter().any(|(ip, port)| {
+                            *ip == address.ip() && port.is_none_or(|p| p == address.port())
+                        })
                 })
             },
         );

@@ -137,7 +137,13 @@ async fn guarded<T>(
     state.cpu_ticks_left = limits.cpu_ticks();
     state.cpu_exhausted = false;
     store.set_epoch_deadline(1);
-    match tokio::time::timeout(limits.call_timeout, run(store)).await {
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(limits.call_timeout, run(store)).await;
+    let pause = limits.pause_after(started.elapsed());
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    match outcome {
         Ok(Ok(value)) => Ok(value),
         Err(_) => Err(GuestFailure::Timeout {
             call,
@@ -166,10 +172,13 @@ fn explain(
     } else if let Some(message) = state.stderr.panic_message() {
         GuestFailure::Panic { call, message }
     } else {
-        GuestFailure::Trap {
-            call,
-            reason: format!("{error:#}"),
-        }
+        // The trap itself; the wasm backtrace goes to the debug log.
+        tracing::debug!(task = %state.identity(), "trap in {call}: {error:?}");
+        let reason = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        GuestFailure::Trap { call, reason }
     }
 }
 

@@ -15,6 +15,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// CPU time one guest call may use, counted in epoch ticks (`limits.cpu.ms`).
     pub cpu_per_call: Duration,
+    /// Share of one core the connector's calls may use over time, in percent: after each call
+    /// the task pauses in proportion to the time the call took (`limits.cpu.percent`).
+    pub cpu_percent: u32,
     /// Wall-clock limit on one guest call (`limits.call.timeout.ms`).
     pub call_timeout: Duration,
     /// Most records per `poll` / `put` (`limits.poll.records`).
@@ -36,6 +39,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 256 << 20,
             cpu_per_call: Duration::from_secs(10),
+            cpu_percent: 100,
             call_timeout: Duration::from_secs(30),
             batch_records: 16384,
             batch_bytes: 4 << 20,
@@ -67,6 +71,7 @@ impl Limits {
             "--max-cpu-ms",
         )?;
         limits.cpu_per_call = Duration::from_millis(cpu_ms as u64);
+        limits.cpu_percent = lowered(config, "limits.cpu.percent", self.cpu_percent as usize, Unit::Count, "--max-cpu-percent")? as u32;
         let timeout_ms = lowered(
             config,
             "limits.call.timeout.ms",
@@ -112,6 +117,12 @@ impl Limits {
         )?;
         limits.records_per_second = records_per_second(config, self.records_per_second)?;
         Ok(limits)
+    }
+
+    /// How long to pause after a call that took `took`, to keep to `cpu_percent`.
+    pub fn pause_after(&self, took: Duration) -> Duration {
+        let percent = self.cpu_percent.clamp(1, 100);
+        took * (100 - percent) / percent
     }
 
     /// Epoch ticks one call may run for (at least one).

@@ -49,7 +49,7 @@ impl Worker {
         match target {
             TargetState::Stopped => stop_all(std::mem::take(&mut running.tasks)).await,
             TargetState::Running | TargetState::Paused if running.tasks.is_empty() => {
-                running.tasks = self.start_tasks(name, &running.stored, &running.paused);
+                self.start_tasks(name, running);
             }
             TargetState::Running | TargetState::Paused => {}
         }
@@ -75,7 +75,7 @@ impl Worker {
         if chosen.is_empty() {
             return Ok(chosen);
         }
-        let fresh = self.start_tasks_subset(name, &running.stored, &running.paused, &chosen);
+        let fresh = self.start_tasks_subset(name, running, &chosen);
         for (id, task) in chosen.iter().zip(fresh) {
             let old = std::mem::replace(&mut running.tasks[*id], task);
             old.stop().await;
@@ -95,7 +95,7 @@ impl Worker {
                 task,
             });
         }
-        let fresh = self.start_tasks_subset(name, &running.stored, &running.paused, &[task]);
+        let fresh = self.start_tasks_subset(name, running, &[task]);
         for new_task in fresh {
             std::mem::replace(&mut running.tasks[task], new_task)
                 .stop()
@@ -113,14 +113,14 @@ impl Worker {
             .tasks
             .first()
             .and_then(|t| t.get(super::TASK_CLASS));
-        let plugin = class.and_then(|class| self.plugins.find(class));
+        let plugin = running.plugin.clone().or_else(|| self.plugin_for_display(&running.stored));
         let tasks: Vec<(&'static str, Option<String>)> = running
             .tasks
             .iter()
             .map(|t| task_state(&t.status.borrow(), running.stored.target))
             .collect();
-        let state = match (running.stored.target, &plugin) {
-            (_, None) => (
+        let state = match (running.stored.target, &running.plugin) {
+            (TargetState::Running | TargetState::Paused, None) => (
                 "FAILED",
                 Some(format!(
                     "no plugin {:?} is loaded",

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
-use crate::plugins::{Plugin, PluginRegistry};
+use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::Config;
 use crate::sandbox::{Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
@@ -78,6 +78,9 @@ struct RunningConnector {
     tasks: Vec<TaskHandle>,
     /// True while the connector is paused; every task watches it.
     paused: watch::Sender<bool>,
+    /// The plugin version its tasks run (kept even if its file is removed meanwhile); None
+    /// when no loaded version fits.
+    plugin: Option<Arc<Plugin>>,
 }
 
 pub struct Worker {
@@ -165,10 +168,12 @@ impl Worker {
             .ok_or_else(|| PutError::MissingKey("connector-class".into()))?;
         let plugin = self
             .plugins
-            .find(class)
-            .ok_or_else(|| PutError::UnknownPlugin {
-                class: class.clone(),
-                available: self.plugins.names().join(", "),
+            .resolve(class, &config, None)
+            .map_err(|e| match e {
+                SelectError::Unknown { class, available } => {
+                    PutError::UnknownPlugin { class, available }
+                }
+                other => PutError::Other(other.to_string()),
             })?;
         let tasks = self.check_config(name, &plugin, &config).await?;
         let timestamp = now_millis().to_string();
@@ -178,6 +183,7 @@ impl Worker {
             .map(|task| {
                 let mut task: Properties = task.into_iter().collect();
                 task.insert(TASK_CLASS.into(), plugin.descriptor.name.clone());
+                task.insert(PLUGIN_VERSION.into(), plugin.descriptor.version.clone());
                 task.insert(UPDATE_TIMESTAMP.into(), timestamp.clone());
                 task
             })
@@ -270,7 +276,7 @@ impl Worker {
         let connectors = self.connectors.lock().await;
         connectors
             .iter()
-            .map(|(name, c)| (name.clone(), self.masked(&c.stored)))
+            .map(|(name, c)| (name.clone(), self.masked(c)))
             .collect()
     }
 
@@ -280,17 +286,13 @@ impl Worker {
             .lock()
             .await
             .get(name)
-            .map(|c| self.masked(&c.stored))
+            .map(|c| self.masked(c))
     }
 
     /// `stored` with every secret value masked, for showing.
-    fn masked(&self, stored: &StoredConnector) -> StoredConnector {
-        let class = stored
-            .tasks
-            .first()
-            .and_then(|t| t.get(TASK_CLASS))
-            .or_else(|| CLASS_KEYS.iter().find_map(|k| stored.config.get(*k)));
-        let plugin = class.and_then(|class| self.plugins.find(class));
+    fn masked(&self, running: &RunningConnector) -> StoredConnector {
+        let stored = &running.stored;
+        let plugin = running.plugin.clone().or_else(|| self.plugin_for_display(stored));
         let plugin = plugin.as_deref();
         StoredConnector {
             config: secrets::mask(&stored.config, plugin),
@@ -301,6 +303,13 @@ impl Worker {
                 .collect(),
             target: stored.target,
         }
+    }
+
+    /// The plugin a stored connector names, for showing (its secret keys): the newest version.
+    fn plugin_for_display(&self, stored: &StoredConnector) -> Option<Arc<Plugin>> {
+        let class = stored.tasks.first().and_then(|t| t.get(TASK_CLASS));
+        let class = class.or_else(|| CLASS_KEYS.iter().find_map(|k| stored.config.get(*k)))?;
+        self.plugins.find(class)
     }
 
     /// The status of each task of a connector; None if there is no such connector.
@@ -458,45 +467,42 @@ impl Worker {
     /// Runs a stored connector as its target state says.
     fn run(&self, name: &str, stored: StoredConnector) -> RunningConnector {
         let paused = watch::Sender::new(stored.target == TargetState::Paused);
-        let tasks = match stored.target {
-            TargetState::Stopped => Vec::new(),
-            TargetState::Running | TargetState::Paused => self.start_tasks(name, &stored, &paused),
-        };
-        RunningConnector {
-            stored,
-            tasks,
-            paused,
+        let mut running = RunningConnector { stored, tasks: Vec::new(), paused, plugin: None };
+        if running.stored.target != TargetState::Stopped {
+            self.start_tasks(name, &mut running);
+        }
+        running
+    }
+
+    /// Starts every task of a connector on the plugin version it should run.
+    fn start_tasks(&self, name: &str, running: &mut RunningConnector) {
+        running.plugin = self.plugin_for(name, &running.stored);
+        let all: Vec<usize> = (0..running.stored.tasks.len()).collect();
+        running.tasks = self.start_tasks_subset(name, running, &all);
+    }
+
+    /// The plugin version a stored connector runs: the one its class pins, else the one its
+    /// tasks recorded while it is loaded, else the newest.
+    fn plugin_for(&self, name: &str, stored: &StoredConnector) -> Option<Arc<Plugin>> {
+        let class = CLASS_KEYS
+            .iter()
+            .find_map(|k| stored.config.get(*k))
+            .or_else(|| stored.tasks.first()?.get(TASK_CLASS));
+        let recorded = stored.tasks.first().and_then(|t| t.get(PLUGIN_VERSION));
+        let class = class.map_or("", String::as_str);
+        match self.plugins.resolve(class, &stored.config, recorded.map(String::as_str)) {
+            Ok(plugin) => Some(plugin),
+            Err(e) => {
+                tracing::error!(connector = %name, "{e}; the connector stays stopped");
+                None
+            }
         }
     }
 
-    fn start_tasks(
-        &self,
-        name: &str,
-        stored: &StoredConnector,
-        paused: &watch::Sender<bool>,
-    ) -> Vec<TaskHandle> {
-        let all: Vec<usize> = (0..stored.tasks.len()).collect();
-        self.start_tasks_subset(name, stored, paused, &all)
-    }
-
-    /// Starts the tasks numbered `ids` of a stored connector.
-    fn start_tasks_subset(
-        &self,
-        name: &str,
-        stored: &StoredConnector,
-        paused: &watch::Sender<bool>,
-        ids: &[usize],
-    ) -> Vec<TaskHandle> {
-        let class = stored
-            .tasks
-            .first()
-            .and_then(|t| t.get(TASK_CLASS))
-            .cloned()
-            .unwrap_or_default();
-        let Some(plugin) = self.plugins.find(&class) else {
-            tracing::error!(connector = %name, "no plugin '{class}' is loaded; the connector stays stopped");
-            return Vec::new();
-        };
+    /// Starts the tasks numbered `ids` of a connector on its plugin.
+    fn start_tasks_subset(&self, name: &str, running: &RunningConnector, ids: &[usize]) -> Vec<TaskHandle> {
+        let Some(plugin) = running.plugin.clone() else { return Vec::new() };
+        let (stored, paused) = (&running.stored, &running.paused);
         let is_source = plugin.is_source();
         let limits = self.connector_limits(name, &stored.config);
         ids.iter()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{source, Worker, TASK_CLASS};
+use super::{source, Worker};
 use crate::storage::{Producer, TargetState};
 
 /// A connector's committed offsets.
@@ -179,17 +179,10 @@ impl Worker {
         if !allowed(running.stored.target) {
             return Err(OffsetsError::NotStopped(name.to_string()));
         }
-        let class = running
-            .stored
-            .tasks
-            .first()
-            .and_then(|t| t.get(TASK_CLASS))
-            .cloned()
-            .unwrap_or_default();
-        let plugin = self
-            .plugins
-            .find(&class)
-            .ok_or_else(|| OffsetsError::Invalid(format!("no plugin {class:?} is loaded")))?;
+        let plugin = running.plugin.clone().or_else(|| self.plugin_for_display(&running.stored));
+        let plugin = plugin.ok_or_else(|| {
+            OffsetsError::Invalid(format!("no plugin of connector {name} is loaded"))
+        })?;
         Ok((plugin.is_source(), running.stored.tasks.len()))
     }
 }

@@ -11,26 +11,36 @@ use serde_json::{json, Map, Value};
 
 use super::{json_body, reply, ApiError, ApiResult};
 use crate::api::value_text;
-use crate::plugins::{kind_name, Plugin};
+use crate::plugins::{kind_name, Plugin, PluginInfo, PluginStatus};
 use crate::sandbox::types::{ConfigDef, ValueType};
 use crate::sandbox::Identity;
 use crate::storage::Properties;
 use crate::worker::Worker;
 
-/// `GET /connector-plugins`: `class` is the plugin name; `aliases` the other class names
-/// it answers to.
+/// `GET /connector-plugins`: every plugin version and broken file. `class` is the plugin
+/// name, `aliases` the other class names it answers to, `status` loaded, superseded (an
+/// older version still pinnable) or broken (with `reason`).
 pub async fn list(State(worker): State<Arc<Worker>>) -> ApiResult {
-    let plugins = worker.plugins();
-    let entries: Vec<Value> = plugins
-        .names()
-        .iter()
-        .filter_map(|name| plugins.find(name))
-        .map(|p| {
-            let d = &p.descriptor;
-            json!({"class": d.name, "type": kind_name(d.kind), "version": d.version, "aliases": d.aliases})
-        })
-        .collect();
+    let entries: Vec<Value> = worker.plugins().list().iter().map(plugin_json).collect();
     reply(StatusCode::OK, Value::Array(entries))
+}
+
+fn plugin_json(info: &PluginInfo) -> Value {
+    let (status, reason) = match &info.status {
+        PluginStatus::Loaded => ("loaded", None),
+        PluginStatus::Superseded => ("superseded", None),
+        PluginStatus::Broken { reason } => ("broken", Some(reason.clone())),
+    };
+    let mut entry = match &info.descriptor {
+        Some(d) => json!({"class": d.name, "type": kind_name(d.kind), "version": d.version, "aliases": d.aliases}),
+        None => json!({"class": Value::Null, "type": Value::Null, "version": Value::Null}),
+    };
+    entry["file"] = json!(info.file.display().to_string());
+    entry["status"] = json!(status);
+    if let Some(reason) = reason {
+        entry["reason"] = json!(reason);
+    }
+    entry
 }
 
 /// `GET /connector-plugins/{plugin}/config`.

@@ -1,0 +1,380 @@
+//! `hostile-source`: a test-only source connector that misbehaves on purpose, one way per
+//! connector, picked by the config key `behaviour`. `tests/hostile.rs` runs it beside a
+//! healthy pipeline to prove that the host contains it. Never put it in a plugin dir that
+//! serves real data.
+//!
+//! | `behaviour`       | what it does |
+//! | ----------------- | ------------ |
+//! | `loop-validate`   | the connector's `validate` spins forever |
+//! | `loop-start`      | the task's `start` spins forever |
+//! | `loop-poll`       | `poll` spins forever |
+//! | `sleep-poll`      | `poll` sleeps for an hour: blocked in the host, burning no CPU |
+//! | `memory-bomb`     | `poll` allocates and touches memory, 1 MiB at a time, until it dies |
+//! | `recursion`       | `poll` recurses without bound (wasm call stack, not linear memory) |
+//! | `oversized-batch` | `poll` returns `4 × max_records` records of 1 KiB each |
+//! | `read-passwd`     | `poll` reads `/etc/passwd`; emits one record `read /etc/passwd: allowed` or `… denied: <error>` |
+//! | `write-outside`   | `poll` creates the file named by `target`; emits `write <path>: allowed` or `… denied: <error>` |
+//! | `socket`          | `poll` connects to `addr` over TCP; emits `connect <addr>: allowed` or `… denied: <error>` |
+//! | `env`             | `poll` emits `env: <n> vars, args: <m>` |
+//! | `panic`           | `poll` panics with `hostile panic for testing` |
+//! | `trap-always`     | every task `start` traps (`unreachable`): a crash loop |
+//! | `spin-cpu`        | each `poll` burns `spin_ms` ms of CPU (default 40) and returns one small record, forever |
+//! | `chatty`          | each `poll` writes `chatty_lines` lines (default 1000) to stdout and to stderr, and returns one record `chatty poll <n>` |
+//! | `quiet`           | behaves: returns nothing |
+//!
+//! The probing behaviours (`read-passwd`, `write-outside`, `socket`, `env`) emit their one
+//! record to the connector's `topic` and then return nothing, so a test reads the verdict
+//! with a file sink. `target` and `addr` are plain text keys, not path-typed ones: the host
+//! grants this connector no files at all.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use wasm_connect_sdk::{
+    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, Record,
+    SourceConnector, SourceTask, TaskError, ValueType,
+};
+
+/// The panic message of `behaviour=panic`; tests look for it in the task's trace.
+pub const PANIC_MESSAGE: &str = "hostile panic for testing";
+/// Value size of each record of `oversized-batch`.
+const OVERSIZED_VALUE: usize = 1024;
+/// Partition of every record this connector emits.
+const PARTITION: &str = "hostile";
+
+/// One way to misbehave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    LoopValidate,
+    LoopStart,
+    LoopPoll,
+    SleepPoll,
+    MemoryBomb,
+    Recursion,
+    OversizedBatch,
+    ReadPasswd,
+    WriteOutside,
+    Socket,
+    Env,
+    Panic,
+    TrapAlways,
+    SpinCpu,
+    Chatty,
+    Quiet,
+}
+
+/// Every behaviour with its config spelling.
+const BEHAVIOURS: &[(&str, Behaviour)] = &[
+    ("loop-validate", Behaviour::LoopValidate),
+    ("loop-start", Behaviour::LoopStart),
+    ("loop-poll", Behaviour::LoopPoll),
+    ("sleep-poll", Behaviour::SleepPoll),
+    ("memory-bomb", Behaviour::MemoryBomb),
+    ("recursion", Behaviour::Recursion),
+    ("oversized-batch", Behaviour::OversizedBatch),
+    ("read-passwd", Behaviour::ReadPasswd),
+    ("write-outside", Behaviour::WriteOutside),
+    ("socket", Behaviour::Socket),
+    ("env", Behaviour::Env),
+    ("panic", Behaviour::Panic),
+    ("trap-always", Behaviour::TrapAlways),
+    ("spin-cpu", Behaviour::SpinCpu),
+    ("chatty", Behaviour::Chatty),
+    ("quiet", Behaviour::Quiet),
+];
+
+impl FromStr for Behaviour {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        BEHAVIOURS
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = BEHAVIOURS.iter().map(|(name, _)| *name).collect();
+                format!("unknown behaviour {text:?}; one of: {}", names.join(", "))
+            })
+    }
+}
+
+pub struct HostileSource;
+
+const CONFIG_DEFS: &[ConfigDef] = &[
+    ConfigDef::required("topic", "The topic the emitted records go to."),
+    ConfigDef::required(
+        "behaviour",
+        "How to misbehave: see the crate documentation.",
+    ),
+    ConfigDef::optional(
+        "target",
+        "write-outside: the file to create (not a granted path).",
+    ),
+    ConfigDef::optional(
+        "addr",
+        "socket: the `ip:port` or `host:port` to connect to.",
+    ),
+    ConfigDef::optional("spin_ms", "spin-cpu: milliseconds of CPU burnt per poll.")
+        .typed(ValueType::Integer)
+        .default_value("40"),
+    ConfigDef::optional(
+        "chatty_lines",
+        "chatty: lines written to stdout and to stderr per poll.",
+    )
+    .typed(ValueType::Integer)
+    .default_value("1000"),
+];
+
+impl Connector for HostileSource {
+    fn descriptor() -> Descriptor {
+        Descriptor {
+            name: "hostile-source",
+            version: env!("CARGO_PKG_VERSION"),
+            kind: Kind::Source,
+            description: "Test-only: misbehaves as its config key `behaviour` says.",
+            aliases: &[],
+            config_defs: CONFIG_DEFS,
+        }
+    }
+
+    fn validate(config: &Config) -> Result<(), Vec<ConfigError>> {
+        let behaviour = behaviour_of(config).map_err(|message| {
+            vec![ConfigError {
+                key: "behaviour".into(),
+                message,
+            }]
+        })?;
+        if behaviour == Behaviour::LoopValidate {
+            spin_forever();
+        }
+        Ok(())
+    }
+}
+
+impl SourceConnector for HostileSource {
+    type Task = HostileTask;
+}
+
+pub struct HostileTask {
+    behaviour: Behaviour,
+    config: Config,
+    /// A probing behaviour emitted its one record.
+    probed: bool,
+    /// Records emitted so far: the next record's position.
+    emitted: u64,
+    /// What `memory-bomb` holds on to.
+    hoard: Vec<Vec<u8>>,
+}
+
+impl SourceTask for HostileTask {
+    fn start(config: &Config, _host: &dyn Host) -> Result<Self, TaskError> {
+        let behaviour = behaviour_of(config).map_err(TaskError::Fatal)?;
+        match behaviour {
+            Behaviour::LoopStart => spin_forever(),
+            Behaviour::TrapAlways => trap(),
+            _ => {}
+        }
+        Ok(HostileTask {
+            behaviour,
+            config: config.clone(),
+            probed: false,
+            emitted: 0,
+            hoard: Vec::new(),
+        })
+    }
+
+    fn poll(
+        &mut self,
+        out: &mut BatchWriter,
+        max_records: u32,
+        _max_bytes: u32,
+    ) -> Result<(), TaskError> {
+        match self.behaviour {
+            Behaviour::LoopValidate
+            | Behaviour::LoopStart
+            | Behaviour::TrapAlways
+            | Behaviour::Quiet => Ok(()),
+            Behaviour::LoopPoll => spin_forever(),
+            Behaviour::SleepPoll => {
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(())
+            }
+            Behaviour::MemoryBomb => self.memory_bomb(),
+            Behaviour::Recursion => {
+                let depth = recurse(0);
+                Err(TaskError::Fatal(format!(
+                    "recursion ended at depth {depth}, which it never should"
+                )))
+            }
+            Behaviour::OversizedBatch => {
+                let value = [b'x'; OVERSIZED_VALUE];
+                for _ in 0..max_records.saturating_mul(4).max(4) {
+                    self.emit(out, &value)?;
+                }
+                Ok(())
+            }
+            Behaviour::ReadPasswd => {
+                self.probe_once(out, || match std::fs::read_to_string("/etc/passwd") {
+                    Ok(_) => "read /etc/passwd: allowed".to_string(),
+                    Err(e) => format!("read /etc/passwd: denied: {e}"),
+                })
+            }
+            Behaviour::WriteOutside => {
+                let target = self
+                    .config
+                    .get("target")
+                    .unwrap_or("/tmp/wasm-connect-hostile-write-outside")
+                    .to_string();
+                self.probe_once(out, || {
+                    match std::fs::File::create(&target)
+                        .and_then(|mut f| f.write_all(b"hostile-source was here\n"))
+                    {
+                        Ok(()) => format!("write {target}: allowed"),
+                        Err(e) => format!("write {target}: denied: {e}"),
+                    }
+                })
+            }
+            Behaviour::Socket => {
+                let addr = self
+                    .config
+                    .get("addr")
+                    .unwrap_or("127.0.0.1:80")
+                    .to_string();
+                self.probe_once(out, || match std::net::TcpStream::connect(addr.as_str()) {
+                    Ok(mut stream) => {
+                        let _ = stream.write_all(b"hostile-source was here\n");
+                        format!("connect {addr}: allowed")
+                    }
+                    Err(e) => format!("connect {addr}: denied: {e}"),
+                })
+            }
+            Behaviour::Env => self.probe_once(out, || {
+                format!(
+                    "env: {} vars, args: {}",
+                    std::env::vars_os().count(),
+                    std::env::args_os().count()
+                )
+            }),
+            Behaviour::Panic => panic!("{PANIC_MESSAGE}"),
+            Behaviour::SpinCpu => {
+                let spin = Duration::from_millis(self.number("spin_ms", 40));
+                let started = Instant::now();
+                let mut state = 0x9E37_79B9_7F4A_7C15u64;
+                while started.elapsed() < spin {
+                    for _ in 0..1000 {
+                        state = black_box(state.rotate_left(5) ^ 0xA5A5_A5A5);
+                    }
+                }
+                let value = format!("spin {} {state:x}", self.emitted);
+                self.emit(out, value.as_bytes())
+            }
+            Behaviour::Chatty => {
+                let lines = self.number("chatty_lines", 1000);
+                let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+                for i in 0..lines {
+                    let _ = writeln!(stdout, "hostile stdout line {i}");
+                    let _ = writeln!(stderr, "hostile stderr line {i}");
+                }
+                let _ = stdout.flush();
+                // One record per poll lets a test count the lines written.
+                let value = format!("chatty poll {}", self.emitted);
+                self.emit(out, value.as_bytes())
+            }
+        }
+    }
+}
+
+impl HostileTask {
+    /// Appends one record with `value` to `out`.
+    fn emit(&mut self, out: &mut BatchWriter, value: &[u8]) -> Result<(), TaskError> {
+        self.emitted += 1;
+        let position = self.emitted.to_string();
+        out.push(&Record {
+            value,
+            partition: PARTITION,
+            position: &position,
+            ..Record::default()
+        })
+        .map_err(|e| TaskError::Fatal(e.to_string()))
+    }
+
+    /// Runs `probe` on the first poll and emits its verdict; later polls return nothing.
+    fn probe_once(
+        &mut self,
+        out: &mut BatchWriter,
+        probe: impl FnOnce() -> String,
+    ) -> Result<(), TaskError> {
+        if self.probed {
+            return Ok(());
+        }
+        self.probed = true;
+        let verdict = probe();
+        self.emit(out, verdict.as_bytes())
+    }
+
+    /// Allocates 1 MiB at a time, writing every page so it is really committed, and keeps
+    /// it all until an allocation fails (which aborts: a trap).
+    fn memory_bomb(&mut self) -> Result<(), TaskError> {
+        loop {
+            let mut chunk = vec![0u8; 1 << 20];
+            for (i, page) in chunk.chunks_mut(4096).enumerate() {
+                page[0] = i as u8 | 1;
+            }
+            self.hoard.push(black_box(chunk));
+        }
+    }
+
+    /// A decimal config value, or `default` when absent or not a number.
+    fn number(&self, key: &str, default: u64) -> u64 {
+        self.config
+            .get(key)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    }
+}
+
+fn behaviour_of(config: &Config) -> Result<Behaviour, String> {
+    config
+        .get("behaviour")
+        .ok_or_else(|| "Request config key: behaviour".to_string())?
+        .parse()
+}
+
+/// Never returns, and the optimiser cannot prove the loop away.
+fn spin_forever() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Traps right here: `unreachable` on wasm, an abort natively.
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Read and written through volatile accesses so the recursion below can neither end nor
+/// be turned into a loop; no local has its address taken, so each frame lives on the wasm
+/// call stack (which the engine bounds) rather than on the shadow stack in linear memory.
+static mut LIMIT: u64 = u64::MAX;
+static mut SINK: u64 = 0;
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    // SAFETY: single-threaded guest; plain volatile accesses to statics.
+    let limit = unsafe { core::ptr::read_volatile(&raw const LIMIT) };
+    if depth == limit {
+        return depth;
+    }
+    let below = recurse(depth + 1);
+    // SAFETY: as above. The store after the call keeps the call from being a tail call.
+    unsafe { core::ptr::write_volatile(&raw mut SINK, below) };
+    below ^ depth
+}
+
+wasm_connect_sdk::export_source!(HostileSource);
