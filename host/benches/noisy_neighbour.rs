@@ -18,16 +18,18 @@
 //! runtime (one worker thread per core, like the binary's task runtime), with the worker's
 //! default limits and restart policy. No API is served: this measures the pipeline only.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{median, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use wasm_connect::storage::{Properties, Storage};
 use wasm_connect::worker::Worker;
 
-const LINE_BYTES: usize = 100;
 /// Topic the neighbours write to.
 const NOISE_TOPIC: &str = "noise";
 
@@ -243,55 +245,13 @@ fn neighbour_config(settings: &Settings) -> Properties {
         ("topic".into(), NOISE_TOPIC.into()),
         ("spin_ms".into(), settings.spin_ms.to_string()),
         ("limits.cpu.ms".into(), settings.cpu_ms.to_string()),
-        ("limits.cpu.percent".into(), settings.cpu_percent.to_string()),
+        (
+            "limits.cpu.percent".into(),
+            settings.cpu_percent.to_string(),
+        ),
     ]);
     if let Some(rate) = settings.rate {
         config.insert("limits.records.per.second".into(), rate.to_string());
     }
     config
-}
-
-fn source_config(input: &Path) -> Properties {
-    Properties::from([
-        ("connector-class".into(), "file-source".into()),
-        ("topic".into(), "bench".into()),
-        ("filename".into(), input.display().to_string()),
-    ])
-}
-
-fn sink_config(output: &Path) -> Properties {
-    Properties::from([
-        ("connector-class".into(), "file-sink".into()),
-        ("topicNames".into(), "bench".into()),
-        ("filename".into(), output.display().to_string()),
-    ])
-}
-
-/// `lines` lines of exactly LINE_BYTES bytes plus `\n`.
-fn write_input(path: &Path, lines: usize) -> std::io::Result<()> {
-    let mut text = String::with_capacity(lines * (LINE_BYTES + 1));
-    for i in 0..lines {
-        let prefix = format!("{i:010} ");
-        text.push_str(&prefix);
-        text.extend(std::iter::repeat_n('x', LINE_BYTES - prefix.len()));
-        text.push('\n');
-    }
-    std::fs::write(path, text)
-}
-
-async fn wait_for_bytes(path: &PathBuf, expected: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < expected {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "pipeline did not finish within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -7,10 +7,13 @@
 //!
 //! Run: `cargo bench --bench pipeline` (N = 1,000,000; set `PIPELINE_LINES` to change).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{median, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
 use wasm_connect::sandbox::{
@@ -23,7 +26,6 @@ use wasm_connect::worker::source::{self, SourceCalls};
 use wasm_connect::worker::{CallResult, TaskContext, TaskHandle, Worker};
 use wasm_connect_sdk::{BatchReader, BatchWriter, Host, LogLevel, Record, SinkTask, SourceTask};
 
-const LINE_BYTES: usize = 100;
 /// Runs of each measurement; the median is reported.
 const RUNS: usize = 3;
 
@@ -127,18 +129,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lines` lines of exactly LINE_BYTES bytes plus `\n`.
-fn write_input(path: &Path, lines: usize) -> std::io::Result<()> {
-    let mut text = String::with_capacity(lines * (LINE_BYTES + 1));
-    for i in 0..lines {
-        let prefix = format!("{i:010} ");
-        text.push_str(&prefix);
-        text.extend(std::iter::repeat_n('x', LINE_BYTES - prefix.len()));
-        text.push('\n');
-    }
-    std::fs::write(path, text)
-}
-
 fn raw_append(path: &Path, records: usize) -> anyhow::Result<f64> {
     let log = TopicLog::open(path)?;
     let value = [b'x'; LINE_BYTES];
@@ -171,7 +161,13 @@ async fn wasm_pipeline(
 ) -> anyhow::Result<f64> {
     let storage = Arc::new(Storage::open(data)?);
     let runtime = tokio::runtime::Handle::current();
-    let worker = Worker::new("bench@0".into(), sandbox.clone(), storage, plugins.clone(), runtime);
+    let worker = Worker::new(
+        "bench@0".into(),
+        sandbox.clone(),
+        storage,
+        plugins.clone(),
+        runtime,
+    );
     let output = data.join("out.txt");
     let started = Instant::now();
     worker
@@ -388,48 +384,11 @@ async fn put_only(
     Ok((wasm_ns, native_ns))
 }
 
-fn source_config(input: &Path) -> Properties {
-    Properties::from([
-        ("connector-class".into(), "file-source".into()),
-        ("topic".into(), "bench".into()),
-        ("filename".into(), input.display().to_string()),
-    ])
-}
-
-fn sink_config(output: &Path) -> Properties {
-    Properties::from([
-        ("connector-class".into(), "file-sink".into()),
-        ("topicNames".into(), "bench".into()),
-        ("filename".into(), output.display().to_string()),
-    ])
-}
-
 fn sdk_config(ctx: &TaskContext) -> wasm_connect_sdk::Config {
     ctx.config
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
-}
-
-async fn wait_for_bytes(path: &PathBuf, expected: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < expected {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "pipeline did not finish within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    let mut measured: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    measured.sort_by(f64::total_cmp);
-    measured
-        .get(measured.len() / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
 }
 
 fn rate(records: usize, elapsed: Duration) -> f64 {

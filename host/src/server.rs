@@ -58,7 +58,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let plugins = Arc::new(plugins);
     let worker_id = format!("{}@{}", worker_ip(options.bind), std::process::id());
     let tasks = TaskRuntime::start()?;
-    let worker = Arc::new(Worker::new(worker_id, sandbox, storage, plugins, tasks.handle()));
+    let worker = Arc::new(Worker::new(
+        worker_id,
+        sandbox,
+        storage,
+        plugins,
+        tasks.handle(),
+    ));
     worker.restore().await?;
 
     if !options.bind.is_loopback() && options.auth_token.is_none() {

@@ -101,9 +101,10 @@ impl Grants {
             move |address: SocketAddr, usage: SocketAddrUse| {
                 // A connect first binds the socket to an ephemeral local address (`0.0.0.0:0`);
                 // that bind grants nothing by itself, so it passes.
-                let implicit_bind = matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
-                    && address.ip().is_unspecified()
-                    && address.port() == 0;
+                let implicit_bind =
+                    matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
+                        && address.ip().is_unspecified()
+                        && address.port() == 0;
                 let allowed = allowed.clone();
                 Box::pin(async move {
                     implicit_bind

@@ -71,7 +71,13 @@ impl Limits {
             "--max-cpu-ms",
         )?;
         limits.cpu_per_call = Duration::from_millis(cpu_ms as u64);
-        limits.cpu_percent = lowered(config, "limits.cpu.percent", self.cpu_percent as usize, Unit::Count, "--max-cpu-percent")? as u32;
+        limits.cpu_percent = lowered(
+            config,
+            "limits.cpu.percent",
+            self.cpu_percent as usize,
+            Unit::Count,
+            "--max-cpu-percent",
+        )? as u32;
         let timeout_ms = lowered(
             config,
             "limits.call.timeout.ms",

@@ -113,7 +113,10 @@ impl Worker {
             .tasks
             .first()
             .and_then(|t| t.get(super::TASK_CLASS));
-        let plugin = running.plugin.clone().or_else(|| self.plugin_for_display(&running.stored));
+        let plugin = running
+            .plugin
+            .clone()
+            .or_else(|| self.plugin_for_display(&running.stored));
         let tasks: Vec<(&'static str, Option<String>)> = running
             .tasks
             .iter()

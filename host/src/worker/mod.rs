@@ -292,7 +292,10 @@ impl Worker {
     /// `stored` with every secret value masked, for showing.
     fn masked(&self, running: &RunningConnector) -> StoredConnector {
         let stored = &running.stored;
-        let plugin = running.plugin.clone().or_else(|| self.plugin_for_display(stored));
+        let plugin = running
+            .plugin
+            .clone()
+            .or_else(|| self.plugin_for_display(stored));
         let plugin = plugin.as_deref();
         StoredConnector {
             config: secrets::mask(&stored.config, plugin),
@@ -467,7 +470,12 @@ impl Worker {
     /// Runs a stored connector as its target state says.
     fn run(&self, name: &str, stored: StoredConnector) -> RunningConnector {
         let paused = watch::Sender::new(stored.target == TargetState::Paused);
-        let mut running = RunningConnector { stored, tasks: Vec::new(), paused, plugin: None };
+        let mut running = RunningConnector {
+            stored,
+            tasks: Vec::new(),
+            paused,
+            plugin: None,
+        };
         if running.stored.target != TargetState::Stopped {
             self.start_tasks(name, &mut running);
         }
@@ -490,7 +498,10 @@ impl Worker {
             .or_else(|| stored.tasks.first()?.get(TASK_CLASS));
         let recorded = stored.tasks.first().and_then(|t| t.get(PLUGIN_VERSION));
         let class = class.map_or("", String::as_str);
-        match self.plugins.resolve(class, &stored.config, recorded.map(String::as_str)) {
+        match self
+            .plugins
+            .resolve(class, &stored.config, recorded.map(String::as_str))
+        {
             Ok(plugin) => Some(plugin),
             Err(e) => {
                 tracing::error!(connector = %name, "{e}; the connector stays stopped");
@@ -500,8 +511,15 @@ impl Worker {
     }
 
     /// Starts the tasks numbered `ids` of a connector on its plugin.
-    fn start_tasks_subset(&self, name: &str, running: &RunningConnector, ids: &[usize]) -> Vec<TaskHandle> {
-        let Some(plugin) = running.plugin.clone() else { return Vec::new() };
+    fn start_tasks_subset(
+        &self,
+        name: &str,
+        running: &RunningConnector,
+        ids: &[usize],
+    ) -> Vec<TaskHandle> {
+        let Some(plugin) = running.plugin.clone() else {
+            return Vec::new();
+        };
         let (stored, paused) = (&running.stored, &running.paused);
         let is_source = plugin.is_source();
         let limits = self.connector_limits(name, &stored.config);
@@ -523,7 +541,9 @@ impl Worker {
                     paused: paused.subscribe(),
                 };
                 let run: TaskRun = if is_source { run_source } else { run_sink };
-                TaskHandle::spawn(&self.tasks, make_context, move |ctx| task::supervise(ctx, run))
+                TaskHandle::spawn(&self.tasks, make_context, move |ctx| {
+                    task::supervise(ctx, run)
+                })
             })
             .collect()
     }

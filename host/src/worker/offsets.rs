@@ -179,7 +179,10 @@ impl Worker {
         if !allowed(running.stored.target) {
             return Err(OffsetsError::NotStopped(name.to_string()));
         }
-        let plugin = running.plugin.clone().or_else(|| self.plugin_for_display(&running.stored));
+        let plugin = running
+            .plugin
+            .clone()
+            .or_else(|| self.plugin_for_display(&running.stored));
         let plugin = plugin.ok_or_else(|| {
             OffsetsError::Invalid(format!("no plugin of connector {name} is loaded"))
         })?;

@@ -32,7 +32,9 @@ fn plugin_json(info: &PluginInfo) -> Value {
         PluginStatus::Broken { reason } => ("broken", Some(reason.clone())),
     };
     let mut entry = match &info.descriptor {
-        Some(d) => json!({"class": d.name, "type": kind_name(d.kind), "version": d.version, "aliases": d.aliases}),
+        Some(d) => {
+            json!({"class": d.name, "type": kind_name(d.kind), "version": d.version, "aliases": d.aliases})
+        }
         None => json!({"class": Value::Null, "type": Value::Null, "version": Value::Null}),
     };
     entry["file"] = json!(info.file.display().to_string());

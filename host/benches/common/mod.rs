@@ -1,0 +1,65 @@
+//! What the pipeline benchmarks share: the input file, the pipeline's connector configs,
+//! waiting for the output, and medians.
+
+#![allow(dead_code)] // each bench binary uses part of it
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasm_connect::storage::Properties;
+
+/// Bytes of each input line, without its `\n`.
+pub const LINE_BYTES: usize = 100;
+
+/// Writes `lines` lines of exactly [`LINE_BYTES`] bytes plus `\n`.
+pub fn write_input(path: &Path, lines: usize) -> std::io::Result<()> {
+    let mut text = String::with_capacity(lines * (LINE_BYTES + 1));
+    for i in 0..lines {
+        let prefix = format!("{i:010} ");
+        text.push_str(&prefix);
+        text.extend(std::iter::repeat_n('x', LINE_BYTES - prefix.len()));
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
+/// The file source of the pipeline, reading `input` into topic `bench`.
+pub fn source_config(input: &Path) -> Properties {
+    Properties::from([
+        ("connector-class".into(), "file-source".into()),
+        ("topic".into(), "bench".into()),
+        ("filename".into(), input.display().to_string()),
+    ])
+}
+
+/// The file sink of the pipeline, writing topic `bench` to `output`.
+pub fn sink_config(output: &Path) -> Properties {
+    Properties::from([
+        ("connector-class".into(), "file-sink".into()),
+        ("topicNames".into(), "bench".into()),
+        ("filename".into(), output.display().to_string()),
+    ])
+}
+
+/// Waits until `path` holds `expected` bytes (the whole pipeline output).
+pub async fn wait_for_bytes(path: &Path, expected: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < expected {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline did not finish within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// The median of the measured values (NaN when there are none).
+pub fn median(values: &mut [f64]) -> f64 {
+    let mut measured: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    measured.sort_by(f64::total_cmp);
+    measured
+        .get(measured.len() / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
