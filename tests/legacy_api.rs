@@ -432,9 +432,8 @@ fn plugin_reload_makes_a_plugin_copied_in_while_running_usable() {
         ws.plugin_dir().join("file-sink.wasm"),
     )
     .unwrap();
-    // Not usable before the reload ...
-    assert!(create(&host, "sink", &sink).starts_with("failed: no connector plugin named"));
-    // ... and usable after it.
+    // The reload answers once the new file is loaded (the file watcher may have been faster,
+    // so whether it was usable a moment before is not asserted).
     assert_eq!(plain(&host, "/plugin/reload"), "success");
     assert_eq!(create(&host, "sink", &sink), "success");
     host.wait_running("sink");
