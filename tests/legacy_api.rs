@@ -332,6 +332,14 @@ fn connector_config_has_the_exact_format_with_string_values_and_runtime_keys() {
         "task-class of {task:?}"
     );
     timestamp(&task, from, to);
+    // Exactly the original's task config: the connector's keys plus task-class.
+    let mut task_keys: Vec<&String> = task.keys().collect();
+    let mut expected_keys: Vec<&String> = expected.keys().collect();
+    let task_class = "task-class".to_string();
+    expected_keys.push(&task_class);
+    task_keys.sort();
+    expected_keys.sort();
+    assert_eq!(task_keys, expected_keys, "task config keys");
 
     assert_eq!(plain(&host, "/connectors/unknown/config"), NO_CONFIGS);
 }

@@ -24,7 +24,8 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::storage::Properties;
+use crate::plugins::PLUGIN_VERSION;
+use crate::storage::{Properties, StoredConnector};
 use crate::worker::{PutError, PutOutcome, Worker};
 
 pub fn router(worker: Arc<Worker>) -> Router {
@@ -103,7 +104,7 @@ async fn status(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> 
 async fn config(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
     match worker.config(&name).await {
         Some(stored) => {
-            let tasks: Vec<Value> = stored.tasks.iter().map(properties).collect();
+            let tasks: Vec<Value> = task_properties(&stored);
             text(format!(
                 "ConnectorConfigs:{}\nTaskConfigs:{}",
                 properties(&stored.config),
@@ -129,7 +130,7 @@ async fn config_info(State(worker): State<Arc<Worker>>) -> Response {
         .collect();
     let tasks: BTreeMap<&String, Vec<Value>> = configs
         .iter()
-        .map(|(n, c)| (n, c.tasks.iter().map(properties).collect()))
+        .map(|(n, c)| (n, task_properties(c)))
         .collect();
     text(format!(
         "ConnectorConfigs:{}\nTaskConfigs:{}",
@@ -155,14 +156,29 @@ async fn allocated_info(State(worker): State<Arc<Worker>>) -> Response {
     }
     body.push_str("working tasks:\n");
     for (name, stored) in &configs {
-        for task in &stored.tasks {
-            body.push_str(&format!(
-                "connectorName:{name}\nConfigs:{}\n",
-                properties(task)
-            ));
+        for task in task_properties(stored) {
+            body.push_str(&format!("connectorName:{name}\nConfigs:{task}\n"));
         }
     }
     text(body)
+}
+
+/// A connector's task configs as the original showed them: the connector config plus
+/// `task-class` and `update-timestamp`. The plugin version a task records for this host is
+/// left out unless the user's config pinned it.
+fn task_properties(stored: &StoredConnector) -> Vec<Value> {
+    let pinned = stored.config.contains_key(PLUGIN_VERSION);
+    stored
+        .tasks
+        .iter()
+        .map(|task| {
+            let mut task = task.clone();
+            if !pinned {
+                task.remove(PLUGIN_VERSION);
+            }
+            properties(&task)
+        })
+        .collect()
 }
 
 /// A config as the original serialised it: `{"properties":{…}}`.
