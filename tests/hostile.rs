@@ -27,7 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{call, pids_with_arg, read_lines, wait_for, Answer, Host, Workspace};
+use common::{
+    call, json_create as create, json_get as get, pids_with_arg, read_lines, wait_for, Host,
+    Workspace,
+};
 use serde_json::{json, Value};
 
 /// The slowest answer to `GET /connectors` a test accepts while a hostile connector runs.
@@ -57,28 +60,6 @@ fn fixture(name: &str) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------
 // The JSON API.
-
-fn get(host: &Host, path: &str) -> Answer {
-    call("GET", &format!("{}{path}", host.kafka), None, &[])
-}
-
-fn send(host: &Host, method: &str, path: &str, body: &Value) -> Answer {
-    call(
-        method,
-        &format!("{}{path}", host.kafka),
-        Some(&body.to_string()),
-        &[],
-    )
-}
-
-fn create(host: &Host, name: &str, config: Value) -> Answer {
-    send(
-        host,
-        "POST",
-        "/connectors",
-        &json!({"name": name, "config": config}),
-    )
-}
 
 /// A `hostile-source` config: `behaviour`, its own topic, plus `extra` keys.
 fn hostile_config(behaviour: &str, extra: Value) -> Value {

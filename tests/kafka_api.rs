@@ -7,21 +7,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{call, read_lines, wait_for, Answer, Host, Workspace};
+use common::{
+    call, json_create as create, json_get as get, json_send as send, read_lines, wait_for, Answer,
+    Host, Workspace,
+};
 use serde_json::{json, Value};
-
-fn get(host: &Host, path: &str) -> Answer {
-    call("GET", &format!("{}{path}", host.kafka), None, &[])
-}
-
-fn send(host: &Host, method: &str, path: &str, body: &Value) -> Answer {
-    call(
-        method,
-        &format!("{}{path}", host.kafka),
-        Some(&body.to_string()),
-        &[],
-    )
-}
 
 fn bare(host: &Host, method: &str, path: &str) -> Answer {
     call(method, &format!("{}{path}", host.kafka), None, &[])
@@ -33,15 +23,6 @@ fn source_config(file: &Path, topic: &str) -> Value {
 
 fn sink_config(file: &Path, topic: &str) -> Value {
     json!({"connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector", "file": file.display().to_string(), "topics": topic})
-}
-
-fn create(host: &Host, name: &str, config: Value) -> Answer {
-    send(
-        host,
-        "POST",
-        "/connectors",
-        &json!({"name": name, "config": config}),
-    )
 }
 
 /// Asserts the Kafka Connect error shape and returns the message.

@@ -321,3 +321,28 @@ pub fn call(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)
         body: response.into_string().unwrap_or_default(),
     }
 }
+
+/// `GET path` on the JSON API.
+pub fn json_get(host: &Host, path: &str) -> Answer {
+    call("GET", &format!("{}{path}", host.kafka), None, &[])
+}
+
+/// `method path` on the JSON API with a JSON body.
+pub fn json_send(host: &Host, method: &str, path: &str, body: &serde_json::Value) -> Answer {
+    call(
+        method,
+        &format!("{}{path}", host.kafka),
+        Some(&body.to_string()),
+        &[],
+    )
+}
+
+/// `POST /connectors` on the JSON API.
+pub fn json_create(host: &Host, name: &str, config: serde_json::Value) -> Answer {
+    json_send(
+        host,
+        "POST",
+        "/connectors",
+        &serde_json::json!({"name": name, "config": config}),
+    )
+}
