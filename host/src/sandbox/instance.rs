@@ -120,7 +120,7 @@ impl ConnectorComponent {
                 .await
                 .map(AnyInstance::Sink),
         };
-        let instance = instance.map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+        let instance = instance.map_err(instantiate_failure)?;
         Ok((store, instance))
     }
 }
@@ -191,6 +191,18 @@ pub struct TaskSetup<'a> {
     pub limits: Limits,
 }
 
+impl<'a> TaskSetup<'a> {
+    /// A store for this task, its limits and its config.
+    fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, &'a Config) {
+        let state = TaskState::new(self.identity, self.grants, self.committed, &self.limits);
+        (sandbox.store(state, &self.limits), self.limits, self.config)
+    }
+}
+
+fn instantiate_failure(error: wasmtime::Error) -> GuestFailure {
+    GuestFailure::Instantiate(format!("{error:#}"))
+}
+
 /// A running source task: its own store, instance and task resource.
 pub struct SourceInstance {
     store: Store<TaskState>,
@@ -206,16 +218,14 @@ impl SourceInstance {
         pre: &SourceConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let limits = setup.limits;
-        let state = TaskState::new(setup.identity, setup.grants, setup.committed, &limits);
-        let mut store = sandbox.store(state, &limits);
+        let (mut store, limits, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+            .map_err(instantiate_failure)?;
         let api = bindings.wasm_connect_connector_source().source_task();
         let started = guarded(&mut store, &limits, "start", async |s| {
-            api.call_start(s, setup.config).await
+            api.call_start(s, config).await
         })
         .await?;
         Ok(started.map(|task| SourceInstance {
@@ -278,16 +288,14 @@ impl SinkInstance {
         pre: &SinkConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let limits = setup.limits;
-        let state = TaskState::new(setup.identity, setup.grants, setup.committed, &limits);
-        let mut store = sandbox.store(state, &limits);
+        let (mut store, limits, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+            .map_err(instantiate_failure)?;
         let api = bindings.wasm_connect_connector_sink().sink_task();
         let started = guarded(&mut store, &limits, "start", async |s| {
-            api.call_start(s, setup.config).await
+            api.call_start(s, config).await
         })
         .await?;
         Ok(started.map(|task| SinkInstance {
