@@ -79,15 +79,11 @@ fn create_ok(host: &Host, name: &str, config: &Value) {
     );
 }
 
-/// The first task config of `name`.
+/// The first task config of `name`, from the JSON API (the legacy API leaves the recorded
+/// plugin version out, as the original's task configs had no such key).
 fn task_config(host: &Host, name: &str) -> Value {
-    let body = host.get_ok(&format!("/connectors/{name}/config"));
-    let tasks = body
-        .split_once("\nTaskConfigs:")
-        .map(|(_, t)| t)
-        .unwrap_or_else(|| panic!("{body:?}"));
-    let tasks: Value = serde_json::from_str(tasks).unwrap_or_else(|e| panic!("{tasks:?}: {e}"));
-    tasks[0]["properties"].clone()
+    let tasks = common::json_get(host, &format!("/connectors/{name}/tasks")).json();
+    tasks[0]["config"].clone()
 }
 
 /// The plugin version the tasks of `name` recorded.
