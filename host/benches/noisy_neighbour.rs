@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{median, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES};
+use common::{median, run_file_pipeline, write_input, LINE_BYTES};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use wasm_connect::storage::{Properties, Storage};
@@ -207,17 +207,7 @@ async fn pipeline(
     }
     let output = data.join("out.txt");
     let noise_before = noise.end_offset();
-    let started = Instant::now();
-    worker
-        .put("source", source_config(input))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    worker
-        .put("sink", sink_config(&output))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    wait_for_bytes(&output, expected_bytes).await?;
-    let elapsed = started.elapsed();
+    let elapsed = run_file_pipeline(&worker, input, &output, expected_bytes).await?;
     let noise_records = noise.end_offset() - noise_before;
     for i in 0..neighbours {
         let name = format!("neighbour-{i}");

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{median, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES};
+use common::{
+    median, run_file_pipeline, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES,
+};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
 use wasm_connect::sandbox::{
@@ -169,17 +171,7 @@ async fn wasm_pipeline(
         runtime,
     );
     let output = data.join("out.txt");
-    let started = Instant::now();
-    worker
-        .put("source", source_config(input))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    worker
-        .put("sink", sink_config(&output))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    wait_for_bytes(&output, expected_bytes).await?;
-    let elapsed = started.elapsed();
+    let elapsed = run_file_pipeline(&worker, input, &output, expected_bytes).await?;
     worker.shutdown().await;
     Ok(rate(lines, elapsed))
 }

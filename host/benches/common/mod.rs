@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wasm_connect::storage::Properties;
+use wasm_connect::worker::Worker;
 
 /// Bytes of each input line, without its `\n`.
 pub const LINE_BYTES: usize = 100;
@@ -62,4 +63,25 @@ pub fn median(values: &mut [f64]) -> f64 {
         .get(measured.len() / 2)
         .copied()
         .unwrap_or(f64::NAN)
+}
+
+/// Creates the file source and sink on `worker` and waits until `output` holds
+/// `expected_bytes`; returns how long that took.
+pub async fn run_file_pipeline(
+    worker: &Worker,
+    input: &Path,
+    output: &Path,
+    expected_bytes: u64,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    worker
+        .put("source", source_config(input))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    worker
+        .put("sink", sink_config(output))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    wait_for_bytes(output, expected_bytes).await?;
+    Ok(started.elapsed())
 }

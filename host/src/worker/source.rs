@@ -349,7 +349,8 @@ type Routed = (Vec<(String, BatchWriter)>, Vec<(String, String)>);
 
 fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
     let mut groups: Vec<(String, BatchWriter)> = Vec::new();
-    let mut positions: Vec<(String, String)> = Vec::new();
+    // Borrowed from the batch while reading; copied once at the end, not per record.
+    let mut positions: Vec<(&str, &str)> = Vec::new();
     let mut count = 0u32;
     let now = now_millis();
     for record in BatchReader::new(&batch.frames) {
@@ -380,9 +381,9 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
         };
         group.push_content(record.content, timestamp);
         if !record.partition.is_empty() {
-            match positions.iter_mut().find(|(p, _)| p == record.partition) {
-                Some(entry) => record.position.clone_into(&mut entry.1),
-                None => positions.push((record.partition.to_string(), record.position.to_string())),
+            match positions.iter_mut().find(|(p, _)| *p == record.partition) {
+                Some(entry) => entry.1 = record.position,
+                None => positions.push((record.partition, record.position)),
             }
         }
     }
@@ -392,6 +393,10 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
             batch.count
         ));
     }
+    let positions = positions
+        .into_iter()
+        .map(|(p, pos)| (p.to_string(), pos.to_string()))
+        .collect();
     Ok((groups, positions))
 }
 
