@@ -217,7 +217,7 @@ async fn pipeline(
             .flat_map(|s| s.tasks.iter().cloned())
             .collect();
         anyhow::ensure!(
-            !states.is_empty() && states.iter().all(|(state, _)| *state == "RUNNING"),
+            !states.is_empty() && states.iter().all(|task| task.state == "RUNNING"),
             "{name} did not keep running beside the pipeline: {states:?}"
         );
     }

@@ -201,6 +201,7 @@ async fn native_pipeline(
             limits: Limits::default(),
             sandbox,
             storage,
+            cluster: None,
             status,
             stop,
             paused: tokio::sync::watch::channel(false).1,
@@ -212,7 +213,7 @@ async fn native_pipeline(
         &runtime,
         context("source", "file-source", source_config(input)),
         |ctx| async move {
-            let (committed, sequence) = source::resume_point(&ctx).expect("resume point");
+            let (committed, sequence) = source::resume_point(&ctx).await.expect("resume point");
             let task =
                 file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed))
                     .expect("start");
@@ -224,7 +225,7 @@ async fn native_pipeline(
         &runtime,
         context("sink", "file-sink", sink_config(&output)),
         |ctx| async move {
-            let (committed, subscriptions) = sink::resume_point(&ctx).expect("resume point");
+            let (committed, subscriptions) = sink::resume_point(&ctx).await.expect("resume point");
             let task = file_sink::FileSinkTask::start(&sdk_config(&ctx), &NativeHost(committed))
                 .expect("start");
             let mut ctx = ctx;

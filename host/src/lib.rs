@@ -9,6 +9,7 @@
 //! - `api`: the REST APIs; `server`: wiring and shutdown.
 
 pub mod api;
+pub mod cluster;
 pub mod plugins;
 pub mod sandbox;
 pub mod server;

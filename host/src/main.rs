@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use wasm_connect::cluster::{ClusterOptions, Strategy};
 use wasm_connect::sandbox::{parse_size, Capabilities, Limits, RestartPolicy, WorkerLimits};
 use wasm_connect::server::{serve, ServeOptions};
 
@@ -24,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the REST APIs and run the stored connectors (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Work with plugin files offline.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -61,6 +62,8 @@ struct ServeArgs {
     plugin_dir: PathBuf,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Directory under which path-typed connector config values must lie (repeatable; unset:
     /// any path a connector config names).
     #[arg(
@@ -70,6 +73,33 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allow_paths: Vec<PathBuf>,
+}
+
+/// Cluster mode: join other workers on NATS JetStream instead of keeping everything local.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cluster (NATS JetStream)")]
+struct ClusterArgs {
+    /// NATS server URLs, comma-separated (e.g. nats://127.0.0.1:4222,nats://127.0.0.1:4223):
+    /// join the cluster there; configs, offsets and topics then live in JetStream. Needs
+    /// nats-server 2.11 or newer with JetStream enabled.
+    #[arg(long, value_name = "URLS", env = "WASM_CONNECT_NATS")]
+    nats: Option<String>,
+    /// The cluster to join: workers with the same id share connectors.
+    #[arg(
+        long,
+        default_value = "DefaultConnectCluster",
+        env = "WASM_CONNECT_CLUSTER_ID"
+    )]
+    cluster_id: String,
+    /// This worker's id in the cluster (default `<ip>@<pid>`); unique per worker.
+    #[arg(long, env = "WASM_CONNECT_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Copies JetStream keeps of every topic and bucket (1 for a single NATS server).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=5), env = "WASM_CONNECT_NATS_REPLICAS")]
+    nats_replicas: u16,
+    /// How the leader spreads connectors and tasks over the workers.
+    #[arg(long, value_enum, default_value_t = Strategy::RoundRobin, env = "WASM_CONNECT_ALLOC_STRATEGY")]
+    alloc_strategy: Strategy,
 }
 
 /// Worker-wide limits: the default of every connector and the ceiling its `limits.*` keys
@@ -158,6 +188,13 @@ impl ServeArgs {
         options.kafka_api_port = (self.kafka_api_port != 0).then_some(self.kafka_api_port);
         options.auth_token = self.auth_token.filter(|token| !token.is_empty());
         options.limits = self.limits.worker_limits();
+        options.worker_id = self.cluster.worker_id.filter(|id| !id.is_empty());
+        options.cluster = self.cluster.nats.map(|servers| ClusterOptions {
+            servers,
+            cluster_id: self.cluster.cluster_id,
+            replicas: usize::from(self.cluster.nats_replicas),
+            strategy: self.cluster.alloc_strategy,
+        });
         options.capabilities = Capabilities {
             allow_paths: self
                 .allow_paths

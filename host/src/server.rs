@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
 use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use crate::storage::Storage;
@@ -25,6 +26,10 @@ pub struct ServeOptions {
     pub plugin_dir: PathBuf,
     pub limits: WorkerLimits,
     pub capabilities: Capabilities,
+    /// This worker's id; `<ip>@<pid>` when None.
+    pub worker_id: Option<String>,
+    /// Set to join a cluster on NATS JetStream.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl ServeOptions {
@@ -38,6 +43,8 @@ impl ServeOptions {
             plugin_dir,
             limits: WorkerLimits::default(),
             capabilities: Capabilities::default(),
+            worker_id: None,
+            cluster: None,
         }
     }
 }
@@ -56,16 +63,30 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     )
     .await;
     let plugins = Arc::new(plugins);
-    let worker_id = format!("{}@{}", worker_ip(options.bind), std::process::id());
+    let worker_id = options
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}@{}", worker_ip(options.bind), std::process::id()));
     let tasks = TaskRuntime::start()?;
-    let worker = Arc::new(Worker::new(
-        worker_id,
-        sandbox,
-        storage,
-        plugins,
-        tasks.handle(),
-    ));
+    let mut worker = Worker::new(worker_id.clone(), sandbox, storage, plugins, tasks.handle());
+    let cluster = match &options.cluster {
+        Some(options) => Some(Arc::new(
+            Cluster::connect(options.clone(), worker_id.clone()).await?,
+        )),
+        None => None,
+    };
+    if let Some(cluster) = &cluster {
+        worker = worker.with_cluster(cluster.clone());
+    }
+    let worker = Arc::new(worker);
     worker.restore().await?;
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let coordinator = match &cluster {
+        Some(cluster) => {
+            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
+        }
+        None => None,
+    };
 
     if !options.bind.is_loopback() && options.auth_token.is_none() {
         tracing::warn!(
@@ -81,7 +102,6 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     .await?;
     let legacy_app =
         crate::api::auth::require_token(crate::api::legacy::router(worker.clone()), token.clone());
-    let (shutdown, _) = tokio::sync::watch::channel(false);
     let mut servers = vec![tokio::spawn(run_listener(
         legacy,
         legacy_app,
@@ -112,8 +132,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
         }
     }
+    if let Some(coordinator) = coordinator {
+        let _ = coordinator.await;
+    }
     tracing::info!("shutting down: stopping tasks");
     worker.shutdown().await;
+    if let Some(cluster) = &cluster {
+        cluster.leave().await;
+    }
     drop(tasks);
     Ok(())
 }

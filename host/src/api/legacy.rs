@@ -141,23 +141,31 @@ async fn config_info(State(worker): State<Arc<Worker>>) -> Response {
 
 /// `GET /getClusterInfo`: the live workers; in one-process mode, this one.
 async fn cluster_info(State(worker): State<Arc<Worker>>) -> Response {
-    text(json!([worker.id()]).to_string())
+    text(json!(worker.live_workers().await).to_string())
 }
 
 /// `GET /getAllocatedInfo`: the connectors and tasks this worker runs.
 async fn allocated_info(State(worker): State<Arc<Worker>>) -> Response {
     let configs = worker.configs().await;
+    let allocated = worker.allocated().await;
     let mut body = String::from("working connectors:\n");
     for (name, stored) in &configs {
-        body.push_str(&format!(
-            "connectorName:{name}\nConfigs:{}\n",
-            properties(&stored.config)
-        ));
+        if allocated.get(name).is_some_and(|(owns, _)| *owns) {
+            body.push_str(&format!(
+                "connectorName:{name}\nConfigs:{}\n",
+                properties(&stored.config)
+            ));
+        }
     }
     body.push_str("working tasks:\n");
     for (name, stored) in &configs {
-        for task in task_properties(stored) {
-            body.push_str(&format!("connectorName:{name}\nConfigs:{task}\n"));
+        let Some((_, tasks)) = allocated.get(name) else {
+            continue;
+        };
+        for (id, task) in task_properties(stored).into_iter().enumerate() {
+            if tasks.contains(&id) {
+                body.push_str(&format!("connectorName:{name}\nConfigs:{task}\n"));
+            }
         }
     }
     text(body)

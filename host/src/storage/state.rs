@@ -252,7 +252,7 @@ impl StateStore {
 }
 
 /// What a sink task resumes from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SinkState {
     pub offsets: BTreeMap<String, u64>,
     pub positions: BTreeMap<String, String>,

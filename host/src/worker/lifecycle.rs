@@ -1,6 +1,8 @@
 //! Connector lifecycle beyond create and delete: pause, resume, stop, restart, and the
 //! status the APIs report.
 
+use std::collections::BTreeMap;
+
 use super::task::TaskStatus;
 use super::{stop_all, Worker};
 use crate::storage::TargetState;
@@ -22,9 +24,21 @@ pub struct ConnectorStatus {
     pub target: TargetState,
     /// The connector's own state and, when FAILED, why.
     pub state: (&'static str, Option<String>),
-    /// Each task's state and, when FAILED, why.
-    pub tasks: Vec<(&'static str, Option<String>)>,
+    /// The worker that owns the connector.
+    pub worker: String,
+    /// Each task's state, by task number.
+    pub tasks: Vec<TaskState>,
     pub is_source: Option<bool>,
+}
+
+/// What the status routes show for one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    pub state: &'static str,
+    /// Why, when FAILED.
+    pub trace: Option<String>,
+    /// The worker running it.
+    pub worker: String,
 }
 
 impl Worker {
@@ -40,10 +54,10 @@ impl Worker {
         }
         let mut stored = running.stored.clone();
         stored.target = target;
-        self.storage
-            .state
-            .put_connector(name, &stored)
-            .map_err(|e| LifecycleError::Storage(e.to_string()))?;
+        running.revision = self
+            .persist(name, Some(&stored))
+            .await
+            .map_err(LifecycleError::Storage)?;
         running.stored.target = target;
         running.paused.send_replace(target == TargetState::Paused);
         match target {
@@ -67,18 +81,22 @@ impl Worker {
         let running = connectors
             .get_mut(name)
             .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
-        let chosen: Vec<usize> = (0..running.tasks.len())
-            .filter(|i| {
-                !only_failed || matches!(*running.tasks[*i].status.borrow(), TaskStatus::Failed(_))
+        let chosen: Vec<usize> = running
+            .tasks
+            .iter()
+            .filter(|(_, task)| {
+                !only_failed || matches!(*task.status.borrow(), TaskStatus::Failed(_))
             })
+            .map(|(id, _)| *id)
             .collect();
         if chosen.is_empty() {
             return Ok(chosen);
         }
         let fresh = self.start_tasks_subset(name, running, &chosen);
-        for (id, task) in chosen.iter().zip(fresh) {
-            let old = std::mem::replace(&mut running.tasks[*id], task);
-            old.stop().await;
+        for (id, task) in fresh {
+            if let Some(old) = running.tasks.insert(id, task) {
+                old.stop().await;
+            }
         }
         Ok(chosen)
     }
@@ -89,17 +107,17 @@ impl Worker {
         let running = connectors
             .get_mut(name)
             .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
-        if task >= running.tasks.len() {
+        if !running.tasks.contains_key(&task) {
             return Err(LifecycleError::TaskNotFound {
                 connector: name.to_string(),
                 task,
             });
         }
         let fresh = self.start_tasks_subset(name, running, &[task]);
-        for new_task in fresh {
-            std::mem::replace(&mut running.tasks[task], new_task)
-                .stop()
-                .await;
+        for (id, new_task) in fresh {
+            if let Some(old) = running.tasks.insert(id, new_task) {
+                old.stop().await;
+            }
         }
         Ok(())
     }
@@ -117,12 +135,14 @@ impl Worker {
             .plugin
             .clone()
             .or_else(|| self.plugin_for_display(&running.stored));
-        let tasks: Vec<(&'static str, Option<String>)> = running
+        let target = running.stored.target;
+        let local: BTreeMap<usize, TaskStatus> = running
             .tasks
             .iter()
-            .map(|t| task_state(&t.status.borrow(), running.stored.target))
+            .map(|(id, t)| (*id, t.status.borrow().clone()))
             .collect();
-        let state = match (running.stored.target, &running.plugin) {
+        let task_count = running.stored.tasks.len();
+        let state = match (target, &running.plugin) {
             (TargetState::Running | TargetState::Paused, None) => (
                 "FAILED",
                 Some(format!(
@@ -134,11 +154,79 @@ impl Worker {
             (TargetState::Paused, _) => ("PAUSED", None),
             (TargetState::Running, _) => ("RUNNING", None),
         };
+        let is_source = plugin.map(|p| p.is_source());
+        drop(connectors);
+        let tasks = self.task_states(name, target, local, task_count).await;
+        let worker = self
+            .assignment()
+            .connectors
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.id.clone());
         Some(ConnectorStatus {
-            target: running.stored.target,
+            target,
             state,
+            worker,
             tasks,
-            is_source: plugin.map(|p| p.is_source()),
+            is_source,
+        })
+    }
+
+    /// The state of every task of a connector: from this worker's actors, and in cluster
+    /// mode from what the owners of the others reported (UNASSIGNED while a task has no
+    /// owner, or its owner has not reported since it got it).
+    async fn task_states(
+        &self,
+        name: &str,
+        target: TargetState,
+        local: BTreeMap<usize, TaskStatus>,
+        task_count: usize,
+    ) -> Vec<TaskState> {
+        let here = |status: &TaskStatus| {
+            let (state, trace) = task_state(status, target);
+            TaskState {
+                state,
+                trace,
+                worker: self.id.clone(),
+            }
+        };
+        let Some(cluster) = &self.cluster else {
+            return local.values().map(here).collect();
+        };
+        if target == TargetState::Stopped {
+            return Vec::new();
+        }
+        let assignment = self.assignment();
+        let reports = cluster.task_reports(name, task_count).await;
+        (0..task_count)
+            .map(|task| {
+                if let Some(status) = local.get(&task) {
+                    return here(status);
+                }
+                let owner = assignment.owner(name, task).unwrap_or_default();
+                match reports.get(&task) {
+                    Some(report) if report.worker == owner => {
+                        let (state, trace) = task_state(&report.status, target);
+                        TaskState {
+                            state,
+                            trace,
+                            worker: report.worker.clone(),
+                        }
+                    }
+                    _ => TaskState {
+                        state: "UNASSIGNED",
+                        trace: None,
+                        worker: owner.to_string(),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// True when the connector exists and all its tasks are running (on any worker).
+    pub async fn is_running(&self, name: &str) -> bool {
+        self.status(name).await.is_some_and(|status| {
+            !status.tasks.is_empty() && status.tasks.iter().all(|t| t.state == "RUNNING")
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod offsets;
+mod placement;
 pub mod secrets;
 pub mod sink;
 pub mod source;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
+use crate::cluster::{Assignment, Cluster};
 use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::Config;
 use crate::sandbox::{Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
-pub use lifecycle::{ConnectorStatus, LifecycleError};
+pub use lifecycle::{ConnectorStatus, LifecycleError, TaskState};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
@@ -74,8 +76,11 @@ pub enum PutError {
 /// A connector this worker runs.
 struct RunningConnector {
     stored: StoredConnector,
-    /// Empty while the connector is stopped.
-    tasks: Vec<TaskHandle>,
+    /// The tasks this worker runs, by task number: all of them, or in cluster mode those
+    /// assigned here. Empty while the connector is stopped.
+    tasks: BTreeMap<usize, TaskHandle>,
+    /// The cluster config revision this state comes from (0 without a cluster).
+    revision: u64,
     /// True while the connector is paused; every task watches it.
     paused: watch::Sender<bool>,
     /// The plugin version its tasks run (kept even if its file is removed meanwhile); None
@@ -91,6 +96,10 @@ pub struct Worker {
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
+    /// Set in cluster mode: configs, offsets and topics live there, and this worker runs
+    /// only the tasks `assignment` gives it.
+    cluster: Option<Arc<Cluster>>,
+    assignment: std::sync::Mutex<Assignment>,
 }
 
 impl Worker {
@@ -108,7 +117,19 @@ impl Worker {
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
             tasks,
+            cluster: None,
+            assignment: std::sync::Mutex::new(Assignment::default()),
         }
+    }
+
+    /// Makes this worker one of a cluster (before anything runs).
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// This worker's id, `ip@pid`.
@@ -124,13 +145,17 @@ impl Worker {
         &self.sandbox
     }
 
-    /// Starts every stored connector where it left off.
+    /// Starts every stored connector where it left off (in cluster mode the coordinator
+    /// loads the cluster's connectors instead).
     pub async fn restore(&self) -> anyhow::Result<()> {
+        if self.cluster.is_some() {
+            return Ok(());
+        }
         let stored = self.storage.state.connectors()?;
         let mut connectors = self.connectors.lock().await;
         for (name, stored) in stored {
             tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
-            let running = self.run(&name, stored);
+            let running = self.run(&name, stored, 0);
             connectors.insert(name, running);
         }
         Ok(())
@@ -199,10 +224,10 @@ impl Worker {
             tasks,
             target,
         };
-        self.storage
-            .state
-            .put_connector(name, &stored)
-            .map_err(|e| PutError::Storage(e.to_string()))?;
+        let revision = self
+            .persist(name, Some(&stored))
+            .await
+            .map_err(PutError::Storage)?;
         let outcome = match connectors.remove(name) {
             Some(old) => {
                 stop_all(old.tasks).await;
@@ -210,7 +235,7 @@ impl Worker {
             }
             None => PutOutcome::Created,
         };
-        connectors.insert(name.to_string(), self.run(name, stored));
+        connectors.insert(name.to_string(), self.run(name, stored, revision));
         Ok(outcome)
     }
 
@@ -246,10 +271,7 @@ impl Worker {
             return Ok(false);
         };
         stop_all(running.tasks).await;
-        self.storage
-            .state
-            .delete_connector(name)
-            .map_err(|e| e.to_string())?;
+        self.persist(name, None).await?;
         Ok(true)
     }
 
@@ -322,18 +344,10 @@ impl Worker {
         Some(
             running
                 .tasks
-                .iter()
+                .values()
                 .map(|t| t.status.borrow().clone())
                 .collect(),
         )
-    }
-
-    /// True when the connector exists and all its tasks are running.
-    pub async fn is_running(&self, name: &str) -> bool {
-        let connectors = self.connectors.lock().await;
-        connectors
-            .get(name)
-            .is_some_and(|c| !c.tasks.is_empty() && c.tasks.iter().all(TaskHandle::is_running))
     }
 
     /// Host-side checks, then the connector's own validation and task split.
@@ -468,11 +482,12 @@ impl Worker {
     }
 
     /// Runs a stored connector as its target state says.
-    fn run(&self, name: &str, stored: StoredConnector) -> RunningConnector {
+    fn run(&self, name: &str, stored: StoredConnector, revision: u64) -> RunningConnector {
         let paused = watch::Sender::new(stored.target == TargetState::Paused);
         let mut running = RunningConnector {
             stored,
-            tasks: Vec::new(),
+            tasks: BTreeMap::new(),
+            revision,
             paused,
             plugin: None,
         };
@@ -482,11 +497,11 @@ impl Worker {
         running
     }
 
-    /// Starts every task of a connector on the plugin version it should run.
+    /// Starts every task of a connector this worker runs, on the plugin version it should run.
     fn start_tasks(&self, name: &str, running: &mut RunningConnector) {
         running.plugin = self.plugin_for(name, &running.stored);
-        let all: Vec<usize> = (0..running.stored.tasks.len()).collect();
-        running.tasks = self.start_tasks_subset(name, running, &all);
+        let mine = self.my_tasks(name, running.stored.tasks.len());
+        running.tasks = self.start_tasks_subset(name, running, &mine);
     }
 
     /// The plugin version a stored connector runs: the one its class pins, else the one its
@@ -516,9 +531,9 @@ impl Worker {
         name: &str,
         running: &RunningConnector,
         ids: &[usize],
-    ) -> Vec<TaskHandle> {
+    ) -> BTreeMap<usize, TaskHandle> {
         let Some(plugin) = running.plugin.clone() else {
-            return Vec::new();
+            return BTreeMap::new();
         };
         let (stored, paused) = (&running.stored, &running.paused);
         let is_source = plugin.is_source();
@@ -536,14 +551,16 @@ impl Worker {
                     limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
                     storage: self.storage.clone(),
+                    cluster: self.cluster.clone(),
                     status,
                     stop,
                     paused: paused.subscribe(),
                 };
                 let run: TaskRun = if is_source { run_source } else { run_sink };
-                TaskHandle::spawn(&self.tasks, make_context, move |ctx| {
+                let handle = TaskHandle::spawn(&self.tasks, make_context, move |ctx| {
                     task::supervise(ctx, run)
-                })
+                });
+                (i, handle)
             })
             .collect()
     }
@@ -561,8 +578,8 @@ fn run_sink(
     Box::pin(sink::run(ctx))
 }
 
-async fn stop_all(tasks: Vec<TaskHandle>) {
-    for task in tasks {
+async fn stop_all(tasks: BTreeMap<usize, TaskHandle>) {
+    for task in tasks.into_values() {
         task.stop().await;
     }
 }

@@ -38,6 +38,22 @@ impl Worker {
     /// The committed offsets of a connector.
     pub async fn offsets(&self, name: &str) -> Result<ConnectorOffsets, OffsetsError> {
         let (is_source, tasks) = self.kind_and_tasks(name).await?;
+        if let Some(cluster) = &self.cluster {
+            return if is_source {
+                let mut offsets = cluster
+                    .source_offsets(name)
+                    .await
+                    .map_err(OffsetsError::Storage)?;
+                offsets.positions.retain(|_, position| !position.is_empty());
+                Ok(ConnectorOffsets::Source(offsets.positions))
+            } else {
+                let state = cluster
+                    .sink_state(name)
+                    .await
+                    .map_err(OffsetsError::Storage)?;
+                Ok(ConnectorOffsets::Sink(state.offsets))
+            };
+        }
         if is_source {
             let positions =
                 source::committed_positions(&self.storage, name, &producers(name, tasks))
@@ -60,6 +76,19 @@ impl Worker {
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
         let (is_source, tasks) = self.stopped_kind_and_tasks(name).await?;
+        if let (Some(cluster), true) = (
+            &self.cluster,
+            matches!(
+                (&changes, is_source),
+                (OffsetChanges::Source(_), true) | (OffsetChanges::Sink(_), false)
+            ),
+        ) {
+            let result = match &changes {
+                OffsetChanges::Source(changes) => cluster.set_source_positions(name, changes).await,
+                OffsetChanges::Sink(changes) => cluster.set_sink_offsets(name, changes).await,
+            };
+            return result.map_err(OffsetsError::Storage);
+        }
         match changes {
             OffsetChanges::Source(changes) if is_source => self.alter_source(name, tasks, &changes),
             OffsetChanges::Sink(changes) if !is_source => self
@@ -93,6 +122,13 @@ impl Worker {
     /// The topics a connector uses: those its source tasks wrote to, or its sink reads.
     pub async fn topics(&self, name: &str) -> Result<Vec<String>, OffsetsError> {
         let (is_source, tasks) = self.kind_and_tasks(name).await?;
+        if let (Some(cluster), true) = (&self.cluster, is_source) {
+            let offsets = cluster
+                .source_offsets(name)
+                .await
+                .map_err(OffsetsError::Storage)?;
+            return Ok(offsets.topics.into_iter().collect());
+        }
         if is_source {
             let producers = producers(name, tasks);
             let all = self.storage.topics.all();

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
+use crate::cluster::plane::TopicReader;
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
-use crate::storage::TopicLog;
+use crate::storage::{LogRead, TopicLog};
 
 /// Longest wait for new records before looking again.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
@@ -20,8 +21,43 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// One topic the sink reads and where it stands.
 pub struct Subscription {
     topic: String,
-    log: Arc<TopicLog>,
+    source: TopicSource,
     next_offset: u64,
+    /// The last read returned everything there was.
+    caught_up: bool,
+}
+
+/// Where a subscription reads from.
+enum TopicSource {
+    /// The embedded topic log.
+    Log(Arc<TopicLog>),
+    /// The topic's stream, in cluster mode.
+    Stream(Box<TopicReader>),
+}
+
+impl Subscription {
+    /// The next records from `next_offset`, up to the limits.
+    async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
+        let topic = &self.topic;
+        let read = match &mut self.source {
+            TopicSource::Log(log) => {
+                let (log, from) = (log.clone(), self.next_offset);
+                tokio::task::spawn_blocking(move || log.read(from, max_records, max_bytes))
+                    .await
+                    .map_err(|e| format!("storage thread crashed: {e}"))?
+                    .map_err(|e| format!("cannot read topic {topic}: {e}"))?
+            }
+            TopicSource::Stream(reader) => reader
+                .read(max_records, max_bytes)
+                .await
+                .map_err(|e| format!("topic {topic}: {e}"))?,
+        };
+        self.caught_up = match &self.source {
+            TopicSource::Log(log) => read.first_offset + u64::from(read.count) >= log.end_offset(),
+            TopicSource::Stream(_) => read.count < max_records,
+        };
+        Ok(read)
+    }
 }
 
 /// Runs one sink task until it is stopped or fails.
@@ -29,7 +65,7 @@ pub async fn run(ctx: &mut TaskContext) {
     let ConnectorComponent::Sink(pre) = ctx.plugin.component.clone() else {
         return ctx.set(TaskStatus::Failed("plugin is not a sink connector".into()));
     };
-    let (committed, subscriptions) = match resume_point(ctx) {
+    let (committed, subscriptions) = match resume_point(ctx).await {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
@@ -46,13 +82,17 @@ pub async fn run(ctx: &mut TaskContext) {
 
 /// The positions the task's last flush returned, and the topics it reads from their
 /// committed offsets.
-pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>), String> {
-    let state = ctx
-        .storage
-        .state
-        .sink_state(&ctx.identity.connector)
-        .map_err(|e| e.to_string())?;
-    Ok((state.positions, subscribe(ctx, &state.offsets)?))
+pub async fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>), String> {
+    let connector = &ctx.identity.connector;
+    let state = match &ctx.cluster {
+        Some(cluster) => cluster.sink_state(connector).await?,
+        None => ctx
+            .storage
+            .state
+            .sink_state(connector)
+            .map_err(|e| e.to_string())?,
+    };
+    Ok((state.positions, subscribe(ctx, &state.offsets).await?))
 }
 
 /// The sink loop over a started task: put new records of each topic, flush, commit, until
@@ -67,7 +107,11 @@ pub async fn drive(
     mut subscriptions: Vec<Subscription>,
 ) {
     ctx.set(TaskStatus::Running);
-    let mut wake = subscriptions[0].log.subscribe();
+    // A stream read waits for records by itself; a log read needs the log's append signal.
+    let mut wake = match &subscriptions[0].source {
+        TopicSource::Log(log) => Some(log.subscribe()),
+        TopicSource::Stream(_) => None,
+    };
     let mut unflushed = 0usize;
     while !ctx.stopping() {
         if ctx.paused() {
@@ -96,9 +140,7 @@ pub async fn drive(
                 Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
             }
         }
-        let caught_up = subscriptions
-            .iter()
-            .all(|s| s.next_offset >= s.log.end_offset());
+        let caught_up = subscriptions.iter().all(|s| s.caught_up);
         if unflushed > 0 && (caught_up || unflushed >= FLUSH_BYTES) {
             match flush_and_commit(ctx, &mut task, &mut subscriptions).await {
                 Ok(()) => unflushed = 0,
@@ -109,7 +151,7 @@ pub async fn drive(
                 Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
             }
         }
-        if !delivered {
+        if let (false, Some(wake)) = (delivered, wake.as_mut()) {
             wake.borrow_and_update();
             tokio::select! {
                 _ = wake.changed() => {}
@@ -168,7 +210,7 @@ enum Delivery {
 }
 
 /// The topics named by `topicNames` (or `topics`), with their committed offsets.
-fn subscribe(
+async fn subscribe(
     ctx: &TaskContext,
     offsets: &std::collections::BTreeMap<String, u64>,
 ) -> Result<Vec<Subscription>, String> {
@@ -180,16 +222,27 @@ fn subscribe(
         .unwrap_or_default();
     let mut subscriptions = Vec::new();
     for topic in names.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let log = ctx
-            .storage
-            .topics
-            .get(topic)
-            .map_err(|e| format!("topic {topic}: {e}"))?;
         let next_offset = offsets.get(topic).copied().unwrap_or(0);
+        let source = match &ctx.cluster {
+            Some(cluster) => {
+                let (connector, task) = (&ctx.identity.connector, ctx.identity.task.unwrap_or(0));
+                let reader = cluster
+                    .topic_reader(connector, task, topic, next_offset)
+                    .await?;
+                TopicSource::Stream(Box::new(reader))
+            }
+            None => TopicSource::Log(
+                ctx.storage
+                    .topics
+                    .get(topic)
+                    .map_err(|e| format!("topic {topic}: {e}"))?,
+            ),
+        };
         subscriptions.push(Subscription {
             topic: topic.to_string(),
-            log,
+            source,
             next_offset,
+            caught_up: false,
         });
     }
     if subscriptions.is_empty() {
@@ -205,12 +258,13 @@ async fn put_next(
     sub: &mut Subscription,
 ) -> Result<usize, Delivery> {
     let limits = &ctx.limits;
-    let (log, from) = (sub.log.clone(), sub.next_offset);
     let (max_records, max_bytes) = (limits.batch_records, limits.batch_bytes as usize);
-    let read = tokio::task::spawn_blocking(move || log.read(from, max_records, max_bytes))
-        .await
-        .map_err(|e| Delivery::Fail(format!("storage thread crashed: {e}")))?
-        .map_err(|e| Delivery::Fail(format!("cannot read topic {}: {e}", sub.topic)))?;
+    let read = match (sub.read(max_records, max_bytes).await, &sub.source) {
+        (Ok(read), _) => read,
+        // A stream read fails over with the servers: try again.
+        (Err(reason), TopicSource::Stream(_)) => return Err(Delivery::Retry(reason)),
+        (Err(reason), TopicSource::Log(_)) => return Err(Delivery::Fail(reason)),
+    };
     if read.count == 0 {
         return Ok(0);
     }
@@ -240,8 +294,15 @@ async fn flush_and_commit(
         .iter()
         .map(|s| (s.topic.clone(), s.next_offset))
         .collect();
-    let storage = ctx.storage.clone();
     let connector = ctx.identity.connector.clone();
+    if let Some(cluster) = &ctx.cluster {
+        // Nothing is lost by retrying: the records put since the last commit are put again.
+        return cluster
+            .commit_sink(&connector, &offsets, &positions)
+            .await
+            .map_err(Delivery::Fail);
+    }
+    let storage = ctx.storage.clone();
     tokio::task::spawn_blocking(move || storage.state.commit_sink(&connector, &offsets, &positions))
         .await
         .map_err(|e| Delivery::Fail(format!("storage thread crashed: {e}")))?

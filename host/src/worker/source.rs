@@ -30,7 +30,7 @@ pub async fn run(ctx: &mut TaskContext) {
             "plugin is not a source connector".into(),
         ));
     };
-    let (committed, sequence) = match resume_point(ctx) {
+    let (committed, sequence) = match resume_point(ctx).await {
         Ok(resume) => resume,
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
@@ -226,8 +226,14 @@ impl SourceCalls for SourceInstance {
 }
 
 /// Committed positions (redb, overridden by the newer positions the topic logs hold for
-/// this task) and the next producer sequence number.
-pub fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
+/// this task) and the next producer sequence number. In cluster mode: the positions in the
+/// cluster (records carry their own ids there, so the sequence is unused).
+pub async fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
+    if let Some(cluster) = &ctx.cluster {
+        let mut offsets = cluster.source_offsets(&ctx.identity.connector).await?;
+        offsets.positions.retain(|_, position| !position.is_empty());
+        return Ok((offsets.positions, 0));
+    }
     let producer = ctx.identity.to_string();
     let positions = committed_positions(
         &ctx.storage,
@@ -282,8 +288,27 @@ pub fn committed_positions(
     Ok(positions)
 }
 
+/// A polled batch must stay within what was asked for.
+fn check_size(batch: &RecordBatch, max_records: u32, max_bytes: u32) -> Result<(), String> {
+    if batch.count > max_records {
+        return Err(format!(
+            "poll returned {} records, more than the {max_records} asked for",
+            batch.count
+        ));
+    }
+    // One record may exceed the byte budget on its own; a batch may not go far beyond it.
+    let tolerated = 2 * max_bytes as usize + (1 << 20);
+    if batch.frames.len() > tolerated {
+        return Err(format!(
+            "poll returned {} bytes of records, more than the {tolerated} tolerated",
+            batch.frames.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a polled batch, appends it to its topics and commits its positions, on a
-/// blocking thread.
+/// blocking thread; in cluster mode publishes it to the topic streams instead.
 fn spawn_store(
     ctx: &TaskContext,
     target: Target<'_>,
@@ -296,22 +321,17 @@ fn spawn_store(
         target.producer.to_string(),
         target.default_topic.to_string(),
     );
+    if let Some(cluster) = ctx.cluster.clone() {
+        return tokio::spawn(async move {
+            check_size(&batch, max_records, max_bytes)?;
+            cluster
+                .publish_batch(&connector, &batch, &default_topic)
+                .await
+        });
+    }
     let (sequence, durable) = (target.sequence, target.durable);
     tokio::task::spawn_blocking(move || {
-        if batch.count > max_records {
-            return Err(format!(
-                "poll returned {} records, more than the {max_records} asked for",
-                batch.count
-            ));
-        }
-        // One record may exceed the byte budget on its own; a batch may not go far beyond it.
-        let tolerated = 2 * max_bytes as usize + (1 << 20);
-        if batch.frames.len() > tolerated {
-            return Err(format!(
-                "poll returned {} bytes of records, more than the {tolerated} tolerated",
-                batch.frames.len()
-            ));
-        }
+        check_size(&batch, max_records, max_bytes)?;
         let (groups, positions) = route(&batch, &default_topic)?;
         let last = groups.len().saturating_sub(1);
         for (i, (topic, records)) in groups.iter().enumerate() {
@@ -400,7 +420,8 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
     Ok((groups, positions))
 }
 
-fn now_millis() -> i64 {
+/// Milliseconds since the Unix epoch: the timestamp of records that carry none.
+pub(crate) fn now_millis() -> i64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::secrets;
+use crate::cluster::Cluster;
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, PathAccess, TaskError};
 use crate::sandbox::{
@@ -20,7 +21,7 @@ use crate::sandbox::{
 use crate::storage::{Properties, Storage};
 
 /// Where a task stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskStatus {
     Starting,
     Running,
@@ -38,6 +39,8 @@ pub struct TaskContext {
     pub limits: Limits,
     pub sandbox: Arc<Sandbox>,
     pub storage: Arc<Storage>,
+    /// Set in cluster mode: topics and offsets live there instead of in `storage`.
+    pub cluster: Option<Arc<Cluster>>,
     pub status: watch::Sender<TaskStatus>,
     pub stop: watch::Receiver<bool>,
     /// True while the connector is paused.
@@ -225,15 +228,53 @@ impl TaskHandle {
 /// call it again.
 pub type TaskRun = for<'a> fn(&'a mut TaskContext) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// Runs a task (see [`restart_on_failure`]). In cluster mode it runs only while it holds
+/// the task's lock: it takes the lock, keeps it while the task runs, reports the task's
+/// states to the cluster, and frees it once the task has stopped. A task whose lock is lost
+/// stops at once and waits to take the lock again.
+pub async fn supervise(mut ctx: TaskContext, run: TaskRun) {
+    let Some(cluster) = ctx.cluster.clone() else {
+        return restart_on_failure(&mut ctx, run).await;
+    };
+    let (connector, task) = (
+        ctx.identity.connector.clone(),
+        ctx.identity.task.unwrap_or(0),
+    );
+    let reporter = tokio::spawn(cluster.clone().report_states(
+        connector.clone(),
+        task,
+        ctx.status.subscribe(),
+    ));
+    let mut held = None;
+    while let Some(mut lock) = cluster.lock_task(&connector, task, &mut ctx.stop).await {
+        let lost = tokio::select! {
+            _ = restart_on_failure(&mut ctx, run) => None,
+            reason = lock.keep() => Some(reason),
+        };
+        match lost {
+            Some(reason) => ctx.set(TaskStatus::Failed(reason)),
+            None => {
+                held = Some(lock);
+                break;
+            }
+        }
+    }
+    drop(ctx);
+    let _ = reporter.await;
+    if let Some(lock) = held {
+        lock.release().await;
+    }
+}
+
 /// Runs a task and restarts it when it fails: after an exponentially growing pause, until it
 /// failed [`RestartPolicy::quarantine_after`] times within the window; then it stays FAILED
 /// ("quarantined") until the operator restarts it. Each run starts a fresh instance from the
 /// committed positions, so nothing in flight when it failed is lost.
-pub async fn supervise(mut ctx: TaskContext, run: TaskRun) {
+async fn restart_on_failure(ctx: &mut TaskContext, run: TaskRun) {
     let policy = ctx.sandbox.limits().restart.clone();
     let mut failures: VecDeque<Instant> = VecDeque::new();
     loop {
-        run(&mut ctx).await;
+        run(ctx).await;
         let TaskStatus::Failed(reason) = ctx.status.borrow().clone() else {
             return;
         };

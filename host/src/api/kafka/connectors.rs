@@ -15,7 +15,7 @@ use crate::api::value_text;
 use crate::storage::{Properties, StoredConnector, TargetState};
 use crate::worker::{
     ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, PutError,
-    PutMode, PutOutcome, Worker, UPDATE_TIMESTAMP,
+    PutMode, PutOutcome, TaskState, Worker, UPDATE_TIMESTAMP,
 };
 
 /// `GET /`.
@@ -55,7 +55,7 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
         };
         let mut entry = Map::new();
         if expand.contains(&"status") {
-            entry.insert("status".into(), status_json(&worker, name, &status));
+            entry.insert("status".into(), status_json(name, &status));
         }
         if expand.contains(&"info") {
             entry.insert("info".into(), info_json(name, stored, &status));
@@ -171,7 +171,7 @@ pub async fn patch_config(
 /// `GET /connectors/{connector}/status`.
 pub async fn status(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
-    reply(StatusCode::OK, status_json(&worker, &name, &status))
+    reply(StatusCode::OK, status_json(&name, &status))
 }
 
 /// `GET /connectors/{connector}/tasks`.
@@ -193,14 +193,11 @@ pub async fn task_status(
 ) -> ApiResult {
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     let id = task_id(&name, &task)?;
-    let (state, trace) = status
+    let task = status
         .tasks
         .get(id)
         .ok_or_else(|| task_not_found(&name, id))?;
-    reply(
-        StatusCode::OK,
-        task_json(&worker, id, state, trace.as_deref()),
-    )
+    reply(StatusCode::OK, task_json(id, task))
 }
 
 /// `POST /connectors/{connector}/restart[?includeTasks=&onlyFailed=]`.
@@ -229,10 +226,11 @@ pub async fn restart(
     let mut status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     for id in restarted {
         if let Some(task) = status.tasks.get_mut(id) {
-            *task = ("RESTARTING", None);
+            task.state = "RESTARTING";
+            task.trace = None;
         }
     }
-    reply(StatusCode::ACCEPTED, status_json(&worker, &name, &status))
+    reply(StatusCode::ACCEPTED, status_json(&name, &status))
 }
 
 /// `POST /connectors/{connector}/tasks/{task}/restart`.
@@ -468,9 +466,9 @@ fn info_json(name: &str, stored: &StoredConnector, status: &ConnectorStatus) -> 
     json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(status)})
 }
 
-fn status_json(worker: &Worker, name: &str, status: &ConnectorStatus) -> Value {
+fn status_json(name: &str, status: &ConnectorStatus) -> Value {
     let (state, trace) = &status.state;
-    let mut connector = json!({"state": state, "worker_id": worker.id()});
+    let mut connector = json!({"state": state, "worker_id": status.worker});
     if let Some(trace) = trace {
         connector["trace"] = Value::String(trace.clone());
     }
@@ -481,18 +479,18 @@ fn status_json(worker: &Worker, name: &str, status: &ConnectorStatus) -> Value {
             .tasks
             .iter()
             .enumerate()
-            .map(|(id, (state, trace))| task_json(worker, id, state, trace.as_deref()))
+            .map(|(id, task)| task_json(id, task))
             .collect()
     };
     json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status)})
 }
 
-fn task_json(worker: &Worker, id: usize, state: &str, trace: Option<&str>) -> Value {
-    let mut task = json!({"id": id, "state": state, "worker_id": worker.id()});
-    if let Some(trace) = trace {
-        task["trace"] = Value::String(trace.to_string());
+fn task_json(id: usize, task: &TaskState) -> Value {
+    let mut json = json!({"id": id, "state": task.state, "worker_id": task.worker});
+    if let Some(trace) = &task.trace {
+        json["trace"] = Value::String(trace.clone());
     }
-    task
+    json
 }
 
 fn type_name(status: &ConnectorStatus) -> &'static str {

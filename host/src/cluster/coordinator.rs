@@ -1,0 +1,259 @@
+//! Keeps this worker in step with the cluster:
+//! - loads every connector from the `config` bucket at start, then follows it by watch, so a
+//!   change made through any worker's API reaches every worker;
+//! - every [`HEARTBEAT`]: refreshes this worker's heartbeat, takes or keeps the leader lease,
+//!   and, while leading, recomputes the assignment from the live workers and the connectors
+//!   and writes it when it changed (a join, a leave, a new, changed or removed connector);
+//! - applies every assignment it sees: starts the tasks given to this worker, stops the rest.
+//!
+//! It also holds the cluster's config writes and the task states workers report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::allocation::{allocate, Assignment};
+use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
+use crate::storage::StoredConnector;
+use crate::worker::{TaskStatus, Worker};
+
+const CONNECTOR_PREFIX: &str = "connector.";
+const ASSIGNMENT_KEY: &str = "assignment";
+/// A config watch that saw nothing for this long is opened again from the last revision
+/// seen: a watch can go quiet without an error after a server failover.
+const WATCH_IDLE: Duration = Duration::from_secs(10);
+
+/// What the worker running a task last reported about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub worker: String,
+    pub status: TaskStatus,
+}
+
+impl Cluster {
+    /// Stores a connector's config (or deletes it, with None) for the whole cluster; returns
+    /// the revision of the change.
+    pub async fn put_connector(
+        &self,
+        name: &str,
+        stored: Option<&StoredConnector>,
+    ) -> Result<u64, String> {
+        let key = format!("{CONNECTOR_PREFIX}{}", key_part(name));
+        let result = match stored {
+            Some(stored) => {
+                let json = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
+                self.config
+                    .put(&key, json.into())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => match self.config.delete(&key).await {
+                Ok(()) => self
+                    .config
+                    .entry(&key)
+                    .await
+                    .map(|e| e.map_or(0, |e| e.revision))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        result.map_err(|e| format!("cannot store connector {name} in the cluster: {e}"))
+    }
+
+    /// The current assignment (empty before the first leader wrote one).
+    pub async fn assignment(&self) -> Result<Assignment, String> {
+        match self
+            .config
+            .get(ASSIGNMENT_KEY)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("assignment: {e}")),
+            None => Ok(Assignment::default()),
+        }
+    }
+
+    /// Reports every state of one task until the task ends (its state sender is dropped).
+    pub async fn report_states(
+        self: Arc<Self>,
+        connector: String,
+        task: u32,
+        mut states: watch::Receiver<TaskStatus>,
+    ) {
+        let key = format!("task.{}.{task}", key_part(&connector));
+        loop {
+            let report = TaskReport {
+                worker: self.worker_id().to_string(),
+                status: states.borrow_and_update().clone(),
+            };
+            if let Ok(json) = serde_json::to_vec(&report) {
+                if let Err(e) = self.status.put(&key, json.into()).await {
+                    tracing::warn!(task = %format!("{connector}/{task}"), "reporting the task state: {e}");
+                }
+            }
+            if states.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// What the workers last reported about the tasks of `connector`, by task number.
+    pub async fn task_reports(&self, connector: &str, tasks: usize) -> BTreeMap<usize, TaskReport> {
+        let mut reports = BTreeMap::new();
+        for task in 0..tasks {
+            let key = format!("task.{}.{task}", key_part(connector));
+            if let Ok(Some(bytes)) = self.status.get(key).await {
+                if let Ok(report) = serde_json::from_slice(&bytes) {
+                    reports.insert(task, report);
+                }
+            }
+        }
+        reports
+    }
+}
+
+/// Runs this worker's part of the cluster until `shutdown` turns true; call after the
+/// worker is built and before the APIs serve. Returns once the cluster's connectors are
+/// loaded; the loops go on in the background.
+pub async fn start(
+    cluster: Arc<Cluster>,
+    worker: Arc<Worker>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    cluster.heartbeat().await.map_err(anyhow::Error::msg)?;
+    let revision = load(&cluster, &worker).await?;
+    tokio::spawn(follow_configs(cluster.clone(), worker.clone(), revision));
+    Ok(tokio::spawn(tick(cluster, worker, shutdown)))
+}
+
+/// Applies every connector and the assignment the bucket holds; returns the newest revision.
+async fn load(cluster: &Cluster, worker: &Worker) -> anyhow::Result<u64> {
+    let keys: Vec<String> = match cluster.config.keys().await {
+        Ok(keys) => keys.try_collect().await?,
+        Err(e) => anyhow::bail!("cannot list the cluster's connectors: {e}"),
+    };
+    let mut newest = 0;
+    for key in keys {
+        if let Some(entry) = cluster.config.entry(&key).await? {
+            newest = newest.max(entry.revision);
+            apply(worker, entry).await;
+        }
+    }
+    let connectors = worker.connector_names().await.len();
+    tracing::info!(connectors, "loaded the cluster's connectors");
+    Ok(newest)
+}
+
+/// Follows the config bucket from `revision` on, for as long as the process runs.
+async fn follow_configs(cluster: Arc<Cluster>, worker: Arc<Worker>, mut revision: u64) {
+    loop {
+        let mut watch = match cluster.config.watch_all_from_revision(revision + 1).await {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::warn!("watching the cluster's configs: {e}; retrying");
+                tokio::time::sleep(HEARTBEAT).await;
+                continue;
+            }
+        };
+        while let Ok(Some(next)) = tokio::time::timeout(WATCH_IDLE, watch.next()).await {
+            match next {
+                Ok(entry) => {
+                    revision = revision.max(entry.revision);
+                    apply(&worker, entry).await;
+                }
+                Err(e) => {
+                    tracing::warn!("watching the cluster's configs: {e}; watching again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one change of the config bucket to this worker.
+async fn apply(worker: &Worker, entry: kv::Entry) {
+    let is_put = entry.operation == kv::Operation::Put;
+    if entry.key == ASSIGNMENT_KEY {
+        match serde_json::from_slice::<Assignment>(&entry.value) {
+            Ok(assignment) if is_put => worker.apply_assignment(assignment).await,
+            Ok(_) => {}
+            Err(e) => tracing::error!("unreadable assignment in the cluster: {e}"),
+        }
+        return;
+    }
+    let Some(name) = entry
+        .key
+        .strip_prefix(CONNECTOR_PREFIX)
+        .and_then(from_key_part)
+    else {
+        return;
+    };
+    if !is_put {
+        return worker.apply_deleted(&name, entry.revision).await;
+    }
+    match serde_json::from_slice::<StoredConnector>(&entry.value) {
+        Ok(stored) => worker.apply_stored(&name, stored, entry.revision).await,
+        Err(e) => tracing::error!(connector = %name, "unreadable config in the cluster: {e}"),
+    }
+}
+
+/// The heartbeat, lease and rebalance loop; on shutdown gives up the lease.
+///
+/// The leader rebalances only once its own heartbeats have succeeded for a whole
+/// [`LIVE_TTL`]: after NATS was unreachable (a failover), every heartbeat may have expired
+/// meanwhile, and the live workers are known again only when each has refreshed its own.
+async fn tick(cluster: Arc<Cluster>, worker: Arc<Worker>, mut shutdown: watch::Receiver<bool>) {
+    let mut lease = None;
+    let mut healthy_since = Instant::now();
+    loop {
+        if tokio::time::timeout(HEARTBEAT, shutdown.wait_for(|stop| *stop))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if let Err(e) = cluster.heartbeat().await {
+            tracing::warn!("{e}");
+            healthy_since = Instant::now();
+            continue;
+        }
+        if cluster.hold_lease(&mut lease).await && healthy_since.elapsed() >= LIVE_TTL {
+            if let Err(e) = rebalance(&cluster, &worker).await {
+                tracing::warn!("rebalance: {e}");
+            }
+        }
+    }
+    cluster.release_lease(lease).await;
+}
+
+/// Leader only: writes a new assignment when the live workers or the connectors changed.
+async fn rebalance(cluster: &Cluster, worker: &Worker) -> Result<(), String> {
+    let workers = cluster.live_workers().await?;
+    let connectors = worker.task_counts().await;
+    let mut next = allocate(cluster.options.strategy, &workers, &connectors);
+    let current = cluster.assignment().await?;
+    if next.same_placement(&current) || workers.is_empty() {
+        return Ok(());
+    }
+    next.generation = current.generation + 1;
+    let json = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
+    cluster
+        .config
+        .put(ASSIGNMENT_KEY, json.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    let tasks: usize = next.tasks.values().map(Vec::len).sum();
+    tracing::info!(
+        generation = next.generation,
+        workers = workers.len(),
+        tasks,
+        "rebalanced: {}",
+        workers.join(", ")
+    );
+    Ok(())
+}

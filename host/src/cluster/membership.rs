@@ -1,0 +1,184 @@
+//! Who is alive, who leads, who runs which task: keys in the `live` bucket, each expiring
+//! [`LIVE_TTL`] after its last refresh, so a killed worker drops out by itself.
+//!
+//! - `worker.<id>`: a worker's heartbeat, put every [`HEARTBEAT`].
+//! - `leader`: the lease of the worker that computes the assignment; taken with `create`
+//!   (refused while another holds it), kept with a compare-and-set `update`.
+//! - `task.<connector>.<n>`: the lock a worker takes before it starts a task, so a task never
+//!   runs on two workers at once, even while an assignment is moving it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::TryStreamExt;
+use tokio::sync::watch;
+
+use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
+
+const WORKER_PREFIX: &str = "worker.";
+const LEADER_KEY: &str = "leader";
+
+impl Cluster {
+    /// Refreshes this worker's heartbeat.
+    pub async fn heartbeat(&self) -> Result<(), String> {
+        let key = format!("{WORKER_PREFIX}{}", key_part(self.worker_id()));
+        self.live
+            .put(key, self.worker_id().to_string().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("heartbeat: {e}"))
+    }
+
+    /// Removes this worker's heartbeat, so the others rebalance at once (graceful leave).
+    pub async fn leave(&self) {
+        let key = format!("{WORKER_PREFIX}{}", key_part(self.worker_id()));
+        if let Err(e) = self.live.delete(key).await {
+            tracing::warn!("leaving the cluster: {e}");
+        }
+    }
+
+    /// The ids of the workers whose heartbeat has not expired, sorted.
+    pub async fn live_workers(&self) -> Result<Vec<String>, String> {
+        let keys: Vec<String> = self
+            .live
+            .keys()
+            .await
+            .map_err(|e| format!("listing workers: {e}"))?
+            .try_collect()
+            .await
+            .map_err(|e| format!("listing workers: {e}"))?;
+        let mut workers: Vec<String> = keys
+            .iter()
+            .filter_map(|key| from_key_part(key.strip_prefix(WORKER_PREFIX)?))
+            .collect();
+        workers.sort();
+        Ok(workers)
+    }
+
+    /// Takes or keeps the leader lease; `held` is the revision of this worker's lease entry.
+    /// True while this worker leads.
+    pub async fn hold_lease(&self, held: &mut Option<u64>) -> bool {
+        let me = bytes::Bytes::from(self.worker_id().to_string());
+        let result = match *held {
+            Some(revision) => self
+                .live
+                .update(LEADER_KEY, me, revision)
+                .await
+                .map_err(|e| e.to_string()),
+            None => self
+                .live
+                .create(LEADER_KEY, me)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let was_leader = held.is_some();
+        *held = result.ok();
+        if held.is_some() != was_leader {
+            let now = if held.is_some() {
+                "now leads"
+            } else {
+                "no longer leads"
+            };
+            tracing::info!(worker = %self.worker_id(), "{now} the cluster");
+        }
+        held.is_some()
+    }
+
+    /// Gives the lease up (shutdown), so another worker takes it without waiting for expiry.
+    pub async fn release_lease(&self, held: Option<u64>) {
+        if let Some(revision) = held {
+            let _ = self
+                .live
+                .delete_expect_revision(LEADER_KEY, Some(revision))
+                .await;
+        }
+    }
+
+    /// Waits until this worker holds the lock of one task, or `stop` turns true (None).
+    pub async fn lock_task(
+        self: &Arc<Self>,
+        connector: &str,
+        task: u32,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<TaskLock> {
+        let key = format!("task.{}.{task}", key_part(connector));
+        let me = bytes::Bytes::from(self.worker_id().to_string());
+        let mut waited = false;
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            match self.live.create(&key, me.clone()).await {
+                Ok(revision) => {
+                    return Some(TaskLock {
+                        cluster: self.clone(),
+                        key,
+                        revision,
+                    })
+                }
+                Err(e) if !waited => {
+                    tracing::info!(task = %format!("{connector}/{task}"), "waiting for the task lock ({e})");
+                    waited = true;
+                }
+                Err(_) => {}
+            }
+            let _ = tokio::time::timeout(HEARTBEAT / 4, stop.wait_for(|stop| *stop)).await;
+        }
+    }
+}
+
+/// This worker's lock on one task; refreshed by [`TaskLock::keep`], dropped by
+/// [`TaskLock::release`].
+pub struct TaskLock {
+    cluster: Arc<Cluster>,
+    key: String,
+    revision: u64,
+}
+
+impl TaskLock {
+    /// Refreshes the lock every heartbeat; returns why, once it is lost (taken by another
+    /// worker, or not refreshed in time because NATS was unreachable). A lock that expired
+    /// while NATS failed over is taken again, if nobody else took it.
+    pub async fn keep(&mut self) -> String {
+        let mut refreshed = Instant::now();
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let me = bytes::Bytes::from(self.cluster.worker_id().to_string());
+            let refresh = match self
+                .cluster
+                .live
+                .update(&self.key, me.clone(), self.revision)
+                .await
+            {
+                Ok(revision) => Ok(revision),
+                Err(_) => self
+                    .cluster
+                    .live
+                    .create(&self.key, me)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            match refresh {
+                Ok(revision) => {
+                    self.revision = revision;
+                    refreshed = Instant::now();
+                }
+                Err(e) if refreshed.elapsed() + HEARTBEAT >= LIVE_TTL => {
+                    return format!(
+                        "lost the task lock ({e}); another worker may run the task now"
+                    );
+                }
+                Err(e) => tracing::warn!(lock = %self.key, "refreshing the task lock: {e}"),
+            }
+        }
+    }
+
+    /// Frees the lock so the task's next worker starts it at once.
+    pub async fn release(self) {
+        let _ = self
+            .cluster
+            .live
+            .delete_expect_revision(&self.key, Some(self.revision))
+            .await;
+    }
+}

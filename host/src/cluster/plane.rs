@@ -1,0 +1,490 @@
+//! The data plane in cluster mode: topics are JetStream streams, and the offsets of sources
+//! and sinks live in the `offsets` bucket, so a task resumes where it stopped on whichever
+//! worker runs it next.
+//!
+//! - Topic `t` is the stream `wc-<cluster>-t` (`.` written as `~`) with the one subject
+//!   `wc.<cluster>.topic.t`; a record's offset is its stream sequence minus one, as in the
+//!   embedded topic logs. Each message is one record in its framed form (timestamp first).
+//! - A source publishes every record with the message id
+//!   `<connector>/<epoch>/<partition>/<position>` when it has a position: a batch published
+//!   again after a crash (from the last committed positions) is dropped by the stream's
+//!   duplicate window instead of stored twice. The epoch changes when offsets are altered.
+//! - A sink reads through a durable pull consumer in bounded `fetch` loops (a long-lived
+//!   message stream can hang silently after a server failover) and commits the next offset
+//!   with the positions of its flush in one KV value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use wasm_connect_sdk::BatchReader;
+
+use super::{key_part, Cluster};
+use crate::sandbox::types::{Position, RecordBatch};
+use crate::storage::{LogRead, SinkState};
+
+/// How long a stream remembers message ids: longer than any retry of a failed publish.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Rounds of re-publishing the records whose ack failed, before the batch fails.
+const PUBLISH_ATTEMPTS: u32 = 5;
+/// Publish acks awaited at once by one task.
+const PUBLISH_WINDOW: usize = 4096;
+/// Longest wait of one sink fetch for records.
+const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// A sink consumer nobody fetched from for this long is removed by the server.
+const CONSUMER_IDLE: Duration = Duration::from_secs(3600);
+/// Attempts at a compare-and-set update of one offsets value before giving up, and the
+/// pause between them (growing to 4 times this): about 30 s in all, past a failover.
+const CAS_ATTEMPTS: u32 = 20;
+const CAS_PAUSE: Duration = Duration::from_millis(400);
+
+/// What the `offsets` bucket holds for a source connector.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceOffsets {
+    /// Partition → last committed position.
+    pub positions: BTreeMap<String, String>,
+    /// Topics its tasks published to.
+    pub topics: BTreeSet<String>,
+    /// Bumped by every offset change, and part of every message id: records read again
+    /// after a rewind are new records, not duplicates of the first reading.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+impl Cluster {
+    /// The stream of `topic`, created on first use.
+    async fn topic_stream(&self, topic: &str) -> Result<jetstream::stream::Stream, String> {
+        let opened = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned();
+        if let Some(stream) = opened {
+            return Ok(stream);
+        }
+        let name = format!("wc-{}-{}", self.options.cluster_id, topic.replace('.', "~"));
+        let config = jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![self.topic_subject(topic)],
+            num_replicas: self.options.replicas,
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        let stream = self.js.get_or_create_stream(config).await.map_err(|e| {
+            super::replicas_hint(
+                &format!("stream {name}"),
+                e.to_string(),
+                self.options.replicas,
+            )
+            .to_string()
+        })?;
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_string(), stream.clone());
+        Ok(stream)
+    }
+
+    fn topic_subject(&self, topic: &str) -> String {
+        format!(
+            "wc.{}.topic.{}",
+            self.options.cluster_id,
+            topic.replace('.', "~")
+        )
+    }
+
+    /// Publishes a polled batch, each record to its topic (or `default_topic`), waits until
+    /// every record is stored, and commits the positions the batch completes. Returns them.
+    pub async fn publish_batch(
+        &self,
+        connector: &str,
+        batch: &RecordBatch,
+        default_topic: &str,
+    ) -> Result<Vec<Position>, String> {
+        let epoch = self.source_offsets(connector).await?.epoch;
+        let mut messages = Vec::with_capacity(batch.count as usize);
+        let mut positions: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut topics: BTreeMap<&str, String> = BTreeMap::new();
+        let now = crate::worker::source::now_millis();
+        for record in BatchReader::new(&batch.frames) {
+            let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
+            let topic = if record.topic.is_empty() {
+                default_topic
+            } else {
+                record.topic
+            };
+            if topic.is_empty() {
+                return Err("a record names no topic and the task config has no `topic`".into());
+            }
+            if !topics.contains_key(topic) {
+                crate::storage::validate_topic_name(topic)?;
+                self.topic_stream(topic).await?;
+                topics.insert(topic, self.topic_subject(topic));
+            }
+            let timestamp = if record.timestamp == 0 {
+                now
+            } else {
+                record.timestamp
+            };
+            let mut payload = Vec::with_capacity(record.content.len());
+            payload.extend_from_slice(&timestamp.to_le_bytes());
+            payload.extend_from_slice(record.content.get(8..).unwrap_or_default());
+            let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
+            if !record.partition.is_empty() {
+                let id = format!(
+                    "{connector}/{epoch}/{}/{}",
+                    record.partition, record.position
+                );
+                message = message.message_id(id);
+                positions.insert(record.partition, record.position);
+            }
+            messages.push((topics[topic].clone(), message));
+        }
+        if messages.len() != batch.count as usize {
+            return Err(format!(
+                "poll declared {} records but returned {}",
+                batch.count,
+                messages.len()
+            ));
+        }
+        self.publish_all(&messages).await?;
+        let positions: Vec<Position> = positions
+            .into_iter()
+            .map(|(partition, position)| Position {
+                partition: partition.to_string(),
+                position: position.to_string(),
+            })
+            .collect();
+        let key = format!("source.{}", key_part(connector));
+        update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+            for p in &positions {
+                offsets
+                    .positions
+                    .insert(p.partition.clone(), p.position.clone());
+            }
+            offsets.topics.extend(topics.keys().map(|t| t.to_string()));
+        })
+        .await?;
+        Ok(positions)
+    }
+
+    /// Publishes every message and waits for its ack; the ones whose ack failed (a server
+    /// failover) are published again, in their order, with the same id, which the stream
+    /// deduplicates. The first message goes alone, so a stream not yet ready (just created,
+    /// or electing a leader) fails one message rather than thousands, whose retries would
+    /// land after the rest of the batch.
+    async fn publish_all(
+        &self,
+        messages: &[(String, jetstream::message::PublishMessage)],
+    ) -> Result<(), String> {
+        let mut todo: Vec<usize> = (0..messages.len()).collect();
+        let mut last_error = String::new();
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            if attempt > 0 {
+                tracing::warn!(
+                    "{} publishes failed ({last_error}); retrying (attempt {})",
+                    todo.len(),
+                    attempt + 1
+                );
+                tokio::time::sleep(Duration::from_millis(500 << attempt.min(3))).await;
+            }
+            let (failed, error) = self.publish_round(messages, &todo).await;
+            if failed.is_empty() {
+                return Ok(());
+            }
+            (todo, last_error) = (failed, error);
+        }
+        Err(format!(
+            "{} records not stored after {PUBLISH_ATTEMPTS} attempts: {last_error}",
+            todo.len()
+        ))
+    }
+
+    /// One round of [`Cluster::publish_all`] over the messages numbered `todo` (ascending);
+    /// returns the ones to publish again, in order, and the last error.
+    async fn publish_round(
+        &self,
+        messages: &[(String, jetstream::message::PublishMessage)],
+        todo: &[usize],
+    ) -> (Vec<usize>, String) {
+        let mut failed = Vec::new();
+        let mut last_error = String::new();
+        let mut pending = FuturesUnordered::new();
+        for (n, &i) in todo.iter().enumerate() {
+            let window = if n == 1 { 1 } else { PUBLISH_WINDOW };
+            while pending.len() >= window {
+                if let Some((i, Err(e))) = pending.next().await {
+                    failed.push(i);
+                    last_error = e;
+                }
+            }
+            if n == 1 && !failed.is_empty() {
+                // The first one failed: send none of the rest this round.
+                failed.extend_from_slice(&todo[1..]);
+                return (failed, last_error);
+            }
+            let (subject, message) = &messages[i];
+            match self.js.send_publish(subject.clone(), message.clone()).await {
+                Ok(ack) => pending
+                    .push(async move { (i, ack.await.map(|_| ()).map_err(|e| e.to_string())) }),
+                Err(e) => {
+                    failed.push(i);
+                    last_error = e.to_string();
+                }
+            }
+        }
+        while let Some((i, result)) = pending.next().await {
+            if let Err(e) = result {
+                failed.push(i);
+                last_error = e;
+            }
+        }
+        failed.sort_unstable();
+        (failed, last_error)
+    }
+
+    /// A source connector's committed positions and the topics it published to.
+    pub async fn source_offsets(&self, connector: &str) -> Result<SourceOffsets, String> {
+        read_json(&self.offsets, &format!("source.{}", key_part(connector))).await
+    }
+
+    /// Sets or (with `None`) removes source positions.
+    pub async fn set_source_positions(
+        &self,
+        connector: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), String> {
+        let key = format!("source.{}", key_part(connector));
+        update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+            offsets.epoch += 1;
+            for (partition, position) in changes {
+                match position {
+                    Some(position) => offsets
+                        .positions
+                        .insert(partition.clone(), position.clone()),
+                    None => offsets.positions.remove(partition),
+                };
+            }
+        })
+        .await
+    }
+
+    /// A sink connector's next offsets and the positions of its last flush.
+    pub async fn sink_state(&self, connector: &str) -> Result<SinkState, String> {
+        read_json(&self.offsets, &format!("sink.{}", key_part(connector))).await
+    }
+
+    /// Commits a sink's next offsets together with the positions its flush returned.
+    pub async fn commit_sink(
+        &self,
+        connector: &str,
+        next_offsets: &[(String, u64)],
+        positions: &[(String, String)],
+    ) -> Result<(), String> {
+        let key = format!("sink.{}", key_part(connector));
+        update_json(&self.offsets, &key, |state: &mut SinkState| {
+            state.offsets.extend(next_offsets.iter().cloned());
+            state.positions.extend(positions.iter().cloned());
+        })
+        .await
+    }
+
+    /// Sets or (with `None`) removes a sink's next offsets.
+    pub async fn set_sink_offsets(
+        &self,
+        connector: &str,
+        changes: &[(String, Option<u64>)],
+    ) -> Result<(), String> {
+        let key = format!("sink.{}", key_part(connector));
+        update_json(&self.offsets, &key, |state: &mut SinkState| {
+            for (topic, offset) in changes {
+                match offset {
+                    Some(offset) => state.offsets.insert(topic.clone(), *offset),
+                    None => state.offsets.remove(topic),
+                };
+            }
+        })
+        .await
+    }
+
+    /// A reader of `topic` for one sink task, from `next_offset` on.
+    pub async fn topic_reader(
+        &self,
+        connector: &str,
+        task: u32,
+        topic: &str,
+        next_offset: u64,
+    ) -> Result<TopicReader, String> {
+        let stream = self.topic_stream(topic).await?;
+        let digest =
+            <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
+        let name = format!("wc-sink-{}", key_part(&digest[..12]));
+        let mut reader = TopicReader {
+            stream,
+            name,
+            consumer: None,
+            next_offset,
+        };
+        reader.reset().await?;
+        Ok(reader)
+    }
+}
+
+/// One sink task's position in one topic stream, through its durable pull consumer.
+pub struct TopicReader {
+    stream: jetstream::stream::Stream,
+    name: String,
+    /// None after an error: the next read recreates it at `next_offset`.
+    consumer: Option<consumer::PullConsumer>,
+    next_offset: u64,
+}
+
+impl TopicReader {
+    /// (Re)creates the consumer so it delivers from `next_offset`: records delivered but
+    /// never received (a fetch lost in a failover) are delivered again.
+    async fn reset(&mut self) -> Result<(), String> {
+        let _ = self.stream.delete_consumer(&self.name).await;
+        let deliver_policy = match self.next_offset {
+            0 => consumer::DeliverPolicy::All,
+            offset => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: offset + 1,
+            },
+        };
+        let config = consumer::pull::Config {
+            durable_name: Some(self.name.clone()),
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: CONSUMER_IDLE,
+            ..Default::default()
+        };
+        let consumer = self
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| format!("cannot create consumer {}: {e}", self.name))?;
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    /// The next records, up to the limits, waiting up to [`FETCH_WAIT`] for the first one.
+    /// An error leaves the reader to be reset at the next read.
+    pub async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
+        if self.consumer.is_none() {
+            self.reset().await?;
+        }
+        let result = self.fetch(max_records, max_bytes).await;
+        match &result {
+            Ok(read) => self.next_offset = read.first_offset + u64::from(read.count),
+            Err(_) => self.consumer = None,
+        }
+        result
+    }
+
+    async fn fetch(&self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
+        let consumer = self.consumer.as_ref().ok_or("no consumer")?;
+        let mut messages = consumer
+            .batch()
+            .max_messages(max_records.max(1) as usize)
+            .max_bytes(max_bytes.max(1))
+            .expires(FETCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| format!("fetch: {e}"))?;
+        let mut frames = wasm_connect_sdk::BatchWriter::new();
+        let mut expected = self.next_offset + 1;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| format!("fetch: {e}"))?;
+            let sequence = message
+                .info()
+                .map_err(|e| format!("fetch: {e}"))?
+                .stream_sequence;
+            if sequence != expected {
+                return Err(format!(
+                    "fetch skipped from offset {} to {}; reading again",
+                    expected - 1,
+                    sequence - 1
+                ));
+            }
+            expected += 1;
+            let payload = &message.payload;
+            let timestamp = payload
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i64::from_le_bytes);
+            frames.push_content(payload, timestamp);
+        }
+        let (count, frames) = frames.into_parts();
+        Ok(LogRead {
+            first_offset: self.next_offset,
+            count,
+            frames,
+        })
+    }
+}
+
+/// The JSON value under `key`, or the default when there is none.
+async fn read_json<T: Default + DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+) -> Result<T, String> {
+    match store
+        .get(key)
+        .await
+        .map_err(|e| format!("reading {key}: {e}"))?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("reading {key}: {e}")),
+        None => Ok(T::default()),
+    }
+}
+
+/// Changes the JSON value under `key` with compare-and-set, retrying when another writer
+/// got there first (the tasks of one connector share its value) or NATS is failing over.
+async fn update_json<T: Default + Serialize + DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+    change: impl Fn(&mut T),
+) -> Result<(), String> {
+    let mut last_error = String::new();
+    for attempt in 0..CAS_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(CAS_PAUSE * attempt.min(4)).await;
+        }
+        let entry = match store.entry(key).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                last_error = format!("reading {key}: {e}");
+                continue;
+            }
+        };
+        let (mut value, revision) = match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => (
+                serde_json::from_slice(&entry.value).map_err(|e| format!("reading {key}: {e}"))?,
+                Some(entry.revision),
+            ),
+            Some(entry) => (T::default(), Some(entry.revision)),
+            None => (T::default(), None),
+        };
+        change(&mut value);
+        let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        let written = match revision {
+            Some(revision) => store
+                .update(key, bytes.into(), revision)
+                .await
+                .map_err(|e| e.to_string()),
+            None => store
+                .create(key, bytes.into())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(_) => return Ok(()),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(format!("cannot update {key}: {last_error}"))
+}

@@ -1,0 +1,178 @@
+//! Where a connector's config is kept and which of its tasks run here: everything, kept in
+//! redb, on a single worker; in cluster mode the cluster's config bucket and the share of
+//! tasks the leader's assignment gives this worker.
+
+use std::collections::BTreeMap;
+
+use super::{stop_all, RunningConnector, Worker};
+use crate::cluster::Assignment;
+use crate::storage::{StoredConnector, TargetState};
+
+impl Worker {
+    /// Stores a connector's config, or deletes it with None; returns the cluster revision of
+    /// the change (0 without a cluster).
+    pub(super) async fn persist(
+        &self,
+        name: &str,
+        stored: Option<&StoredConnector>,
+    ) -> Result<u64, String> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.put_connector(name, stored).await;
+        }
+        let result = match stored {
+            Some(stored) => self.storage.state.put_connector(name, stored),
+            None => self.storage.state.delete_connector(name),
+        };
+        result.map(|()| 0).map_err(|e| e.to_string())
+    }
+
+    /// The task numbers of a connector (of `tasks`) this worker runs.
+    pub(super) fn my_tasks(&self, name: &str, tasks: usize) -> Vec<usize> {
+        match &self.cluster {
+            None => (0..tasks).collect(),
+            Some(cluster) => self
+                .assignment()
+                .tasks_of(name, cluster.worker_id())
+                .into_iter()
+                .filter(|task| *task < tasks)
+                .collect(),
+        }
+    }
+
+    /// The assignment this worker last applied.
+    pub fn assignment(&self) -> Assignment {
+        self.assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The ids of the cluster's live workers; without a cluster, this one.
+    pub async fn live_workers(&self) -> Vec<String> {
+        let Some(cluster) = &self.cluster else {
+            return vec![self.id.clone()];
+        };
+        cluster.live_workers().await.unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            vec![self.id.clone()]
+        })
+    }
+
+    /// This worker's share, by connector: whether it owns the connector itself, and the
+    /// tasks it runs.
+    pub async fn allocated(&self) -> BTreeMap<String, (bool, Vec<usize>)> {
+        let assignment = self.assignment();
+        let connectors = self.connectors.lock().await;
+        connectors
+            .iter()
+            .map(|(name, running)| {
+                let owns = match &self.cluster {
+                    None => true,
+                    Some(_) => assignment.connectors.get(name) == Some(&self.id),
+                };
+                (
+                    name.clone(),
+                    (owns, running.tasks.keys().copied().collect()),
+                )
+            })
+            .collect()
+    }
+
+    /// Names of every connector this worker knows.
+    pub async fn connector_names(&self) -> Vec<String> {
+        self.connectors.lock().await.keys().cloned().collect()
+    }
+
+    /// For the leader: the number of tasks of every connector that should run.
+    pub async fn task_counts(&self) -> BTreeMap<String, usize> {
+        self.connectors
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, c)| c.stored.target != TargetState::Stopped)
+            .map(|(name, c)| (name.clone(), c.stored.tasks.len()))
+            .collect()
+    }
+
+    /// Applies a connector config seen in the cluster (revision `revision`), unless this
+    /// worker already has that revision or a newer one.
+    pub async fn apply_stored(&self, name: &str, stored: StoredConnector, revision: u64) {
+        let mut connectors = self.connectors.lock().await;
+        if let Some(existing) = connectors.get_mut(name) {
+            if existing.revision >= revision {
+                return;
+            }
+            if existing.stored == stored {
+                existing.revision = revision;
+                return;
+            }
+        }
+        tracing::info!(connector = %name, revision, "applying the cluster's config");
+        if let Some(old) = connectors.remove(name) {
+            stop_all(old.tasks).await;
+        }
+        let running = self.run(name, stored, revision);
+        connectors.insert(name.to_string(), running);
+    }
+
+    /// Applies a connector deletion seen in the cluster.
+    pub async fn apply_deleted(&self, name: &str, revision: u64) {
+        let mut connectors = self.connectors.lock().await;
+        if connectors.get(name).is_none_or(|c| c.revision >= revision) {
+            return;
+        }
+        tracing::info!(connector = %name, revision, "connector deleted in the cluster");
+        if let Some(old) = connectors.remove(name) {
+            stop_all(old.tasks).await;
+        }
+    }
+
+    /// Starts the tasks `assignment` gives this worker and stops the ones it took away.
+    pub async fn apply_assignment(&self, assignment: Assignment) {
+        let generation = assignment.generation;
+        *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = assignment;
+        let mut connectors = self.connectors.lock().await;
+        let mut started = 0;
+        for (name, running) in connectors.iter_mut() {
+            started += self.reconcile(name, running).await;
+        }
+        let running: usize = connectors.values().map(|c| c.tasks.len()).sum();
+        tracing::info!(
+            generation,
+            running,
+            started,
+            "applied the cluster's assignment"
+        );
+    }
+
+    /// Makes the tasks running here those this worker is assigned; returns how many started.
+    async fn reconcile(&self, name: &str, running: &mut RunningConnector) -> usize {
+        if running.stored.target == TargetState::Stopped {
+            return 0;
+        }
+        let mine = self.my_tasks(name, running.stored.tasks.len());
+        let gone: Vec<usize> = running
+            .tasks
+            .keys()
+            .filter(|task| !mine.contains(task))
+            .copied()
+            .collect();
+        for task in gone {
+            if let Some(handle) = running.tasks.remove(&task) {
+                tracing::info!(task = %format!("{name}/{task}"), "task moved to another worker");
+                handle.stop().await;
+            }
+        }
+        if running.plugin.is_none() {
+            running.plugin = self.plugin_for(name, &running.stored);
+        }
+        let new: Vec<usize> = mine
+            .into_iter()
+            .filter(|task| !running.tasks.contains_key(task))
+            .collect();
+        let fresh = self.start_tasks_subset(name, running, &new);
+        let count = fresh.len();
+        running.tasks.extend(fresh);
+        count
+    }
+}

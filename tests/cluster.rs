@@ -1,0 +1,352 @@
+//! Cluster mode (issue 6) against real processes: a 3-node NATS JetStream cluster on
+//! loopback (`nats-server` 2.11+, installed by `.ci/run`) and several `wasm-connect`
+//! workers joined with `--nats`, running the bundled file pipeline.
+//!
+//! Each test asserts on the files the sinks write: every line written to the inputs
+//! arrives, once, while workers or NATS servers are killed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::nats::{nats_available, NatsCluster};
+use common::{json_get, json_send, read_lines, wait_for, Host, Workspace};
+use serde_json::json;
+
+/// The cluster tests each run 3 servers and up to 3 workers: one at a time on 2 cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// How long a killed worker's tasks may take to run elsewhere (the issue's bound).
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
+
+/// Workers joined to one NATS cluster, each with its own data dir.
+struct Workers {
+    ws: Workspace,
+    nats: NatsCluster,
+    hosts: Vec<Option<Host>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> Workers {
+        let nats = NatsCluster::start(3);
+        let mut workers = Workers {
+            ws: Workspace::new(),
+            nats,
+            hosts: Vec::new(),
+        };
+        for _ in 0..count {
+            workers.add();
+        }
+        workers
+    }
+
+    /// Starts one more worker, `w<n>`.
+    fn add(&mut self) -> usize {
+        let n = self.hosts.len();
+        let data = self.ws.path(&format!("data-w{n}"));
+        let id = format!("w{n}");
+        let urls = self.nats.urls();
+        let host = Host::start_with(
+            &data,
+            &self.ws.plugin_dir(),
+            &["--nats", &urls, "--worker-id", &id],
+        );
+        self.hosts.push(Some(host));
+        n
+    }
+
+    fn host(&self, n: usize) -> &Host {
+        self.hosts[n].as_ref().expect("worker is running")
+    }
+
+    fn kill9(&mut self, n: usize) {
+        if let Some(host) = self.hosts[n].take() {
+            host.kill9();
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.hosts.len())
+            .filter(|n| self.hosts[*n].is_some())
+            .collect()
+    }
+
+    /// Creates a file-source → topic → file-sink pipeline named `p<i>` through worker
+    /// `via`; returns its input and output files.
+    fn pipeline(&self, via: usize, i: usize) -> (PathBuf, PathBuf) {
+        let (input, output) = (
+            self.ws.path(&format!("in{i}.txt")),
+            self.ws.path(&format!("out{i}.txt")),
+        );
+        std::fs::write(&input, "").expect("input");
+        let host = self.host(via);
+        for (name, config) in [
+            (
+                format!("src{i}"),
+                json!({"connector.class": "file-source", "file": input, "topic": format!("topic{i}")}),
+            ),
+            (
+                format!("sink{i}"),
+                json!({"connector.class": "file-sink", "file": output, "topics": format!("topic{i}")}),
+            ),
+        ] {
+            let answer = json_send(host, "PUT", &format!("/connectors/{name}/config"), &config);
+            assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
+        }
+        (input, output)
+    }
+
+    /// Task placement as worker `n` reports it: (connector, task) → (state, worker id).
+    fn placement(&self, n: usize) -> Vec<(String, u64, String, String)> {
+        let all = json_get(self.host(n), "/connectors?expand=status");
+        assert_eq!(all.status, 200, "{}", all.body);
+        let mut out = Vec::new();
+        for (name, entry) in all.json().as_object().expect("object") {
+            for task in entry["status"]["tasks"].as_array().expect("tasks") {
+                out.push((
+                    name.clone(),
+                    task["id"].as_u64().unwrap_or_default(),
+                    task["state"].as_str().unwrap_or_default().to_string(),
+                    task["worker_id"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// True when every task of `expected` connectors runs on a live worker, as `n` sees it.
+    fn all_running_on_live(&self, n: usize, expected: usize) -> bool {
+        let live: Vec<String> = self.live().iter().map(|w| format!("w{w}")).collect();
+        let placement = self.placement(n);
+        placement.len() == expected
+            && placement
+                .iter()
+                .all(|(_, _, state, worker)| state == "RUNNING" && live.contains(worker))
+    }
+}
+
+/// Appends numbered lines to input files from a thread, until stopped.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Feeder {
+    /// Appends `per_tick` lines to every input each 10 ms.
+    fn start(inputs: Vec<PathBuf>, per_tick: usize) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut next = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                for input in &inputs {
+                    append_lines(input, next, per_tick);
+                }
+                next += per_tick;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            next
+        });
+        Feeder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns how many lines each input got.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().expect("thread").join().expect("feeder")
+    }
+}
+
+fn append_lines(path: &Path, from: usize, count: usize) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("append");
+    let text: String = (from..from + count)
+        .map(|n| format!("line-{n}\n"))
+        .collect();
+    file.write_all(text.as_bytes()).expect("write");
+}
+
+fn expected_lines(count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("line-{n}")).collect()
+}
+
+/// Waits until `output` holds `count` lines, then asserts they are exactly the lines
+/// written, in order when `ordered`, else each exactly once.
+fn assert_delivered(output: &Path, count: usize, ordered: bool) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{count} lines in {}", output.display()),
+        || read_lines(output).len() >= count,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = read_lines(output);
+    let expected = expected_lines(count);
+    if ordered {
+        assert!(
+            got == expected,
+            "{}: {} lines, first difference at {:?}",
+            output.display(),
+            got.len(),
+            got.iter().zip(&expected).position(|(a, b)| a != b)
+        );
+    } else {
+        let unique: BTreeSet<&String> = got.iter().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "{}: duplicated lines",
+            output.display()
+        );
+        assert_eq!(
+            unique,
+            expected.iter().collect(),
+            "{}: lines lost or foreign",
+            output.display()
+        );
+    }
+}
+
+#[test]
+fn connectors_spread_over_workers_and_move_when_one_is_killed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !nats_available() {
+        return;
+    }
+    let mut cluster = Workers::start(3);
+    for n in 0..3 {
+        let info = cluster.host(n).get_ok("/getClusterInfo");
+        assert_eq!(info, r#"["w0","w1","w2"]"#, "worker {n}");
+    }
+    // Three pipelines created through worker 0: six tasks spread over all three workers.
+    let files: Vec<(PathBuf, PathBuf)> = (0..3).map(|i| cluster.pipeline(0, i)).collect();
+    wait_for(Duration::from_secs(20), "six tasks running", || {
+        cluster.all_running_on_live(1, 6)
+    });
+    let workers: BTreeSet<String> = cluster
+        .placement(2)
+        .into_iter()
+        .map(|(_, _, _, w)| w)
+        .collect();
+    assert_eq!(workers.len(), 3, "tasks on {workers:?}");
+    // Each worker's /getAllocatedInfo shows its share: the shares add up to the six tasks.
+    let shares: usize = (0..3)
+        .map(|n| cluster.host(n).get_ok("/getAllocatedInfo"))
+        .map(|info| {
+            info.split("working tasks:")
+                .nth(1)
+                .unwrap_or_default()
+                .matches("connectorName:")
+                .count()
+        })
+        .sum();
+    assert_eq!(shares, 6);
+    // A config change made through worker 2 is what worker 0 shows.
+    let changed = json!({"connector.class": "file-sink", "file": files[0].1, "topics": "topic0", "note": "via w2"});
+    let answer = json_send(cluster.host(2), "PUT", "/connectors/sink0/config", &changed);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_for(Duration::from_secs(10), "config seen by w0", || {
+        json_get(cluster.host(0), "/connectors/sink0/config").json()["note"] == "via w2"
+    });
+
+    let inputs: Vec<PathBuf> = files.iter().map(|(i, _)| i.clone()).collect();
+    let feeder = Feeder::start(inputs, 50);
+    std::thread::sleep(Duration::from_secs(2));
+    let victim = 1;
+    let moved: Vec<(String, u64)> = cluster
+        .placement(0)
+        .into_iter()
+        .filter(|(_, _, _, w)| *w == format!("w{victim}"))
+        .map(|(c, t, _, _)| (c, t))
+        .collect();
+    assert!(!moved.is_empty(), "w{victim} runs no task");
+    let killed = Instant::now();
+    cluster.kill9(victim);
+    wait_for(
+        TAKEOVER_LIMIT,
+        "the killed worker's tasks running elsewhere",
+        || cluster.all_running_on_live(0, 6),
+    );
+    eprintln!(
+        "tasks {moved:?} of the killed worker ran elsewhere after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(cluster.host(0).get_ok("/getClusterInfo"), r#"["w0","w2"]"#);
+    std::thread::sleep(Duration::from_secs(2));
+    let written = feeder.stop();
+    for (_, output) in &files {
+        assert_delivered(output, written, true);
+    }
+}
+
+#[test]
+fn killing_a_nats_server_loses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !nats_available() {
+        return;
+    }
+    let mut cluster = Workers::start(2);
+    let files: Vec<(PathBuf, PathBuf)> = (0..2).map(|i| cluster.pipeline(1, i)).collect();
+    wait_for(Duration::from_secs(20), "four tasks running", || {
+        cluster.all_running_on_live(0, 4)
+    });
+    let feeder = Feeder::start(files.iter().map(|(i, _)| i.clone()).collect(), 50);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.nats.kill(0);
+    std::thread::sleep(Duration::from_secs(6));
+    cluster.nats.restart(0);
+    std::thread::sleep(Duration::from_secs(2));
+    let written = feeder.stop();
+    for (_, output) in &files {
+        // A publish retried after the failover may land after later records: order is
+        // not promised across a server failure, completeness is.
+        assert_delivered(output, written, false);
+    }
+}
+
+#[test]
+fn a_new_worker_gets_a_share() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !nats_available() {
+        return;
+    }
+    let mut cluster = Workers::start(2);
+    let files: Vec<(PathBuf, PathBuf)> = (0..2).map(|i| cluster.pipeline(0, i)).collect();
+    wait_for(Duration::from_secs(20), "four tasks running", || {
+        cluster.all_running_on_live(0, 4)
+    });
+    let feeder = Feeder::start(files.iter().map(|(i, _)| i.clone()).collect(), 20);
+    let joined = Instant::now();
+    let third = cluster.add();
+    wait_for(TAKEOVER_LIMIT, "the new worker running a task", || {
+        cluster.all_running_on_live(0, 4)
+            && cluster
+                .placement(0)
+                .iter()
+                .any(|(_, _, _, w)| *w == format!("w{third}"))
+    });
+    eprintln!(
+        "the new worker ran a task {:?} after it started",
+        joined.elapsed()
+    );
+    let workers: BTreeSet<String> = cluster
+        .placement(third)
+        .into_iter()
+        .map(|(_, _, _, w)| w)
+        .collect();
+    assert_eq!(workers.len(), 3, "tasks on {workers:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let written = feeder.stop();
+    for (_, output) in &files {
+        assert_delivered(output, written, true);
+    }
+}
