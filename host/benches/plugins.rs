@@ -7,13 +7,15 @@
 //! Run: `cargo bench --bench plugins` (`PLUGIN_DROPS`, default 20; `PLUGIN_STARTS`, default 5).
 //! Goals: drop-to-usable ≤ 1 s; cached start ≥ 20× faster than cold.
 
-#[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../../tests/common/mod.rs"]
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Host, Workspace};
+use common::env_count;
+use harness::{Host, Workspace};
 
 fn main() {
     let drops = env_count("PLUGIN_DROPS", 20);
@@ -35,14 +37,6 @@ fn main() {
         cached.as_millis(),
         cold.as_secs_f64() / cached.as_secs_f64()
     );
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -135,9 +129,10 @@ fn poll(what: &str, mut done: impl FnMut() -> bool) {
 fn start_times(starts: usize) -> (Vec<Duration>, Vec<Duration>) {
     let ws = Workspace::new();
     let bases = [
-        std::fs::read(common::bundled_plugins().join("file-source.wasm"))
+        std::fs::read(harness::bundled_plugins().join("file-source.wasm"))
             .expect("bundled file-source"),
-        std::fs::read(common::bundled_plugins().join("file-sink.wasm")).expect("bundled file-sink"),
+        std::fs::read(harness::bundled_plugins().join("file-sink.wasm"))
+            .expect("bundled file-sink"),
         std::fs::read(fixture("fixtures/versioned-source-1.0.0.wasm"))
             .expect("run scripts/build-plugins.sh"),
     ];

@@ -85,3 +85,12 @@ pub async fn run_file_pipeline(
     wait_for_bytes(output, expected_bytes).await?;
     Ok(started.elapsed())
 }
+
+/// A positive count from the environment variable `name`, else `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
