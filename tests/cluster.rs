@@ -314,6 +314,42 @@ fn killing_a_nats_server_loses_nothing() {
 }
 
 #[test]
+fn a_sink_reads_past_its_byte_budget_and_records_larger_than_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !nats_available() {
+        return;
+    }
+    let cluster = Workers::start(1);
+    let (input, output) = (cluster.ws.path("in.txt"), cluster.ws.path("out.txt"));
+    // 2,000 lines of 100 B, with one line of 5 KiB: every fetch hits the sink's 1 KiB
+    // budget, and one record is larger than the whole budget.
+    let mut lines: Vec<String> = (0..2000).map(|n| format!("{n:099}")).collect();
+    lines[1000] = "x".repeat(5 << 10);
+    std::fs::write(&input, lines.join("\n") + "\n").expect("input");
+    let host = cluster.host(0);
+    for (name, config) in [
+        (
+            "src",
+            json!({"connector.class": "file-source", "file": input, "topic": "wide"}),
+        ),
+        (
+            "dst",
+            json!({"connector.class": "file-sink", "file": output, "topics": "wide", "limits.poll.bytes": "1KiB"}),
+        ),
+    ] {
+        let answer = json_send(host, "PUT", &format!("/connectors/{name}/config"), &config);
+        assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
+    }
+    wait_for(Duration::from_secs(30), "2000 lines delivered", || {
+        read_lines(&output).len() >= 2000
+    });
+    assert!(
+        read_lines(&output) == lines,
+        "the sink's lines differ from the source's"
+    );
+}
+
+#[test]
 fn a_new_worker_gets_a_share() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !nats_available() {

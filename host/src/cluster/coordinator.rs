@@ -119,7 +119,9 @@ impl Cluster {
 
 /// Runs this worker's part of the cluster until `shutdown` turns true; call after the
 /// worker is built and before the APIs serve. Returns once the cluster's connectors are
-/// loaded; the loops go on in the background.
+/// loaded; the loops go on in the background, and the returned handle ends when they have
+/// stopped (the lease given up), so the worker can then stop its tasks without new ones
+/// being started.
 pub async fn start(
     cluster: Arc<Cluster>,
     worker: Arc<Worker>,
@@ -127,7 +129,14 @@ pub async fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     cluster.heartbeat().await.map_err(anyhow::Error::msg)?;
     let revision = load(&cluster, &worker).await?;
-    tokio::spawn(follow_configs(cluster.clone(), worker.clone(), revision));
+    let follow = follow_configs(cluster.clone(), worker.clone(), revision);
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = follow => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+    });
     Ok(tokio::spawn(tick(cluster, worker, shutdown)))
 }
 

@@ -99,7 +99,12 @@ impl Cluster {
                 }
                 tokio::time::sleep(HEARTBEAT).await;
             }
-            Err(replicas_hint(&config.bucket, last_error, options.replicas))
+            Err(replicas_hint(&config.bucket, last_error, options.replicas)).with_context(|| {
+                format!(
+                    "cannot open the cluster's buckets: check that NATS at {} is reachable and runs JetStream (nats-server 2.11 or newer)",
+                    options.servers
+                )
+            })
         };
         let config = open(bucket("config", Duration::ZERO)).await?;
         let live = open(bucket("live", LIVE_TTL)).await?;

@@ -377,7 +377,11 @@ impl TopicReader {
         if self.consumer.is_none() {
             self.reset().await?;
         }
-        let result = self.fetch(max_records, max_bytes).await;
+        let result = match self.fetch(max_records, Some(max_bytes)).await {
+            // The next record alone is larger than the byte budget: it goes alone.
+            Err(e) if e.contains("Exceeds MaxBytes") => self.fetch(1, None).await,
+            other => other,
+        };
         match &result {
             Ok(read) => self.next_offset = read.first_offset + u64::from(read.count),
             Err(_) => self.consumer = None,
@@ -385,20 +389,30 @@ impl TopicReader {
         result
     }
 
-    async fn fetch(&self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
+    /// One pull request for up to `max_records` records and (when set) `max_bytes` bytes.
+    async fn fetch(&self, max_records: u32, max_bytes: Option<usize>) -> Result<LogRead, String> {
         let consumer = self.consumer.as_ref().ok_or("no consumer")?;
-        let mut messages = consumer
+        let mut request = consumer
             .batch()
             .max_messages(max_records.max(1) as usize)
-            .max_bytes(max_bytes.max(1))
-            .expires(FETCH_WAIT)
+            .expires(FETCH_WAIT);
+        if let Some(max_bytes) = max_bytes {
+            request = request.max_bytes(max_bytes.max(1));
+        }
+        let mut messages = request
             .messages()
             .await
             .map_err(|e| format!("fetch: {e}"))?;
         let mut frames = wasm_connect_sdk::BatchWriter::new();
         let mut expected = self.next_offset + 1;
         while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| format!("fetch: {e}"))?;
+            let message = match message {
+                Ok(message) => message,
+                // The server ends a request at its byte budget with an error status (409);
+                // any error after some records still leaves those records whole and in order.
+                Err(_) if !frames.is_empty() => break,
+                Err(e) => return Err(format!("fetch: {e}")),
+            };
             let sequence = message
                 .info()
                 .map_err(|e| format!("fetch: {e}"))?
