@@ -34,8 +34,11 @@ pub const LIVE_TTL: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at opening or creating one bucket before the worker gives up.
 const CREATE_ATTEMPTS: u32 = 10;
-/// Publish acks a worker may wait for at once.
-const MAX_ACKS_IN_FLIGHT: usize = 8192;
+/// Publish acks the whole worker may wait for at once. Each source task bounds its own
+/// acks in flight (`plane::PUBLISH_WINDOW`); this shared bound must never be reached, or
+/// tasks holding acks would wait on each other for the rest (a deadlock seen with three
+/// sources and a bound of 8192).
+const MAX_ACKS_IN_FLIGHT: usize = 1 << 20;
 
 /// How this worker joins a cluster.
 #[derive(Debug, Clone)]

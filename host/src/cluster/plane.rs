@@ -25,6 +25,7 @@ use wasm_connect_sdk::BatchReader;
 use super::{key_part, Cluster};
 use crate::sandbox::types::{Position, RecordBatch};
 use crate::storage::{LogRead, SinkState};
+use crate::worker::source::record_topic;
 
 /// How long a stream remembers message ids: longer than any retry of a failed publish.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -113,14 +114,7 @@ impl Cluster {
         let now = crate::worker::source::now_millis();
         for record in BatchReader::new(&batch.frames) {
             let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
-            let topic = if record.topic.is_empty() {
-                default_topic
-            } else {
-                record.topic
-            };
-            if topic.is_empty() {
-                return Err("a record names no topic and the task config has no `topic`".into());
-            }
+            let topic = record_topic(&record, default_topic)?;
             if !topics.contains_key(topic) {
                 crate::storage::validate_topic_name(topic)?;
                 self.topic_stream(topic).await?;
@@ -262,14 +256,7 @@ impl Cluster {
         let key = format!("source.{}", key_part(connector));
         update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
             offsets.epoch += 1;
-            for (partition, position) in changes {
-                match position {
-                    Some(position) => offsets
-                        .positions
-                        .insert(partition.clone(), position.clone()),
-                    None => offsets.positions.remove(partition),
-                };
-            }
+            apply_changes(&mut offsets.positions, changes);
         })
         .await
     }
@@ -302,12 +289,7 @@ impl Cluster {
     ) -> Result<(), String> {
         let key = format!("sink.{}", key_part(connector));
         update_json(&self.offsets, &key, |state: &mut SinkState| {
-            for (topic, offset) in changes {
-                match offset {
-                    Some(offset) => state.offsets.insert(topic.clone(), *offset),
-                    None => state.offsets.remove(topic),
-                };
-            }
+            apply_changes(&mut state.offsets, changes);
         })
         .await
     }
@@ -438,6 +420,16 @@ impl TopicReader {
             count,
             frames,
         })
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) entries of `map`.
+fn apply_changes<V: Clone>(map: &mut BTreeMap<String, V>, changes: &[(String, Option<V>)]) {
+    for (key, value) in changes {
+        match value {
+            Some(value) => map.insert(key.clone(), value.clone()),
+            None => map.remove(key),
+        };
     }
 }
 

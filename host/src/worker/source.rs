@@ -376,14 +376,7 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
     for record in BatchReader::new(&batch.frames) {
         let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
         count += 1;
-        let topic = if record.topic.is_empty() {
-            default_topic
-        } else {
-            record.topic
-        };
-        if topic.is_empty() {
-            return Err("a record names no topic and the task config has no `topic`".into());
-        }
+        let topic = record_topic(&record, default_topic)?;
         let group = match groups.iter_mut().position(|(t, _)| t == topic) {
             Some(i) => &mut groups[i].1,
             None => {
@@ -418,6 +411,22 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
         .map(|(p, pos)| (p.to_string(), pos.to_string()))
         .collect();
     Ok((groups, positions))
+}
+
+/// The topic a polled record goes to: its own, else the task config's `topic`.
+pub(crate) fn record_topic<'a>(
+    record: &wasm_connect_sdk::RecordRef<'a>,
+    default_topic: &'a str,
+) -> Result<&'a str, String> {
+    let topic = if record.topic.is_empty() {
+        default_topic
+    } else {
+        record.topic
+    };
+    if topic.is_empty() {
+        return Err("a record names no topic and the task config has no `topic`".into());
+    }
+    Ok(topic)
 }
 
 /// Milliseconds since the Unix epoch: the timestamp of records that carry none.
