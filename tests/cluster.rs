@@ -177,6 +177,27 @@ impl Feeder {
     }
 }
 
+/// Watches the outputs for `window`: the longest time their total length did not grow.
+fn longest_stall(outputs: &[PathBuf], window: Duration) -> Duration {
+    let total = || -> u64 {
+        outputs
+            .iter()
+            .map(|o| std::fs::metadata(o).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let (start, mut last, mut grown, mut longest) =
+        (Instant::now(), total(), Instant::now(), Duration::ZERO);
+    while start.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = total();
+        if now != last {
+            (last, grown) = (now, Instant::now());
+        }
+        longest = longest.max(grown.elapsed());
+    }
+    longest
+}
+
 fn append_lines(path: &Path, from: usize, count: usize) {
     let mut file = std::fs::OpenOptions::new()
         .append(true)
@@ -311,11 +332,15 @@ fn killing_a_nats_server_loses_nothing() {
     });
     let feeder = Feeder::start(files.iter().map(|(i, _)| i.clone()).collect(), 50);
     std::thread::sleep(Duration::from_secs(2));
+    let outputs: Vec<PathBuf> = files.iter().map(|(_, o)| o.clone()).collect();
     cluster.nats.kill(0);
-    std::thread::sleep(Duration::from_secs(6));
+    let stall = longest_stall(&outputs, Duration::from_secs(6));
     cluster.nats.restart(0);
     std::thread::sleep(Duration::from_secs(2));
     let written = feeder.stop();
+    eprintln!(
+        "with one of three NATS servers killed, the outputs stood still for at most {stall:?}"
+    );
     for (_, output) in &files {
         // A publish retried after the failover may land after later records: order is
         // not promised across a server failure, completeness is.
