@@ -144,19 +144,11 @@ impl TaskLock {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
             let me = bytes::Bytes::from(self.cluster.worker_id().to_string());
-            let refresh = match self
-                .cluster
-                .live
-                .update(&self.key, me.clone(), self.revision)
-                .await
-            {
+            let live = &self.cluster.live;
+            let refresh = match live.update(&self.key, me.clone(), self.revision).await {
                 Ok(revision) => Ok(revision),
-                Err(_) => self
-                    .cluster
-                    .live
-                    .create(&self.key, me)
-                    .await
-                    .map_err(|e| e.to_string()),
+                // Expired while NATS failed over: take it again unless another worker did.
+                Err(e) => live.create(&self.key, me).await.map_err(|_| e.to_string()),
             };
             match refresh {
                 Ok(revision) => {

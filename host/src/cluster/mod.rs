@@ -30,8 +30,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// tasks move after about this long. Longer than a JetStream leader election (2–4 s), so
 /// a NATS server failover does not look like every worker leaving.
 pub const LIVE_TTL: Duration = Duration::from_secs(5);
-/// Longest wait for one JetStream request (publish ack, KV call) before it counts as failed.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one JetStream request (publish ack, KV call) before it counts as failed:
+/// acks pending on a server that died are lost, and the batch waits this long for them.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Attempts at opening or creating one bucket before the worker gives up.
 const CREATE_ATTEMPTS: u32 = 10;
 /// Publish acks the whole worker may wait for at once. Each source task bounds its own

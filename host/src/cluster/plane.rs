@@ -29,18 +29,20 @@ use crate::worker::source::record_topic;
 
 /// How long a stream remembers message ids: longer than any retry of a failed publish.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// Rounds of re-publishing the records whose ack failed, before the batch fails.
-const PUBLISH_ATTEMPTS: u32 = 5;
+/// How long the records whose ack failed are published again before the batch fails (a
+/// JetStream leader election takes 2–4 s), and the pause between rounds.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
+const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Publish acks awaited at once by one task.
 const PUBLISH_WINDOW: usize = 4096;
 /// Longest wait of one sink fetch for records.
 const FETCH_WAIT: Duration = Duration::from_millis(200);
 /// A sink consumer nobody fetched from for this long is removed by the server.
 const CONSUMER_IDLE: Duration = Duration::from_secs(3600);
-/// Attempts at a compare-and-set update of one offsets value before giving up, and the
-/// pause between them (growing to 4 times this): about 30 s in all, past a failover.
-const CAS_ATTEMPTS: u32 = 20;
-const CAS_PAUSE: Duration = Duration::from_millis(400);
+/// How long a KV read or compare-and-set of an offsets value is tried again, and the pause
+/// between tries.
+const KV_RETRY_FOR: Duration = Duration::from_secs(30);
+const KV_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// What the `offsets` bucket holds for a source connector.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -177,26 +179,23 @@ impl Cluster {
         messages: &[(String, jetstream::message::PublishMessage)],
     ) -> Result<(), String> {
         let mut todo: Vec<usize> = (0..messages.len()).collect();
-        let mut last_error = String::new();
-        for attempt in 0..PUBLISH_ATTEMPTS {
-            if attempt > 0 {
-                tracing::warn!(
-                    "{} publishes failed ({last_error}); retrying (attempt {})",
-                    todo.len(),
-                    attempt + 1
-                );
-                tokio::time::sleep(Duration::from_millis(500 << attempt.min(3))).await;
-            }
+        let started = std::time::Instant::now();
+        loop {
             let (failed, error) = self.publish_round(messages, &todo).await;
             if failed.is_empty() {
                 return Ok(());
             }
-            (todo, last_error) = (failed, error);
+            if started.elapsed() >= PUBLISH_RETRY_FOR {
+                return Err(format!(
+                    "{} records not stored in {} s: {error}",
+                    failed.len(),
+                    PUBLISH_RETRY_FOR.as_secs()
+                ));
+            }
+            tracing::warn!("{} publishes failed ({error}); retrying", failed.len());
+            todo = failed;
+            tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
         }
-        Err(format!(
-            "{} records not stored after {PUBLISH_ATTEMPTS} attempts: {last_error}",
-            todo.len()
-        ))
     }
 
     /// One round of [`Cluster::publish_all`] over the messages numbered `todo` (ascending);
@@ -438,38 +437,27 @@ async fn read_json<T: Default + DeserializeOwned>(
     store: &kv::Store,
     key: &str,
 ) -> Result<T, String> {
-    match store
-        .get(key)
-        .await
-        .map_err(|e| format!("reading {key}: {e}"))?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("reading {key}: {e}")),
-        None => Ok(T::default()),
-    }
+    retrying(key, || async {
+        match store.get(key).await.map_err(|e| e.to_string())? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            None => Ok(T::default()),
+        }
+    })
+    .await
 }
 
-/// Changes the JSON value under `key` with compare-and-set, retrying when another writer
-/// got there first (the tasks of one connector share its value) or NATS is failing over.
+/// Changes the JSON value under `key` with compare-and-set, again when another writer got
+/// there first (the tasks of one connector share its value).
 async fn update_json<T: Default + Serialize + DeserializeOwned>(
     store: &kv::Store,
     key: &str,
     change: impl Fn(&mut T),
 ) -> Result<(), String> {
-    let mut last_error = String::new();
-    for attempt in 0..CAS_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(CAS_PAUSE * attempt.min(4)).await;
-        }
-        let entry = match store.entry(key).await {
-            Ok(entry) => entry,
-            Err(e) => {
-                last_error = format!("reading {key}: {e}");
-                continue;
-            }
-        };
+    retrying(key, || async {
+        let entry = store.entry(key).await.map_err(|e| e.to_string())?;
         let (mut value, revision) = match entry {
             Some(entry) if entry.operation == kv::Operation::Put => (
-                serde_json::from_slice(&entry.value).map_err(|e| format!("reading {key}: {e}"))?,
+                serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?,
                 Some(entry.revision),
             ),
             Some(entry) => (T::default(), Some(entry.revision)),
@@ -487,10 +475,23 @@ async fn update_json<T: Default + Serialize + DeserializeOwned>(
                 .await
                 .map_err(|e| e.to_string()),
         };
-        match written {
-            Ok(_) => return Ok(()),
-            Err(e) => last_error = e,
+        written.map(|_| ())
+    })
+    .await
+}
+
+/// Runs a KV operation on `key` until it succeeds, for up to [`KV_RETRY_FOR`]: KV calls
+/// fail for a few seconds while NATS fails over, and that must not fail the task.
+async fn retrying<T, Op>(key: &str, mut op: impl FnMut() -> Op) -> Result<T, String>
+where
+    Op: std::future::Future<Output = Result<T, String>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if started.elapsed() >= KV_RETRY_FOR => return Err(format!("{key}: {e}")),
+            Err(_) => tokio::time::sleep(KV_RETRY_PAUSE).await,
         }
     }
-    Err(format!("cannot update {key}: {last_error}"))
 }
