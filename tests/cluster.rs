@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::nats::{nats_available, NatsCluster};
-use common::{json_get, json_send, read_lines, wait_for, Host, Workspace};
+use common::{call, json_get, json_send, read_lines, wait_for, Host, Workspace};
 use serde_json::json;
 
 /// The cluster tests each run 3 servers and up to 3 workers: one at a time on 2 cores.
@@ -288,6 +288,25 @@ fn connectors_spread_over_workers_and_move_when_one_is_killed() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     wait_for(Duration::from_secs(10), "config seen by w0", || {
         json_get(cluster.host(0), "/connectors/sink0/config").json()["note"] == "via w2"
+    });
+
+    // A restart asked of worker 0 restarts a task where it runs.
+    let (connector, task) = cluster
+        .placement(0)
+        .into_iter()
+        .find(|(_, _, _, w)| w == "w2")
+        .map(|(c, t, _, _)| (c, t))
+        .expect("a task on w2");
+    let path = format!(
+        "{}/connectors/{connector}/tasks/{task}/restart",
+        cluster.host(0).kafka
+    );
+    assert_eq!(call("POST", &path, None, &[]).status, 204);
+    wait_for(Duration::from_secs(10), "w2 restarting the task", || {
+        cluster.host(2).log().contains("restarted on request")
+    });
+    wait_for(Duration::from_secs(10), "six tasks running", || {
+        cluster.all_running_on_live(1, 6)
     });
 
     let inputs: Vec<PathBuf> = files.iter().map(|(i, _)| i.clone()).collect();

@@ -20,13 +20,20 @@ use tokio::sync::watch;
 use super::allocation::{allocate, Assignment};
 use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
 use crate::storage::StoredConnector;
-use crate::worker::{TaskStatus, Worker};
+use crate::worker::{RestartRequest, TaskStatus, Worker};
 
 const CONNECTOR_PREFIX: &str = "connector.";
 const ASSIGNMENT_KEY: &str = "assignment";
 /// A config watch that saw nothing for this long is opened again from the last revision
 /// seen: a watch can go quiet without an error after a server failover.
 const WATCH_IDLE: Duration = Duration::from_secs(10);
+
+/// A restart request on the wire: which worker asked (it restarted its own tasks already).
+#[derive(Debug, Serialize, Deserialize)]
+struct RestartMessage {
+    from: String,
+    request: RestartRequest,
+}
 
 /// What the worker running a task last reported about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +83,33 @@ impl Cluster {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("assignment: {e}")),
             None => Ok(Assignment::default()),
         }
+    }
+
+    /// Asks every other worker to restart the tasks `request` names that it runs (core
+    /// NATS, at most once: a worker disconnected at that moment misses it).
+    pub async fn request_restart(&self, request: &RestartRequest) {
+        let message = RestartMessage {
+            from: self.worker_id().to_string(),
+            request: request.clone(),
+        };
+        let Ok(json) = serde_json::to_vec(&message) else {
+            return;
+        };
+        if let Err(e) = self
+            .js
+            .client()
+            .publish(self.restart_subject(), json.into())
+            .await
+        {
+            tracing::warn!(
+                "asking the other workers to restart {}: {e}",
+                request.connector
+            );
+        }
+    }
+
+    fn restart_subject(&self) -> String {
+        format!("wc.{}.restart", self.options.cluster_id)
     }
 
     /// Reports every state of one task until the task ends (its state sender is dropped).
@@ -129,15 +163,32 @@ pub async fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     cluster.heartbeat().await.map_err(anyhow::Error::msg)?;
     let revision = load(&cluster, &worker).await?;
+    let restarts = cluster
+        .js
+        .client()
+        .subscribe(cluster.restart_subject())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to restart requests: {e}"))?;
     let follow = follow_configs(cluster.clone(), worker.clone(), revision);
-    let mut stop = shutdown.clone();
+    spawn_until(shutdown.clone(), follow);
+    spawn_until(
+        shutdown.clone(),
+        follow_restarts(cluster.clone(), worker.clone(), restarts),
+    );
+    Ok(tokio::spawn(tick(cluster, worker, shutdown)))
+}
+
+/// Runs `work` in the background until it ends or `shutdown` turns true.
+fn spawn_until(
+    mut shutdown: watch::Receiver<bool>,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     tokio::spawn(async move {
         tokio::select! {
-            _ = follow => {}
-            _ = stop.wait_for(|stop| *stop) => {}
+            _ = work => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
         }
     });
-    Ok(tokio::spawn(tick(cluster, worker, shutdown)))
 }
 
 /// Applies every connector and the assignment the bucket holds; returns the newest revision.
@@ -180,6 +231,30 @@ async fn follow_configs(cluster: Arc<Cluster>, worker: Arc<Worker>, mut revision
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Restarts what other workers ask this one to restart.
+async fn follow_restarts(
+    cluster: Arc<Cluster>,
+    worker: Arc<Worker>,
+    mut requests: async_nats::Subscriber,
+) {
+    while let Some(message) = requests.next().await {
+        let Ok(message) = serde_json::from_slice::<RestartMessage>(&message.payload) else {
+            continue;
+        };
+        if message.from == cluster.worker_id() {
+            continue;
+        }
+        let connector = &message.request.connector;
+        match worker.restart_here(&message.request).await {
+            Ok(tasks) if !tasks.is_empty() => {
+                tracing::info!(%connector, ?tasks, from = %message.from, "restarted on request");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%connector, "restart request: {e}"),
         }
     }
 }

@@ -18,6 +18,15 @@ pub enum LifecycleError {
     Storage(String),
 }
 
+/// Which tasks of a connector to restart: one, or all (only the failed ones when
+/// `only_failed`). Sent to every worker in cluster mode.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RestartRequest {
+    pub connector: String,
+    pub task: Option<usize>,
+    pub only_failed: bool,
+}
+
 /// What the status routes show for one connector.
 #[derive(Debug, Clone)]
 pub struct ConnectorStatus {
@@ -71,12 +80,67 @@ impl Worker {
     }
 
     /// Restarts the tasks of a connector (all, or only the failed ones) and returns the ids
-    /// restarted. A stopped connector has no tasks to restart.
+    /// restarted. A stopped connector has no tasks to restart. In cluster mode the workers
+    /// running the others restart theirs too.
     pub async fn restart(
         &self,
         name: &str,
         only_failed: bool,
     ) -> Result<Vec<usize>, LifecycleError> {
+        let request = RestartRequest {
+            connector: name.to_string(),
+            task: None,
+            only_failed,
+        };
+        let mut restarted = self.restart_here(&request).await?;
+        if let Some(cluster) = &self.cluster {
+            let elsewhere = self.status(name).await.map(|s| s.tasks).unwrap_or_default();
+            restarted.extend(
+                elsewhere
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.worker != self.id && (!only_failed || t.state == "FAILED"))
+                    .map(|(id, _)| id),
+            );
+            cluster.request_restart(&request).await;
+        }
+        restarted.sort_unstable();
+        Ok(restarted)
+    }
+
+    /// Restarts one task, wherever in the cluster it runs.
+    pub async fn restart_task(&self, name: &str, task: usize) -> Result<(), LifecycleError> {
+        let request = RestartRequest {
+            connector: name.to_string(),
+            task: Some(task),
+            only_failed: false,
+        };
+        if !self.restart_here(&request).await?.is_empty() {
+            return Ok(());
+        }
+        let exists = self
+            .task_counts()
+            .await
+            .get(name)
+            .is_some_and(|n| task < *n);
+        match &self.cluster {
+            Some(cluster) if exists => {
+                cluster.request_restart(&request).await;
+                Ok(())
+            }
+            _ => Err(LifecycleError::TaskNotFound {
+                connector: name.to_string(),
+                task,
+            }),
+        }
+    }
+
+    /// Restarts the tasks running on this worker that `request` names; returns their ids.
+    pub async fn restart_here(
+        &self,
+        request: &RestartRequest,
+    ) -> Result<Vec<usize>, LifecycleError> {
+        let name = request.connector.as_str();
         let mut connectors = self.connectors.lock().await;
         let running = connectors
             .get_mut(name)
@@ -84,42 +148,20 @@ impl Worker {
         let chosen: Vec<usize> = running
             .tasks
             .iter()
+            .filter(|(id, _)| request.task.is_none_or(|task| task == **id))
             .filter(|(_, task)| {
-                !only_failed || matches!(*task.status.borrow(), TaskStatus::Failed(_))
+                !request.only_failed || matches!(*task.status.borrow(), TaskStatus::Failed(_))
             })
             .map(|(id, _)| *id)
             .collect();
-        if chosen.is_empty() {
-            return Ok(chosen);
-        }
         let fresh = self.start_tasks_subset(name, running, &chosen);
         for (id, task) in fresh {
+            tracing::info!(task = %format!("{name}/{id}"), "restarting");
             if let Some(old) = running.tasks.insert(id, task) {
                 old.stop().await;
             }
         }
         Ok(chosen)
-    }
-
-    /// Restarts one task.
-    pub async fn restart_task(&self, name: &str, task: usize) -> Result<(), LifecycleError> {
-        let mut connectors = self.connectors.lock().await;
-        let running = connectors
-            .get_mut(name)
-            .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
-        if !running.tasks.contains_key(&task) {
-            return Err(LifecycleError::TaskNotFound {
-                connector: name.to_string(),
-                task,
-            });
-        }
-        let fresh = self.start_tasks_subset(name, running, &[task]);
-        for (id, new_task) in fresh {
-            if let Some(old) = running.tasks.insert(id, new_task) {
-                old.stop().await;
-            }
-        }
-        Ok(())
     }
 
     /// The connector's and its tasks' states; None if there is no such connector.

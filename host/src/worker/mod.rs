@@ -19,7 +19,7 @@ use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::Config;
 use crate::sandbox::{Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
-pub use lifecycle::{ConnectorStatus, LifecycleError, TaskState};
+pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, TaskState};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
