@@ -113,6 +113,21 @@ impl Workers {
         (input, output)
     }
 
+    /// Starts `workers` workers with `pipelines` pipelines created through worker `via`,
+    /// and waits until all their tasks run.
+    fn with_pipelines(
+        workers: usize,
+        pipelines: usize,
+        via: usize,
+    ) -> (Workers, Vec<(PathBuf, PathBuf)>) {
+        let cluster = Workers::start(workers);
+        let files = (0..pipelines).map(|i| cluster.pipeline(via, i)).collect();
+        wait_for(Duration::from_secs(20), "every task running", || {
+            cluster.all_running_on_live(0, 2 * pipelines)
+        });
+        (cluster, files)
+    }
+
     /// Task placement as worker `n` reports it: (connector, task) → (state, worker id).
     fn placement(&self, n: usize) -> Vec<(String, u64, String, String)> {
         let all = json_get(self.host(n), "/connectors?expand=status");
@@ -254,16 +269,12 @@ fn connectors_spread_over_workers_and_move_when_one_is_killed() {
     let Some(_one) = one_at_a_time() else {
         return;
     };
-    let mut cluster = Workers::start(3);
+    // Three pipelines created through worker 0: six tasks spread over all three workers.
+    let (mut cluster, files) = Workers::with_pipelines(3, 3, 0);
     for n in 0..3 {
         let info = cluster.host(n).get_ok("/getClusterInfo");
         assert_eq!(info, r#"["w0","w1","w2"]"#, "worker {n}");
     }
-    // Three pipelines created through worker 0: six tasks spread over all three workers.
-    let files: Vec<(PathBuf, PathBuf)> = (0..3).map(|i| cluster.pipeline(0, i)).collect();
-    wait_for(Duration::from_secs(20), "six tasks running", || {
-        cluster.all_running_on_live(1, 6)
-    });
     let workers: BTreeSet<String> = cluster
         .placement(2)
         .into_iter()
@@ -344,11 +355,7 @@ fn killing_a_nats_server_loses_nothing() {
     let Some(_one) = one_at_a_time() else {
         return;
     };
-    let mut cluster = Workers::start(2);
-    let files: Vec<(PathBuf, PathBuf)> = (0..2).map(|i| cluster.pipeline(1, i)).collect();
-    wait_for(Duration::from_secs(20), "four tasks running", || {
-        cluster.all_running_on_live(0, 4)
-    });
+    let (mut cluster, files) = Workers::with_pipelines(2, 2, 1);
     let feeder = Feeder::start(files.iter().map(|(i, _)| i.clone()).collect(), 50);
     std::thread::sleep(Duration::from_secs(2));
     let outputs: Vec<PathBuf> = files.iter().map(|(_, o)| o.clone()).collect();
@@ -425,11 +432,7 @@ fn a_new_worker_gets_a_share() {
     let Some(_one) = one_at_a_time() else {
         return;
     };
-    let mut cluster = Workers::start(2);
-    let files: Vec<(PathBuf, PathBuf)> = (0..2).map(|i| cluster.pipeline(0, i)).collect();
-    wait_for(Duration::from_secs(20), "four tasks running", || {
-        cluster.all_running_on_live(0, 4)
-    });
+    let (mut cluster, files) = Workers::with_pipelines(2, 2, 0);
     let feeder = Feeder::start(files.iter().map(|(i, _)| i.clone()).collect(), 20);
     let joined = Instant::now();
     let third = cluster.add();

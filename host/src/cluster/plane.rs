@@ -156,7 +156,7 @@ impl Cluster {
                 position: position.to_string(),
             })
             .collect();
-        let key = format!("source.{}", key_part(connector));
+        let key = source_key(connector);
         update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
             for p in &positions {
                 offsets
@@ -243,7 +243,7 @@ impl Cluster {
 
     /// A source connector's committed positions and the topics it published to.
     pub async fn source_offsets(&self, connector: &str) -> Result<SourceOffsets, String> {
-        read_json(&self.offsets, &format!("source.{}", key_part(connector))).await
+        read_json(&self.offsets, &source_key(connector)).await
     }
 
     /// Sets or (with `None`) removes source positions.
@@ -252,7 +252,7 @@ impl Cluster {
         connector: &str,
         changes: &[(String, Option<String>)],
     ) -> Result<(), String> {
-        let key = format!("source.{}", key_part(connector));
+        let key = source_key(connector);
         update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
             offsets.epoch += 1;
             apply_changes(&mut offsets.positions, changes);
@@ -262,7 +262,7 @@ impl Cluster {
 
     /// A sink connector's next offsets and the positions of its last flush.
     pub async fn sink_state(&self, connector: &str) -> Result<SinkState, String> {
-        read_json(&self.offsets, &format!("sink.{}", key_part(connector))).await
+        read_json(&self.offsets, &sink_key(connector)).await
     }
 
     /// Commits a sink's next offsets together with the positions its flush returned.
@@ -272,7 +272,7 @@ impl Cluster {
         next_offsets: &[(String, u64)],
         positions: &[(String, String)],
     ) -> Result<(), String> {
-        let key = format!("sink.{}", key_part(connector));
+        let key = sink_key(connector);
         update_json(&self.offsets, &key, |state: &mut SinkState| {
             state.offsets.extend(next_offsets.iter().cloned());
             state.positions.extend(positions.iter().cloned());
@@ -286,7 +286,7 @@ impl Cluster {
         connector: &str,
         changes: &[(String, Option<u64>)],
     ) -> Result<(), String> {
-        let key = format!("sink.{}", key_part(connector));
+        let key = sink_key(connector);
         update_json(&self.offsets, &key, |state: &mut SinkState| {
             apply_changes(&mut state.offsets, changes);
         })
@@ -420,6 +420,16 @@ impl TopicReader {
             frames,
         })
     }
+}
+
+/// The `offsets` key of a source connector's [`SourceOffsets`].
+fn source_key(connector: &str) -> String {
+    format!("source.{}", key_part(connector))
+}
+
+/// The `offsets` key of a sink connector's [`SinkState`].
+fn sink_key(connector: &str) -> String {
+    format!("sink.{}", key_part(connector))
 }
 
 /// Sets (`Some`) or removes (`None`) entries of `map`.
