@@ -192,7 +192,10 @@ impl Cluster {
                     PUBLISH_RETRY_FOR.as_secs()
                 ));
             }
-            tracing::warn!("{} publishes failed ({error}); retrying", failed.len());
+            tracing::warn!(
+                "{} records not stored yet ({error}); publishing them again",
+                failed.len()
+            );
             todo = failed;
             tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
         }
