@@ -6,9 +6,10 @@
 //!   `wc.<cluster>.topic.t`; a record's offset is its stream sequence minus one, as in the
 //!   embedded topic logs. Each message is one record in its framed form (timestamp first).
 //! - A source publishes every record with the message id
-//!   `<connector>/<epoch>/<partition>/<position>` when it has a position: a batch published
-//!   again after a crash (from the last committed positions) is dropped by the stream's
-//!   duplicate window instead of stored twice. The epoch changes when offsets are altered.
+//!   `<connector>/<epoch>/<partition>/<position>/<crc32 of the record>` when it has a
+//!   position: a batch published again after a crash (from the last committed positions) is
+//!   dropped by the stream's duplicate window instead of stored twice. The epoch changes
+//!   when offsets are altered.
 //! - A sink reads through a durable pull consumer in bounded `fetch` loops (a long-lived
 //!   message stream can hang silently after a server failover) and commits the next offset
 //!   with the positions of its flush in one KV value.
@@ -132,8 +133,11 @@ impl Cluster {
             payload.extend_from_slice(record.content.get(8..).unwrap_or_default());
             let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
             if !record.partition.is_empty() {
+                // The checksum tells apart records that reuse a position (a truncated and
+                // rewritten file) from a record published again.
+                let checksum = crc32fast::hash(record.content.get(8..).unwrap_or_default());
                 let id = format!(
-                    "{connector}/{epoch}/{}/{}",
+                    "{connector}/{epoch}/{}/{}/{checksum:08x}",
                     record.partition, record.position
                 );
                 message = message.message_id(id);
