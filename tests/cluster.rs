@@ -428,6 +428,76 @@ fn busy_sources_on_one_worker_all_finish() {
 }
 
 #[test]
+fn pause_stop_resume_and_offsets_apply_across_workers() {
+    let Some(_one) = one_at_a_time() else {
+        return;
+    };
+    let (cluster, files) = Workers::with_pipelines(2, 1, 0);
+    let (input, output) = &files[0];
+    append_lines(input, 0, 100);
+    assert_delivered(output, 100, true);
+    let states = |n: usize| -> Vec<String> {
+        let answer = json_get(cluster.host(n), "/connectors/src0/status");
+        let tasks = answer.json()["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        tasks
+            .iter()
+            .map(|t| t["state"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // Paused through worker 1, seen paused by worker 0; lines wait meanwhile.
+    let put = |n: usize, path: &str| {
+        call(
+            "PUT",
+            &format!("{}{path}", cluster.host(n).kafka),
+            None,
+            &[],
+        )
+        .status
+    };
+    assert_eq!(put(1, "/connectors/src0/pause"), 202);
+    wait_for(Duration::from_secs(10), "src0 paused on w0's view", || {
+        states(0) == ["PAUSED"]
+    });
+    append_lines(input, 100, 100);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read_lines(output).len(), 100, "a paused source went on");
+    // Stopped: its offsets, committed by whichever worker ran it, read and reset anywhere.
+    assert_eq!(put(0, "/connectors/src0/stop"), 204);
+    wait_for(Duration::from_secs(10), "src0 stopped", || {
+        states(1).is_empty()
+    });
+    let offsets = json_get(cluster.host(1), "/connectors/src0/offsets").json();
+    let first_100: usize = expected_lines(100).iter().map(|l| l.len() + 1).sum();
+    assert_eq!(
+        offsets["offsets"][0]["offset"]["position"],
+        json!(first_100.to_string()),
+        "{offsets}"
+    );
+    let reset = call(
+        "DELETE",
+        &format!("{}/connectors/src0/offsets", cluster.host(1).kafka),
+        None,
+        &[],
+    );
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    // Resumed through worker 1: it reads the file again from the start (the reset), so the
+    // first 200 lines arrive once more after the 100 delivered before.
+    assert_eq!(put(1, "/connectors/src0/resume"), 202);
+    let mut expected = expected_lines(100);
+    expected.extend(expected_lines(200));
+    wait_for(Duration::from_secs(20), "300 lines", || {
+        read_lines(output).len() >= 300
+    });
+    assert!(
+        read_lines(output) == expected,
+        "lines after the reset differ"
+    );
+}
+
+#[test]
 fn a_new_worker_gets_a_share() {
     let Some(_one) = one_at_a_time() else {
         return;
