@@ -293,7 +293,10 @@ async fn apply(worker: &Worker, entry: kv::Entry) {
 /// meanwhile, and the live workers are known again only when each has refreshed its own.
 async fn tick(cluster: Arc<Cluster>, worker: Arc<Worker>, mut shutdown: watch::Receiver<bool>) {
     let mut lease = None;
-    let mut healthy_since = Instant::now();
+    // `start` put this worker's heartbeat: the others' are current unless NATS fails over.
+    let mut healthy_since = Instant::now()
+        .checked_sub(LIVE_TTL)
+        .unwrap_or_else(Instant::now);
     loop {
         if tokio::time::timeout(HEARTBEAT, shutdown.wait_for(|stop| *stop))
             .await

@@ -79,14 +79,18 @@ impl Cluster {
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         };
-        let stream = self.js.get_or_create_stream(config).await.map_err(|e| {
-            super::replicas_hint(
-                &format!("stream {name}"),
-                e.to_string(),
-                self.options.replicas,
-            )
-            .to_string()
-        })?;
+        // Tasks on several workers create a topic's stream together, and a request that
+        // loses that race can time out: try again.
+        let create = || async {
+            self.js
+                .get_or_create_stream(config.clone())
+                .await
+                .map_err(|e| {
+                    let what = format!("stream {name}");
+                    super::replicas_hint(&what, e.to_string(), self.options.replicas).to_string()
+                })
+        };
+        let stream = retrying(&name, create).await?;
         self.streams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -312,14 +316,13 @@ impl Cluster {
         let digest =
             <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
         let name = format!("wc-sink-{}", key_part(&digest[..12]));
-        let mut reader = TopicReader {
+        // The consumer is created by the first read, which retries when it fails.
+        Ok(TopicReader {
             stream,
             name,
             consumer: None,
             next_offset,
-        };
-        reader.reset().await?;
-        Ok(reader)
+        })
     }
 }
 
