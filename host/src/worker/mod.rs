@@ -128,10 +128,6 @@ impl Worker {
         self
     }
 
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
-    }
-
     /// This worker's id, `ip@pid`.
     pub fn id(&self) -> &str {
         &self.id
@@ -335,19 +331,6 @@ impl Worker {
         let class = stored.tasks.first().and_then(|t| t.get(TASK_CLASS));
         let class = class.or_else(|| CLASS_KEYS.iter().find_map(|k| stored.config.get(*k)))?;
         self.plugins.find(class)
-    }
-
-    /// The status of each task of a connector; None if there is no such connector.
-    pub async fn task_statuses(&self, name: &str) -> Option<Vec<TaskStatus>> {
-        let connectors = self.connectors.lock().await;
-        let running = connectors.get(name)?;
-        Some(
-            running
-                .tasks
-                .values()
-                .map(|t| t.status.borrow().clone())
-                .collect(),
-        )
     }
 
     /// Host-side checks, then the connector's own validation and task split.

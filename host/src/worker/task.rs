@@ -218,10 +218,6 @@ impl TaskHandle {
             tracing::error!("task actor ended abnormally: {e}");
         }
     }
-
-    pub fn is_running(&self) -> bool {
-        *self.status.borrow() == TaskStatus::Running
-    }
 }
 
 /// One run of a task actor (`source::run` or `sink::run`), boxed so the supervisor can
