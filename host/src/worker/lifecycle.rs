@@ -199,12 +199,16 @@ impl Worker {
         let is_source = plugin.map(|p| p.is_source());
         drop(connectors);
         let tasks = self.task_states(name, target, local, task_count).await;
-        let worker = self
-            .assignment()
-            .connectors
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| self.id.clone());
+        // In a cluster, the connector's owner by the assignment ("" until it has one).
+        let worker = match &self.cluster {
+            None => self.id.clone(),
+            Some(_) => self
+                .assignment()
+                .connectors
+                .get(name)
+                .cloned()
+                .unwrap_or_default(),
+        };
         Some(ConnectorStatus {
             target,
             state,
