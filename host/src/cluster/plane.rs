@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
+use async_nats::Subject;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -117,7 +118,8 @@ impl Cluster {
         let epoch = self.source_offsets(connector).await?.epoch;
         let mut messages = Vec::with_capacity(batch.count as usize);
         let mut positions: BTreeMap<&str, &str> = BTreeMap::new();
-        let mut topics: BTreeMap<&str, String> = BTreeMap::new();
+        // A `Subject` clones without copying: one per record is only a reference count.
+        let mut topics: BTreeMap<&str, Subject> = BTreeMap::new();
         let now = crate::worker::source::now_millis();
         for record in BatchReader::new(&batch.frames) {
             let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
@@ -125,7 +127,7 @@ impl Cluster {
             if !topics.contains_key(topic) {
                 crate::storage::validate_topic_name(topic)?;
                 self.topic_stream(topic).await?;
-                topics.insert(topic, self.topic_subject(topic));
+                topics.insert(topic, Subject::from(self.topic_subject(topic)));
             }
             let timestamp = if record.timestamp == 0 {
                 now
@@ -184,7 +186,7 @@ impl Cluster {
     /// land after the rest of the batch.
     async fn publish_all(
         &self,
-        messages: &[(String, jetstream::message::PublishMessage)],
+        messages: &[(Subject, jetstream::message::PublishMessage)],
     ) -> Result<(), String> {
         let mut todo: Vec<usize> = (0..messages.len()).collect();
         let started = std::time::Instant::now();
@@ -213,7 +215,7 @@ impl Cluster {
     /// returns the ones to publish again, in order, and the last error.
     async fn publish_round(
         &self,
-        messages: &[(String, jetstream::message::PublishMessage)],
+        messages: &[(Subject, jetstream::message::PublishMessage)],
         todo: &[usize],
     ) -> (Vec<usize>, String) {
         let mut failed = Vec::new();
