@@ -70,8 +70,24 @@ impl Host {
 
     /// Starts a host with extra command-line arguments.
     pub fn start_with(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::start_via(&[], data_dir, plugin_dir, extra)
+    }
+
+    /// Starts a host through `wrapper`, a command that runs the program and arguments that
+    /// follow it (e.g. `["sh", "-c", "ulimit -n 256 && exec \"$@\"", "sh"]`); the process
+    /// must keep its id (`exec`).
+    pub fn start_via(wrapper: &[&str], data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
         let kafka_port = free_port().to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
+        let binary = env!("CARGO_BIN_EXE_wasm-connect");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--http-port", "0", "--kafka-api-port", &kafka_port])
             .args(extra)
             .arg("--data-dir")
@@ -151,6 +167,11 @@ impl Host {
         wait_for(Duration::from_secs(30), &format!("{name} running"), || {
             self.get_ok(&format!("/connectors/{name}/status")) == "running"
         });
+    }
+
+    /// The process id (the host's own, also when started through a wrapper that `exec`s).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the host logged so far.
