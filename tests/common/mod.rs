@@ -61,6 +61,8 @@ pub struct Host {
     /// The Kafka-Connect-shaped JSON API.
     pub kafka: String,
     log: Arc<Mutex<String>>,
+    /// The thread copying the process's stdout into `log`; ends when the process exits.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Host {
@@ -103,7 +105,7 @@ impl Host {
         let log = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains(" ready") && line.contains("worker=") {
                     let _ = port_tx.send(String::new());
@@ -135,6 +137,7 @@ impl Host {
             base: format!("http://{address}"),
             kafka: format!("http://127.0.0.1:{kafka_port}"),
             log,
+            reader: Some(reader),
         }
     }
 
@@ -186,13 +189,21 @@ impl Host {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_logged().0
+    }
+
+    /// SIGTERM, waits for a clean exit and returns everything the process logged.
+    pub fn terminate_logged(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return (status, self.log());
             }
             assert!(
                 Instant::now() < deadline,

@@ -160,7 +160,7 @@ impl Listener {
             }
         }
         tracing::warn!(
-            "{what}: closing {} connections still open {} s after the stop signal (--shutdown-timeout-s)",
+            "{what}: answers still in flight on {} connections {} s after the stop signal (--shutdown-timeout-s): closing them",
             connections.len(),
             limits.shutdown_timeout.as_secs_f32()
         );
@@ -169,7 +169,8 @@ impl Listener {
 }
 
 /// Serves one connection until the client closes it, the header-read timeout closes it, it
-/// is closed to make room (while idle), or shutdown closes it once its answer is sent.
+/// is closed to make room (while idle), or shutdown closes it (at once when idle, else once
+/// its answer is sent).
 async fn serve_connection(
     stream: TcpStream,
     app: TowerToHyperService<axum::Router>,
@@ -206,6 +207,11 @@ async fn serve_connection(
                 }
             }
             _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+                // hyper's graceful shutdown leaves a connection with half-sent headers open:
+                // an idle connection is closed here, a busy one once its answer is sent.
+                if state.is_idle() {
+                    return;
+                }
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
