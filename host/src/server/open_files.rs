@@ -47,7 +47,9 @@ pub fn raise() -> OpenFileLimit {
             OpenFileLimit(hard)
         }
         Err(e) => {
-            tracing::warn!("open-file limit stays {soft}: cannot raise it to the hard limit {hard} ({e})");
+            tracing::warn!(
+                "open-file limit stays {soft}: cannot raise it to the hard limit {hard} ({e})"
+            );
             OpenFileLimit(soft)
         }
     }
@@ -62,13 +64,13 @@ fn get() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+    Ok((limit.rlim_cur, limit.rlim_max))
 }
 
 fn set(soft: u64, hard: u64) -> io::Result<()> {
     let limit = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: soft,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit only reads the struct it is given, which lives for the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
