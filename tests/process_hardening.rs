@@ -144,6 +144,14 @@ fn an_empty_auth_token_is_refused_from_the_flag_and_from_the_environment() {
             "{args:?} {env:?}: the error does not name the flag, the variable and the cause: {stderr}"
         );
     }
+    // A token a client cannot send is refused too, without repeating it.
+    let output = run_to_exit(&[], &[("WASM_CONNECT_AUTH_TOKEN", "s3cret with spaces")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("visible ASCII characters only") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
 }
 
 /// Connects to `base` (`http://host:port`) and sends `text`, keeping the connection open.

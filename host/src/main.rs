@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use wasm_connect::api::auth::parse_token;
+use wasm_connect::api::auth::{parse_token, TokenError};
 use wasm_connect::cluster::{ClusterOptions, Strategy};
 use wasm_connect::sandbox::{parse_size, Capabilities, Limits, RestartPolicy, WorkerLimits};
 use wasm_connect::server::{serve, ListenerLimits, ServeOptions};
@@ -54,7 +54,7 @@ struct ServeArgs {
     kafka_api_port: u16,
     /// Bearer token both APIs require (`Authorization: Bearer <token>`): visible ASCII, not
     /// empty (an empty value is refused, never taken as "no authentication"); none by default.
-    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
     /// Directory for durable state: connector configs, positions, offsets and topic logs.
     #[arg(long, default_value = "data", env = "WASM_CONNECT_DATA_DIR")]
@@ -215,11 +215,13 @@ fn size(text: &str) -> Result<usize, String> {
 }
 
 impl ServeArgs {
-    fn options(self) -> ServeOptions {
+    /// The options `serve` takes; refuses a token that is empty or cannot be sent (checked
+    /// here rather than by clap, whose error would repeat the secret).
+    fn options(self) -> Result<ServeOptions, TokenError> {
         let mut options =
             ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
         options.kafka_api_port = (self.kafka_api_port != 0).then_some(self.kafka_api_port);
-        options.auth_token = self.auth_token;
+        options.auth_token = self.auth_token.as_deref().map(parse_token).transpose()?;
         options.limits = self.limits.worker_limits();
         options.listener = self.listener.limits();
         options.worker_id = self.cluster.worker_id.filter(|id| !id.is_empty());
@@ -236,8 +238,13 @@ impl ServeArgs {
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
                 .collect(),
         };
-        options
+        Ok(options)
     }
+}
+
+/// Checks the serve arguments, then serves.
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    serve(args.options()?).await
 }
 
 #[tokio::main]
@@ -251,8 +258,8 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        None => serve(cli.serve.options()).await,
-        Some(Command::Serve(args)) => serve(args.options()).await,
+        None => run(cli.serve).await,
+        Some(Command::Serve(args)) => run(*args).await,
         Some(Command::Plugin(PluginCommand::Check { file })) => {
             wasm_connect::plugins::check::run(&file).await
         }

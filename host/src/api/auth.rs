@@ -13,19 +13,21 @@ use axum::Router;
 pub enum TokenError {
     #[error("an empty token would turn authentication off: set --auth-token (or WASM_CONNECT_AUTH_TOKEN) to a secret, or unset both to serve without authentication")]
     Empty,
-    #[error("the token holds a character an `Authorization: Bearer` header cannot carry ({0:?}): use visible ASCII characters only (no spaces or control characters) in --auth-token (or WASM_CONNECT_AUTH_TOKEN)")]
-    Unsendable(char),
+    #[error("the token holds a space, a control or a non-ASCII character, which an `Authorization: Bearer` header cannot carry: use visible ASCII characters only in --auth-token (or WASM_CONNECT_AUTH_TOKEN)")]
+    Unsendable,
 }
 
 /// Checks a `--auth-token` value: not empty, and only characters a client can send in the
-/// header (visible ASCII), so a token never silently disables or breaks authentication.
+/// header (visible ASCII), so a token never silently disables or breaks authentication. The
+/// error never repeats the token.
 pub fn parse_token(text: &str) -> Result<String, TokenError> {
     if text.is_empty() {
         return Err(TokenError::Empty);
     }
-    match text.chars().find(|c| !c.is_ascii_graphic()) {
-        Some(c) => Err(TokenError::Unsendable(c)),
-        None => Ok(text.to_string()),
+    if text.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(text.to_string())
+    } else {
+        Err(TokenError::Unsendable)
     }
 }
 

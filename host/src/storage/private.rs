@@ -48,7 +48,9 @@ pub(super) fn create_file(path: &Path) -> io::Result<File> {
 /// (symbolic links are not followed), logging each change. A mode that cannot be changed is
 /// logged with the command that fixes it; the host still starts.
 pub(super) fn tighten(data_dir: &Path) {
-    let mut pending = vec![data_dir.to_path_buf()];
+    // The data dir itself may be a link (to another disk); what lies under it is not followed.
+    let root = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut pending = vec![root];
     while let Some(path) = pending.pop() {
         let Ok(metadata) = std::fs::symlink_metadata(&path) else {
             continue;
