@@ -183,9 +183,11 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
 }
 
 const HALF_SENT_HEADERS: &str = "GET /getClusterInfo HTTP/1.1\r\nHost: x\r\n";
+/// A request to the JSON API whose body stops after 8 of the 100 bytes announced.
+const HALF_SENT_BODY: &str = "POST /connectors HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":";
 
 #[test]
-fn the_server_closes_connections_that_send_no_complete_headers_or_stay_idle() {
+fn the_server_closes_connections_that_send_no_complete_request_or_stay_idle() {
     let workspace = Workspace::new();
     let host = Host::start_with(
         &workspace.data_dir(),
@@ -208,6 +210,16 @@ fn the_server_closes_connections_that_send_no_complete_headers_or_stay_idle() {
             "{base}: {answer}"
         );
     }
+    // A body that never completes gets an answer naming the timeout, then the connection
+    // is closed.
+    let mut trickled = send_partial(&host.kafka, HALF_SENT_BODY);
+    let answer = read_until_closed(&mut trickled, Duration::from_secs(10));
+    assert!(
+        answer.starts_with("HTTP/1.1 400")
+            && answer
+                .contains("the request body did not arrive within 1 s (--header-read-timeout-s)"),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -224,14 +236,11 @@ fn shutdown_is_bounded_by_slow_clients_and_the_tasks_still_commit() {
         read_lines(&output) == expected(0..1000)
     });
     // Half-sent headers on both APIs, and a request whose body never completes: its handler
-    // is in flight, so only the bound ends it.
+    // is in flight (for the 60 s body deadline), so only the bound ends it.
     let _slow = [
         send_partial(&host.base, HALF_SENT_HEADERS),
         send_partial(&host.kafka, HALF_SENT_HEADERS),
-        send_partial(
-            &host.kafka,
-            "POST /connectors HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":",
-        ),
+        send_partial(&host.kafka, HALF_SENT_BODY),
     ];
     std::thread::sleep(Duration::from_millis(300));
     let stopping = Instant::now();

@@ -115,8 +115,8 @@ struct ListenerArgs {
     /// is idle, new ones wait.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..), env = "WASM_CONNECT_MAX_CONNECTIONS")]
     max_connections: u32,
-    /// Seconds a client has to send a request's headers; also closes keep-alive connections
-    /// idle that long.
+    /// Seconds a client has to send a request's headers, and again its body; also closes
+    /// keep-alive connections idle that long.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), env = "WASM_CONNECT_HEADER_READ_TIMEOUT_S")]
     header_read_timeout_s: u64,
     /// Seconds shutdown waits for answers in flight before closing their connections and

@@ -1,5 +1,5 @@
 //! The REST listeners: accept TCP connections under a cap, serve each with hyper's HTTP/1
-//! under a header-read timeout, and stop within a bound on shutdown.
+//! under header- and body-read timeouts, and stop within a bound on shutdown.
 //!
 //! axum's `serve` has no header timeout, no connection cap and an unbounded graceful
 //! shutdown (one half-sent request kept the process alive), so connections are served here
@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,7 +34,8 @@ pub struct ListenerLimits {
     /// Lowered at start to fit the open-file limit.
     pub max_connections: usize,
     /// Time a client has to send a request's headers, from connecting or from the end of the
-    /// previous answer: it also closes keep-alive connections left idle that long.
+    /// previous answer (so it also closes keep-alive connections left idle that long), and
+    /// then again to send the request's body.
     pub header_read_timeout: Duration,
     /// How long shutdown waits for answers in flight before closing their connections.
     pub shutdown_timeout: Duration,
@@ -184,6 +186,7 @@ async fn serve_connection(
     let requests = state.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let busy = Busy::start(requests.clone());
+        let request = request.map(|body| Body::new(DeadlineBody::new(body, header_read_timeout)));
         let answer = hyper::service::Service::call(&app, request);
         async move {
             let response = answer.await?;
@@ -307,6 +310,57 @@ impl hyper::body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request's body, which fails when it is not fully received within the header-read
+/// timeout after its headers: a client trickling a body cannot keep its request in flight
+/// (and so its connection from being closed) for longer.
+struct DeadlineBody {
+    body: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl DeadlineBody {
+    fn new(body: Incoming, timeout: Duration) -> DeadlineBody {
+        DeadlineBody {
+            body,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        }
+    }
+}
+
+/// A request body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s (--header-read-timeout-s)", .0.as_secs_f32())]
+struct BodyTimeout(Duration);
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.timeout).into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
