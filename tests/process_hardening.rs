@@ -72,6 +72,10 @@ fn the_data_dir_and_its_files_are_readable_by_the_owner_only() {
     assert_eq!(mode(&topics), 0o700, "a new topics dir");
     assert_eq!(mode(&state), 0o600, "a new state.redb");
     assert_eq!(mode(&log), 0o600, "a new topic log");
+    let cache = std::fs::read_dir(data.join("plugin-cache")).expect("plugin cache");
+    for entry in cache.flatten() {
+        assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+    }
     assert!(host.terminate().success());
 
     // A data dir left open to other users (an older version, a copy) is closed at start.
@@ -80,11 +84,16 @@ fn the_data_dir_and_its_files_are_readable_by_the_owner_only() {
     set_mode(&state, 0o644);
     set_mode(&log, 0o664);
     let host = workspace.start();
+    let log_text = host.log();
+    assert_eq!(
+        log_text.matches("was readable by other users").count(),
+        4,
+        "{log_text}"
+    );
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&topics), 0o700);
     assert_eq!(mode(&state), 0o600);
     assert_eq!(mode(&log), 0o600);
-    let log_text = host.log();
     for (path, was, now) in [
         (&data, "0755", "0700"),
         (&state, "0644", "0600"),

@@ -207,7 +207,7 @@ fn store(entry: &Path, artifact: &[u8]) -> Result<(), String> {
         .to_string_lossy();
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        let mut file = private_file(&temp)?;
         file.write_all(MAGIC)?;
         file.write_all(&Sha256::digest(artifact))?;
         file.write_all(artifact)?;
@@ -218,6 +218,17 @@ fn store(entry: &Path, artifact: &[u8]) -> Result<(), String> {
         let _ = std::fs::remove_file(&temp);
         e.to_string()
     })
+}
+
+/// Creates (or truncates) `path` readable by the owner only, like everything in the data dir.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
