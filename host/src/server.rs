@@ -114,7 +114,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         )
         .await?;
         let kafka_app =
-            crate::api::auth::require_token(crate::api::kafka::router(worker.clone()), token);
+            crate::api::auth::require_token(
+            crate::api::kafka::router(worker.clone(), token.is_some()),
+            token,
+        );
         servers.push(tokio::spawn(run_listener(
             kafka,
             kafka_app,
