@@ -61,7 +61,11 @@ fn head_never_changes_state_on_the_legacy_api() {
 
     // HEAD on /stop, /stopAll and /plugin/reload: 405, the connector stays.
     assert_eq!(host.create("kept", &config).1, "success");
-    for path in ["/connectors/kept/stop", "/connectors/stopAll", "/plugin/reload"] {
+    for path in [
+        "/connectors/kept/stop",
+        "/connectors/stopAll",
+        "/plugin/reload",
+    ] {
         let head = legacy(&host, "HEAD", path);
         assert_eq!(head.status, 405, "HEAD {path} answered {}", head.status);
         let allow = call("GET", &format!("{}{path}", host.base), None, &[]);
@@ -112,7 +116,10 @@ fn method_not_allowed_answers_name_the_allowed_methods() {
         };
         assert_eq!(header.as_deref(), Some(allow), "Allow of {method} {path}");
         if method != "HEAD" {
-            assert!(answer.content_type.starts_with("text/plain"), "{method} {path}");
+            assert!(
+                answer.content_type.starts_with("text/plain"),
+                "{method} {path}"
+            );
             assert_eq!(
                 answer.body,
                 format!("failed: method {method} is not allowed here; this route answers {allow}")
@@ -178,7 +185,12 @@ fn config_values_are_read_alike_by_both_apis() {
     )
     .expect("legacy config JSON");
     let json_config = json_get(&host, "/connectors/tj/config").json();
-    for (key, text) in [("n", "5"), ("f", "1.5"), ("b", "true"), ("o", r#"{"a":[1,"x"]}"#)] {
+    for (key, text) in [
+        ("n", "5"),
+        ("f", "1.5"),
+        ("b", "true"),
+        ("o", r#"{"a":[1,"x"]}"#),
+    ] {
         assert_eq!(stored["properties"][key], text, "legacy {key}");
         assert_eq!(json_config[key], text, "JSON API {key}");
     }
@@ -204,11 +216,7 @@ fn location_percent_encodes_the_name() {
 fn fuzz_target(ws: &Workspace) -> (Host, std::path::PathBuf) {
     let input = ws.path("in.txt");
     std::fs::write(&input, "one\ntwo\n").expect("input");
-    let host = Host::start_with(
-        &ws.data_dir(),
-        &ws.plugin_dir(),
-        &["--auth-token", TOKEN],
-    );
+    let host = Host::start_with(&ws.data_dir(), &ws.plugin_dir(), &["--auth-token", TOKEN]);
     let auth = format!("Bearer {TOKEN}");
     let headers = [("Authorization", auth.as_str())];
     let url = |path: &str| format!("{}{path}", host.kafka);
@@ -217,7 +225,12 @@ fn fuzz_target(ws: &Workspace) -> (Host, std::path::PathBuf) {
     assert_eq!(created.status, 201, "{}", created.body);
     let sink = json!({"name": "my-sink", "initial_state": "STOPPED", "config": {
         "connector-class": "file-sink", "topicNames": "t", "filename": ws.path("out.txt").display().to_string()}});
-    let created = call("POST", &url("/connectors"), Some(&sink.to_string()), &headers);
+    let created = call(
+        "POST",
+        &url("/connectors"),
+        Some(&sink.to_string()),
+        &headers,
+    );
     assert_eq!(created.status, 201, "{}", created.body);
     let document = call("GET", &url("/openapi.json"), None, &headers);
     assert_eq!(document.status, 200);
@@ -232,7 +245,10 @@ fn openapi_document_is_valid_and_survives_schemathesis() {
     let (host, document) = fuzz_target(&ws);
     let parsed: Value =
         serde_json::from_str(&std::fs::read_to_string(&document).expect("read")).expect("JSON");
-    assert_eq!(parsed["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        parsed["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let create = &parsed["paths"]["/connectors"]["post"];
     assert!(create["requestBody"]["required"] == true, "{create}");
     assert!(create["responses"]["201"]["headers"]["Location"].is_object());

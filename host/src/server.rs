@@ -113,8 +113,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             "Kafka Connect JSON API",
         )
         .await?;
-        let kafka_app =
-            crate::api::auth::require_token(
+        let kafka_app = crate::api::auth::require_token(
             crate::api::kafka::router(worker.clone(), token.is_some()),
             token,
         );

@@ -45,12 +45,21 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .route("/connectors/stopAll", route(get(stop_all), Effect::Changes))
         .route("/connectors/{name}", route(get(create), Effect::Changes))
         .route("/connectors/{name}/stop", route(get(stop), Effect::Changes))
-        .route("/connectors/{name}/status", route(get(status), Effect::Reads))
-        .route("/connectors/{name}/config", route(get(config), Effect::Reads))
+        .route(
+            "/connectors/{name}/status",
+            route(get(status), Effect::Reads),
+        )
+        .route(
+            "/connectors/{name}/config",
+            route(get(config), Effect::Reads),
+        )
         .route("/plugin/reload", route(get(reload), Effect::Changes))
         .route("/getConfigInfo", route(get(config_info), Effect::Reads))
         .route("/getClusterInfo", route(get(cluster_info), Effect::Reads))
-        .route("/getAllocatedInfo", route(get(allocated_info), Effect::Reads))
+        .route(
+            "/getAllocatedInfo",
+            route(get(allocated_info), Effect::Reads),
+        )
         .with_state(worker)
 }
 
@@ -92,7 +101,9 @@ async fn create(
     };
     let config = match parse_config(&config) {
         Ok(config) => config,
-        Err(reason) => return (StatusCode::BAD_REQUEST, format!("failed: {reason}")).into_response(),
+        Err(reason) => {
+            return (StatusCode::BAD_REQUEST, format!("failed: {reason}")).into_response()
+        }
     };
     match worker.put(&name, config).await {
         Ok(PutOutcome::Created | PutOutcome::Updated) => text("success"),
@@ -250,10 +261,13 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 /// A JSON object read as [`super::config_from_object`] reads it; the error is the answer's
 /// reason.
 fn parse_config(raw: &str) -> Result<Properties, String> {
-    let value: Value = serde_json::from_str(raw)
-        .map_err(|e| format!("config is not a JSON object: {e}"))?;
+    let value: Value =
+        serde_json::from_str(raw).map_err(|e| format!("config is not a JSON object: {e}"))?;
     let Value::Object(map) = value else {
-        return Err(format!("config is not a JSON object: got {}", json_kind(&value)));
+        return Err(format!(
+            "config is not a JSON object: got {}",
+            json_kind(&value)
+        ));
     };
     super::config_from_object(map).map_err(|e| e.to_string())
 }

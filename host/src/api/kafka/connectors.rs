@@ -122,7 +122,10 @@ pub async fn remove(State(worker): State<Arc<Worker>>, Params(name): Params<Stri
 }
 
 /// `GET /connectors/{connector}/config`.
-pub async fn get_config(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
+pub async fn get_config(
+    State(worker): State<Arc<Worker>>,
+    Params(name): Params<String>,
+) -> ApiResult {
     let stored = worker.config(&name).await.ok_or_else(|| not_found(&name))?;
     reply(StatusCode::OK, config_json(&name, &stored.config))
 }
@@ -203,8 +206,9 @@ pub async fn restart(
     Params(name): Params<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
     let include_tasks = flag(&pairs, Query::IncludeTasks)?;
     let only_failed = flag(&pairs, Query::OnlyFailed)?;
     if !include_tasks {
@@ -285,7 +289,10 @@ pub async fn stop(State(worker): State<Arc<Worker>>, Params(name): Params<String
 }
 
 /// `GET /connectors/{connector}/offsets`.
-pub async fn get_offsets(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
+pub async fn get_offsets(
+    State(worker): State<Arc<Worker>>,
+    Params(name): Params<String>,
+) -> ApiResult {
     let offsets = match worker.offsets(&name).await.map_err(offsets_error)? {
         ConnectorOffsets::Source(positions) => positions
             .into_iter()

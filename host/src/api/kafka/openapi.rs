@@ -245,15 +245,17 @@ impl Body {
             Body::Message => object(&["message"], json!({"message": string()})),
             Body::Topics => json!({"type": "object", "additionalProperties": object(&["topics"],
                 json!({"topics": {"type": "array", "items": string()}}))}),
-            Body::Plugins => json!({"type": "array", "items": object(&["class", "type", "version", "file", "status"], json!({
-                "class": {"type": "string", "nullable": true},
-                "type": {"type": "string", "nullable": true, "enum": ["source", "sink", null]},
-                "version": {"type": "string", "nullable": true},
-                "aliases": {"type": "array", "items": string()},
-                "file": string(),
-                "status": {"type": "string", "enum": ["loaded", "superseded", "broken"]},
-                "reason": string(),
-            }))}),
+            Body::Plugins => {
+                json!({"type": "array", "items": object(&["class", "type", "version", "file", "status"], json!({
+                    "class": {"type": "string", "nullable": true},
+                    "type": {"type": "string", "nullable": true, "enum": ["source", "sink", null]},
+                    "version": {"type": "string", "nullable": true},
+                    "aliases": {"type": "array", "items": string()},
+                    "file": string(),
+                    "status": {"type": "string", "enum": ["loaded", "superseded", "broken"]},
+                    "reason": string(),
+                }))})
+            }
             Body::ConfigKeys => json!({"type": "array", "items": config_key()}),
             Body::ConfigInfos => object(
                 &["name", "error_count", "groups", "configs"],

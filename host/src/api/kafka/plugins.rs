@@ -46,7 +46,10 @@ fn plugin_json(info: &PluginInfo) -> Value {
 }
 
 /// `GET /connector-plugins/{plugin}/config`.
-pub async fn config_defs(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
+pub async fn config_defs(
+    State(worker): State<Arc<Worker>>,
+    Params(name): Params<String>,
+) -> ApiResult {
     let plugin = find(&worker, &name)?;
     let defs: Vec<Value> = plugin
         .descriptor
