@@ -69,7 +69,8 @@ struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Directory under which path-typed connector config values must lie (repeatable; unset:
-    /// any path a connector config names).
+    /// any path a connector config names). A path whose directory is, holds or lies inside
+    /// the data dir or the plugin dir is always refused.
     #[arg(
         long = "allow-path",
         value_name = "DIR",
@@ -235,6 +236,7 @@ impl ServeArgs {
                 .iter()
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
                 .collect(),
+            ..Capabilities::default()
         };
         options
     }

@@ -62,10 +62,11 @@ impl ServeOptions {
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let open_files = open_files::raise();
     let storage = Arc::new(Storage::open(&options.data_dir)?);
-    let sandbox = Arc::new(Sandbox::new(
-        options.limits.clone(),
-        options.capabilities.clone(),
-    )?);
+    let capabilities = options
+        .capabilities
+        .clone()
+        .with_host_dirs(&options.data_dir, &options.plugin_dir);
+    let sandbox = Arc::new(Sandbox::new(options.limits.clone(), capabilities)?);
     let plugins = PluginRegistry::start(
         options.plugin_dir.clone(),
         &options.data_dir,

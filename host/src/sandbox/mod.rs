@@ -4,7 +4,7 @@
 //!
 //! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach,
-//! `output` the guest's stdout/stderr, `instance` the typed calls into a connector (each
+//! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages, `instance` the typed calls into a connector (each
 //! armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
@@ -12,6 +12,7 @@ mod capabilities;
 mod instance;
 mod limits;
 mod output;
+mod redact;
 mod state;
 
 use std::time::Duration;
@@ -22,11 +23,14 @@ use wasmtime::{
 };
 
 pub use bindings::types;
-pub use capabilities::{resolve_network_allow, Capabilities, DirGrant, Grants, NETWORK_ALLOW_KEY};
+pub use capabilities::{
+    resolve_network_allow, Capabilities, DirGrant, Grants, HostDirKind, NETWORK_ALLOW_KEY,
+};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, LimitError, Limits, RestartPolicy, WorkerLimits, EPOCH_TICK, MAX_BACKOFF,
 };
+pub use redact::Redactor;
 pub use state::{Identity, TaskState};
 
 use bindings::source_world::SourceConnector;

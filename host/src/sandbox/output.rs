@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::redact::Redactor;
+
 /// Lines logged per stream per [`RATE_WINDOW`]; the rest are counted and reported.
 const LINES_PER_WINDOW: u32 = 100;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -31,10 +33,12 @@ struct OutputState {
     window_start: Instant,
     logged: u32,
     dropped: u64,
+    /// Shows resolved secrets as their references.
+    redactor: Redactor,
 }
 
 impl GuestOutput {
-    pub fn new(task: String, stream: &'static str) -> Self {
+    pub fn new(task: String, stream: &'static str, redactor: Redactor) -> Self {
         let state = OutputState {
             task,
             stream,
@@ -43,6 +47,7 @@ impl GuestOutput {
             window_start: Instant::now(),
             logged: 0,
             dropped: 0,
+            redactor,
         };
         GuestOutput {
             inner: Arc::new(Mutex::new(state)),
@@ -95,6 +100,7 @@ impl OutputState {
             return;
         }
         self.logged += 1;
+        let line = self.redactor.redact(&line);
         tracing::info!(task = %self.task, stream = self.stream, "guest: {line}");
     }
 }
@@ -136,14 +142,14 @@ mod tests {
 
     #[test]
     fn a_rust_panic_message_is_found_in_stderr() {
-        let stderr = GuestOutput::new("c/0".into(), "stderr");
+        let stderr = GuestOutput::new("c/0".into(), "stderr", Redactor::default());
         stderr.write(b"\nthread '<unnamed>' panicked at src/lib.rs:12:5:\nhostile panic for testing\nnote: run with RUST_BACKTRACE=1\n");
         assert_eq!(
             stderr.panic_message().as_deref(),
             Some("hostile panic for testing (at src/lib.rs:12:5)")
         );
         assert_eq!(
-            GuestOutput::new("c/0".into(), "stderr").panic_message(),
+            GuestOutput::new("c/0".into(), "stderr", Redactor::default()).panic_message(),
             None
         );
     }

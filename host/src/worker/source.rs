@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use wasm_connect_sdk::{BatchReader, BatchWriter};
 
+use super::keys;
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
@@ -54,7 +55,11 @@ pub async fn run(ctx: &mut TaskContext) {
 pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequence: u64) {
     ctx.set(TaskStatus::Running);
     let producer = ctx.identity.to_string();
-    let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
+    let default_topic = ctx
+        .config
+        .get(keys::SOURCE_TOPIC)
+        .cloned()
+        .unwrap_or_default();
     let limits = ctx.limits.clone();
     let mut idle = Duration::from_millis(1);
     let mut storing: Option<Storing> = None;
