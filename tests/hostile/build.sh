@@ -9,7 +9,7 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --quiet --release --target wasm32-wasip2 --manifest-path tests/hostile/Cargo.toml
 mkdir -p tests/fixtures/hostile
-for crate in hostile-source hostile-import; do
+for crate in hostile-source hostile-import hostile-raw; do
     cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${crate//-/_}.wasm" "tests/fixtures/hostile/$crate.wasm"
 done
 ls -l tests/fixtures/hostile/*.wasm

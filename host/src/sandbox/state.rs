@@ -9,7 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
 use super::capabilities::Grants;
-use super::output::GuestOutput;
+use super::disk::DiskMeter;
+use super::output::{escape_line, GuestOutput, LineRate};
 use super::Limits;
 
 /// Which connector and task an instance serves.
@@ -41,6 +42,12 @@ pub struct TaskState {
     /// Set when the current call ran out of CPU budget.
     pub(super) cpu_exhausted: bool,
     pub(super) stderr: GuestOutput,
+    /// Rate limit of the `log` host call.
+    log_rate: LineRate,
+    /// Measures what the task writes through its writable grants (with `limits.disk.bytes`).
+    pub(super) disk: Option<DiskMeter>,
+    /// Set when the current call went over the disk budget.
+    pub(super) disk_exceeded: Option<u64>,
 }
 
 impl TaskState {
@@ -76,6 +83,9 @@ impl TaskState {
             cpu_ticks_left: limits.cpu_ticks(),
             cpu_exhausted: false,
             stderr,
+            log_rate: LineRate::new(),
+            disk: DiskMeter::new(grants, limits.disk_bytes),
+            disk_exceeded: None,
         }
     }
 
@@ -145,6 +155,10 @@ impl types::Host for TaskState {}
 impl host::Host for TaskState {
     fn log(&mut self, level: LogLevel, message: String) {
         let task = &self.identity;
+        if !self.log_rate.admit(task, "log") {
+            return;
+        }
+        let message = escape_line(message.as_bytes());
         match level {
             LogLevel::Trace => tracing::trace!(%task, "{message}"),
             LogLevel::Debug => tracing::debug!(%task, "{message}"),
