@@ -24,6 +24,8 @@ const API_LATENCY_LIMIT: Duration = Duration::from_secs(2);
 const HIT_WITHIN: Duration = Duration::from_secs(30);
 /// The most resident memory the host may use in these tests (it grew by 1.7 GiB before).
 const MAX_RSS_KIB: u64 = 400 << 10;
+/// Host flags that restart a failed task soon, for tests that watch it fail again.
+const QUICK_RESTART: [&str; 2] = ["--restart-backoff-ms", "100"];
 
 fn contained(extra_args: &[&str], hostile: impl FnOnce(&Neighbourhood)) -> Neighbourhood {
     Neighbourhood::contain(extra_args, API_LATENCY_LIMIT, hostile)
@@ -63,7 +65,7 @@ fn wait_failed_again(n: &Neighbourhood, words: &[&str], times: usize) -> String 
     let mut trace = String::new();
     for _ in 0..times {
         trace = wait_failed_with(&n.host, HOSTILE, words, HIT_WITHIN);
-        // Until the restart (1 s backoff) the status stays FAILED.
+        // Until the restart the status stays FAILED.
         let restarted = Instant::now() + Duration::from_secs(5);
         while task_status(&n.host, HOSTILE)["state"] == "FAILED" && Instant::now() < restarted {
             std::thread::sleep(Duration::from_millis(50));
@@ -83,7 +85,7 @@ fn topic_files(data_dir: &Path) -> usize {
 #[test]
 fn long_positions_fail_the_task_naming_the_limit_and_nothing_is_stored() {
     let _serial = serial();
-    let n = contained(&[], |n| {
+    let n = contained(&QUICK_RESTART, |n| {
         create_hostile(n, hostile_config("fresh-partitions", json!({})));
         let trace = wait_failed_again(n, &["limits.position.bytes 4 KiB"], 2);
         assert!(trace.contains("65000 bytes"), "{trace}");
@@ -138,7 +140,14 @@ fn records_to_topics_the_config_does_not_name_fail_the_task() {
 #[test]
 fn a_topic_per_record_stops_at_the_worker_topic_cap_with_few_files_open() {
     let _serial = serial();
-    let args = ["--max-topics", "100", "--max-open-topic-files", "8"];
+    let args = [
+        "--max-topics",
+        "100",
+        "--max-open-topic-files",
+        "8",
+        QUICK_RESTART[0],
+        QUICK_RESTART[1],
+    ];
     let n = contained(&args, |n| {
         let pid = host_pid(n);
         let fds_before = open_fds(pid);
@@ -257,4 +266,24 @@ fn filling_a_granted_file_fails_the_task_at_the_disk_budget() {
         // Each task start may add up to the budget again (the budget is per task run).
         assert!(size <= 64 << 20, "the granted file grew to {size} bytes");
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// The limits table drives the flags.
+
+#[test]
+fn every_limit_has_its_flag_in_help() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
+        .arg("--help")
+        .output()
+        .expect("run wasm-connect --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for limit in wasm_connect::sandbox::LIMITS {
+        let flag = format!("--{} <", limit.flag);
+        assert!(help.contains(&flag), "--help lacks {flag}: {help}");
+        let scope = limit
+            .key
+            .map_or("worker only".to_string(), |k| format!("`{k}`"));
+        assert!(help.contains(&scope), "--help does not name {scope}");
+    }
 }
