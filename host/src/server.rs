@@ -61,11 +61,15 @@ impl ServeOptions {
 /// Serves until SIGINT or SIGTERM, then stops every task (each commits what it has).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let open_files = open_files::raise();
-    let storage = Arc::new(Storage::open(&options.data_dir)?);
-    let sandbox = Arc::new(Sandbox::new(
-        options.limits.clone(),
-        options.capabilities.clone(),
+    let storage = Arc::new(Storage::open_limited(
+        &options.data_dir,
+        &options.limits.worker,
     )?);
+    let capabilities = options
+        .capabilities
+        .clone()
+        .with_host_dirs(&options.data_dir, &options.plugin_dir);
+    let sandbox = Arc::new(Sandbox::new(options.limits.clone(), capabilities)?);
     let plugins = PluginRegistry::start(
         options.plugin_dir.clone(),
         &options.data_dir,
@@ -119,8 +123,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             "Kafka Connect JSON API",
         )
         .await?;
-        let kafka_app =
-            crate::api::auth::require_token(crate::api::kafka::router(worker.clone()), token);
+        let kafka_app = crate::api::auth::require_token(
+            crate::api::kafka::router(worker.clone(), token.is_some()),
+            token,
+        );
         listeners.push((kafka, kafka_app));
     }
     let max_connections = fit_connections(&options.listener, open_files, listeners.len());
