@@ -13,10 +13,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{call, read_lines, wait_for, Answer, Host, Workspace};
+use common::{call, files_containing, read_lines, wait_for, Answer, Host, Workspace};
 use serde_json::{json, Value};
 
 /// The host's API token in the attack test: what the hostile plugin wants.
@@ -81,20 +81,6 @@ fn failed_trace(host: &Host, name: &str, word: &str) -> String {
     }
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 /// Panics when `secret` shows in any answer about `names` (both APIs, status and configs),
 /// in the host log, or in any file under `root` except `except`.
 fn assert_nowhere(host: &Host, names: &[&str], secret: &str, root: &Path, except: &[&Path]) {
@@ -124,16 +110,9 @@ fn assert_nowhere(host: &Host, names: &[&str], secret: &str, root: &Path, except
         !host.log().contains(secret),
         "the host log shows {secret:?}"
     );
-    for file in files_under(root) {
-        if except.contains(&file.as_path()) {
-            continue;
-        }
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let leaked = bytes
-            .windows(secret.len())
-            .any(|window| window == secret.as_bytes());
-        assert!(!leaked, "{secret:?} ended up in {}", file.display());
-    }
+    let mut leaked = files_containing(root, secret.as_bytes());
+    leaked.retain(|file| !except.contains(&file.as_path()));
+    assert!(leaked.is_empty(), "{secret:?} ended up in {leaked:?}");
 }
 
 #[test]
