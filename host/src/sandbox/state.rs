@@ -87,6 +87,11 @@ impl TaskState {
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
+
+    /// `text` with the values resolved for this task shown as their references.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.redactor.redact(text)
+    }
 }
 
 /// Caps linear memory and remembers that the cap was hit: a Rust guest whose allocation fails
@@ -150,7 +155,7 @@ impl types::Host for TaskState {}
 impl host::Host for TaskState {
     fn log(&mut self, level: LogLevel, message: String) {
         let task = &self.identity;
-        let message = self.redactor.redact(&message);
+        let message = self.redact(&message);
         match level {
             LogLevel::Trace => tracing::trace!(%task, "{message}"),
             LogLevel::Debug => tracing::debug!(%task, "{message}"),
