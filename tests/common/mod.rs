@@ -72,6 +72,8 @@ pub struct Host {
     /// The Kafka-Connect-shaped JSON API.
     pub kafka: String,
     log: Arc<Mutex<String>>,
+    /// The thread copying the process's stdout into `log`; ends when the process exits.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// The bearer token `get` sends, when the host was started with one in its environment.
     token: Option<String>,
 }
@@ -83,7 +85,14 @@ impl Host {
 
     /// Starts a host with extra command-line arguments.
     pub fn start_with(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
-        Host::start_env(data_dir, plugin_dir, extra, &[])
+        Host::launch(&[], data_dir, plugin_dir, extra, &[])
+    }
+
+    /// Starts a host through `wrapper`, a command that runs the program and arguments that
+    /// follow it (e.g. `["sh", "-c", "ulimit -n 256 && exec \"$@\"", "sh"]`); the process
+    /// must keep its id (`exec`).
+    pub fn start_via(wrapper: &[&str], data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::launch(wrapper, data_dir, plugin_dir, extra, &[])
     }
 
     /// Starts a host with extra command-line arguments and environment variables; when they
@@ -94,12 +103,31 @@ impl Host {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Host {
+        Host::launch(&[], data_dir, plugin_dir, extra, env)
+    }
+
+    fn launch(
+        wrapper: &[&str],
+        data_dir: &Path,
+        plugin_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
         let kafka_port = free_port().to_string();
         let token = env
             .iter()
             .find(|(name, _)| *name == "WASM_CONNECT_AUTH_TOKEN")
             .map(|(_, token)| token.to_string());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
+        let binary = env!("CARGO_BIN_EXE_wasm-connect");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--http-port", "0", "--kafka-api-port", &kafka_port])
             .args(extra)
             .envs(env.iter().copied())
@@ -116,7 +144,7 @@ impl Host {
         let log = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains(" ready") && line.contains("worker=") {
                     let _ = port_tx.send(String::new());
@@ -148,6 +176,7 @@ impl Host {
             base: format!("http://{address}"),
             kafka: format!("http://127.0.0.1:{kafka_port}"),
             log,
+            reader: Some(reader),
             token,
         }
     }
@@ -195,6 +224,11 @@ impl Host {
         });
     }
 
+    /// The process id (the host's own, also when started through a wrapper that `exec`s).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the host logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -207,13 +241,21 @@ impl Host {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_logged().0
+    }
+
+    /// SIGTERM, waits for a clean exit and returns everything the process logged.
+    pub fn terminate_logged(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return (status, self.log());
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,6 +1,7 @@
 //! Durable data under `--data-dir`: connector state in redb (`state.redb`) and one
-//! append-only log per topic (`topics/<topic>.log`).
+//! append-only log per topic (`topics/<topic>.log`), all readable by the owner only.
 
+mod private;
 mod state;
 mod topic_log;
 
@@ -22,12 +23,19 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens the data dir, creating it when missing, and every topic log in it.
+    /// Opens the data dir, creating it (mode 0700) when missing, and every topic log in it;
+    /// takes away other users' access to an existing one.
     pub fn open(data_dir: &Path) -> anyhow::Result<Storage> {
         let topics_dir = data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", topics_dir.display()))?;
-        let state = StateStore::open(&data_dir.join("state.redb"))?;
+        for dir in [data_dir, &topics_dir] {
+            private::create_dir(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+        }
+        private::tighten(data_dir);
+        let state_path = data_dir.join("state.redb");
+        private::create_file(&state_path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", state_path.display()))?;
+        let state = StateStore::open(&state_path)?;
         let topics = Topics::open(topics_dir)?;
         Ok(Storage { state, topics })
     }

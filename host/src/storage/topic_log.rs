@@ -1,7 +1,7 @@
 //! One topic as an append-only log file with a CRC per batch and one `fdatasync` per append.
 //!
 //! A hand-written log because it is the hot path: redb reaches ~0.8 M durable appends/s of
-//! 100 B here, a plain file ~3.5 M/s (see `shared/reference/notes/engine.md`).
+//! 100 B here, a plain file ~3.5 M/s (measured on the project's 2-core build machine).
 //!
 //! File layout, one batch after another (integers little-endian):
 //! ```text
@@ -17,7 +17,7 @@
 //! On open, the file is scanned; a torn or corrupt tail (a crash mid-append) is cut off.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ pub struct TopicLog {
 impl TopicLog {
     /// Opens or creates the log at `path`, recovering from a torn tail.
     pub fn open(path: &Path) -> io::Result<TopicLog> {
-        let file = OpenOptions::new()
+        let file = super::private::file_options()
             .read(true)
             .append(true)
             .create(true)
@@ -409,6 +409,7 @@ fn corrupt(path: &Path, first_offset: u64) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
 
     fn frames(values: &[&str]) -> (u32, Vec<u8>) {
