@@ -292,7 +292,7 @@ fn openapi_document_is_valid_and_survives_schemathesis() {
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "25", "--max-time", "90", "--workers", "1"])
+        .args(["--max-examples", "25", "--max-time", "50", "--workers", "1"])
         .args(["--seed", "1"])
         .output()
         .expect("run st (schemathesis)");

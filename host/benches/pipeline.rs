@@ -23,6 +23,7 @@ use wasm_connect::sandbox::{
     Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
 use wasm_connect::storage::{Producer, Properties, Storage, TopicLog};
+use wasm_connect::worker::batch::Partitions;
 use wasm_connect::worker::sink::{self, SinkCalls};
 use wasm_connect::worker::source::{self, SourceCalls};
 use wasm_connect::worker::{CallResult, TaskContext, TaskHandle, Worker};
@@ -216,11 +217,12 @@ async fn native_pipeline(
         context("source", "file-source", source_config(input)),
         |ctx| async move {
             let (committed, sequence) = source::resume_point(&ctx).await.expect("resume point");
+            let partitions = Partitions::new(committed.keys().cloned());
             let task =
                 file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed))
                     .expect("start");
             let mut ctx = ctx;
-            source::drive(&mut ctx, NativeSource(task), sequence).await
+            source::drive(&mut ctx, NativeSource(task), sequence, partitions).await
         },
     );
     let sink = TaskHandle::spawn(

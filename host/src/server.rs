@@ -61,7 +61,10 @@ impl ServeOptions {
 /// Serves until SIGINT or SIGTERM, then stops every task (each commits what it has).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let open_files = open_files::raise();
-    let storage = Arc::new(Storage::open(&options.data_dir)?);
+    let storage = Arc::new(Storage::open_limited(
+        &options.data_dir,
+        &options.limits.worker,
+    )?);
     let capabilities = options
         .capabilities
         .clone()

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses part of the harness
 
 pub mod nats;
+pub mod neighbourhood;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -142,12 +142,25 @@ async fn guarded<T>(
     let state = store.data_mut();
     state.cpu_ticks_left = limits.cpu_ticks();
     state.cpu_exhausted = false;
+    state.disk_exceeded = None;
     store.set_epoch_deadline(1);
     let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(limits.call_timeout, run(store)).await;
     let pause = limits.pause_after(started.elapsed());
     if !pause.is_zero() {
         tokio::time::sleep(pause).await;
+    }
+    let state = store.data_mut();
+    let over_disk = state.disk.as_mut().and_then(|disk| {
+        let added = state.disk_exceeded.or_else(|| disk.over_budget(false))?;
+        Some((disk.budget(), added))
+    });
+    if let Some((budget, added)) = over_disk {
+        return Err(GuestFailure::Disk {
+            call,
+            budget,
+            added,
+        });
     }
     match outcome {
         Ok(Ok(value)) => Ok(value),

@@ -9,7 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
 use super::capabilities::Grants;
-use super::output::GuestOutput;
+use super::disk::DiskMeter;
+use super::output::{escape_line, GuestOutput, LineRate};
 use super::redact::Redactor;
 use super::Limits;
 
@@ -44,6 +45,12 @@ pub struct TaskState {
     pub(super) stderr: GuestOutput,
     /// Shows resolved secrets in `log` messages as their references.
     redactor: Redactor,
+    /// Rate limit of the `log` host call.
+    log_rate: LineRate,
+    /// Measures what the task writes through its writable grants (with `limits.disk.bytes`).
+    pub(super) disk: Option<DiskMeter>,
+    /// Set when the current call went over the disk budget.
+    pub(super) disk_exceeded: Option<u64>,
 }
 
 impl TaskState {
@@ -81,6 +88,9 @@ impl TaskState {
             cpu_exhausted: false,
             stderr,
             redactor,
+            log_rate: LineRate::new(),
+            disk: DiskMeter::new(grants, limits.disk_bytes),
+            disk_exceeded: None,
         }
     }
 
@@ -155,7 +165,11 @@ impl types::Host for TaskState {}
 impl host::Host for TaskState {
     fn log(&mut self, level: LogLevel, message: String) {
         let task = &self.identity;
-        let message = self.redact(&message);
+        if !self.log_rate.admit(task, "log") {
+            return;
+        }
+        // Redacted before it is cut, so no cut can leave part of a secret behind.
+        let message = escape_line(self.redactor.redact(&message).as_bytes());
         match level {
             LogLevel::Trace => tracing::trace!(%task, "{message}"),
             LogLevel::Debug => tracing::debug!(%task, "{message}"),

@@ -1,6 +1,7 @@
 //! The worker: owns the connectors of this process, checks and stores their configs, and
 //! runs one actor per task (`source` / `sink`), each with its own wasm store.
 
+pub mod batch;
 pub mod keys;
 mod lifecycle;
 mod offsets;

@@ -168,7 +168,8 @@ impl Body {
                 "properties": {
                     "name": string(),
                     "config": reference(Body::Config),
-                    "initial_state": {"type": "string", "enum": ["RUNNING", "PAUSED", "STOPPED"]},
+                    "initial_state": {"type": "string", "nullable": true, "enum": ["RUNNING", "PAUSED", "STOPPED", null],
+                        "description": "absent or null: RUNNING"},
                 },
             }),
             Body::ConnectorInfo => object(
@@ -319,14 +320,44 @@ fn json_content(body: Body) -> Value {
     json!({"application/json": {"schema": reference(body)}})
 }
 
+/// A request body, with an example where one helps a reader (and a fuzzer) past the
+/// connector's own checks.
+fn request_content(body: Body) -> Value {
+    let mut content = json_content(body);
+    let example = match body {
+        Body::CreateRequest => Some(json!({"name": EXAMPLE_NAME, "config": example_config()})),
+        Body::Config => Some(example_config()),
+        Body::ConfigChanges => Some(json!({"topic": "demo", "tasks.max": null})),
+        Body::OffsetsRequest => Some(json!({"offsets": [
+            {"partition": {"partition": "/tmp/demo/in.txt"}, "offset": {"position": "0"}},
+        ]})),
+        _ => None,
+    };
+    if let Some(example) = example {
+        content["application/json"]["example"] = example;
+    }
+    content
+}
+
 /// A path parameter: a task id is a number, anything else a name.
 fn path_parameter(name: &str) -> Value {
-    let schema = if name == "task" {
-        json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})
-    } else {
-        string()
+    let (schema, example) = match name {
+        "task" => (
+            json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+            json!(0),
+        ),
+        "plugin" => (string(), json!("file-source")),
+        _ => (string(), json!(EXAMPLE_NAME)),
     };
-    json!({"name": name, "in": "path", "required": true, "schema": schema})
+    json!({"name": name, "in": "path", "required": true, "schema": schema, "example": example})
+}
+
+/// The connector name of the document's examples.
+const EXAMPLE_NAME: &str = "my-connector";
+
+/// The config of the document's examples (the README's walk-through).
+fn example_config() -> Value {
+    json!({"connector.class": "file-source", "file": "/tmp/demo/in.txt", "topic": "demo"})
 }
 
 fn operation(route: &Route) -> Value {
@@ -362,7 +393,7 @@ fn operation(route: &Route) -> Value {
         "responses": responses,
     });
     if let Some(body) = route.body {
-        operation["requestBody"] = json!({"required": true, "content": json_content(body)});
+        operation["requestBody"] = json!({"required": true, "content": request_content(body)});
     }
     operation
 }

@@ -23,6 +23,10 @@
 //! | `quiet`           | behaves: returns nothing |
 //! | `echo-config`     | the task's `start` writes every config value it was given to the host `log`, stdout and stderr (`<stream> <key>=<value>`); `poll` returns nothing |
 //! | `task-config-attack` | `task-configs` adds `stolen.env` = `${env:WASM_CONNECT_AUTH_TOKEN}`, `stolen.file` = `${file:<secret_file>:password}`, `network.allow` = `addr`, and (when `plugin_dir` is set) its own write-typed path key `escalate.path` = `<plugin_dir>/owned.wasm`; `poll` emits one record `env=<stolen.env> file=<stolen.file> \| connect <addr>: … \| write <escalate.path>: …` |
+//! | `fresh-partitions` | each poll returns 100 records, each in a new partition with a `position_bytes`-byte position (default 65000) |
+//! | `topic-per-record` | each poll returns 100 records, each to a new topic `<topic>-<n>` |
+//! | `log-flood`       | each poll makes `log_calls` (default 1,000,000) calls of the `log` host function, then returns one record |
+//! | `disk-fill`       | each poll appends 1 MiB to `fill_file` (a path-typed key: a granted file), without end, and returns one record |
 //!
 //! The probing behaviours (`read-passwd`, `write-outside`, `socket`, `env`) emit their one
 //! record to the connector's `topic` and then return nothing, so a test reads the verdict
@@ -66,6 +70,10 @@ pub enum Behaviour {
     Chatty,
     Quiet,
     TaskConfigAttack,
+    FreshPartitions,
+    TopicPerRecord,
+    LogFlood,
+    DiskFill,
     EchoConfig,
 }
 
@@ -88,8 +96,15 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("chatty", Behaviour::Chatty),
     ("quiet", Behaviour::Quiet),
     ("task-config-attack", Behaviour::TaskConfigAttack),
+    ("fresh-partitions", Behaviour::FreshPartitions),
+    ("topic-per-record", Behaviour::TopicPerRecord),
+    ("log-flood", Behaviour::LogFlood),
+    ("disk-fill", Behaviour::DiskFill),
     ("echo-config", Behaviour::EchoConfig),
 ];
+
+/// Records per poll of `fresh-partitions` and `topic-per-record`.
+const FLOOD_RECORDS: u32 = 100;
 
 impl FromStr for Behaviour {
     type Err = String;
@@ -144,6 +159,17 @@ const CONFIG_DEFS: &[ConfigDef] = &[
         "plugin_dir",
         "task-config-attack: the host's plugin dir, which it grants itself through `escalate.path`.",
     ),
+    ConfigDef::optional(
+        "position_bytes",
+        "fresh-partitions: length of each record's position.",
+    )
+    .typed(ValueType::Integer)
+    .default_value("65000"),
+    ConfigDef::optional("log_calls", "log-flood: `log` host calls per poll.")
+        .typed(ValueType::Integer)
+        .default_value("1000000"),
+    ConfigDef::optional("fill_file", "disk-fill: the granted file to fill.")
+        .path(PathAccess::WriteFile),
 ];
 
 impl Connector for HostileSource {
@@ -354,6 +380,57 @@ impl SourceTask for HostileTask {
                 let value = format!("chatty poll {}", self.emitted);
                 self.emit(out, value.as_bytes())
             }
+            Behaviour::FreshPartitions => {
+                let position = "9".repeat(self.number("position_bytes", 65_000) as usize);
+                for _ in 0..max_records.min(FLOOD_RECORDS) {
+                    let partition = format!("fresh-{}", self.emitted);
+                    self.emitted += 1;
+                    out.push(&Record {
+                        value: b"fresh",
+                        partition: &partition,
+                        position: &position,
+                        ..Record::default()
+                    })
+                    .map_err(|e| TaskError::Fatal(e.to_string()))?;
+                }
+                Ok(())
+            }
+            Behaviour::TopicPerRecord => {
+                let prefix = self.config.get("topic").unwrap_or("hostile").to_string();
+                for _ in 0..max_records.min(FLOOD_RECORDS) {
+                    let topic = format!("{prefix}-{}", self.emitted);
+                    self.emitted += 1;
+                    let position = self.emitted.to_string();
+                    out.push(&Record {
+                        value: b"topic per record",
+                        topic: &topic,
+                        partition: PARTITION,
+                        position: &position,
+                        ..Record::default()
+                    })
+                    .map_err(|e| TaskError::Fatal(e.to_string()))?;
+                }
+                Ok(())
+            }
+            Behaviour::LogFlood => {
+                for i in 0..self.number("log_calls", 1_000_000) {
+                    host_log(&format!("hostile log line {i}\n\u{1b}[31mforged"));
+                }
+                let value = format!("log-flood poll {}", self.emitted);
+                self.emit(out, value.as_bytes())
+            }
+            Behaviour::DiskFill => {
+                let path = self.config.get("fill_file").unwrap_or_default().to_string();
+                let chunk = vec![b'd'; 1 << 20];
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(&chunk))
+                    .map_err(|e| TaskError::Fatal(format!("cannot fill {path}: {e}")))?;
+                let value = format!("disk-fill poll {}", self.emitted);
+                self.emit(out, value.as_bytes())
+            }
         }
     }
 }
@@ -405,6 +482,17 @@ impl HostileTask {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(default)
     }
+}
+
+/// One call of the `log` host function (natively, where there is no host, nothing).
+fn host_log(message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_connect_sdk::guest::bindings::wasm_connect::connector::host;
+        host::log(host::LogLevel::Info, message);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = message;
 }
 
 fn behaviour_of(config: &Config) -> Result<Behaviour, String> {
