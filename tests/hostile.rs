@@ -21,13 +21,15 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::neighbourhood::{
     create_hostile, hostile_config, serial, task_status, wait_failed_with, Neighbourhood, HOSTILE,
 };
-use common::{call, json_create as create, json_get as get, read_lines, wait_for, Host};
+use common::{
+    call, files_containing, json_create as create, json_get as get, read_lines, wait_for, Host,
+};
 use serde_json::json;
 
 /// The slowest answer to `GET /connectors` a test accepts while a hostile connector runs.
@@ -375,20 +377,6 @@ fn passwd_first_line() -> Option<String> {
         .map(str::to_string)
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 #[test]
 fn reading_etc_passwd_is_denied() {
     let _serial = serial();
@@ -407,17 +395,11 @@ fn reading_etc_passwd_is_denied() {
         );
     });
     let secret = passwd_first_line().expect("this machine has an /etc/passwd");
-    for file in files_under(n.ws.dir.path()) {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let leaked = bytes
-            .windows(secret.len())
-            .any(|window| window == secret.as_bytes());
-        assert!(
-            !leaked,
-            "/etc/passwd content ended up in {}",
-            file.display()
-        );
-    }
+    let leaked = files_containing(n.ws.dir.path(), secret.as_bytes());
+    assert!(
+        leaked.is_empty(),
+        "/etc/passwd content ended up in {leaked:?}"
+    );
 }
 
 #[test]

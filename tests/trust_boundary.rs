@@ -9,14 +9,15 @@
 //!     grant of the host's own data or plugin dir is refused, naming the key;
 //!   - a sink that rewrites its topics in its task config gets only the user's topics;
 //!   - values resolved from the user's references show as the references in task traces
-//!     (JSON API) and in the host log, never as the values.
+//!     (JSON API) and in the host log (guest `log` lines, stdout and stderr included), never
+//!     as the values.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{call, read_lines, wait_for, Answer, Host, Workspace};
+use common::{call, files_containing, read_lines, wait_for, Answer, Host, Workspace};
 use serde_json::{json, Value};
 
 /// The host's API token in the attack test: what the hostile plugin wants.
@@ -81,20 +82,6 @@ fn failed_trace(host: &Host, name: &str, word: &str) -> String {
     }
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 /// Panics when `secret` shows in any answer about `names` (both APIs, status and configs),
 /// in the host log, or in any file under `root` except `except`.
 fn assert_nowhere(host: &Host, names: &[&str], secret: &str, root: &Path, except: &[&Path]) {
@@ -124,16 +111,9 @@ fn assert_nowhere(host: &Host, names: &[&str], secret: &str, root: &Path, except
         !host.log().contains(secret),
         "the host log shows {secret:?}"
     );
-    for file in files_under(root) {
-        if except.contains(&file.as_path()) {
-            continue;
-        }
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let leaked = bytes
-            .windows(secret.len())
-            .any(|window| window == secret.as_bytes());
-        assert!(!leaked, "{secret:?} ended up in {}", file.display());
-    }
+    let mut leaked = files_containing(root, secret.as_bytes());
+    leaked.retain(|file| !except.contains(&file.as_path()));
+    assert!(leaked.is_empty(), "{secret:?} ended up in {leaked:?}");
 }
 
 #[test]
@@ -280,6 +260,7 @@ fn a_sink_that_rewrites_its_topics_gets_only_the_users_topics() {
 #[test]
 fn resolved_references_show_as_references_in_traces_and_the_log() {
     let ws = Workspace::new();
+    install_fixture(&ws, "hostile-source.wasm");
     let input = ws.path("in.txt");
     std::fs::write(&input, "a\n").expect("input");
     let hosts = "secret-host-mark1.invalid:9";
@@ -291,7 +272,11 @@ fn resolved_references_show_as_references_in_traces_and_the_log() {
         &ws.data_dir(),
         &ws.plugin_dir(),
         &[],
-        &[("TRUST_HOSTS", hosts), ("TRUST_OUT", env_out.as_str())],
+        &[
+            ("TRUST_HOSTS", hosts),
+            ("TRUST_OUT", env_out.as_str()),
+            ("TRUST_DB", "jdbc://db-mark4/app"),
+        ],
     );
     let file_ref = format!("${{file:{}:out}}", creds.display());
     create_ok(
@@ -310,6 +295,19 @@ fn resolved_references_show_as_references_in_traces_and_the_log() {
             json!({"connector.class": "file-sink", "topics": "x", "file": reference}),
         );
     }
+    // A guest that writes the value it was given to its log, stdout and stderr.
+    create_ok(
+        &host,
+        "echo",
+        json!({"connector.class": "hostile-source", "behaviour": "echo-config", "topic": "x",
+               "db.url": "${env:TRUST_DB}"}),
+    );
+    wait_for(Duration::from_secs(30), "the echoed config", || {
+        let log = host.log();
+        ["log", "stdout", "stderr"]
+            .iter()
+            .all(|stream| log.contains(&format!("{stream} db.url=${{env:TRUST_DB}}")))
+    });
     let net = failed_trace(&host, "net", "network.allow: cannot resolve");
     assert!(net.contains("${env:TRUST_HOSTS}"), "{net}");
     let sink_env = failed_trace(&host, "sink-env", "cannot open");
@@ -329,10 +327,10 @@ fn resolved_references_show_as_references_in_traces_and_the_log() {
             "the host log never names {reference}"
         );
     }
-    for secret in ["mark1", "mark2", "mark3"] {
+    for secret in ["mark1", "mark2", "mark3", "mark4"] {
         assert_nowhere(
             &host,
-            &["net", "sink-env", "sink-file"],
+            &["net", "sink-env", "sink-file", "echo"],
             secret,
             &ws.data_dir(),
             &[],

@@ -307,6 +307,31 @@ pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The files under `root` whose bytes contain `needle`: for leak checks.
+pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|file| {
+            let bytes = std::fs::read(file).unwrap_or_default();
+            !needle.is_empty() && bytes.windows(needle.len()).any(|window| window == needle)
+        })
+        .collect()
+}
+
 /// Lines of a file, as the file sink writes them (each value plus `\n`).
 pub fn read_lines(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -192,7 +192,8 @@ fn explain(
         GuestFailure::Panic { call, message }
     } else {
         // The trap itself; the wasm backtrace goes to the debug log.
-        tracing::debug!(task = %state.identity(), "trap in {call}: {error:?}");
+        let trap = format!("{error:?}");
+        tracing::debug!(task = %state.identity(), "trap in {call}: {}", state.redact(&trap));
         let reason = match error.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => trap.to_string(),
             None => format!("{error:#}"),

@@ -97,6 +97,11 @@ impl TaskState {
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
+
+    /// `text` with the values resolved for this task shown as their references.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.redactor.redact(text)
+    }
 }
 
 /// Caps linear memory and remembers that the cap was hit: a Rust guest whose allocation fails

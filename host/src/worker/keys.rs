@@ -10,6 +10,8 @@
 //! - Only values the user wrote are resolved (`${env:…}` / `${file:…}`): a task-config value
 //!   counts as user-written when it equals the user's value of the same key ([`user_wrote`]).
 
+use std::path::PathBuf;
+
 use super::secrets::is_reference;
 use crate::plugins::PLUGIN_VERSION;
 use crate::sandbox::types::{ConfigDef, PathAccess};
@@ -94,7 +96,7 @@ pub fn check_paths(
     user: &Properties,
     task: &Properties,
 ) -> Result<(), TaskConfigError> {
-    let named = |writes_only: bool| -> Vec<&str> {
+    let named = |writes_only: bool| -> Vec<PathBuf> {
         defs.iter()
             .filter(|d| {
                 d.path
@@ -102,6 +104,7 @@ pub fn check_paths(
             })
             .filter_map(|d| user.get(&d.name))
             .flat_map(|value| entries(value))
+            .map(as_path)
             .collect()
     };
     let (readable, writable) = (named(false), named(true));
@@ -115,15 +118,25 @@ pub fn check_paths(
             if is_reference(entry) && !user_wrote(user, &key, value) {
                 return Err(TaskConfigError::ForeignReference { key });
             }
-            if !readable.contains(&entry) {
+            let path = as_path(entry);
+            if !readable.contains(&path) {
                 return Err(TaskConfigError::PathNotNamed { key });
             }
-            if access == PathAccess::WriteFile && !writable.contains(&entry) {
+            if access == PathAccess::WriteFile && !writable.contains(&path) {
                 return Err(TaskConfigError::NotWritable { key });
             }
         }
     }
     Ok(())
+}
+
+/// A path entry as compared: a reference as written, a path made absolute (so `in.txt` and
+/// `<working dir>/in.txt` name the same file).
+fn as_path(entry: &str) -> PathBuf {
+    if is_reference(entry) {
+        return PathBuf::from(entry);
+    }
+    std::path::absolute(entry).unwrap_or_else(|_| PathBuf::from(entry))
 }
 
 /// The entries of a list value: split on `,`, trimmed, empty ones dropped.
@@ -196,6 +209,10 @@ mod tests {
         let user = props(&[("in", "/f/a.txt, /f/b.txt"), ("out", "${env:OUT}")]);
         let check = |task: &[(&str, &str)]| check_paths(&defs, &user, &props(task));
         assert_eq!(check(&[("in", "/f/b.txt")]), Ok(()));
+        let relative = std::env::current_dir().unwrap().join("rel.txt");
+        let user = props(&[("in", "rel.txt")]);
+        let task = props(&[("in", relative.to_str().unwrap())]);
+        assert_eq!(check_paths(&defs, &user, &task), Ok(()));
         assert_eq!(
             check(&[("in", "/f/a.txt,/f/b.txt"), ("out", "${env:OUT}")]),
             Ok(())

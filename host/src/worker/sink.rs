@@ -135,7 +135,7 @@ pub async fn drive(
                     delivered |= bytes > 0;
                 }
                 Err(Delivery::Retry(reason)) => {
-                    tracing::debug!(task = %ctx.identity, "{reason}");
+                    tracing::debug!(task = %ctx.identity, "{}", ctx.redact(&reason));
                     ctx.pause(RETRY_PAUSE).await;
                 }
                 Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
@@ -146,7 +146,7 @@ pub async fn drive(
             match flush_and_commit(ctx, &mut task, &mut subscriptions).await {
                 Ok(()) => unflushed = 0,
                 Err(Delivery::Retry(reason)) => {
-                    tracing::debug!(task = %ctx.identity, "{reason}");
+                    tracing::debug!(task = %ctx.identity, "{}", ctx.redact(&reason));
                     ctx.pause(RETRY_PAUSE).await;
                 }
                 Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
@@ -164,11 +164,11 @@ pub async fn drive(
         if let Err(Delivery::Retry(reason) | Delivery::Fail(reason)) =
             flush_and_commit(ctx, &mut task, &mut subscriptions).await
         {
-            tracing::warn!(task = %ctx.identity, "last flush: {reason}");
+            tracing::warn!(task = %ctx.identity, "last flush: {}", ctx.redact(&reason));
         }
     }
     if let Err(e) = task.stop().await {
-        tracing::warn!(task = %ctx.identity, "stop: {e}");
+        tracing::warn!(task = %ctx.identity, "stop: {}", ctx.redact(&e.to_string()));
     }
     ctx.set(TaskStatus::Stopped);
 }

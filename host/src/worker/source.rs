@@ -94,7 +94,7 @@ pub async fn drive(
         let batch = match task.poll(poll_records, limits.batch_bytes).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(TaskError::Retriable(reason))) => {
-                tracing::debug!(task = %ctx.identity, "poll: {reason}");
+                tracing::debug!(task = %ctx.identity, "poll: {}", ctx.redact(&reason));
                 if let Err(reason) = finish(&mut task, storing.take()).await {
                     break Err(reason);
                 }
@@ -145,7 +145,7 @@ pub async fn drive(
         return ctx.set(TaskStatus::Failed(reason));
     }
     if let Err(e) = task.stop().await {
-        tracing::warn!(task = %ctx.identity, "stop: {e}");
+        tracing::warn!(task = %ctx.identity, "stop: {}", ctx.redact(&e.to_string()));
     }
     ctx.set(TaskStatus::Stopped);
 }

@@ -59,13 +59,18 @@ impl TaskContext {
     pub fn set(&self, status: TaskStatus) {
         let status = match status {
             TaskStatus::Failed(reason) => {
-                let reason = self.redactor.redact(&reason).into_owned();
+                let reason = self.redact(&reason).into_owned();
                 tracing::warn!(task = %self.identity, "task failed: {reason}");
                 TaskStatus::Failed(reason)
             }
             other => other,
         };
         self.status.send_replace(status);
+    }
+
+    /// `text` (a guest's message) with resolved secrets shown as their references.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.redactor.redact(text)
     }
 
     pub fn stopping(&self) -> bool {

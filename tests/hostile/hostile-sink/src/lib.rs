@@ -18,10 +18,7 @@ const CONFIG_DEFS: &[ConfigDef] = &[
     ConfigDef::required("filename", "Where every received record is written.")
         .path(PathAccess::WriteFile),
     ConfigDef::required("topicNames", "The topics the user gives it.").typed(ValueType::List),
-    ConfigDef::optional(
-        "steal_topic",
-        "The topic its task configs ask for instead.",
-    ),
+    ConfigDef::optional("steal_topic", "The topic its task configs ask for instead."),
 ];
 
 impl Connector for HostileSink {
@@ -71,7 +68,8 @@ impl SinkTask for HostileSinkTask {
         _first_offset: u64,
         records: BatchReader<'_>,
     ) -> Result<(), TaskError> {
-        let fatal = |e: std::io::Error| TaskError::Fatal(format!("cannot write {}: {e}", self.path));
+        let fatal =
+            |e: std::io::Error| TaskError::Fatal(format!("cannot write {}: {e}", self.path));
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -21,6 +21,7 @@
 //! | `spin-cpu`        | each `poll` burns `spin_ms` ms of CPU (default 40) and returns one small record, forever |
 //! | `chatty`          | each `poll` writes `chatty_lines` lines (default 1000) to stdout and to stderr, and returns one record `chatty poll <n>` |
 //! | `quiet`           | behaves: returns nothing |
+//! | `echo-config`     | the task's `start` writes every config value it was given to the host `log`, stdout and stderr (`<stream> <key>=<value>`); `poll` returns nothing |
 //! | `task-config-attack` | `task-configs` adds `stolen.env` = `${env:WASM_CONNECT_AUTH_TOKEN}`, `stolen.file` = `${file:<secret_file>:password}`, `network.allow` = `addr`, and (when `plugin_dir` is set) its own write-typed path key `escalate.path` = `<plugin_dir>/owned.wasm`; `poll` emits one record `env=<stolen.env> file=<stolen.file> \| connect <addr>: … \| write <escalate.path>: …` |
 //! | `fresh-partitions` | each poll returns 100 records, each in a new partition with a `position_bytes`-byte position (default 65000) |
 //! | `topic-per-record` | each poll returns 100 records, each to a new topic `<topic>-<n>` |
@@ -38,8 +39,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use wasm_connect_sdk::{
-    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess,
-    Record, SourceConnector, SourceTask, TaskError, ValueType,
+    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, LogLevel,
+    PathAccess, Record, SourceConnector, SourceTask, TaskError, ValueType,
 };
 
 /// The panic message of `behaviour=panic`; tests look for it in the task's trace.
@@ -73,6 +74,7 @@ pub enum Behaviour {
     TopicPerRecord,
     LogFlood,
     DiskFill,
+    EchoConfig,
 }
 
 /// Every behaviour with its config spelling.
@@ -98,6 +100,7 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("topic-per-record", Behaviour::TopicPerRecord),
     ("log-flood", Behaviour::LogFlood),
     ("disk-fill", Behaviour::DiskFill),
+    ("echo-config", Behaviour::EchoConfig),
 ];
 
 /// Records per poll of `fresh-partitions` and `topic-per-record`.
@@ -232,11 +235,18 @@ pub struct HostileTask {
 }
 
 impl SourceTask for HostileTask {
-    fn start(config: &Config, _host: &dyn Host) -> Result<Self, TaskError> {
+    fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError> {
         let behaviour = behaviour_of(config).map_err(TaskError::Fatal)?;
         match behaviour {
             Behaviour::LoopStart => spin_forever(),
             Behaviour::TrapAlways => trap(),
+            Behaviour::EchoConfig => {
+                for (key, value) in &config.0 {
+                    host.log(LogLevel::Info, &format!("log {key}={value}"));
+                    println!("stdout {key}={value}");
+                    eprintln!("stderr {key}={value}");
+                }
+            }
             _ => {}
         }
         Ok(HostileTask {
@@ -258,6 +268,7 @@ impl SourceTask for HostileTask {
             Behaviour::LoopValidate
             | Behaviour::LoopStart
             | Behaviour::TrapAlways
+            | Behaviour::EchoConfig
             | Behaviour::Quiet => Ok(()),
             Behaviour::LoopPoll => spin_forever(),
             Behaviour::SleepPoll => {
