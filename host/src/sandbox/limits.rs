@@ -514,6 +514,15 @@ impl Unit {
         }
     }
 
+    /// The placeholder of a flag's value in `--help`.
+    pub fn value_name(self) -> &'static str {
+        match self {
+            Unit::Count => "N",
+            Unit::Size => "SIZE",
+            Unit::Mib => "MIB",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Unit::Count => "number",
