@@ -19,8 +19,8 @@ use common::{
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
 use wasm_connect::sandbox::{
-    Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Sandbox,
-    SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
+    Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Redactor,
+    Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
 use wasm_connect::storage::{OpenFiles, Producer, Properties, Storage, TopicLog};
 use wasm_connect::worker::batch::Partitions;
@@ -198,6 +198,7 @@ async fn native_pipeline(
                 task: Some(0),
             },
             plugin,
+            user_config: config.clone(),
             config,
             limits: Limits::default(),
             sandbox,
@@ -206,6 +207,7 @@ async fn native_pipeline(
             status,
             stop,
             paused: tokio::sync::watch::channel(false).1,
+            redactor: Redactor::default(),
         }
     };
     let started = Instant::now();
@@ -270,6 +272,7 @@ async fn poll_only(
         committed: Default::default(),
         config: &config,
         limits: limits.clone(),
+        redactor: Redactor::default(),
     };
     let mut wasm = match SourceInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,
@@ -346,6 +349,7 @@ async fn put_only(
         committed: Default::default(),
         config: &config,
         limits: limits.clone(),
+        redactor: Redactor::default(),
     };
     let mut wasm = match SinkInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,

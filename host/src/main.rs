@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use wasm_connect::api::auth::parse_token;
 use wasm_connect::cluster::{ClusterOptions, Strategy};
 use wasm_connect::sandbox::{Capabilities, RestartPolicy, WorkerLimits, LIMITS};
-use wasm_connect::server::{serve, ServeOptions};
+use wasm_connect::server::{serve, ListenerLimits, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
 /// the RocketMQ-Connect REST API to manage them.
@@ -51,8 +52,9 @@ struct ServeArgs {
     /// Port of the Kafka-Connect-shaped JSON API; 0 disables it.
     #[arg(long, default_value_t = 8083, env = "WASM_CONNECT_KAFKA_API_PORT")]
     kafka_api_port: u16,
-    /// Bearer token both APIs require (`Authorization: Bearer <token>`); none by default.
-    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true)]
+    /// Bearer token both APIs require (`Authorization: Bearer <token>`): visible ASCII, not
+    /// empty (an empty value is refused, never taken as "no authentication"); none by default.
+    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token)]
     auth_token: Option<String>,
     /// Directory for durable state: connector configs, positions, offsets and topic logs.
     #[arg(long, default_value = "data", env = "WASM_CONNECT_DATA_DIR")]
@@ -63,11 +65,14 @@ struct ServeArgs {
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
+    listener: ListenerArgs,
+    #[command(flatten)]
     restart: RestartArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Directory under which path-typed connector config values must lie (repeatable; unset:
-    /// any path a connector config names).
+    /// any path a connector config names). A path whose directory is, holds or lies inside
+    /// the data dir or the plugin dir is always refused.
     #[arg(
         long = "allow-path",
         value_name = "DIR",
@@ -102,6 +107,35 @@ struct ClusterArgs {
     /// How the leader spreads connectors and tasks over the workers.
     #[arg(long, value_enum, default_value_t = Strategy::RoundRobin, env = "WASM_CONNECT_ALLOC_STRATEGY")]
     alloc_strategy: Strategy,
+}
+
+/// What the REST listeners allow their clients.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Listeners (both REST APIs)")]
+struct ListenerArgs {
+    /// Most connections each API holds open; lowered at start to fit the open-file limit
+    /// (raised to its hard limit). At the cap the oldest idle connection is closed; when none
+    /// is idle, new ones wait.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..), env = "WASM_CONNECT_MAX_CONNECTIONS")]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers; also closes keep-alive connections
+    /// idle that long.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), env = "WASM_CONNECT_HEADER_READ_TIMEOUT_S")]
+    header_read_timeout_s: u64,
+    /// Seconds shutdown waits for answers in flight before closing their connections and
+    /// stopping the tasks.
+    #[arg(long, default_value_t = 10, env = "WASM_CONNECT_SHUTDOWN_TIMEOUT_S")]
+    shutdown_timeout_s: u64,
+}
+
+impl ListenerArgs {
+    fn limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            max_connections: self.max_connections as usize,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_s),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+        }
+    }
 }
 
 /// Worker-wide limits, one flag per row of the limits table ([`LIMITS`]): the default of
@@ -200,8 +234,9 @@ impl ServeArgs {
         let mut options =
             ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
         options.kafka_api_port = (self.kafka_api_port != 0).then_some(self.kafka_api_port);
-        options.auth_token = self.auth_token.filter(|token| !token.is_empty());
+        options.auth_token = self.auth_token;
         options.limits = self.limits.worker_limits(&self.restart);
+        options.listener = self.listener.limits();
         let max_topics = options.limits.worker.topics;
         options.worker_id = self.cluster.worker_id.filter(|id| !id.is_empty());
         options.cluster = self.cluster.nats.map(|servers| ClusterOptions {
@@ -217,6 +252,7 @@ impl ServeArgs {
                 .iter()
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
                 .collect(),
+            ..Capabilities::default()
         };
         options
     }

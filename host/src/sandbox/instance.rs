@@ -10,7 +10,7 @@ use wasmtime::Store;
 use super::bindings::sink_world::{SinkConnector, SinkConnectorPre};
 use super::bindings::source_world::{SourceConnector, SourceConnectorPre};
 use super::bindings::types::{Config, ConfigError, Descriptor, Position, RecordBatch, TaskError};
-use super::{Grants, GuestFailure, Identity, Limits, Sandbox, TaskState};
+use super::{Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState};
 
 /// A compiled, linked connector component and the world it targets.
 #[derive(Clone)]
@@ -107,7 +107,13 @@ impl ConnectorComponent {
         limits: &Limits,
     ) -> Result<(Store<TaskState>, AnyInstance), GuestFailure> {
         let mut store = sandbox.store(
-            TaskState::new(identity, &Grants::default(), BTreeMap::new(), limits),
+            TaskState::new(
+                identity,
+                &Grants::default(),
+                BTreeMap::new(),
+                limits,
+                Redactor::default(),
+            ),
             limits,
         );
         let instance = match self {
@@ -198,12 +204,20 @@ pub struct TaskSetup<'a> {
     pub committed: BTreeMap<String, String>,
     pub config: &'a Config,
     pub limits: Limits,
+    /// Shows resolved secrets as their references in the task's log lines and output.
+    pub redactor: Redactor,
 }
 
 impl<'a> TaskSetup<'a> {
     /// A store for this task, its limits and its config.
     fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, &'a Config) {
-        let state = TaskState::new(self.identity, self.grants, self.committed, &self.limits);
+        let state = TaskState::new(
+            self.identity,
+            self.grants,
+            self.committed,
+            &self.limits,
+            self.redactor,
+        );
         (sandbox.store(state, &self.limits), self.limits, self.config)
     }
 }

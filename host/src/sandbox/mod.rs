@@ -4,7 +4,8 @@
 //!
 //! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach,
-//! `output` the guest's stdout/stderr, `disk` the disk budget, `instance` the typed calls into a connector (each
+//! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages,
+//! `disk` the disk budget, `instance` the typed calls into a connector (each
 //! armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
@@ -13,6 +14,7 @@ mod disk;
 mod instance;
 mod limits;
 mod output;
+mod redact;
 mod state;
 
 use std::time::Duration;
@@ -23,12 +25,15 @@ use wasmtime::{
 };
 
 pub use bindings::types;
-pub use capabilities::{resolve_network_allow, Capabilities, DirGrant, Grants, NETWORK_ALLOW_KEY};
+pub use capabilities::{
+    resolve_network_allow, Capabilities, DirGrant, Grants, HostDirKind, NETWORK_ALLOW_KEY,
+};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
     WorkerLimits, EPOCH_TICK, LIMITS, MAX_BACKOFF,
 };
+pub use redact::Redactor;
 pub use state::{Identity, TaskState};
 
 use bindings::source_world::SourceConnector;

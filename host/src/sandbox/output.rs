@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::redact::Redactor;
+
 /// Lines logged per stream per [`RATE_WINDOW`]; the rest are counted and reported.
 const LINES_PER_WINDOW: u32 = 100;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -30,6 +32,8 @@ struct OutputState {
     line: Vec<u8>,
     tail: Vec<u8>,
     rate: LineRate,
+    /// Shows resolved secrets as their references.
+    redactor: Redactor,
 }
 
 /// At most [`LINES_PER_WINDOW`] lines per [`RATE_WINDOW`] for one stream of one task; the
@@ -88,13 +92,14 @@ pub(super) fn escape_line(bytes: &[u8]) -> String {
 }
 
 impl GuestOutput {
-    pub fn new(task: String, stream: &'static str) -> Self {
+    pub fn new(task: String, stream: &'static str, redactor: Redactor) -> Self {
         let state = OutputState {
             task,
             stream,
             line: Vec::new(),
             tail: Vec::new(),
             rate: LineRate::new(),
+            redactor,
         };
         GuestOutput {
             inner: Arc::new(Mutex::new(state)),
@@ -134,7 +139,9 @@ impl OutputState {
     fn emit_line(&mut self) {
         let admitted = self.rate.admit(&self.task, self.stream);
         if admitted {
-            let line = escape_line(&self.line);
+            // Redacted before it is cut, so no cut can leave part of a secret behind.
+            let line = String::from_utf8_lossy(&self.line);
+            let line = escape_line(self.redactor.redact(&line).as_bytes());
             tracing::info!(task = %self.task, stream = self.stream, "guest: {line}");
         }
         self.line.clear();
@@ -195,14 +202,14 @@ mod tests {
 
     #[test]
     fn a_rust_panic_message_is_found_in_stderr() {
-        let stderr = GuestOutput::new("c/0".into(), "stderr");
+        let stderr = GuestOutput::new("c/0".into(), "stderr", Redactor::default());
         stderr.write(b"\nthread '<unnamed>' panicked at src/lib.rs:12:5:\nhostile panic for testing\nnote: run with RUST_BACKTRACE=1\n");
         assert_eq!(
             stderr.panic_message().as_deref(),
             Some("hostile panic for testing (at src/lib.rs:12:5)")
         );
         assert_eq!(
-            GuestOutput::new("c/0".into(), "stderr").panic_message(),
+            GuestOutput::new("c/0".into(), "stderr", Redactor::default()).panic_message(),
             None
         );
     }

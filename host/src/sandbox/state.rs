@@ -12,6 +12,7 @@ use super::bindings::{source_world::wasm_connect::connector::host, types, LogLev
 use super::capabilities::Grants;
 use super::disk::DiskBudget;
 use super::output::{escape_line, GuestOutput, LineRate};
+use super::redact::Redactor;
 use super::Limits;
 
 /// Which connector and task an instance serves.
@@ -43,6 +44,8 @@ pub struct TaskState {
     /// Set when the current call ran out of CPU budget.
     pub(super) cpu_exhausted: bool,
     pub(super) stderr: GuestOutput,
+    /// Shows resolved secrets in `log` messages as their references.
+    redactor: Redactor,
     /// Rate limit of the `log` host call.
     log_rate: LineRate,
     /// What the task may still write to files (`limits.disk.bytes`; None: unlimited).
@@ -57,17 +60,18 @@ impl TaskState {
         grants: &Grants,
         committed: BTreeMap<String, String>,
         limits: &Limits,
+        redactor: Redactor,
     ) -> Self {
         let task = identity.to_string();
-        let stderr = GuestOutput::new(task.clone(), "stderr");
+        let stderr = GuestOutput::new(task.clone(), "stderr", redactor.clone());
         let mut wasi = WasiCtxBuilder::new();
         // Granted files are read and written on the task's own thread instead of a
         // `spawn_blocking` round trip per 4 KiB chunk (wasmtime#7973): several times faster
         // for file connectors. Must precede `preopened_dir`, which captures the setting.
         wasi.allow_blocking_current_thread(true);
-        wasi.stdout(GuestOutput::new(task.clone(), "stdout"))
+        wasi.stdout(GuestOutput::new(task.clone(), "stdout", redactor.clone()))
             .stderr(stderr.clone());
-        grants.apply(&mut wasi, &task);
+        grants.apply(&mut wasi, &task, &redactor);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
         TaskState {
@@ -82,6 +86,7 @@ impl TaskState {
             cpu_ticks_left: limits.cpu_ticks(),
             cpu_exhausted: false,
             stderr,
+            redactor,
             log_rate: LineRate::new(),
             disk: DiskBudget::new(limits.disk_bytes),
         }
@@ -156,7 +161,8 @@ impl host::Host for TaskState {
         if !self.log_rate.admit(task, "log") {
             return;
         }
-        let message = escape_line(message.as_bytes());
+        // Redacted before it is cut, so no cut can leave part of a secret behind.
+        let message = escape_line(self.redactor.redact(&message).as_bytes());
         match level {
             LogLevel::Trace => tracing::trace!(%task, "{message}"),
             LogLevel::Debug => tracing::debug!(%task, "{message}"),

@@ -1,8 +1,9 @@
 //! Durable data under `--data-dir`: connector state in redb (`state.redb`) and one
 //! append-only log per topic (`topics/<topic>.log`), at most `--max-topics` of them, with
-//! at most `--max-open-topic-files` open at once.
+//! at most `--max-open-topic-files` open at once; all readable by the owner only.
 
 mod open_files;
+mod private;
 mod state;
 mod topic_log;
 
@@ -27,8 +28,8 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens the data dir, creating it when missing, and every topic log in it, under the
-    /// default limits.
+    /// Opens the data dir, creating it (mode 0700) when missing, and every topic log in it,
+    /// under the default limits; takes away other users' access to an existing one.
     pub fn open(data_dir: &Path) -> anyhow::Result<Storage> {
         Storage::open_limited(data_dir, &WorkerFields::default())
     }
@@ -36,9 +37,15 @@ impl Storage {
     /// Opens the data dir under the worker's `limits` (topics and open files).
     pub fn open_limited(data_dir: &Path, limits: &WorkerFields) -> anyhow::Result<Storage> {
         let topics_dir = data_dir.join("topics");
-        std::fs::create_dir_all(&topics_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", topics_dir.display()))?;
-        let state = StateStore::open(&data_dir.join("state.redb"))?;
+        for dir in [data_dir, &topics_dir] {
+            private::create_dir(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+        }
+        private::tighten(data_dir);
+        let state_path = data_dir.join("state.redb");
+        private::create_file(&state_path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", state_path.display()))?;
+        let state = StateStore::open(&state_path)?;
         let topics = Topics::open(topics_dir, limits)?;
         Ok(Storage { state, topics })
     }

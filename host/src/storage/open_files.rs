@@ -3,7 +3,7 @@
 //! least recently used other slot is closed. A read or append in flight keeps its file
 //! alive until it ends (the slot hands out `Arc<File>`s), so closing never fails one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,7 +89,7 @@ impl FileSlot {
             return Ok(file.clone());
         }
         let file = Arc::new(
-            OpenOptions::new()
+            super::private::file_options()
                 .read(true)
                 .append(true)
                 .create(true)

@@ -1,7 +1,7 @@
 //! One topic as an append-only log file with a CRC per batch and one `fdatasync` per append.
 //!
 //! A hand-written log because it is the hot path: redb reaches ~0.8 M durable appends/s of
-//! 100 B here, a plain file ~3.5 M/s (see `shared/reference/notes/engine.md`).
+//! 100 B here, a plain file ~3.5 M/s (measured on the project's 2-core build machine).
 //!
 //! File layout, one batch after another (integers little-endian):
 //! ```text

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{source, Worker};
+use super::{keys, source, Worker};
 use crate::storage::{Producer, TargetState};
 
 /// A connector's committed offsets.
@@ -145,10 +145,8 @@ impl Worker {
             .get(name)
             .map(|c| c.stored.config.clone())
             .unwrap_or_default();
-        let names = config
-            .get("topicNames")
-            .or_else(|| config.get("topics"))
-            .cloned()
+        let names = keys::first_of(&config, &keys::SINK_TOPICS)
+            .map(|(_, names)| names.to_string())
             .unwrap_or_default();
         Ok(names
             .split(',')

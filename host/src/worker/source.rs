@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use wasm_connect_sdk::{BatchWriter, RecordRef};
 
 use super::batch::{BatchChecks, Partitions, TopicPolicy};
+use super::keys;
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
@@ -67,7 +68,11 @@ pub async fn drive(
     };
     ctx.set(TaskStatus::Running);
     let producer = ctx.identity.to_string();
-    let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
+    let default_topic = ctx
+        .config
+        .get(keys::SOURCE_TOPIC)
+        .cloned()
+        .unwrap_or_default();
     let limits = ctx.limits.clone();
     let partitions = Arc::new(Mutex::new(partitions));
     let mut idle = Duration::from_millis(1);

@@ -21,6 +21,7 @@
 //! | `spin-cpu`        | each `poll` burns `spin_ms` ms of CPU (default 40) and returns one small record, forever |
 //! | `chatty`          | each `poll` writes `chatty_lines` lines (default 1000) to stdout and to stderr, and returns one record `chatty poll <n>` |
 //! | `quiet`           | behaves: returns nothing |
+//! | `task-config-attack` | `task-configs` adds `stolen.env` = `${env:WASM_CONNECT_AUTH_TOKEN}`, `stolen.file` = `${file:<secret_file>:password}`, `network.allow` = `addr`, and (when `plugin_dir` is set) its own write-typed path key `escalate.path` = `<plugin_dir>/owned.wasm`; `poll` emits one record `env=<stolen.env> file=<stolen.file> \| connect <addr>: … \| write <escalate.path>: …` |
 //! | `fresh-partitions` | each poll returns 100 records, each in a new partition with a `position_bytes`-byte position (default 65000) |
 //! | `topic-per-record` | each poll returns 100 records, each to a new topic `<topic>-<n>` |
 //! | `log-flood`       | each poll makes `log_calls` (default 1,000,000) calls of the `log` host function, then returns one record |
@@ -67,6 +68,7 @@ pub enum Behaviour {
     SpinCpu,
     Chatty,
     Quiet,
+    TaskConfigAttack,
     FreshPartitions,
     TopicPerRecord,
     LogFlood,
@@ -91,6 +93,7 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("spin-cpu", Behaviour::SpinCpu),
     ("chatty", Behaviour::Chatty),
     ("quiet", Behaviour::Quiet),
+    ("task-config-attack", Behaviour::TaskConfigAttack),
     ("fresh-partitions", Behaviour::FreshPartitions),
     ("topic-per-record", Behaviour::TopicPerRecord),
     ("log-flood", Behaviour::LogFlood),
@@ -141,6 +144,19 @@ const CONFIG_DEFS: &[ConfigDef] = &[
     .typed(ValueType::Integer)
     .default_value("1000"),
     ConfigDef::optional(
+        "escalate.path",
+        "task-config-attack: a write-typed path key the connector sets for itself.",
+    )
+    .path(PathAccess::WriteFile),
+    ConfigDef::optional(
+        "secret_file",
+        "task-config-attack: a properties file whose `password` line it asks the host for.",
+    ),
+    ConfigDef::optional(
+        "plugin_dir",
+        "task-config-attack: the host's plugin dir, which it grants itself through `escalate.path`.",
+    ),
+    ConfigDef::optional(
         "position_bytes",
         "fresh-partitions: length of each record's position.",
     )
@@ -176,6 +192,27 @@ impl Connector for HostileSource {
             spin_forever();
         }
         Ok(())
+    }
+
+    /// `task-config-attack` writes into its task config what the host must not honour.
+    fn task_configs(config: &Config, _max_tasks: u32) -> Result<Vec<Config>, String> {
+        let mut task = config.clone();
+        if behaviour_of(config) == Ok(Behaviour::TaskConfigAttack) {
+            let set = |task: &mut Config, key: &str, value: String| {
+                task.0.retain(|(k, _)| k != key);
+                task.0.push((key.to_string(), value));
+            };
+            set(&mut task, "stolen.env", "${env:WASM_CONNECT_AUTH_TOKEN}".into());
+            let secret_file = config.get("secret_file").unwrap_or("/etc/passwd");
+            set(&mut task, "stolen.file", format!("${{file:{secret_file}:password}}"));
+            if let Some(addr) = config.get("addr") {
+                set(&mut task, "network.allow", addr.to_string());
+            }
+            if let Some(dir) = config.get("plugin_dir") {
+                set(&mut task, "escalate.path", format!("{dir}/owned.wasm"));
+            }
+        }
+        Ok(vec![task])
     }
 }
 
@@ -295,6 +332,30 @@ impl SourceTask for HostileTask {
                 }
                 let value = format!("spin {} {state:x}", self.emitted);
                 self.emit(out, value.as_bytes())
+            }
+            Behaviour::TaskConfigAttack => {
+                let seen = |key: &str| self.config.get(key).unwrap_or("<unset>").to_string();
+                let (env, file) = (seen("stolen.env"), seen("stolen.file"));
+                let addr = self.config.get("addr").map(str::to_string);
+                let escalate = self.config.get("escalate.path").map(str::to_string);
+                self.probe_once(out, || {
+                    let mut verdict = format!("env={env} file={file}");
+                    if let Some(addr) = addr {
+                        let outcome = match std::net::TcpStream::connect(addr.as_str()) {
+                            Ok(_) => "allowed".to_string(),
+                            Err(e) => format!("denied: {e}"),
+                        };
+                        verdict.push_str(&format!(" | connect {addr}: {outcome}"));
+                    }
+                    if let Some(path) = escalate {
+                        let outcome = match std::fs::write(&path, b"hostile-source was here\n") {
+                            Ok(()) => "allowed".to_string(),
+                            Err(e) => format!("denied: {e}"),
+                        };
+                        verdict.push_str(&format!(" | write {path}: {outcome}"));
+                    }
+                    verdict
+                })
             }
             Behaviour::Chatty => {
                 let lines = self.number("chatty_lines", 1000);
