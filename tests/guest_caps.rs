@@ -262,9 +262,10 @@ fn filling_a_granted_file_fails_the_task_at_the_disk_budget() {
             HIT_WITHIN,
         );
         eprintln!("{trace}");
+        // Checked before the restart (1 s later), which may write up to the budget again.
         let size = std::fs::metadata(&file).map_or(0, |m| m.len());
-        // Each task start may add up to the budget again (the budget is per task run).
-        assert!(size <= 64 << 20, "the granted file grew to {size} bytes");
+        assert!(size <= 8 << 20, "the granted file grew to {size} bytes");
+        assert!(size >= 7 << 20, "the task stopped early, at {size} bytes");
     });
 }
 

@@ -22,7 +22,7 @@ use wasm_connect::sandbox::{
     Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Redactor,
     Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
-use wasm_connect::storage::{Producer, Properties, Storage, TopicLog};
+use wasm_connect::storage::{OpenFiles, Producer, Properties, Storage, TopicLog};
 use wasm_connect::worker::batch::Partitions;
 use wasm_connect::worker::sink::{self, SinkCalls};
 use wasm_connect::worker::source::{self, SourceCalls};
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn raw_append(path: &Path, records: usize) -> anyhow::Result<f64> {
-    let log = TopicLog::open(path)?;
+    let log = TopicLog::open(path, &OpenFiles::new(1))?;
     let value = [b'x'; LINE_BYTES];
     let mut batch = BatchWriter::new();
     for _ in 0..1000 {

@@ -184,6 +184,7 @@ impl Args for LimitArgs {
                 command.arg(
                     clap::Arg::new(limit.flag)
                         .long(limit.flag)
+                        .value_name(limit.flag_unit.value_name())
                         .help(help)
                         .value_parser(move |text: &str| limit.parse_flag(text)),
                 )

@@ -1,115 +1,212 @@
-//! The disk budget (`limits.disk.bytes`): how many bytes a task added to the files under its
-//! writable grants. wasmtime-wasi writes granted files directly, with no hook per write,
-//! so the host measures instead: the total size of the regular files under each writable
-//! granted directory (recursively, symlinks not followed, at most [`MAX_ENTRIES`] entries),
-//! against the total when the instance was created. It is measured at most every
-//! [`MEASURE_EVERY`] while the guest runs (at an epoch tick) and after each call, so a task
-//! can go over by what it writes in that time before it fails. Bytes written and then
-//! truncated away, and files replaced by smaller ones, are not counted.
+//! The disk budget (`limits.disk.bytes`): bytes a task may write to files through its
+//! grants. Every way a guest writes file data goes through one of three functions of
+//! `wasi:filesystem/types`: `descriptor.write`, and the output streams that
+//! `descriptor.write-via-stream` and `descriptor.append-via-stream` return. The linker's
+//! versions of these three are shadowed by wrappers that count the bytes against the
+//! task's [`DiskBudget`] (the streams are wrapped in a [`CountedStream`]); a write beyond
+//! the budget is refused (`insufficient-space`, or a failed stream write), and the host
+//! fails the task after the call with the reason. Not counted: `set-size` (it grows a file
+//! without writing data: a sparse file) and directory entries.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use super::Grants;
+use bytes::Bytes;
+use wasmtime::component::{Linker, Resource};
+use wasmtime::StoreContextMut;
+use wasmtime_wasi::filesystem::WasiFilesystemView;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    Descriptor, ErrorCode, Host as _, HostDescriptor,
+};
+use wasmtime_wasi::p2::{DynOutputStream, FsResult, OutputStream, Pollable, StreamError};
+use wasmtime_wasi::WasiView;
 
-/// Longest time between two measurements while a guest runs or calls come in.
-const MEASURE_EVERY: Duration = Duration::from_millis(50);
-/// Entries looked at per measurement; beyond, the rest of the tree is not counted.
-const MAX_ENTRIES: usize = 10_000;
+use super::TaskState;
 
-/// Measures one task's writable grants.
-pub struct DiskMeter {
-    dirs: Vec<PathBuf>,
-    budget: u64,
-    baseline: u64,
-    measured: Instant,
+/// The interface whose write functions are shadowed (the version this wasmtime-wasi links).
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// What one task may still write.
+#[derive(Debug)]
+pub struct DiskBudget {
+    limit: u64,
+    written: AtomicU64,
+    /// Set once a write was refused.
+    exceeded: AtomicBool,
 }
 
-impl DiskMeter {
-    /// A meter for the writable directories of `grants`; None when `budget` is 0
-    /// (unlimited) or nothing is writable.
-    pub fn new(grants: &Grants, budget: u64) -> Option<DiskMeter> {
-        let dirs: Vec<PathBuf> = grants
-            .dirs
-            .iter()
-            .filter(|grant| grant.writable)
-            .map(|grant| grant.dir.clone())
-            .collect();
-        if budget == 0 || dirs.is_empty() {
-            return None;
-        }
-        let baseline = total_size(&dirs);
-        Some(DiskMeter {
-            dirs,
-            budget,
-            baseline,
-            measured: Instant::now(),
+impl DiskBudget {
+    /// A budget of `limit` bytes; None when `limit` is 0 (unlimited).
+    pub fn new(limit: u64) -> Option<Arc<DiskBudget>> {
+        (limit > 0).then(|| {
+            Arc::new(DiskBudget {
+                limit,
+                written: AtomicU64::new(0),
+                exceeded: AtomicBool::new(false),
+            })
         })
     }
 
-    /// The bytes added so far when they exceed the budget; measures only when the last
-    /// measurement is older than [`MEASURE_EVERY`], unless `now`.
-    pub fn over_budget(&mut self, now: bool) -> Option<u64> {
-        if !now && self.measured.elapsed() < MEASURE_EVERY {
-            return None;
+    /// Takes `bytes` from the budget; false (and nothing taken) when they do not fit.
+    fn spend(&self, bytes: usize) -> bool {
+        let bytes = bytes as u64;
+        let fits = self
+            .written
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |written| {
+                written
+                    .checked_add(bytes)
+                    .filter(|total| *total <= self.limit)
+            })
+            .is_ok();
+        if !fits {
+            self.exceeded.store(true, Ordering::Relaxed);
         }
-        self.measured = Instant::now();
-        let added = total_size(&self.dirs).saturating_sub(self.baseline);
-        (added > self.budget).then_some(added)
+        fits
     }
 
-    pub fn budget(&self) -> u64 {
-        self.budget
+    /// The limit and the bytes written, when a write was refused.
+    pub fn exceeded(&self) -> Option<(u64, u64)> {
+        self.exceeded
+            .load(Ordering::Relaxed)
+            .then(|| (self.limit, self.written.load(Ordering::Relaxed)))
     }
 }
 
-/// Bytes of the regular files under `dirs`.
-fn total_size(dirs: &[PathBuf]) -> u64 {
-    let mut entries = 0usize;
-    dirs.iter().map(|dir| size_under(dir, &mut entries)).sum()
+/// Replaces the linker's file-write functions with ones that count against the task's
+/// [`DiskBudget`].
+pub fn shadow_file_writes(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(FILESYSTEM_TYPES)?;
+    types.func_wrap(
+        "[method]descriptor.write-via-stream",
+        |mut store: StoreContextMut<'_, TaskState>, (fd, offset): (Resource<Descriptor>, u64)| {
+            let state = store.data_mut();
+            let opened = HostDescriptor::write_via_stream(&mut state.filesystem(), fd, offset);
+            Ok((counted(state, opened)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.append-via-stream",
+        |mut store: StoreContextMut<'_, TaskState>, (fd,): (Resource<Descriptor>,)| {
+            let state = store.data_mut();
+            let opened = HostDescriptor::append_via_stream(&mut state.filesystem(), fd);
+            Ok((counted(state, opened)?,))
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.write",
+        |mut store: StoreContextMut<'_, TaskState>,
+         (fd, buffer, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                if state.disk.as_ref().is_some_and(|d| !d.spend(buffer.len())) {
+                    return Ok((Err(ErrorCode::InsufficientSpace),));
+                }
+                let mut fs = state.filesystem();
+                let written = match HostDescriptor::write(&mut fs, fd, buffer, offset).await {
+                    Ok(written) => Ok(written),
+                    Err(e) => Err(fs.convert_error_code(e)?),
+                };
+                Ok((written,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
-fn size_under(dir: &Path, entries: &mut usize) -> u64 {
-    let Ok(listing) = std::fs::read_dir(dir) else {
-        return 0;
+/// The stream `opened` gave, counted against the task's budget (as it is when there is
+/// none), or the error as the guest sees it.
+fn counted(
+    state: &mut TaskState,
+    opened: FsResult<Resource<DynOutputStream>>,
+) -> wasmtime::Result<Result<Resource<DynOutputStream>, ErrorCode>> {
+    let stream = match opened {
+        Ok(stream) => stream,
+        Err(e) => return Ok(Err(state.filesystem().convert_error_code(e)?)),
     };
-    let mut total = 0;
-    for entry in listing.flatten() {
-        *entries += 1;
-        if *entries > MAX_ENTRIES {
-            break;
+    let Some(budget) = state.disk.clone() else {
+        return Ok(Ok(stream));
+    };
+    let table = state.ctx().table;
+    let inner = table.delete(stream)?;
+    let wrapped: DynOutputStream = Box::new(CountedStream { inner, budget });
+    Ok(Ok(table.push(wrapped)?))
+}
+
+/// A file's output stream whose writes are taken from a budget.
+struct CountedStream {
+    inner: DynOutputStream,
+    budget: Arc<DiskBudget>,
+}
+
+impl CountedStream {
+    fn spend(&self, bytes: usize) -> Result<(), StreamError> {
+        if self.budget.spend(bytes) {
+            return Ok(());
         }
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_file() {
-            total += meta.len();
-        } else if meta.is_dir() {
-            total += size_under(&entry.path(), entries);
-        }
+        Err(StreamError::LastOperationFailed(wasmtime::Error::msg(
+            format!(
+                "disk budget of {} bytes (limits.disk.bytes) used up",
+                self.budget.limit
+            ),
+        )))
     }
-    total
+}
+
+#[async_trait::async_trait]
+impl Pollable for CountedStream {
+    async fn ready(&mut self) {
+        self.inner.ready().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for CountedStream {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.spend(bytes.len())?;
+        self.inner.write(bytes)
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        self.inner.flush()
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        self.inner.check_write()
+    }
+
+    async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.spend(bytes.len())?;
+        self.inner.blocking_write_and_flush(bytes).await
+    }
+
+    fn write_zeroes(&mut self, nelem: usize) -> Result<(), StreamError> {
+        self.spend(nelem)?;
+        self.inner.write_zeroes(nelem)
+    }
+
+    async fn write_ready(&mut self) -> Result<usize, StreamError> {
+        self.inner.write_ready().await
+    }
+
+    async fn cancel(&mut self) {
+        self.inner.cancel().await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::DirGrant;
 
     #[test]
-    fn bytes_added_under_writable_grants_are_measured() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("old"), vec![0u8; 100]).unwrap();
-        let grants = Grants {
-            dirs: vec![DirGrant {
-                dir: dir.path().to_path_buf(),
-                writable: true,
-            }],
-            network: Vec::new(),
-        };
-        assert!(DiskMeter::new(&grants, 0).is_none(), "0 is unlimited");
-        let mut meter = DiskMeter::new(&grants, 1000).unwrap();
-        assert_eq!(meter.over_budget(true), None);
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/new"), vec![0u8; 1001]).unwrap();
-        assert_eq!(meter.over_budget(true), Some(1001));
+    fn writes_beyond_the_budget_are_refused_and_remembered() {
+        assert!(DiskBudget::new(0).is_none(), "0 is unlimited");
+        let budget = DiskBudget::new(100).unwrap();
+        assert!(budget.spend(60));
+        assert_eq!(budget.exceeded(), None);
+        assert!(!budget.spend(41), "41 more do not fit");
+        assert!(budget.spend(40), "40 more do");
+        assert_eq!(budget.exceeded(), Some((100, 100)));
     }
 }

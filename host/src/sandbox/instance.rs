@@ -142,7 +142,6 @@ async fn guarded<T>(
     let state = store.data_mut();
     state.cpu_ticks_left = limits.cpu_ticks();
     state.cpu_exhausted = false;
-    state.disk_exceeded = None;
     store.set_epoch_deadline(1);
     let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(limits.call_timeout, run(store)).await;
@@ -150,16 +149,13 @@ async fn guarded<T>(
     if !pause.is_zero() {
         tokio::time::sleep(pause).await;
     }
-    let state = store.data_mut();
-    let over_disk = state.disk.as_mut().and_then(|disk| {
-        let added = state.disk_exceeded.or_else(|| disk.over_budget(false))?;
-        Some((disk.budget(), added))
-    });
-    if let Some((budget, added)) = over_disk {
+    // A refused write may have been swallowed or reported by the guest: either way the
+    // task fails with the host's reason.
+    if let Some((budget, written)) = store.data().disk.as_ref().and_then(|d| d.exceeded()) {
         return Err(GuestFailure::Disk {
             call,
             budget,
-            added,
+            written,
         });
     }
     match outcome {

@@ -39,7 +39,7 @@ pub struct Limits {
     pub position_bytes: usize,
     /// Most distinct partitions a source connector may keep positions for (`limits.partitions`).
     pub partitions: usize,
-    /// Bytes a task may add to the files under its writable grants; 0 is unlimited
+    /// Bytes a task may write to files through its grants; 0 is unlimited
     /// (`limits.disk.bytes`).
     pub disk_bytes: u64,
 }
@@ -396,8 +396,8 @@ pub const LIMITS: &[Limit] = &[
         default: 0,
         zero_is_unlimited: true,
         max: usize::MAX,
-        help: "Bytes a task may add to the files under its writable grants, e.g. 10GiB; 0 is unlimited",
-        hit: "`disk budget 1 MiB exceeded in poll: …`: the task fails (measured at most every 50 ms while the guest runs, and after calls)",
+        help: "Bytes a task may write to files through its grants, e.g. 10GiB; 0 is unlimited",
+        hit: "the write beyond it is refused and the task fails: `disk budget 1 MiB exceeded in poll: …`",
         field: Field::Connector {
             get: |l| usize::try_from(l.disk_bytes).unwrap_or(usize::MAX),
             set: |l, v| l.disk_bytes = v as u64,
@@ -511,6 +511,15 @@ impl Unit {
         match self {
             Unit::Mib => value.saturating_mul(1 << 20),
             Unit::Count | Unit::Size => value,
+        }
+    }
+
+    /// The placeholder of a flag's value in `--help`.
+    pub fn value_name(self) -> &'static str {
+        match self {
+            Unit::Count => "N",
+            Unit::Size => "SIZE",
+            Unit::Mib => "MIB",
         }
     }
 

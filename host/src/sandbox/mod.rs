@@ -50,11 +50,11 @@ pub enum GuestFailure {
     },
     #[error("memory limit {} MiB exceeded in {call}", limit >> 20)]
     Memory { call: &'static str, limit: usize },
-    #[error("disk budget {} exceeded in {call}: the task added {} under its writable grants; raise limits.disk.bytes (ceiling --max-disk-bytes)", show_size(*budget as usize), show_size(*added as usize))]
+    #[error("disk budget {} exceeded in {call}: the task wrote {} to its granted files and was refused more; raise limits.disk.bytes (ceiling --max-disk-bytes)", show_size(*budget as usize), show_size(*written as usize))]
     Disk {
         call: &'static str,
         budget: u64,
-        added: u64,
+        written: u64,
     },
     #[error("guest panicked: {message}")]
     Panic { call: &'static str, message: String },
@@ -78,6 +78,7 @@ impl Sandbox {
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup_error)?;
+        disk::shadow_file_writes(&mut linker).map_err(setup_error)?;
         SourceConnector::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
             .map_err(setup_error)?;
         Ok(Sandbox {
@@ -122,10 +123,6 @@ impl Sandbox {
         // starves another, and spends one tick of its call's CPU budget.
         store.epoch_deadline_callback(|mut context| {
             let state = context.data_mut();
-            if let Some(added) = state.disk.as_mut().and_then(|disk| disk.over_budget(false)) {
-                state.disk_exceeded = Some(added);
-                return Ok(UpdateDeadline::Interrupt);
-            }
             if state.cpu_ticks_left == 0 {
                 state.cpu_exhausted = true;
                 return Ok(UpdateDeadline::Interrupt);

@@ -2,6 +2,7 @@
 //! who it is, and the host interface the guest imports.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
@@ -9,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
 use super::capabilities::Grants;
-use super::disk::DiskMeter;
+use super::disk::DiskBudget;
 use super::output::{escape_line, GuestOutput, LineRate};
 use super::redact::Redactor;
 use super::Limits;
@@ -47,10 +48,8 @@ pub struct TaskState {
     redactor: Redactor,
     /// Rate limit of the `log` host call.
     log_rate: LineRate,
-    /// Measures what the task writes through its writable grants (with `limits.disk.bytes`).
-    pub(super) disk: Option<DiskMeter>,
-    /// Set when the current call went over the disk budget.
-    pub(super) disk_exceeded: Option<u64>,
+    /// What the task may still write to files (`limits.disk.bytes`; None: unlimited).
+    pub(super) disk: Option<Arc<DiskBudget>>,
 }
 
 impl TaskState {
@@ -89,8 +88,7 @@ impl TaskState {
             stderr,
             redactor,
             log_rate: LineRate::new(),
-            disk: DiskMeter::new(grants, limits.disk_bytes),
-            disk_exceeded: None,
+            disk: DiskBudget::new(limits.disk_bytes),
         }
     }
 

@@ -16,7 +16,7 @@ pub use state::{Properties, SinkState, StateError, StateStore, StoredConnector, 
 pub use topic_log::{LogRead, Producer, ProducerCheckpoint, TopicLog};
 
 use crate::sandbox::WorkerFields;
-use open_files::OpenFiles;
+pub use open_files::OpenFiles;
 
 /// The longest topic name accepted (Kafka's limit).
 const MAX_TOPIC_NAME: usize = 249;

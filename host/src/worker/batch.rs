@@ -6,8 +6,9 @@
 //! embedded and the cluster paths both use.
 //!
 //! Topics a source may write: the ones its config names through the topic keys
-//! ([`TOPIC_KEYS`], exact names, and [`TOPIC_PREFIX_KEYS`], prefixes), and those matching
-//! the `topics.allow` regex.
+//! ([`keys::TOPIC_NAME_KEYS`], exact names, and [`keys::TOPIC_PREFIX_KEYS`], prefixes), and
+//! those matching the `topics.allow` regex ([`keys::TOPICS_ALLOW`]). All of them are
+//! host-interpreted keys: they come from the user's config, never from the plugin.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -15,18 +16,10 @@ use std::sync::{Arc, Mutex};
 use regex::Regex;
 use wasm_connect_sdk::{BatchReader, RecordRef};
 
+use super::keys;
 use crate::sandbox::types::RecordBatch;
 use crate::sandbox::{show_size, Limits};
 use crate::storage::{validate_topic_name, Properties};
-
-/// The config keys whose values (comma-separated) name topics a source writes or a sink
-/// reads. The 0.1.0 WIT `config-def` has no field for a plugin to declare them (it comes
-/// with package 0.2.0), so these well-known keys are the declaration for now.
-pub const TOPIC_KEYS: [&str; 4] = ["topic", "kafka.topic", "topics", "topicNames"];
-/// The config keys whose value is a prefix of the topics a source writes.
-pub const TOPIC_PREFIX_KEYS: [&str; 1] = ["topic.prefix"];
-/// The config key holding a regex of further topics a source may write.
-pub const TOPICS_ALLOW_KEY: &str = "topics.allow";
 
 /// Which topics a source may write.
 #[derive(Debug, Clone)]
@@ -48,18 +41,21 @@ impl TopicPolicy {
                 .map(str::to_string)
                 .collect()
         };
-        let allow = match config.get(TOPICS_ALLOW_KEY).map(|v| v.trim()) {
+        let allow = match config.get(keys::TOPICS_ALLOW).map(|v| v.trim()) {
             Some(pattern) if !pattern.is_empty() => Some(
                 // Anchored: the whole topic name must match.
                 Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                    format!("{TOPICS_ALLOW_KEY} is not a valid regex ({e}); write e.g. `orders-.*`")
+                    format!(
+                        "{} is not a valid regex ({e}); write e.g. `orders-.*`",
+                        keys::TOPICS_ALLOW
+                    )
                 })?,
             ),
             _ => None,
         };
         Ok(TopicPolicy {
-            names: values(&TOPIC_KEYS).into_iter().collect(),
-            prefixes: values(&TOPIC_PREFIX_KEYS),
+            names: values(&keys::TOPIC_NAME_KEYS).into_iter().collect(),
+            prefixes: values(&keys::TOPIC_PREFIX_KEYS),
             allow,
         })
     }

@@ -26,14 +26,15 @@ pub const MAX_TASK_KEYS: [&str; 3] = ["max-task", "max-tasks", "tasks.max"];
 pub const SOURCE_TOPIC: &str = "topic";
 /// The keys naming the topics a sink reads, in the order they are looked up.
 pub const SINK_TOPICS: [&str; 2] = ["topicNames", "topics"];
-/// Every key that names topics (Kafka's spellings included).
-const TOPIC_KEYS: [&str; 5] = [
-    SOURCE_TOPIC,
-    SINK_TOPICS[0],
-    SINK_TOPICS[1],
-    "kafka.topic",
-    "topic.prefix",
-];
+/// The keys whose values (comma-separated) name topics, Kafka's spellings included. The
+/// 0.1.0 WIT `config-def` has no field for a plugin to declare its topic keys (it comes
+/// with package 0.2.0), so these well-known keys are the declaration for now.
+pub const TOPIC_NAME_KEYS: [&str; 4] =
+    [SOURCE_TOPIC, SINK_TOPICS[0], SINK_TOPICS[1], "kafka.topic"];
+/// The keys whose value is a prefix of the topics a source writes.
+pub const TOPIC_PREFIX_KEYS: [&str; 1] = ["topic.prefix"];
+/// The key holding a regex of further topics a source may write.
+pub const TOPICS_ALLOW: &str = "topics.allow";
 /// Prefixes of key families the host reads (`limits.*`, and the error handling,
 /// transformation and predicate families).
 const HOST_PREFIXES: [&str; 4] = ["limits.", "errors.", "transforms.", "predicates."];
@@ -42,7 +43,9 @@ const HOST_PREFIXES: [&str; 4] = ["limits.", "errors.", "transforms.", "predicat
 pub fn is_host_interpreted(key: &str) -> bool {
     CLASS_KEYS.contains(&key)
         || MAX_TASK_KEYS.contains(&key)
-        || TOPIC_KEYS.contains(&key)
+        || TOPIC_NAME_KEYS.contains(&key)
+        || TOPIC_PREFIX_KEYS.contains(&key)
+        || key == TOPICS_ALLOW
         || key == NETWORK_ALLOW_KEY
         || key == PLUGIN_VERSION
         || HOST_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
@@ -249,6 +252,7 @@ mod tests {
             "topicNames",
             "kafka.topic",
             "topic.prefix",
+            "topics.allow",
             "network.allow",
             "plugin.version",
             "limits.cpu.ms",
