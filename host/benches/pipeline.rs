@@ -268,6 +268,7 @@ async fn poll_only(
         committed: Default::default(),
         config: &config,
         limits: limits.clone(),
+        stop: None,
     };
     let mut wasm = match SourceInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,
@@ -344,6 +345,7 @@ async fn put_only(
         committed: Default::default(),
         config: &config,
         limits: limits.clone(),
+        stop: None,
     };
     let mut wasm = match SinkInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,

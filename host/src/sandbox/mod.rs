@@ -26,6 +26,7 @@ pub use capabilities::{resolve_network_allow, Capabilities, DirGrant, Grants, NE
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, LimitError, Limits, RestartPolicy, WorkerLimits, EPOCH_TICK, MAX_BACKOFF,
+    STOP_GRACE,
 };
 pub use state::{Identity, TaskState};
 
@@ -47,6 +48,10 @@ pub enum GuestFailure {
     Panic { call: &'static str, message: String },
     #[error("guest trapped in {call}: {reason}")]
     Trap { call: &'static str, reason: String },
+    /// The task was told to stop and the call outlived [`STOP_GRACE`]: it was dropped, and
+    /// the store is never called again.
+    #[error("{call} was cancelled: the task is stopping")]
+    Cancelled { call: &'static str },
     #[error("cannot instantiate the component: {0}")]
     Instantiate(String),
 }

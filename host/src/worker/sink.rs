@@ -119,7 +119,7 @@ pub async fn drive(
                 match flush_and_commit(ctx, &mut task, &mut subscriptions).await {
                     Ok(()) => unflushed = 0,
                     Err(Delivery::Retry(reason) | Delivery::Fail(reason)) => {
-                        return ctx.set(TaskStatus::Failed(reason))
+                        return ctx.fail(reason)
                     }
                 }
             }
@@ -137,7 +137,7 @@ pub async fn drive(
                     tracing::debug!(task = %ctx.identity, "{reason}");
                     ctx.pause(RETRY_PAUSE).await;
                 }
-                Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+                Err(Delivery::Fail(reason)) => return ctx.fail(reason),
             }
         }
         let caught_up = subscriptions.iter().all(|s| s.caught_up);
@@ -148,7 +148,7 @@ pub async fn drive(
                     tracing::debug!(task = %ctx.identity, "{reason}");
                     ctx.pause(RETRY_PAUSE).await;
                 }
-                Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+                Err(Delivery::Fail(reason)) => return ctx.fail(reason),
             }
         }
         if let (false, Some(wake)) = (delivered, wake.as_mut()) {

@@ -121,7 +121,7 @@ pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequen
         if let Some(storing) = storing.take() {
             let _ = storing.await;
         }
-        return ctx.set(TaskStatus::Failed(reason));
+        return ctx.fail(reason);
     }
     if let Err(e) = task.stop().await {
         tracing::warn!(task = %ctx.identity, "stop: {e}");
