@@ -172,8 +172,8 @@ fn sink_blocked_in_put_delays_no_api_call() {
         if let Op::Update = op {
             // The updated connector's task starts once the old one's put was cancelled,
             // never beside it.
-            wait_for(Duration::from_secs(20), "the updated task's start", || {
-                logged(&host, SINK_STARTED) > starts
+            wait_for(Duration::from_secs(20), "the updated task's put", || {
+                logged(&host, SINK_STARTED) > starts && logged(&host, PUT_SLEEPING) > puts + 1
             });
             let log = host.log();
             let cancelled = log.rfind("put was cancelled");
@@ -289,7 +289,7 @@ fn offsets_patch_racing_resume_is_refused_or_re_read() {
 const RACE_ROUNDS: usize = 45;
 
 /// How a round creates: POST on an absent name, PUT on an absent or a present one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Race {
     PostAbsent,
     PutAbsent,

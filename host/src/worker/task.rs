@@ -226,9 +226,12 @@ impl TaskHandle {
         let mut stopped = stop_rx.clone();
         let run = actor(make_context(status_tx, stop_rx));
         let join: JoinHandle<()> = runtime.spawn(async move {
-            tokio::select! {
-                () = after.wait() => run.await,
-                _ = stopped.wait_for(|stop| *stop) => {}
+            let stopped_first = tokio::select! {
+                () = after.wait() => false,
+                _ = stopped.wait_for(|stop| *stop) => true,
+            };
+            if !stopped_first {
+                run.await;
             }
         });
         // Closed once the actor has ended, however it ended.
