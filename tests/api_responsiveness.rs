@@ -115,7 +115,10 @@ impl Op {
     /// Runs the operation on connector `name` and checks its answer.
     fn run(self, host: &Host, name: &str) {
         match self {
-            Op::Stop => assert_eq!(bare(host, "PUT", &format!("/connectors/{name}/stop")).status, 204),
+            Op::Stop => assert_eq!(
+                bare(host, "PUT", &format!("/connectors/{name}/stop")).status,
+                204
+            ),
             Op::Update => {
                 let answer = json_send(
                     host,
@@ -126,8 +129,13 @@ impl Op {
                 assert_eq!(answer.status, 200, "update: {}", answer.body);
                 assert_eq!(answer.json()["config"]["updated"], "yes", "{}", answer.body);
             }
-            Op::Delete => assert_eq!(bare(host, "DELETE", &format!("/connectors/{name}")).status, 204),
-            Op::LegacyStop => assert_eq!(host.get_ok(&format!("/connectors/{name}/stop")), "success"),
+            Op::Delete => assert_eq!(
+                bare(host, "DELETE", &format!("/connectors/{name}")).status,
+                204
+            ),
+            Op::LegacyStop => {
+                assert_eq!(host.get_ok(&format!("/connectors/{name}/stop")), "success")
+            }
             Op::LegacyStopAll => assert_eq!(host.get_ok("/connectors/stopAll"), "success"),
         }
     }
@@ -167,7 +175,10 @@ fn sink_blocked_in_put_delays_no_api_call() {
         std::thread::sleep(AFTER_STOP);
         let worst = probe.finish();
         eprintln!("{op:?} while a put sleeps answered in {took:?}");
-        assert!(took <= ANSWER_LIMIT, "{op:?} took {took:?} while a put slept");
+        assert!(
+            took <= ANSWER_LIMIT,
+            "{op:?} took {took:?} while a put slept"
+        );
         assert_probed_fast(&format!("{op:?} stopped a sleeping put"), &worst);
         if let Op::Update = op {
             // The updated connector's task starts once the old one's put was cancelled,
@@ -186,7 +197,11 @@ fn sink_blocked_in_put_delays_no_api_call() {
         if let Op::Stop | Op::Update = op {
             assert_eq!(bare(&host, "DELETE", "/connectors/slow").status, 204);
         }
-        assert_eq!(json_get(&host, "/connectors/slow/status").status, 404, "after {op:?}");
+        assert_eq!(
+            json_get(&host, "/connectors/slow/status").status,
+            404,
+            "after {op:?}"
+        );
     }
     assert_eq!(json_get(&host, "/connectors").json(), json!([]));
 }
@@ -245,8 +260,13 @@ fn offsets_patch_racing_resume_is_refused_or_re_read() {
         json_get(&host, "/connectors/src/offsets").json()
             == json!({"offsets": [{"partition": {"partition": file}, "offset": {"position": length}}]})
     };
-    wait_for(Duration::from_secs(20), "src at the end of its file", at_end);
-    let rewind = json!({"offsets": [{"partition": {"partition": file}, "offset": {"position": "0"}}]});
+    wait_for(
+        Duration::from_secs(20),
+        "src at the end of its file",
+        at_end,
+    );
+    let rewind =
+        json!({"offsets": [{"partition": {"partition": file}, "offset": {"position": "0"}}]});
     let (mut accepted, mut refused) = (0, 0);
     for round in 0..OFFSET_ROUNDS {
         assert_eq!(bare(&host, "PUT", "/connectors/src/stop").status, 204);
@@ -275,7 +295,10 @@ fn offsets_patch_racing_resume_is_refused_or_re_read() {
         );
     }
     eprintln!("PATCH offsets racing resume: {accepted} accepted (re-read), {refused} refused");
-    assert!(accepted > 0, "no PATCH was accepted in {OFFSET_ROUNDS} rounds");
+    assert!(
+        accepted > 0,
+        "no PATCH was accepted in {OFFSET_ROUNDS} rounds"
+    );
     // Each accepted rewind delivered the file once more, and nothing else did.
     let expected = lines * (1 + accepted);
     wait_for(Duration::from_secs(20), "the sink's lines", || {
@@ -302,9 +325,7 @@ fn creates_racing_deletes_answer_what_was_stored() {
     let host = ws.start();
     let input = ws.path("in.txt");
     write_lines(&input, 3);
-    let config = |marker: &str| {
-        json!({"connector.class": "file-source", "file": input.display().to_string(), "topic": "race", "marker": marker})
-    };
+    let config = |marker: &str| json!({"connector.class": "file-source", "file": input.display().to_string(), "topic": "race", "marker": marker});
     let path = "/connectors/c";
     let mut orders = std::collections::BTreeMap::new();
     for round in 0..RACE_ROUNDS {
@@ -339,7 +360,11 @@ fn creates_racing_deletes_answer_what_was_stored() {
             [200, 201].contains(&created.status),
             "a create or update racing a delete must succeed: {context}"
         );
-        assert_eq!(created.json()["config"]["marker"], marker.as_str(), "{context}");
+        assert_eq!(
+            created.json()["config"]["marker"],
+            marker.as_str(),
+            "{context}"
+        );
         let after = json_get(&host, "/connectors/c/config");
         let present = match after.status {
             200 => {
@@ -360,7 +385,10 @@ fn creates_racing_deletes_answer_what_was_stored() {
                 deleted.status == 404
             }
         };
-        assert_eq!(present, delete_first, "state after the race contradicts: {context}");
+        assert_eq!(
+            present, delete_first,
+            "state after the race contradicts: {context}"
+        );
         *orders.entry((race, delete_first)).or_insert(0) += 1;
     }
     eprintln!("create/delete races (kind, delete first) → rounds: {orders:?}");

@@ -35,11 +35,17 @@ macro_rules! on_connector {
         match $instance {
             AnyInstance::Source(i) => {
                 let $c = i.wasm_connect_connector_connector();
-                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| $call.await).await
+                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
+                    $call.await
+                })
+                .await
             }
             AnyInstance::Sink(i) => {
                 let $c = i.wasm_connect_connector_connector();
-                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| $call.await).await
+                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
+                    $call.await
+                })
+                .await
             }
         }
     };
@@ -306,18 +312,26 @@ impl SourceInstance {
     ) -> Result<Result<RecordBatch, TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "poll", async |s| {
-            api.call_poll(s, task, max_records, max_bytes).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "poll",
+            async |s| api.call_poll(s, task, max_records, max_bytes).await,
+        )
         .await
     }
 
     pub async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "commit", async |s| {
-            api.call_commit(s, task, positions).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "commit",
+            async |s| api.call_commit(s, task, positions).await,
+        )
         .await
     }
 
@@ -329,13 +343,21 @@ impl SourceInstance {
         }
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "stop", async |s| {
-            api.call_stop(s, task).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "stop",
+            async |s| api.call_stop(s, task).await,
+        )
         .await?;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "stop", async |s| {
-            task.resource_drop_async(s).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "stop",
+            async |s| task.resource_drop_async(s).await,
+        )
         .await
     }
 }
@@ -383,18 +405,26 @@ impl SinkInstance {
     ) -> Result<Result<(), TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "put", async |s| {
-            api.call_put(s, task, topic, first_offset, batch).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "put",
+            async |s| api.call_put(s, task, topic, first_offset, batch).await,
+        )
         .await
     }
 
     pub async fn flush(&mut self) -> Result<Result<Vec<Position>, TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "flush", async |s| {
-            api.call_flush(s, task).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "flush",
+            async |s| api.call_flush(s, task).await,
+        )
         .await
     }
 
@@ -406,13 +436,21 @@ impl SinkInstance {
         }
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "stop", async |s| {
-            api.call_stop(s, task).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "stop",
+            async |s| api.call_stop(s, task).await,
+        )
         .await?;
-        guarded(&mut self.store, &self.limits, &mut self.cancel, "stop", async |s| {
-            task.resource_drop_async(s).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "stop",
+            async |s| task.resource_drop_async(s).await,
+        )
         .await
     }
 }

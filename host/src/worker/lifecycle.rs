@@ -77,7 +77,9 @@ impl Worker {
         running.stored.target = target;
         running.paused.send_replace(target == TargetState::Paused);
         match target {
-            TargetState::Stopped => change.stop_all(std::mem::take(&mut running.tasks).into_values()),
+            TargetState::Stopped => {
+                change.stop_all(std::mem::take(&mut running.tasks).into_values())
+            }
             TargetState::Running | TargetState::Paused if running.tasks.is_empty() => {
                 self.start_tasks(name, running, change.stopping());
             }

@@ -216,7 +216,14 @@ impl Worker {
         changes: Vec<(String, Option<String>)>,
     ) -> Option<Result<Put, PutError>> {
         loop {
-            let base = self.connectors.lock().await.get(name)?.stored.config.clone();
+            let base = self
+                .connectors
+                .lock()
+                .await
+                .get(name)?
+                .stored
+                .config
+                .clone();
             let mut config = base.clone();
             config.remove(UPDATE_TIMESTAMP);
             for (key, value) in &changes {
@@ -225,7 +232,10 @@ impl Worker {
                     None => config.remove(key),
                 };
             }
-            match self.try_put(name, config, Expect::Config(&base), None).await {
+            match self
+                .try_put(name, config, Expect::Config(&base), None)
+                .await
+            {
                 Ok(Attempt::Done(put)) => return Some(Ok(put)),
                 Ok(Attempt::Stale) => continue,
                 Err(e) => return Some(Err(e)),
@@ -641,9 +651,10 @@ impl Worker {
                     paused: paused.subscribe(),
                 };
                 let run: TaskRun = if is_source { run_source } else { run_sink };
-                let handle = TaskHandle::spawn(&self.tasks, after.clone(), make_context, move |ctx| {
-                    task::supervise(ctx, run)
-                });
+                let handle =
+                    TaskHandle::spawn(&self.tasks, after.clone(), make_context, move |ctx| {
+                        task::supervise(ctx, run)
+                    });
                 (i, handle)
             })
             .collect()

@@ -165,8 +165,10 @@ impl Worker {
         for task in &gone {
             tracing::info!(task = %format!("{name}/{task}"), "task moved to another worker");
         }
-        self.slots
-            .retire(name, gone.iter().filter_map(|task| running.tasks.remove(task)));
+        self.slots.retire(
+            name,
+            gone.iter().filter_map(|task| running.tasks.remove(task)),
+        );
         if running.plugin.is_none() {
             running.plugin = self.plugin_for(name, &running.stored);
         }
