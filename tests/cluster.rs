@@ -55,7 +55,7 @@ impl Workers {
     /// Starts one more worker, `w<n>`.
     fn add(&mut self) -> usize {
         let n = self.hosts.len();
-        let data = self.ws.path(&format!("data-w{n}"));
+        let data = self.ws.host_path(&format!("data-w{n}"));
         let id = format!("w{n}");
         let urls = self.nats.urls();
         let host = Host::start_with(

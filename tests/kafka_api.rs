@@ -652,7 +652,7 @@ fn an_unchanged_kafka_connect_client_library_works() {
     let output = std::process::Command::new(&python)
         .arg(&script)
         .arg(&host.kafka)
-        .arg(ws.dir.path())
+        .arg(ws.path(""))
         .output()
         .expect("run the client script");
     let printed = format!(

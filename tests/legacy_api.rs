@@ -1,5 +1,5 @@
 //! The RocketMQ-Connect REST API ("legacy" API) of a real `wasm-connect` process, checked over
-//! HTTP against `shared/reference/legacy-api.md`: every route, every answer, the create checks
+//! HTTP against `docs/legacy-api.md`: every route, every answer, the create checks
 //! in their order, bad plugin files, reloads and restarts.
 
 mod common;

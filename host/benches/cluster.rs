@@ -56,7 +56,7 @@ fn run(workers: usize, pipelines: usize, lines: usize) -> (Duration, Vec<usize>)
     let ws = Workspace::new();
     let hosts: Vec<Host> = (0..workers)
         .map(|n| {
-            let data = ws.path(&format!("data-w{n}"));
+            let data = ws.host_path(&format!("data-w{n}"));
             let id = format!("w{n}");
             Host::start_with(
                 &data,

@@ -19,10 +19,11 @@ use common::{
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
 use wasm_connect::sandbox::{
-    Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Sandbox,
-    SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
+    Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Redactor,
+    Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
 use wasm_connect::storage::{Producer, Properties, Storage, TopicLog};
+use wasm_connect::worker::batch::Partitions;
 use wasm_connect::worker::sink::{self, SinkCalls};
 use wasm_connect::worker::source::{self, SourceCalls};
 use wasm_connect::worker::{CallResult, TaskContext, TaskHandle, Worker};
@@ -197,6 +198,7 @@ async fn native_pipeline(
                 task: Some(0),
             },
             plugin,
+            user_config: config.clone(),
             config,
             limits: Limits::default(),
             sandbox,
@@ -205,6 +207,7 @@ async fn native_pipeline(
             status,
             stop,
             paused: tokio::sync::watch::channel(false).1,
+            redactor: Redactor::default(),
         }
     };
     let started = Instant::now();
@@ -214,11 +217,12 @@ async fn native_pipeline(
         context("source", "file-source", source_config(input)),
         |ctx| async move {
             let (committed, sequence) = source::resume_point(&ctx).await.expect("resume point");
+            let partitions = Partitions::new(committed.keys().cloned());
             let task =
                 file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed))
                     .expect("start");
             let mut ctx = ctx;
-            source::drive(&mut ctx, NativeSource(task), sequence).await
+            source::drive(&mut ctx, NativeSource(task), sequence, partitions).await
         },
     );
     let sink = TaskHandle::spawn(
@@ -268,6 +272,7 @@ async fn poll_only(
         committed: Default::default(),
         config: &config,
         limits: limits.clone(),
+        redactor: Redactor::default(),
         stop: None,
     };
     let mut wasm = match SourceInstance::start(sandbox, &pre, setup).await? {
@@ -345,6 +350,7 @@ async fn put_only(
         committed: Default::default(),
         config: &config,
         limits: limits.clone(),
+        redactor: Redactor::default(),
         stop: None,
     };
     let mut wasm = match SinkInstance::start(sandbox, &pre, setup).await? {

@@ -145,7 +145,7 @@ fn start_times(starts: usize) -> (Vec<Duration>, Vec<Duration>) {
     std::thread::sleep(Duration::from_millis(300));
     let (mut cold, mut cached) = (Vec::new(), Vec::new());
     for run in 0..starts {
-        let data = ws.path(&format!("data-{run}"));
+        let data = ws.host_path(&format!("data-{run}"));
         cold.push(timed_start(&data, &ws.plugin_dir(), (0, 10)));
         cached.push(timed_start(&data, &ws.plugin_dir(), (10, 0)));
     }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use wasm_connect::api::auth::parse_token;
 use wasm_connect::cluster::{ClusterOptions, Strategy};
-use wasm_connect::sandbox::{parse_size, Capabilities, Limits, RestartPolicy, WorkerLimits};
-use wasm_connect::server::{serve, ServeOptions};
+use wasm_connect::sandbox::{Capabilities, RestartPolicy, WorkerLimits, LIMITS};
+use wasm_connect::server::{serve, ListenerLimits, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
 /// the RocketMQ-Connect REST API to manage them.
@@ -51,8 +52,9 @@ struct ServeArgs {
     /// Port of the Kafka-Connect-shaped JSON API; 0 disables it.
     #[arg(long, default_value_t = 8083, env = "WASM_CONNECT_KAFKA_API_PORT")]
     kafka_api_port: u16,
-    /// Bearer token both APIs require (`Authorization: Bearer <token>`); none by default.
-    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true)]
+    /// Bearer token both APIs require (`Authorization: Bearer <token>`): visible ASCII, not
+    /// empty (an empty value is refused, never taken as "no authentication"); none by default.
+    #[arg(long, env = "WASM_CONNECT_AUTH_TOKEN", hide_env_values = true, value_parser = parse_token)]
     auth_token: Option<String>,
     /// Directory for durable state: connector configs, positions, offsets and topic logs.
     #[arg(long, default_value = "data", env = "WASM_CONNECT_DATA_DIR")]
@@ -63,9 +65,14 @@ struct ServeArgs {
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
+    listener: ListenerArgs,
+    #[command(flatten)]
+    restart: RestartArgs,
+    #[command(flatten)]
     cluster: ClusterArgs,
     /// Directory under which path-typed connector config values must lie (repeatable; unset:
-    /// any path a connector config names).
+    /// any path a connector config names). A path whose directory is, holds or lies inside
+    /// the data dir or the plugin dir is always refused.
     #[arg(
         long = "allow-path",
         value_name = "DIR",
@@ -102,41 +109,97 @@ struct ClusterArgs {
     alloc_strategy: Strategy,
 }
 
-/// Worker-wide limits: the default of every connector and the ceiling its `limits.*` keys
-/// cannot exceed.
+/// What the REST listeners allow their clients.
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Limits (defaults and ceilings per connector)")]
+#[command(next_help_heading = "Listeners (both REST APIs)")]
+struct ListenerArgs {
+    /// Most connections each API holds open; lowered at start to fit the open-file limit
+    /// (raised to its hard limit). At the cap the oldest idle connection is closed; when none
+    /// is idle, new ones wait.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..), env = "WASM_CONNECT_MAX_CONNECTIONS")]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers; also closes keep-alive connections
+    /// idle that long.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), env = "WASM_CONNECT_HEADER_READ_TIMEOUT_S")]
+    header_read_timeout_s: u64,
+    /// Seconds shutdown waits for answers in flight before closing their connections and
+    /// stopping the tasks.
+    #[arg(long, default_value_t = 10, env = "WASM_CONNECT_SHUTDOWN_TIMEOUT_S")]
+    shutdown_timeout_s: u64,
+}
+
+impl ListenerArgs {
+    fn limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            max_connections: self.max_connections as usize,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_s),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),
+        }
+    }
+}
+
+/// Worker-wide limits, one flag per row of the limits table ([`LIMITS`]): the default of
+/// every connector and the ceiling its `limits.*` key cannot exceed (worker-only rows have
+/// no key).
+#[derive(Debug)]
 struct LimitArgs {
-    /// Linear memory of one instance, in MiB (`limits.memory`).
-    #[arg(long, default_value_t = 256)]
-    max_memory_mib: usize,
-    /// CPU time one guest call may use, in ms, counted in 10 ms ticks (`limits.cpu.ms`).
-    #[arg(long, default_value_t = 10_000)]
-    max_cpu_ms: u64,
-    /// Share of one core a connector's calls may use over time, in percent (`limits.cpu.percent`).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
-    max_cpu_percent: u32,
-    /// Wall-clock limit of one guest call, in ms (`limits.call.timeout.ms`).
-    #[arg(long, default_value_t = 30_000)]
-    call_timeout_ms: u64,
-    /// Records per poll or put (`limits.poll.records`).
-    #[arg(long, default_value_t = 16_384)]
-    max_poll_records: u32,
-    /// Bytes of records per poll or put, e.g. 4MiB (`limits.poll.bytes`).
-    #[arg(long, default_value = "4MiB", value_parser = size)]
-    max_poll_bytes: usize,
-    /// Records a source may produce per second; 0 is unlimited (`limits.records.per.second`).
-    #[arg(long, default_value_t = 0)]
-    max_records_per_second: u32,
-    /// Tasks of one connector (`limits.tasks`).
-    #[arg(long, default_value_t = 16)]
-    max_tasks: u32,
-    /// Bytes the host copies out of a guest in one call, e.g. 16MiB (`limits.hostcall.fuel`).
-    #[arg(long, default_value = "16MiB", value_parser = size)]
-    max_hostcall_fuel: usize,
-    /// Resource handles one instance may hold (`limits.resources`).
-    #[arg(long, default_value_t = 10_000)]
-    max_resources: usize,
+    /// The value of each row, by flag, in the row's stored unit.
+    values: Vec<(&'static str, usize)>,
+}
+
+const LIMITS_HEADING: &str = "Limits (defaults and ceilings per connector)";
+
+impl clap::FromArgMatches for LimitArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let values = LIMITS
+            .iter()
+            .map(|limit| {
+                let value = matches.get_one::<usize>(limit.flag).copied();
+                (limit.flag, value.unwrap_or(limit.default))
+            })
+            .collect();
+        Ok(LimitArgs { values })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for LimitArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        LIMITS.iter().fold(
+            command.next_help_heading(LIMITS_HEADING),
+            |command, limit| {
+                let scope = match limit.key {
+                    Some(key) => format!("`{key}`"),
+                    None => "worker only".to_string(),
+                };
+                let help = format!(
+                    "{} ({scope}) [default: {}]",
+                    limit.help,
+                    limit.flag_default()
+                );
+                command.arg(
+                    clap::Arg::new(limit.flag)
+                        .long(limit.flag)
+                        .help(help)
+                        .value_parser(move |text: &str| limit.parse_flag(text)),
+                )
+            },
+        )
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+/// How failed tasks are restarted.
+#[derive(Debug, Args)]
+#[command(next_help_heading = LIMITS_HEADING)]
+struct RestartArgs {
     /// Pause before restarting a failed task, in ms; doubles per failure, up to 60 s.
     #[arg(long, default_value_t = 1_000)]
     restart_backoff_ms: u64,
@@ -149,36 +212,20 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn worker_limits(&self) -> WorkerLimits {
-        let connector = Limits {
-            memory_bytes: self.max_memory_mib << 20,
-            cpu_per_call: Duration::from_millis(self.max_cpu_ms),
-            cpu_percent: self.max_cpu_percent,
-            call_timeout: Duration::from_millis(self.call_timeout_ms),
-            batch_records: self.max_poll_records,
-            batch_bytes: u32::try_from(self.max_poll_bytes).unwrap_or(u32::MAX),
-            records_per_second: self.max_records_per_second,
-            max_tasks: self.max_tasks,
-            hostcall_fuel: self.max_hostcall_fuel,
-            max_resources: self.max_resources,
+    fn worker_limits(&self, restart: &RestartArgs) -> WorkerLimits {
+        let mut limits = WorkerLimits::from_values(|limit| {
+            self.values
+                .iter()
+                .find(|(flag, _)| *flag == limit.flag)
+                .map_or(limit.default, |(_, value)| *value)
+        });
+        limits.restart = RestartPolicy {
+            backoff: Duration::from_millis(restart.restart_backoff_ms),
+            quarantine_after: restart.quarantine_after.max(1),
+            window: Duration::from_secs(restart.quarantine_window_s),
         };
-        let restart = RestartPolicy {
-            backoff: Duration::from_millis(self.restart_backoff_ms),
-            quarantine_after: self.quarantine_after.max(1),
-            window: Duration::from_secs(self.quarantine_window_s),
-        };
-        WorkerLimits {
-            connector,
-            restart,
-            ..WorkerLimits::default()
-        }
+        limits
     }
-}
-
-/// Parses a size such as `64MiB` for clap.
-fn size(text: &str) -> Result<usize, String> {
-    parse_size(text)
-        .ok_or_else(|| format!("{text:?} is not a size such as 64MiB, 512KiB or 1048576"))
 }
 
 impl ServeArgs {
@@ -186,14 +233,17 @@ impl ServeArgs {
         let mut options =
             ServeOptions::new(self.bind, self.http_port, self.data_dir, self.plugin_dir);
         options.kafka_api_port = (self.kafka_api_port != 0).then_some(self.kafka_api_port);
-        options.auth_token = self.auth_token.filter(|token| !token.is_empty());
-        options.limits = self.limits.worker_limits();
+        options.auth_token = self.auth_token;
+        options.limits = self.limits.worker_limits(&self.restart);
+        options.listener = self.listener.limits();
+        let max_topics = options.limits.worker.topics;
         options.worker_id = self.cluster.worker_id.filter(|id| !id.is_empty());
         options.cluster = self.cluster.nats.map(|servers| ClusterOptions {
             servers,
             cluster_id: self.cluster.cluster_id,
             replicas: usize::from(self.cluster.nats_replicas),
             strategy: self.cluster.alloc_strategy,
+            max_topics,
         });
         options.capabilities = Capabilities {
             allow_paths: self
@@ -201,6 +251,7 @@ impl ServeArgs {
                 .iter()
                 .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
                 .collect(),
+            ..Capabilities::default()
         };
         options
     }

@@ -1,5 +1,8 @@
-//! Wires the parts together: storage, sandbox, plugins, worker and the REST listener, and
-//! shuts them down cleanly on SIGINT or SIGTERM.
+//! Wires the parts together: storage, sandbox, plugins, worker and the REST listeners, and
+//! shuts them down cleanly on SIGINT or SIGTERM, within a bound.
+
+mod listener;
+mod open_files;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +16,9 @@ use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use crate::storage::Storage;
 use crate::worker::Worker;
 
+pub use listener::ListenerLimits;
+use listener::Listener;
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -22,6 +28,8 @@ pub struct ServeOptions {
     pub kafka_api_port: Option<u16>,
     /// Bearer token both APIs require, when set.
     pub auth_token: Option<String>,
+    /// Connection cap and timeouts of both listeners.
+    pub listener: ListenerLimits,
     pub data_dir: PathBuf,
     pub plugin_dir: PathBuf,
     pub limits: WorkerLimits,
@@ -39,6 +47,7 @@ impl ServeOptions {
             http_port,
             kafka_api_port: None,
             auth_token: None,
+            listener: ListenerLimits::default(),
             data_dir,
             plugin_dir,
             limits: WorkerLimits::default(),
@@ -51,11 +60,16 @@ impl ServeOptions {
 
 /// Serves until SIGINT or SIGTERM, then stops every task (each commits what it has).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let storage = Arc::new(Storage::open(&options.data_dir)?);
-    let sandbox = Arc::new(Sandbox::new(
-        options.limits.clone(),
-        options.capabilities.clone(),
+    let open_files = open_files::raise();
+    let storage = Arc::new(Storage::open_limited(
+        &options.data_dir,
+        &options.limits.worker,
     )?);
+    let capabilities = options
+        .capabilities
+        .clone()
+        .with_host_dirs(&options.data_dir, &options.plugin_dir);
+    let sandbox = Arc::new(Sandbox::new(options.limits.clone(), capabilities)?);
     let plugins = PluginRegistry::start(
         options.plugin_dir.clone(),
         &options.data_dir,
@@ -95,41 +109,45 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let token: Option<Arc<str>> = options.auth_token.as_deref().map(Arc::from);
-    let legacy = listen(
+    let legacy = Listener::bind(
         SocketAddr::new(options.bind, options.http_port),
         "RocketMQ-Connect REST API",
     )
     .await?;
     let legacy_app =
         crate::api::auth::require_token(crate::api::legacy::router(worker.clone()), token.clone());
-    let mut servers = vec![tokio::spawn(run_listener(
-        legacy,
-        legacy_app,
-        shutdown.subscribe(),
-    ))];
+    let mut listeners = vec![(legacy, legacy_app)];
     if let Some(port) = options.kafka_api_port {
-        let kafka = listen(
+        let kafka = Listener::bind(
             SocketAddr::new(options.bind, port),
             "Kafka Connect JSON API",
         )
         .await?;
-        let kafka_app =
-            crate::api::auth::require_token(crate::api::kafka::router(worker.clone()), token);
-        servers.push(tokio::spawn(run_listener(
-            kafka,
-            kafka_app,
-            shutdown.subscribe(),
-        )));
+        let kafka_app = crate::api::auth::require_token(
+            crate::api::kafka::router(worker.clone(), token.is_some()),
+            token,
+        );
+        listeners.push((kafka, kafka_app));
     }
+    let max_connections = fit_connections(&options.listener, open_files, listeners.len());
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, app)| {
+            tokio::spawn(listener.serve(
+                app,
+                options.listener.clone(),
+                max_connections,
+                shutdown.subscribe(),
+            ))
+        })
+        .collect();
     let stop_requested = shutdown_signal()?;
     tracing::info!(worker = worker.id(), "ready");
     stop_requested.await;
     shutdown.send_replace(true);
     for server in servers {
-        match server.await {
-            Ok(Err(e)) => tracing::error!("REST listener: {e}"),
-            Err(e) => tracing::error!("REST listener crashed: {e}"),
-            Ok(Ok(())) => {}
+        if let Err(e) = server.await {
+            tracing::error!("REST listener crashed: {e}");
         }
     }
     if let Some(coordinator) = coordinator {
@@ -174,26 +192,25 @@ impl Drop for TaskRuntime {
     }
 }
 
-async fn listen(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} for the {what}"))?;
-    tracing::info!("{what} on http://{}", listener.local_addr()?);
-    Ok(listener)
-}
-
-/// Serves `app` until `shutdown` turns true, letting requests in flight finish.
-async fn run_listener(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let stopped = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopped)
-        .await
+/// The connection cap of each listener: `--max-connections`, lowered when the listeners
+/// together would otherwise use the descriptors storage and tasks need.
+fn fit_connections(
+    limits: &ListenerLimits,
+    open_files: open_files::OpenFileLimit,
+    listeners: usize,
+) -> usize {
+    let fitting = open_files.connections_per_listener(listeners);
+    if fitting < limits.max_connections {
+        tracing::warn!(
+            "at most {fitting} connections per listener, not {} (--max-connections): the open-file limit {} leaves no more once storage and tasks have their reserve; raise `ulimit -n` for more",
+            limits.max_connections,
+            open_files.get()
+        );
+        fitting
+    } else {
+        tracing::info!("at most {} connections per listener (--max-connections)", limits.max_connections);
+        limits.max_connections
+    }
 }
 
 /// The IP in the worker id: the bind address, or loopback when bound to every interface.

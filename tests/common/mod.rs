@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses part of the harness
 
 pub mod nats;
+pub mod neighbourhood;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ pub fn bundled_plugins() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
 }
 
-/// A temporary directory holding a plugin dir (with the bundled plugins) and a data dir.
+/// A temporary directory holding the host's dirs (`host/plugins` with the bundled plugins,
+/// `host/data`) apart from the files tests give connectors (`files/`): a grant never reaches
+/// the host's own dirs, so connector files must not sit beside them.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
 }
@@ -24,27 +27,36 @@ pub struct Workspace {
 impl Workspace {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("plugins")).expect("plugin dir");
+        for sub in ["files", "host/plugins"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("workspace dir");
+        }
+        let workspace = Workspace { dir };
         for name in ["file-source.wasm", "file-sink.wasm"] {
             std::fs::copy(
                 bundled_plugins().join(name),
-                dir.path().join("plugins").join(name),
+                workspace.plugin_dir().join(name),
             )
             .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
         }
-        Workspace { dir }
+        workspace
     }
 
+    /// A file (or directory) for connectors, under `files/`.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.path().join("files").join(name)
+    }
+
+    /// A directory of the host's own (data or plugin dir), under `host/`.
+    pub fn host_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("host").join(name)
     }
 
     pub fn plugin_dir(&self) -> PathBuf {
-        self.path("plugins")
+        self.host_path("plugins")
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.path("data")
+        self.host_path("data")
     }
 
     /// Copies the test connector `tests/fixtures/hostile/<file>` into the plugin dir.
@@ -70,6 +82,10 @@ pub struct Host {
     /// The Kafka-Connect-shaped JSON API.
     pub kafka: String,
     log: Arc<Mutex<String>>,
+    /// The thread copying the process's stdout into `log`; ends when the process exits.
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// The bearer token `get` sends, when the host was started with one in its environment.
+    token: Option<String>,
 }
 
 impl Host {
@@ -79,10 +95,52 @@ impl Host {
 
     /// Starts a host with extra command-line arguments.
     pub fn start_with(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::launch(&[], data_dir, plugin_dir, extra, &[])
+    }
+
+    /// Starts a host through `wrapper`, a command that runs the program and arguments that
+    /// follow it (e.g. `["sh", "-c", "ulimit -n 256 && exec \"$@\"", "sh"]`); the process
+    /// must keep its id (`exec`).
+    pub fn start_via(wrapper: &[&str], data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::launch(wrapper, data_dir, plugin_dir, extra, &[])
+    }
+
+    /// Starts a host with extra command-line arguments and environment variables; when they
+    /// set `WASM_CONNECT_AUTH_TOKEN`, `get` sends it (see [`Host::auth`]).
+    pub fn start_env(
+        data_dir: &Path,
+        plugin_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
+        Host::launch(&[], data_dir, plugin_dir, extra, env)
+    }
+
+    fn launch(
+        wrapper: &[&str],
+        data_dir: &Path,
+        plugin_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
         let kafka_port = free_port().to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
+        let token = env
+            .iter()
+            .find(|(name, _)| *name == "WASM_CONNECT_AUTH_TOKEN")
+            .map(|(_, token)| token.to_string());
+        let binary = env!("CARGO_BIN_EXE_wasm-connect");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--http-port", "0", "--kafka-api-port", &kafka_port])
             .args(extra)
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--plugin-dir")
@@ -96,7 +154,7 @@ impl Host {
         let log = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains(" ready") && line.contains("worker=") {
                     let _ = port_tx.send(String::new());
@@ -128,13 +186,27 @@ impl Host {
             base: format!("http://{address}"),
             kafka: format!("http://127.0.0.1:{kafka_port}"),
             log,
+            reader: Some(reader),
+            token,
         }
+    }
+
+    /// The `Authorization` header the host requires, if it was started with a token.
+    pub fn auth(&self) -> Vec<(&'static str, String)> {
+        self.token
+            .iter()
+            .map(|token| ("Authorization", format!("Bearer {token}")))
+            .collect()
     }
 
     /// GET `path` (already encoded); returns status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         let url = format!("{}{path}", self.base);
-        match ureq::get(&url).timeout(Duration::from_secs(60)).call() {
+        let mut request = ureq::get(&url).timeout(Duration::from_secs(60));
+        for (name, value) in self.auth() {
+            request = request.set(name, &value);
+        }
+        match request.call() {
             Ok(response) => (response.status(), response.into_string().expect("body")),
             Err(ureq::Error::Status(status, response)) => {
                 (status, response.into_string().unwrap_or_default())
@@ -162,6 +234,11 @@ impl Host {
         });
     }
 
+    /// The process id (the host's own, also when started through a wrapper that `exec`s).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the host logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -174,13 +251,21 @@ impl Host {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_logged().0
+    }
+
+    /// SIGTERM, waits for a clean exit and returns everything the process logged.
+    pub fn terminate_logged(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return (status, self.log());
             }
             assert!(
                 Instant::now() < deadline,

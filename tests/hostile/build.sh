@@ -7,14 +7,11 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-# Sources and sinks are built apart: the SDK's `source` and `sink` features pick the WIT
-# world and must not be unified into one build.
-cargo build --quiet --release --target wasm32-wasip2 --manifest-path tests/hostile/Cargo.toml \
-    -p hostile-source -p hostile-import
-cargo build --quiet --release --target wasm32-wasip2 --manifest-path tests/hostile/Cargo.toml \
-    -p hostile-slow-sink
 mkdir -p tests/fixtures/hostile
-for crate in hostile-source hostile-import hostile-slow-sink; do
+# Each crate on its own: the SDK's `source` and `sink` features pick the WIT world and must
+# not be unified into one build.
+for crate in hostile-source hostile-import hostile-sink hostile-raw hostile-slow-sink; do
+    cargo build --quiet --release --target wasm32-wasip2 --manifest-path tests/hostile/Cargo.toml -p "$crate"
     cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${crate//-/_}.wasm" "tests/fixtures/hostile/$crate.wasm"
 done
 ls -l tests/fixtures/hostile/*.wasm

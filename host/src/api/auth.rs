@@ -1,4 +1,4 @@
-//! Optional bearer-token check shared by both listeners.
+//! Optional bearer-token check shared by both listeners, and the rules a token must meet.
 
 use std::sync::Arc;
 
@@ -7,6 +7,27 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+
+/// Why a `--auth-token` value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("an empty token would turn authentication off: set --auth-token (or WASM_CONNECT_AUTH_TOKEN) to a secret, or unset both to serve without authentication")]
+    Empty,
+    #[error("the token holds a character an `Authorization: Bearer` header cannot carry ({0:?}): use visible ASCII characters only (no spaces or control characters) in --auth-token (or WASM_CONNECT_AUTH_TOKEN)")]
+    Unsendable(char),
+}
+
+/// Checks a `--auth-token` value: not empty, and only characters a client can send in the
+/// header (visible ASCII), so a token never silently disables or breaks authentication.
+pub fn parse_token(text: &str) -> Result<String, TokenError> {
+    if text.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    match text.chars().find(|c| !c.is_ascii_graphic()) {
+        Some(c) => Err(TokenError::Unsendable(c)),
+        None => Ok(text.to_string()),
+    }
+}
 
 /// Wraps `router` so every request must carry `Authorization: Bearer <token>`; without a
 /// token configured the router is returned unchanged.
@@ -52,7 +73,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, parse_token, TokenError};
+
+    #[test]
+    fn a_token_is_not_empty_and_fits_in_a_header() {
+        assert!(matches!(parse_token(""), Err(TokenError::Empty)));
+        assert!(matches!(parse_token("a b"), Err(TokenError::Unsendable(' '))));
+        assert!(matches!(parse_token("é"), Err(TokenError::Unsendable('é'))));
+        assert_eq!(parse_token("s3cret-token").ok().as_deref(), Some("s3cret-token"));
+    }
 
     #[test]
     fn equal_only_when_every_byte_and_the_length_match() {

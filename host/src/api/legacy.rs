@@ -1,26 +1,19 @@
-//! The RocketMQ-Connect REST API (default port 8081), as `shared/reference/legacy-api.md`
-//! specifies: every route is `GET`, every handled outcome is HTTP 200 `text/plain` (the
-//! original's scripts test the body), except a `config` that is not a JSON object (400).
+//! The RocketMQ-Connect REST API (default port 8081), as `docs/legacy-api.md` specifies:
+//! every route is `GET`, every handled outcome is HTTP 200 `text/plain` (the original's
+//! scripts test the body), except a `config` that is not a JSON object or has a `null` value
+//! (400).
 //!
-//! | Route | Handler |
-//! | --- | --- |
-//! | `/connectors/stopAll` | [`stop_all`] (matched before `/connectors/{name}`) |
-//! | `/connectors/{name}?config={json}` | [`create`] |
-//! | `/connectors/{name}/stop` | [`stop`] |
-//! | `/connectors/{name}/status` | [`status`] |
-//! | `/connectors/{name}/config` | [`config`] |
-//! | `/plugin/reload` | [`reload`] |
-//! | `/getConfigInfo` | [`config_info`] |
-//! | `/getClusterInfo` | [`cluster_info`] |
-//! | `/getAllocatedInfo` | [`allocated_info`] |
+//! `HEAD` never changes state: on a route that changes state it answers 405 (`Allow: GET`);
+//! on a read it answers the read's headers. Any other method answers 405 with a text body
+//! naming the allowed methods.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value};
 
@@ -28,18 +21,73 @@ use crate::plugins::PLUGIN_VERSION;
 use crate::storage::{Properties, StoredConnector};
 use crate::worker::{PutError, PutOutcome, Worker};
 
+/// What a route does to the worker's state, which decides what `HEAD` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Only reads: `HEAD` answers the `GET` headers.
+    Reads,
+    /// Creates, deletes or reloads: `HEAD` is refused with 405.
+    Changes,
+}
+
+impl Effect {
+    /// The `Allow` header of a route with this effect.
+    fn allow(self) -> &'static str {
+        match self {
+            Effect::Reads => "GET, HEAD",
+            Effect::Changes => "GET",
+        }
+    }
+}
+
 pub fn router(worker: Arc<Worker>) -> Router {
     Router::new()
-        .route("/connectors/stopAll", get(stop_all))
-        .route("/connectors/{name}", get(create))
-        .route("/connectors/{name}/stop", get(stop))
-        .route("/connectors/{name}/status", get(status))
-        .route("/connectors/{name}/config", get(config))
-        .route("/plugin/reload", get(reload))
-        .route("/getConfigInfo", get(config_info))
-        .route("/getClusterInfo", get(cluster_info))
-        .route("/getAllocatedInfo", get(allocated_info))
+        .route("/connectors/stopAll", route(get(stop_all), Effect::Changes))
+        .route("/connectors/{name}", route(get(create), Effect::Changes))
+        .route("/connectors/{name}/stop", route(get(stop), Effect::Changes))
+        .route(
+            "/connectors/{name}/status",
+            route(get(status), Effect::Reads),
+        )
+        .route(
+            "/connectors/{name}/config",
+            route(get(config), Effect::Reads),
+        )
+        .route("/plugin/reload", route(get(reload), Effect::Changes))
+        .route("/getConfigInfo", route(get(config_info), Effect::Reads))
+        .route("/getClusterInfo", route(get(cluster_info), Effect::Reads))
+        .route(
+            "/getAllocatedInfo",
+            route(get(allocated_info), Effect::Reads),
+        )
         .with_state(worker)
+}
+
+/// A `GET` route whose other methods answer 405; one that changes state refuses `HEAD` too
+/// (axum would run the `GET` handler for it).
+fn route(get: MethodRouter<Arc<Worker>>, effect: Effect) -> MethodRouter<Arc<Worker>> {
+    let refuse = move |method: Method| async move { method_not_allowed(&method, effect) };
+    match effect {
+        Effect::Reads => get.fallback(refuse),
+        Effect::Changes => get.head(refuse.clone()).fallback(refuse),
+    }
+}
+
+/// 405 in this API's text style, with the route's `Allow` header.
+fn method_not_allowed(method: &Method, effect: Effect) -> Response {
+    let body = format!(
+        "failed: method {method} is not allowed here; this route answers {}",
+        effect.allow()
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [
+            (header::ALLOW, effect.allow()),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /connectors/{name}?config={json}`: create, or update (upsert).
@@ -54,8 +102,7 @@ async fn create(
     let config = match parse_config(&config) {
         Ok(config) => config,
         Err(reason) => {
-            let body = format!("failed: config is not a JSON object: {reason}");
-            return (StatusCode::BAD_REQUEST, body).into_response();
+            return (StatusCode::BAD_REQUEST, format!("failed: {reason}")).into_response()
         }
     };
     match worker.put(&name, config).await.map(|put| put.outcome) {
@@ -197,10 +244,7 @@ fn properties(config: &Properties) -> Value {
 fn text(body: impl Into<String>) -> Response {
     (
         StatusCode::OK,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         body.into(),
     )
         .into_response()
@@ -214,16 +258,18 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
-/// A JSON object whose values become strings (numbers and nested JSON as their JSON text).
+/// A JSON object read as [`super::config_from_object`] reads it; the error is the answer's
+/// reason.
 fn parse_config(raw: &str) -> Result<Properties, String> {
-    let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let value: Value =
+        serde_json::from_str(raw).map_err(|e| format!("config is not a JSON object: {e}"))?;
     let Value::Object(map) = value else {
-        return Err(format!("got {}", json_kind(&value)));
+        return Err(format!(
+            "config is not a JSON object: got {}",
+            json_kind(&value)
+        ));
     };
-    Ok(map
-        .into_iter()
-        .map(|(key, value)| (key, super::value_text(value)))
-        .collect())
+    super::config_from_object(map).map_err(|e| e.to_string())
 }
 
 fn json_kind(value: &Value) -> &'static str {

@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     /// Copies JetStream keeps of every stream and bucket.
     pub replicas: usize,
     pub strategy: Strategy,
+    /// Most topic streams this worker opens (`--max-topics`).
+    pub max_topics: usize,
 }
 
 /// This worker's connection to the cluster.

@@ -22,12 +22,12 @@ use async_nats::Subject;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use wasm_connect_sdk::BatchReader;
 
 use super::{key_part, Cluster};
 use crate::sandbox::types::{Position, RecordBatch};
 use crate::storage::{LogRead, SinkState};
-use crate::worker::source::record_topic;
+use crate::worker::batch::BatchChecks;
+use crate::worker::source::record_timestamp;
 
 /// How long a stream remembers message ids: longer than any retry of a failed publish.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -71,6 +71,14 @@ impl Cluster {
         if let Some(stream) = opened {
             return Ok(stream);
         }
+        let known = self.streams.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if known >= self.options.max_topics {
+            let too_many = crate::storage::TopicError::TooMany {
+                topic: topic.to_string(),
+                max: self.options.max_topics,
+            };
+            return Err(too_many.to_string());
+        }
         let name = format!("wc-{}-{}", self.options.cluster_id, topic.replace('.', "~"));
         let config = jetstream::stream::Config {
             name: name.clone(),
@@ -107,33 +115,23 @@ impl Cluster {
         )
     }
 
-    /// Publishes a polled batch, each record to its topic (or `default_topic`), waits until
-    /// every record is stored, and commits the positions the batch completes. Returns them.
+    /// Checks a polled batch (`checks`, as the embedded path does), publishes each record to
+    /// its topic (or `default_topic`), waits until every record is stored, and commits the
+    /// positions the batch completes. Returns them.
     pub async fn publish_batch(
         &self,
         connector: &str,
         batch: &RecordBatch,
         default_topic: &str,
+        checks: &BatchChecks,
     ) -> Result<Vec<Position>, String> {
         let epoch = self.source_offsets(connector).await?.epoch;
         let mut messages = Vec::with_capacity(batch.count as usize);
-        let mut positions: BTreeMap<&str, &str> = BTreeMap::new();
         // A `Subject` clones without copying: one per record is only a reference count.
         let mut topics: BTreeMap<&str, Subject> = BTreeMap::new();
         let now = crate::worker::source::now_millis();
-        for record in BatchReader::new(&batch.frames) {
-            let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
-            let topic = record_topic(&record, default_topic)?;
-            if !topics.contains_key(topic) {
-                crate::storage::validate_topic_name(topic)?;
-                self.topic_stream(topic).await?;
-                topics.insert(topic, Subject::from(self.topic_subject(topic)));
-            }
-            let timestamp = if record.timestamp == 0 {
-                now
-            } else {
-                record.timestamp
-            };
+        let checked = checks.check(batch, default_topic, |record, topic| {
+            let timestamp = record_timestamp(&record, now);
             let mut payload = Vec::with_capacity(record.content.len());
             payload.extend_from_slice(&timestamp.to_le_bytes());
             payload.extend_from_slice(record.content.get(8..).unwrap_or_default());
@@ -147,19 +145,18 @@ impl Cluster {
                     record.partition, record.position
                 );
                 message = message.message_id(id);
-                positions.insert(record.partition, record.position);
             }
-            messages.push((topics[topic].clone(), message));
-        }
-        if messages.len() != batch.count as usize {
-            return Err(format!(
-                "poll declared {} records but returned {}",
-                batch.count,
-                messages.len()
-            ));
+            let subject = topics
+                .entry(topic)
+                .or_insert_with(|| Subject::from(self.topic_subject(topic)));
+            messages.push((subject.clone(), message));
+            Ok(())
+        })?;
+        for topic in topics.keys() {
+            self.topic_stream(topic).await?;
         }
         self.publish_all(&messages).await?;
-        let positions: Vec<Position> = positions
+        let positions: Vec<Position> = checked
             .into_iter()
             .map(|(partition, position)| Position {
                 partition: partition.to_string(),

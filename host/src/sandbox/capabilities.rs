@@ -1,6 +1,7 @@
 //! What an instance may reach outside its memory: directories and network addresses. Nothing
 //! by default; a task gets the parents of the files its path-typed config keys name (only
-//! under `--allow-path` roots when those are set) and the addresses its `network.allow` lists.
+//! under `--allow-path` roots when those are set, never the host's data or plugin dir) and
+//! the addresses its `network.allow` lists.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::sync::Arc;
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::redact::Redactor;
 
 /// The config key listing the addresses a connector may connect to.
 pub const NETWORK_ALLOW_KEY: &str = "network.allow";
@@ -27,31 +30,89 @@ pub struct Grants {
     pub network: Vec<(IpAddr, Option<u16>)>,
 }
 
+/// A directory the host itself owns; no grant may reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostDirKind {
+    /// `--data-dir`: state, topics and the compiled-code cache (loaded as native code).
+    Data,
+    /// `--plugin-dir`: the components the host loads.
+    Plugin,
+}
+
+impl std::fmt::Display for HostDirKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostDirKind::Data => "data dir",
+            HostDirKind::Plugin => "plugin dir",
+        })
+    }
+}
+
 /// Worker-wide capability settings.
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
     /// When not empty, granted directories must lie under one of these.
     pub allow_paths: Vec<PathBuf>,
+    /// The host's own directories (canonical when they exist): never granted, never inside
+    /// a grant, never holding one.
+    pub host_dirs: Vec<(HostDirKind, PathBuf)>,
 }
 
 impl Capabilities {
-    /// Refuses a file outside the `--allow-path` roots.
-    pub fn check_path(&self, file: &Path) -> Result<(), String> {
-        if self.allow_paths.is_empty() || self.allow_paths.iter().any(|root| file.starts_with(root))
-        {
-            return Ok(());
-        }
-        let roots: Vec<String> = self
-            .allow_paths
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect();
-        Err(format!(
-            "{} is outside the allowed roots ({}); the worker's --allow-path sets them",
-            file.display(),
-            roots.join(", ")
-        ))
+    /// These settings, knowing the host's data and plugin dirs.
+    pub fn with_host_dirs(mut self, data_dir: &Path, plugin_dir: &Path) -> Self {
+        self.host_dirs = vec![
+            (HostDirKind::Data, canonical(data_dir)),
+            (HostDirKind::Plugin, canonical(plugin_dir)),
+        ];
+        self
     }
+
+    /// Refuses to let config key `key` name `file`: outside the `--allow-path` roots, or
+    /// granting a directory (its parent) that is, holds or lies inside a host dir.
+    pub fn check_path(&self, key: &str, file: &Path) -> Result<(), String> {
+        if !self.allow_paths.is_empty()
+            && !self.allow_paths.iter().any(|root| file.starts_with(root))
+        {
+            let roots: Vec<String> = self
+                .allow_paths
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect();
+            return Err(format!(
+                "{key}: {} is outside the allowed roots ({}); the worker's --allow-path sets them",
+                file.display(),
+                roots.join(", ")
+            ));
+        }
+        let Some(dir) = file.parent() else {
+            return Ok(());
+        };
+        let dir = canonical(dir);
+        let fix = "grant a directory that holds neither the data dir nor the plugin dir";
+        for (kind, host_dir) in &self.host_dirs {
+            let file = file.display();
+            let host = host_dir.display();
+            if dir.starts_with(host_dir) {
+                return Err(format!(
+                    "{key}: {file} is in the host's {kind} {host}; {fix}"
+                ));
+            }
+            if host_dir.starts_with(&dir) {
+                return Err(format!(
+                    "{key}: the directory of {file} holds the host's {kind} {host}; {fix}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `path` with symlinks resolved when it exists, else made absolute.
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Resolves a `network.allow` value (`host:port`, `ip:port` or `ip`, comma-separated).
@@ -78,8 +139,9 @@ pub async fn resolve_network_allow(value: &str) -> Result<Vec<(IpAddr, Option<u1
 }
 
 impl Grants {
-    /// Applies the grants to a WASI context that starts with nothing.
-    pub(super) fn apply(&self, wasi: &mut WasiCtxBuilder, task: &str) {
+    /// Applies the grants to a WASI context that starts with nothing; what it logs shows
+    /// resolved secrets as `redactor` says.
+    pub(super) fn apply(&self, wasi: &mut WasiCtxBuilder, task: &str, redactor: &Redactor) {
         for grant in &self.dirs {
             let perms = if grant.writable {
                 FsPerms::ReadWrite
@@ -90,7 +152,9 @@ impl Grants {
             if let Err(e) =
                 wasi.preopened_dir(&grant.dir, grant.dir.to_string_lossy().as_ref(), perms)
             {
-                tracing::warn!(task, dir = %grant.dir.display(), "directory not granted: {e}");
+                let dir = grant.dir.to_string_lossy();
+                let dir = redactor.redact(&dir);
+                tracing::warn!(task, %dir, "directory not granted: {e}");
             }
         }
         if self.network.is_empty() {
@@ -137,14 +201,58 @@ mod tests {
     #[test]
     fn paths_outside_the_roots_are_refused() {
         let open = Capabilities::default();
-        assert!(open.check_path(Path::new("/etc/passwd")).is_ok());
+        assert!(open.check_path("f", Path::new("/etc/passwd")).is_ok());
         let rooted = Capabilities {
             allow_paths: vec![PathBuf::from("/data")],
+            ..Capabilities::default()
         };
-        assert!(rooted.check_path(Path::new("/data/in.txt")).is_ok());
+        assert!(rooted.check_path("f", Path::new("/data/in.txt")).is_ok());
         assert!(rooted
-            .check_path(Path::new("/etc/passwd"))
+            .check_path("f", Path::new("/etc/passwd"))
             .unwrap_err()
-            .contains("outside the allowed roots"));
+            .contains("f: /etc/passwd is outside the allowed roots"));
+    }
+
+    #[test]
+    fn grants_never_reach_the_host_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, plugins) = (
+            tmp.path().join("host/data"),
+            tmp.path().join("host/plugins"),
+        );
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&plugins).unwrap();
+        let files = tmp.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let caps = Capabilities::default().with_host_dirs(&data, &plugins);
+        let data = canonical(&data);
+        let inside = caps.check_path("filename", &data.join("f")).unwrap_err();
+        assert_eq!(
+            inside,
+            format!(
+                "filename: {}/f is in the host's data dir {}; grant a directory that holds neither the data dir nor the plugin dir",
+                data.display(),
+                data.display()
+            )
+        );
+        let cache = caps
+            .check_path("filename", &data.join("plugin-cache/x.cwasm"))
+            .unwrap_err();
+        assert!(cache.contains("is in the host's data dir"), "{cache}");
+        let holds = caps
+            .check_path("out", &tmp.path().join("host/f.txt"))
+            .unwrap_err();
+        assert!(holds.starts_with("out: the directory of"), "{holds}");
+        assert!(holds.contains("holds the host's data dir"), "{holds}");
+        let plugin = caps
+            .check_path("x", &plugins.join("evil.wasm"))
+            .unwrap_err();
+        assert!(plugin.contains("plugin dir"), "{plugin}");
+        let root = caps.check_path("x", Path::new("/f.txt")).unwrap_err();
+        assert!(root.contains("holds the host's"), "{root}");
+        let link = files.join("link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        assert!(caps.check_path("x", &link.join("f")).is_err());
+        assert!(caps.check_path("x", &files.join("in.txt")).is_ok());
     }
 }

@@ -13,7 +13,7 @@ use wasmtime::Store;
 use super::bindings::sink_world::{SinkConnector, SinkConnectorPre};
 use super::bindings::source_world::{SourceConnector, SourceConnectorPre};
 use super::bindings::types::{Config, ConfigError, Descriptor, Position, RecordBatch, TaskError};
-use super::{Grants, GuestFailure, Identity, Limits, Sandbox, TaskState, STOP_GRACE};
+use super::{Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE};
 
 /// A compiled, linked connector component and the world it targets.
 #[derive(Clone)]
@@ -116,7 +116,13 @@ impl ConnectorComponent {
         limits: &Limits,
     ) -> Result<(Store<TaskState>, AnyInstance), GuestFailure> {
         let mut store = sandbox.store(
-            TaskState::new(identity, &Grants::default(), BTreeMap::new(), limits),
+            TaskState::new(
+                identity,
+                &Grants::default(),
+                BTreeMap::new(),
+                limits,
+                Redactor::default(),
+            ),
             limits,
         );
         let instance = match self {
@@ -193,6 +199,7 @@ async fn guarded<T>(
     let state = store.data_mut();
     state.cpu_ticks_left = limits.cpu_ticks();
     state.cpu_exhausted = false;
+    state.disk_exceeded = None;
     store.set_epoch_deadline(1);
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
@@ -205,6 +212,18 @@ async fn guarded<T>(
     let pause = limits.pause_after(started.elapsed());
     if !pause.is_zero() {
         tokio::time::sleep(pause).await;
+    }
+    let state = store.data_mut();
+    let over_disk = state.disk.as_mut().and_then(|disk| {
+        let added = state.disk_exceeded.or_else(|| disk.over_budget(false))?;
+        Some((disk.budget(), added))
+    });
+    if let Some((budget, added)) = over_disk {
+        return Err(GuestFailure::Disk {
+            call,
+            budget,
+            added,
+        });
     }
     match outcome {
         Ok(Ok(value)) => Ok(value),
@@ -245,6 +264,25 @@ fn explain(
     }
 }
 
+/// Calls a task's `stop` with `call_stop` and drops its resource; does nothing once a call
+/// was cancelled (the store is dropped unused).
+async fn stop_task(
+    store: &mut Store<TaskState>,
+    limits: &Limits,
+    cancel: &mut Cancel,
+    task: ResourceAny,
+    call_stop: impl AsyncFnOnce(&mut Store<TaskState>) -> wasmtime::Result<()>,
+) -> Result<(), GuestFailure> {
+    if cancel.fired {
+        return Ok(());
+    }
+    guarded(store, limits, cancel, "stop", call_stop).await?;
+    guarded(store, limits, cancel, "stop", async |s| {
+        task.resource_drop_async(s).await
+    })
+    .await
+}
+
 /// What a task instance starts from.
 pub struct TaskSetup<'a> {
     pub identity: Identity,
@@ -252,6 +290,8 @@ pub struct TaskSetup<'a> {
     pub committed: BTreeMap<String, String>,
     pub config: &'a Config,
     pub limits: Limits,
+    /// Shows resolved secrets as their references in the task's log lines and output.
+    pub redactor: Redactor,
     /// The task's stop signal: its calls are cancelled [`STOP_GRACE`] after it is set. None:
     /// calls end only by returning or by the call timeout.
     pub stop: Option<watch::Receiver<bool>>,
@@ -260,7 +300,13 @@ pub struct TaskSetup<'a> {
 impl<'a> TaskSetup<'a> {
     /// A store for this task, its limits, its cancellation and its config.
     fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, Cancel, &'a Config) {
-        let state = TaskState::new(self.identity, self.grants, self.committed, &self.limits);
+        let state = TaskState::new(
+            self.identity,
+            self.grants,
+            self.committed,
+            &self.limits,
+            self.redactor,
+        );
         let store = sandbox.store(state, &self.limits);
         (store, self.limits, Cancel::new(self.stop), self.config)
     }
@@ -335,30 +381,12 @@ impl SourceInstance {
         .await
     }
 
-    /// Calls `stop` and drops the task resource; does nothing once a call was cancelled (the
-    /// store is dropped unused).
+    /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
-        if self.cancel.fired {
-            return Ok(());
-        }
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(
-            &mut self.store,
-            &self.limits,
-            &mut self.cancel,
-            "stop",
-            async |s| api.call_stop(s, task).await,
-        )
-        .await?;
-        guarded(
-            &mut self.store,
-            &self.limits,
-            &mut self.cancel,
-            "stop",
-            async |s| task.resource_drop_async(s).await,
-        )
-        .await
+        let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
+        stop_task(&mut self.store, &self.limits, &mut self.cancel, task, call_stop).await
     }
 }
 
@@ -428,29 +456,11 @@ impl SinkInstance {
         .await
     }
 
-    /// Calls `stop` and drops the task resource; does nothing once a call was cancelled (the
-    /// store is dropped unused).
+    /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
-        if self.cancel.fired {
-            return Ok(());
-        }
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(
-            &mut self.store,
-            &self.limits,
-            &mut self.cancel,
-            "stop",
-            async |s| api.call_stop(s, task).await,
-        )
-        .await?;
-        guarded(
-            &mut self.store,
-            &self.limits,
-            &mut self.cancel,
-            "stop",
-            async |s| task.resource_drop_async(s).await,
-        )
-        .await
+        let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
+        stop_task(&mut self.store, &self.limits, &mut self.cancel, task, call_stop).await
     }
 }

@@ -1,4 +1,7 @@
-//! Every limit a guest runs under, in one place.
+//! Every limit a guest runs under, in one place: the table [`LIMITS`], one row per limit
+//! (connector key, worker flag, unit, default, what happens when it is hit), which drives
+//! the parsing of connector keys and of the worker's flags, and which the README's limits
+//! table is checked against.
 //!
 //! [`Limits`] are per connector: the worker's values (its `--max-*` flags) are both the
 //! defaults and the ceilings, and a connector config may lower them with `limits.*` keys,
@@ -32,22 +35,18 @@ pub struct Limits {
     pub hostcall_fuel: usize,
     /// Most resource handles an instance holds at once (`limits.resources`).
     pub max_resources: usize,
+    /// Longest position a source record may carry (`limits.position.bytes`).
+    pub position_bytes: usize,
+    /// Most distinct partitions a source connector may keep positions for (`limits.partitions`).
+    pub partitions: usize,
+    /// Bytes a task may add to the files under its writable grants; 0 is unlimited
+    /// (`limits.disk.bytes`).
+    pub disk_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_bytes: 256 << 20,
-            cpu_per_call: Duration::from_secs(10),
-            cpu_percent: 100,
-            call_timeout: Duration::from_secs(30),
-            batch_records: 16384,
-            batch_bytes: 4 << 20,
-            records_per_second: 0,
-            max_tasks: 16,
-            hostcall_fuel: 16 << 20,
-            max_resources: 10_000,
-        }
+        WorkerLimits::default().connector
     }
 }
 
@@ -56,72 +55,20 @@ impl Limits {
     /// the config's `limits.*` keys. A value above the worker's is an error naming both.
     pub fn for_connector(&self, config: &Properties) -> Result<Limits, LimitError> {
         let mut limits = self.clone();
-        limits.memory_bytes = lowered(
-            config,
-            "limits.memory",
-            self.memory_bytes,
-            Unit::Size,
-            "--max-memory-mib",
-        )?;
-        let cpu_ms = lowered(
-            config,
-            "limits.cpu.ms",
-            millis(self.cpu_per_call),
-            Unit::Count,
-            "--max-cpu-ms",
-        )?;
-        limits.cpu_per_call = Duration::from_millis(cpu_ms as u64);
-        limits.cpu_percent = lowered(
-            config,
-            "limits.cpu.percent",
-            self.cpu_percent as usize,
-            Unit::Count,
-            "--max-cpu-percent",
-        )? as u32;
-        let timeout_ms = lowered(
-            config,
-            "limits.call.timeout.ms",
-            millis(self.call_timeout),
-            Unit::Count,
-            "--call-timeout-ms",
-        )?;
-        limits.call_timeout = Duration::from_millis(timeout_ms as u64);
-        limits.batch_records = lowered(
-            config,
-            "limits.poll.records",
-            self.batch_records as usize,
-            Unit::Count,
-            "--max-poll-records",
-        )? as u32;
-        limits.batch_bytes = lowered(
-            config,
-            "limits.poll.bytes",
-            self.batch_bytes as usize,
-            Unit::Size,
-            "--max-poll-bytes",
-        )? as u32;
-        limits.max_tasks = lowered(
-            config,
-            "limits.tasks",
-            self.max_tasks as usize,
-            Unit::Count,
-            "--max-tasks",
-        )? as u32;
-        limits.hostcall_fuel = lowered(
-            config,
-            "limits.hostcall.fuel",
-            self.hostcall_fuel,
-            Unit::Size,
-            "--max-hostcall-fuel",
-        )?;
-        limits.max_resources = lowered(
-            config,
-            "limits.resources",
-            self.max_resources,
-            Unit::Count,
-            "--max-resources",
-        )?;
-        limits.records_per_second = records_per_second(config, self.records_per_second)?;
+        let mut unused = WorkerFields {
+            topics: 0,
+            open_topic_files: 0,
+        };
+        for limit in LIMITS {
+            let (Some(key), Field::Connector { get, .. }) = (limit.key, &limit.field) else {
+                continue;
+            };
+            let Some(text) = config.get(key) else {
+                continue;
+            };
+            let value = limit.lowered(key, text, get(self))?;
+            limit.field.set(&mut limits, &mut unused, value);
+        }
         Ok(limits)
     }
 
@@ -156,16 +103,455 @@ pub struct WorkerLimits {
     pub max_instances: u32,
     /// How failed tasks are restarted.
     pub restart: RestartPolicy,
+    /// The worker-only rows of [`LIMITS`].
+    pub worker: WorkerFields,
+}
+
+/// The values of the worker-only rows of [`LIMITS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFields {
+    /// Most topics this worker stores (`--max-topics`).
+    pub topics: usize,
+    /// Most topic-log files open at once; idle ones are closed (`--max-open-topic-files`).
+    pub open_topic_files: usize,
+}
+
+impl Default for WorkerFields {
+    fn default() -> Self {
+        WorkerLimits::default().worker
+    }
 }
 
 impl Default for WorkerLimits {
     fn default() -> Self {
+        WorkerLimits::from_values(|limit| limit.default)
+    }
+}
+
+impl WorkerLimits {
+    /// Worker limits with the value `value_of` gives each row of [`LIMITS`] (in the row's
+    /// stored unit: bytes, milliseconds or a count).
+    pub fn from_values(value_of: impl Fn(&Limit) -> usize) -> WorkerLimits {
+        let mut limits = Limits {
+            memory_bytes: 0,
+            cpu_per_call: Duration::ZERO,
+            cpu_percent: 0,
+            call_timeout: Duration::ZERO,
+            batch_records: 0,
+            batch_bytes: 0,
+            records_per_second: 0,
+            max_tasks: 0,
+            hostcall_fuel: 0,
+            max_resources: 0,
+            position_bytes: 0,
+            partitions: 0,
+            disk_bytes: 0,
+        };
+        let mut worker = WorkerFields {
+            topics: 0,
+            open_topic_files: 0,
+        };
+        for limit in LIMITS {
+            limit.field.set(&mut limits, &mut worker, value_of(limit));
+        }
         WorkerLimits {
-            connector: Limits::default(),
+            connector: limits,
             max_instances: 256,
             restart: RestartPolicy::default(),
+            worker,
         }
     }
+}
+
+/// One row of the limits table.
+pub struct Limit {
+    /// The connector key that lowers it; None for a limit only the worker sets.
+    pub key: Option<&'static str>,
+    /// The worker flag, without `--`, that sets the default and ceiling.
+    pub flag: &'static str,
+    /// How the connector key is written; values are stored in its base unit.
+    pub unit: Unit,
+    /// How the flag is written.
+    pub flag_unit: Unit,
+    /// The worker default, in the stored unit.
+    pub default: usize,
+    /// 0 means unlimited (a connector may then set any positive value).
+    pub zero_is_unlimited: bool,
+    /// The largest value the flag accepts.
+    pub max: usize,
+    /// What it limits (the flag's `--help` line).
+    pub help: &'static str,
+    /// What happens when it is hit (the README table's last column).
+    pub hit: &'static str,
+    pub field: Field,
+}
+
+/// Where a row's value lives.
+pub enum Field {
+    Connector {
+        get: fn(&Limits) -> usize,
+        set: fn(&mut Limits, usize),
+    },
+    Worker {
+        set: fn(&mut WorkerFields, usize),
+    },
+}
+
+impl Field {
+    fn set(&self, limits: &mut Limits, worker: &mut WorkerFields, value: usize) {
+        match self {
+            Field::Connector { set, .. } => set(limits, value),
+            Field::Worker { set } => set(worker, value),
+        }
+    }
+}
+
+/// Every limit. Order is the README's and `--help`'s.
+pub const LIMITS: &[Limit] = &[
+    Limit {
+        key: Some("limits.memory"),
+        flag: "max-memory-mib",
+        unit: Unit::Size,
+        flag_unit: Unit::Mib,
+        default: 256 << 20,
+        zero_is_unlimited: false,
+        max: usize::MAX >> 20,
+        help: "Linear memory of one instance, in MiB",
+        hit: "`memory limit 64 MiB exceeded in poll`",
+        field: Field::Connector {
+            get: |l| l.memory_bytes,
+            set: |l, v| l.memory_bytes = v,
+        },
+    },
+    Limit {
+        key: Some("limits.cpu.ms"),
+        flag: "max-cpu-ms",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 10_000,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "CPU time one guest call may use, in ms, counted in 10 ms ticks",
+        hit: "`cpu budget 50 ms exceeded in poll` (counted in 10 ms epoch ticks while wasm runs)",
+        field: Field::Connector {
+            get: |l| millis(l.cpu_per_call),
+            set: |l, v| l.cpu_per_call = Duration::from_millis(v as u64),
+        },
+    },
+    Limit {
+        key: Some("limits.cpu.percent"),
+        flag: "max-cpu-percent",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 100,
+        zero_is_unlimited: false,
+        max: 100,
+        help: "Share of one core a connector's calls may use over time, in percent",
+        hit: "after each call the task pauses in proportion to the call's time, keeping it to this share of a core",
+        field: Field::Connector {
+            get: |l| l.cpu_percent as usize,
+            set: |l, v| l.cpu_percent = saturated(v),
+        },
+    },
+    Limit {
+        key: Some("limits.call.timeout.ms"),
+        flag: "call-timeout-ms",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 30_000,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Wall-clock limit of one guest call, in ms",
+        hit: "`poll did not return within 2000 ms` (every call: validate, start, poll, put, …)",
+        field: Field::Connector {
+            get: |l| millis(l.call_timeout),
+            set: |l, v| l.call_timeout = Duration::from_millis(v as u64),
+        },
+    },
+    Limit {
+        key: Some("limits.poll.records"),
+        flag: "max-poll-records",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 16_384,
+        zero_is_unlimited: false,
+        max: u32::MAX as usize,
+        help: "Records per poll or put",
+        hit: "`poll returned 400 records, more than the 100 asked for`",
+        field: Field::Connector {
+            get: |l| l.batch_records as usize,
+            set: |l, v| l.batch_records = saturated(v),
+        },
+    },
+    Limit {
+        key: Some("limits.poll.bytes"),
+        flag: "max-poll-bytes",
+        unit: Unit::Size,
+        flag_unit: Unit::Size,
+        default: 4 << 20,
+        zero_is_unlimited: false,
+        max: u32::MAX as usize,
+        help: "Bytes of records per poll or put, e.g. 4MiB",
+        hit: "a batch beyond twice this (+1 MiB) is refused",
+        field: Field::Connector {
+            get: |l| l.batch_bytes as usize,
+            set: |l, v| l.batch_bytes = saturated(v),
+        },
+    },
+    Limit {
+        key: Some("limits.records.per.second"),
+        flag: "max-records-per-second",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 0,
+        zero_is_unlimited: true,
+        max: u32::MAX as usize,
+        help: "Records a source may produce per second; 0 is unlimited",
+        hit: "the source is paced",
+        field: Field::Connector {
+            get: |l| l.records_per_second as usize,
+            set: |l, v| l.records_per_second = saturated(v),
+        },
+    },
+    Limit {
+        key: Some("limits.tasks"),
+        flag: "max-tasks",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 16,
+        zero_is_unlimited: false,
+        max: u32::MAX as usize,
+        help: "Tasks of one connector",
+        hit: "`tasks.max` above it is refused",
+        field: Field::Connector {
+            get: |l| l.max_tasks as usize,
+            set: |l, v| l.max_tasks = saturated(v),
+        },
+    },
+    Limit {
+        key: Some("limits.hostcall.fuel"),
+        flag: "max-hostcall-fuel",
+        unit: Unit::Size,
+        flag_unit: Unit::Size,
+        default: 16 << 20,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Bytes the host copies out of a guest in one call, e.g. 16MiB",
+        hit: "bytes the host copies out of the guest per call",
+        field: Field::Connector {
+            get: |l| l.hostcall_fuel,
+            set: |l, v| l.hostcall_fuel = v,
+        },
+    },
+    Limit {
+        key: Some("limits.resources"),
+        flag: "max-resources",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 10_000,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Resource handles one instance may hold",
+        hit: "resource handles per instance",
+        field: Field::Connector {
+            get: |l| l.max_resources,
+            set: |l, v| l.max_resources = v,
+        },
+    },
+    Limit {
+        key: Some("limits.position.bytes"),
+        flag: "max-position-bytes",
+        unit: Unit::Size,
+        flag_unit: Unit::Size,
+        default: 4 << 10,
+        zero_is_unlimited: false,
+        max: u16::MAX as usize,
+        help: "Longest position a source record may carry, e.g. 4KiB (at most 65535 bytes)",
+        hit: "`a record's position is 65000 bytes, more than limits.position.bytes 4 KiB`: the task fails",
+        field: Field::Connector {
+            get: |l| l.position_bytes,
+            set: |l, v| l.position_bytes = v,
+        },
+    },
+    Limit {
+        key: Some("limits.partitions"),
+        flag: "max-partitions",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 10_000,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Distinct partitions a source connector may keep positions for",
+        hit: "`the source has positions in 10000 partitions and a record names another; …`: the task fails",
+        field: Field::Connector {
+            get: |l| l.partitions,
+            set: |l, v| l.partitions = v,
+        },
+    },
+    Limit {
+        key: Some("limits.disk.bytes"),
+        flag: "max-disk-bytes",
+        unit: Unit::Size,
+        flag_unit: Unit::Size,
+        default: 0,
+        zero_is_unlimited: true,
+        max: usize::MAX,
+        help: "Bytes a task may add to the files under its writable grants, e.g. 10GiB; 0 is unlimited",
+        hit: "`disk budget 1 MiB exceeded in poll: …`: the task fails (measured at most every 50 ms while the guest runs, and after calls)",
+        field: Field::Connector {
+            get: |l| usize::try_from(l.disk_bytes).unwrap_or(usize::MAX),
+            set: |l, v| l.disk_bytes = v as u64,
+        },
+    },
+    Limit {
+        key: None,
+        flag: "max-topics",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 1_000,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Topics this worker stores; a source writing a new one beyond this fails",
+        hit: "`topic t would be topic 1001 of this worker, more than --max-topics 1000`: the task fails",
+        field: Field::Worker {
+            set: |w, v| w.topics = v,
+        },
+    },
+    Limit {
+        key: None,
+        flag: "max-open-topic-files",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 256,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Topic-log files open at once; the least recently used are closed and reopened on demand",
+        hit: "the least recently used topic file is closed (reopened when next used)",
+        field: Field::Worker {
+            set: |w, v| w.open_topic_files = v,
+        },
+    },
+];
+
+impl Limit {
+    /// The connector's value `text` for `key`, if it is a positive number that does not
+    /// exceed `ceiling` (any positive number when the ceiling is unlimited).
+    fn lowered(&self, key: &'static str, text: &str, ceiling: usize) -> Result<usize, LimitError> {
+        let value = self
+            .unit
+            .parse(text.trim())
+            .filter(|v| *v > 0)
+            .ok_or_else(|| LimitError {
+                key,
+                message: format!(
+                    "{key} must be a positive {}, not {text:?}",
+                    self.unit.name()
+                ),
+            })?;
+        let unlimited = self.zero_is_unlimited && ceiling == 0;
+        if !unlimited && value > ceiling {
+            let message = format!(
+                "{key} {} exceeds the worker ceiling {} (set by --{})",
+                text.trim(),
+                self.unit.show(ceiling),
+                self.flag
+            );
+            return Err(LimitError { key, message });
+        }
+        Ok(value)
+    }
+
+    /// Parses the flag's value into the stored unit.
+    pub fn parse_flag(&self, text: &str) -> Result<usize, String> {
+        let value = self.flag_unit.parse(text.trim()).ok_or_else(|| {
+            format!(
+                "--{} must be a {}, not {text:?}",
+                self.flag,
+                self.flag_unit.name()
+            )
+        })?;
+        let stored_max = self.flag_unit.to_stored(self.max);
+        if value > stored_max || (value == 0 && !self.zero_is_unlimited) {
+            return Err(format!(
+                "--{} must be between 1 and {}",
+                self.flag,
+                self.flag_unit.show_flag(stored_max)
+            ));
+        }
+        Ok(value)
+    }
+
+    /// The flag's default as written on the command line.
+    pub fn flag_default(&self) -> String {
+        self.flag_unit.show_flag(self.default)
+    }
+}
+
+/// How a limit's value is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// A plain number (of records, milliseconds, percent, …).
+    Count,
+    /// Bytes: `64MiB`, `512KiB` or a plain number.
+    Size,
+    /// A number of MiB (flags only); stored as bytes.
+    Mib,
+}
+
+impl Unit {
+    fn parse(self, text: &str) -> Option<usize> {
+        match self {
+            Unit::Count => text.parse().ok(),
+            Unit::Size => parse_size(text),
+            Unit::Mib => text.parse::<usize>().ok()?.checked_mul(1 << 20),
+        }
+    }
+
+    fn to_stored(self, value: usize) -> usize {
+        match self {
+            Unit::Mib => value.saturating_mul(1 << 20),
+            Unit::Count | Unit::Size => value,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Count => "number",
+            Unit::Size => "size such as 64MiB",
+            Unit::Mib => "number of MiB",
+        }
+    }
+
+    /// A stored value for messages.
+    fn show(self, value: usize) -> String {
+        match self {
+            Unit::Size | Unit::Mib if value != 0 && value.is_multiple_of(1 << 20) => {
+                format!("{} MiB", value >> 20)
+            }
+            Unit::Size | Unit::Mib if value != 0 && value.is_multiple_of(1 << 10) => {
+                format!("{} KiB", value >> 10)
+            }
+            Unit::Count | Unit::Size | Unit::Mib => value.to_string(),
+        }
+    }
+
+    /// A stored value as the flag is written.
+    fn show_flag(self, value: usize) -> String {
+        match self {
+            Unit::Mib => (value >> 20).to_string(),
+            Unit::Size => self.show(value).replace(' ', ""),
+            Unit::Count => value.to_string(),
+        }
+    }
+}
+
+/// Shows a byte count the way limit messages do (`4 KiB`, `64 MiB`, `1000`).
+pub fn show_size(bytes: usize) -> String {
+    Unit::Size.show(bytes)
+}
+
+fn saturated(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }
 
 /// Automatic restarts of failed tasks: exponential backoff, then quarantine.
@@ -201,85 +587,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 fn millis(duration: Duration) -> usize {
     duration.as_millis() as usize
-}
-
-/// The config's value for `key`, parsed, if it does not exceed `ceiling`; `ceiling` if unset.
-fn lowered(
-    config: &Properties,
-    key: &'static str,
-    ceiling: usize,
-    unit: Unit,
-    flag: &str,
-) -> Result<usize, LimitError> {
-    let Some(text) = config.get(key) else {
-        return Ok(ceiling);
-    };
-    let value = unit
-        .parse(text.trim())
-        .filter(|v| *v > 0)
-        .ok_or_else(|| LimitError {
-            key,
-            message: format!("{key} must be a positive {}, not {text:?}", unit.name()),
-        })?;
-    if value > ceiling {
-        let message = format!(
-            "{key} {text} exceeds the worker ceiling {} (set by {flag})",
-            unit.show(ceiling)
-        );
-        return Err(LimitError { key, message });
-    }
-    Ok(value)
-}
-
-/// How a limit's value is written.
-#[derive(Clone, Copy)]
-enum Unit {
-    Count,
-    Size,
-}
-
-impl Unit {
-    fn parse(self, text: &str) -> Option<usize> {
-        match self {
-            Unit::Count => text.parse().ok(),
-            Unit::Size => parse_size(text),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Unit::Count => "number",
-            Unit::Size => "size such as 64MiB",
-        }
-    }
-
-    fn show(self, value: usize) -> String {
-        match self {
-            Unit::Size if value.is_multiple_of(1 << 20) => format!("{} MiB", value >> 20),
-            Unit::Count | Unit::Size => value.to_string(),
-        }
-    }
-}
-
-fn records_per_second(config: &Properties, ceiling: u32) -> Result<u32, LimitError> {
-    const KEY: &str = "limits.records.per.second";
-    let Some(text) = config.get(KEY) else {
-        return Ok(ceiling);
-    };
-    let value = Unit::Count
-        .parse(text.trim())
-        .filter(|v| *v > 0 && *v <= u32::MAX as usize)
-        .ok_or_else(|| LimitError {
-            key: KEY,
-            message: format!("{KEY} must be a positive number, not {text:?}"),
-        })? as u32;
-    if ceiling != 0 && value > ceiling {
-        let message = format!(
-            "{KEY} {value} exceeds the worker ceiling {ceiling} (set by --max-records-per-second)"
-        );
-        return Err(LimitError { key: KEY, message });
-    }
-    Ok(value)
 }
 
 /// `64MiB`, `512KiB`, `1GiB`, `100B` or a plain number of bytes.
@@ -338,6 +645,70 @@ mod tests {
             error.message.contains("must be a positive number"),
             "{}",
             error.message
+        );
+    }
+
+    #[test]
+    fn zero_is_unlimited_only_where_the_row_says_so() {
+        let worker = Limits::default();
+        let paced = worker
+            .for_connector(&config(&[("limits.records.per.second", "500")]))
+            .unwrap();
+        assert_eq!(paced.records_per_second, 500);
+        let disk = worker
+            .for_connector(&config(&[("limits.disk.bytes", "1MiB")]))
+            .unwrap();
+        assert_eq!(disk.disk_bytes, 1 << 20);
+        let row = LIMITS.iter().find(|l| l.flag == "max-tasks").unwrap();
+        assert!(row.parse_flag("0").is_err());
+        let row = LIMITS
+            .iter()
+            .find(|l| l.flag == "max-position-bytes")
+            .unwrap();
+        assert!(row
+            .parse_flag("1MiB")
+            .unwrap_err()
+            .contains("between 1 and 65535"));
+        assert_eq!(row.parse_flag("4KiB"), Ok(4096));
+    }
+
+    /// Every row of the README's limits table is a row of [`LIMITS`] (key, flag, default
+    /// and what happens), in the same order, and every row of [`LIMITS`] is in the README.
+    #[test]
+    fn the_readme_limits_table_matches_the_limits_table() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<(String, String, String)> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `limits.") || line.starts_with("| — | `--"))
+            .map(|line| {
+                let cells: Vec<&str> = line.splitn(3, " | ").collect();
+                let cell = |i: usize| cells.get(i).copied().unwrap_or_default();
+                (
+                    cell(0).trim_start_matches("| ").to_string(),
+                    cell(1).to_string(),
+                    cell(2).trim_end_matches(" |").to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = LIMITS
+            .iter()
+            .map(|limit| {
+                let key = limit.key.map_or("—".to_string(), |k| format!("`{k}`"));
+                let default = if limit.zero_is_unlimited && limit.default == 0 {
+                    "0 = unlimited".to_string()
+                } else {
+                    limit.flag_default()
+                };
+                (
+                    key,
+                    format!("`--{}` ({default})", limit.flag),
+                    limit.hit.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows, expected,
+            "README.md's limits table differs from LIMITS"
         );
     }
 

@@ -4,14 +4,17 @@
 //!
 //! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach,
-//! `output` the guest's stdout/stderr, `instance` the typed calls into a connector (each
+//! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages,
+//! `disk` the disk budget, `instance` the typed calls into a connector (each
 //! armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
 mod capabilities;
+mod disk;
 mod instance;
 mod limits;
 mod output;
+mod redact;
 mod state;
 
 use std::time::Duration;
@@ -22,12 +25,15 @@ use wasmtime::{
 };
 
 pub use bindings::types;
-pub use capabilities::{resolve_network_allow, Capabilities, DirGrant, Grants, NETWORK_ALLOW_KEY};
+pub use capabilities::{
+    resolve_network_allow, Capabilities, DirGrant, Grants, HostDirKind, NETWORK_ALLOW_KEY,
+};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
-    parse_size, LimitError, Limits, RestartPolicy, WorkerLimits, EPOCH_TICK, MAX_BACKOFF,
-    STOP_GRACE,
+    parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
+    WorkerLimits, EPOCH_TICK, LIMITS, MAX_BACKOFF, STOP_GRACE,
 };
+pub use redact::Redactor;
 pub use state::{Identity, TaskState};
 
 use bindings::source_world::SourceConnector;
@@ -44,6 +50,12 @@ pub enum GuestFailure {
     },
     #[error("memory limit {} MiB exceeded in {call}", limit >> 20)]
     Memory { call: &'static str, limit: usize },
+    #[error("disk budget {} exceeded in {call}: the task added {} under its writable grants; raise limits.disk.bytes (ceiling --max-disk-bytes)", show_size(*budget as usize), show_size(*added as usize))]
+    Disk {
+        call: &'static str,
+        budget: u64,
+        added: u64,
+    },
     #[error("guest panicked: {message}")]
     Panic { call: &'static str, message: String },
     #[error("guest trapped in {call}: {reason}")]
@@ -114,6 +126,10 @@ impl Sandbox {
         // starves another, and spends one tick of its call's CPU budget.
         store.epoch_deadline_callback(|mut context| {
             let state = context.data_mut();
+            if let Some(added) = state.disk.as_mut().and_then(|disk| disk.over_budget(false)) {
+                state.disk_exceeded = Some(added);
+                return Ok(UpdateDeadline::Interrupt);
+            }
             if state.cpu_ticks_left == 0 {
                 state.cpu_exhausted = true;
                 return Ok(UpdateDeadline::Interrupt);

@@ -1,5 +1,6 @@
 //! A guest's stdout and stderr: forwarded to the host log line by line, tagged with the
-//! connector and task, rate-limited; the end of stderr is kept to explain a panic.
+//! connector and task, rate-limited; the end of stderr is kept to explain a panic. Also the
+//! rate limit and escaping that the `log` host call shares ([`LineRate`], [`escape_line`]).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use super::redact::Redactor;
 
 /// Lines logged per stream per [`RATE_WINDOW`]; the rest are counted and reported.
 const LINES_PER_WINDOW: u32 = 100;
@@ -28,21 +31,75 @@ struct OutputState {
     stream: &'static str,
     line: Vec<u8>,
     tail: Vec<u8>,
+    rate: LineRate,
+    /// Shows resolved secrets as their references.
+    redactor: Redactor,
+}
+
+/// At most [`LINES_PER_WINDOW`] lines per [`RATE_WINDOW`] for one stream of one task; the
+/// lines beyond are counted and reported in one WARN line when the next window starts.
+pub(super) struct LineRate {
     window_start: Instant,
     logged: u32,
     dropped: u64,
 }
 
+impl LineRate {
+    pub(super) fn new() -> Self {
+        LineRate {
+            window_start: Instant::now(),
+            logged: 0,
+            dropped: 0,
+        }
+    }
+
+    /// True when one more line of `stream` may be logged now.
+    pub(super) fn admit(&mut self, task: &dyn std::fmt::Display, stream: &str) -> bool {
+        if self.window_start.elapsed() >= RATE_WINDOW {
+            if self.dropped > 0 {
+                tracing::warn!(task = %task, stream, "dropped {} guest lines (rate limit: {LINES_PER_WINDOW} per second)", self.dropped);
+            }
+            self.window_start = Instant::now();
+            self.logged = 0;
+            self.dropped = 0;
+        }
+        if self.logged >= LINES_PER_WINDOW {
+            self.dropped += 1;
+            return false;
+        }
+        self.logged += 1;
+        true
+    }
+}
+
+/// A guest's line made safe for the log: cut after [`MAX_LINE`] bytes, control characters
+/// escaped (`\n`, `\u{1b}`, …) so it cannot forge log lines or terminal sequences.
+pub(super) fn escape_line(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(MAX_LINE)];
+    let text = String::from_utf8_lossy(cut);
+    let mut line = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    if cut.len() < bytes.len() {
+        line.push_str(" [cut]");
+    }
+    line
+}
+
 impl GuestOutput {
-    pub fn new(task: String, stream: &'static str) -> Self {
+    pub fn new(task: String, stream: &'static str, redactor: Redactor) -> Self {
         let state = OutputState {
             task,
             stream,
             line: Vec::new(),
             tail: Vec::new(),
-            window_start: Instant::now(),
-            logged: 0,
-            dropped: 0,
+            rate: LineRate::new(),
+            redactor,
         };
         GuestOutput {
             inner: Arc::new(Mutex::new(state)),
@@ -80,22 +137,14 @@ impl OutputState {
     }
 
     fn emit_line(&mut self) {
-        let line = String::from_utf8_lossy(&self.line).replace(|c: char| c.is_control(), " ");
+        let admitted = self.rate.admit(&self.task, self.stream);
+        if admitted {
+            // Redacted before it is cut, so no cut can leave part of a secret behind.
+            let line = String::from_utf8_lossy(&self.line);
+            let line = escape_line(self.redactor.redact(&line).as_bytes());
+            tracing::info!(task = %self.task, stream = self.stream, "guest: {line}");
+        }
         self.line.clear();
-        if self.window_start.elapsed() >= RATE_WINDOW {
-            if self.dropped > 0 {
-                tracing::warn!(task = %self.task, stream = self.stream, "dropped {} guest output lines (rate limit)", self.dropped);
-            }
-            self.window_start = Instant::now();
-            self.logged = 0;
-            self.dropped = 0;
-        }
-        if self.logged >= LINES_PER_WINDOW {
-            self.dropped += 1;
-            return;
-        }
-        self.logged += 1;
-        tracing::info!(task = %self.task, stream = self.stream, "guest: {line}");
     }
 }
 
@@ -135,15 +184,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn control_characters_are_escaped_and_long_lines_cut() {
+        assert_eq!(escape_line(b"a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        let long = escape_line(&[b'x'; MAX_LINE + 10]);
+        assert!(long.ends_with(" [cut]") && long.len() == MAX_LINE + 6);
+    }
+
+    #[test]
+    fn lines_beyond_the_rate_are_dropped() {
+        let mut rate = LineRate::new();
+        let admitted = (0..LINES_PER_WINDOW + 50)
+            .filter(|_| rate.admit(&"c/0", "log"))
+            .count();
+        assert_eq!(admitted, LINES_PER_WINDOW as usize);
+        assert_eq!(rate.dropped, 50);
+    }
+
+    #[test]
     fn a_rust_panic_message_is_found_in_stderr() {
-        let stderr = GuestOutput::new("c/0".into(), "stderr");
+        let stderr = GuestOutput::new("c/0".into(), "stderr", Redactor::default());
         stderr.write(b"\nthread '<unnamed>' panicked at src/lib.rs:12:5:\nhostile panic for testing\nnote: run with RUST_BACKTRACE=1\n");
         assert_eq!(
             stderr.panic_message().as_deref(),
             Some("hostile panic for testing (at src/lib.rs:12:5)")
         );
         assert_eq!(
-            GuestOutput::new("c/0".into(), "stderr").panic_message(),
+            GuestOutput::new("c/0".into(), "stderr", Redactor::default()).panic_message(),
             None
         );
     }

@@ -9,7 +9,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
 use super::capabilities::Grants;
-use super::output::GuestOutput;
+use super::disk::DiskMeter;
+use super::output::{escape_line, GuestOutput, LineRate};
+use super::redact::Redactor;
 use super::Limits;
 
 /// Which connector and task an instance serves.
@@ -41,6 +43,14 @@ pub struct TaskState {
     /// Set when the current call ran out of CPU budget.
     pub(super) cpu_exhausted: bool,
     pub(super) stderr: GuestOutput,
+    /// Shows resolved secrets in `log` messages as their references.
+    redactor: Redactor,
+    /// Rate limit of the `log` host call.
+    log_rate: LineRate,
+    /// Measures what the task writes through its writable grants (with `limits.disk.bytes`).
+    pub(super) disk: Option<DiskMeter>,
+    /// Set when the current call went over the disk budget.
+    pub(super) disk_exceeded: Option<u64>,
 }
 
 impl TaskState {
@@ -51,17 +61,18 @@ impl TaskState {
         grants: &Grants,
         committed: BTreeMap<String, String>,
         limits: &Limits,
+        redactor: Redactor,
     ) -> Self {
         let task = identity.to_string();
-        let stderr = GuestOutput::new(task.clone(), "stderr");
+        let stderr = GuestOutput::new(task.clone(), "stderr", redactor.clone());
         let mut wasi = WasiCtxBuilder::new();
         // Granted files are read and written on the task's own thread instead of a
         // `spawn_blocking` round trip per 4 KiB chunk (wasmtime#7973): several times faster
         // for file connectors. Must precede `preopened_dir`, which captures the setting.
         wasi.allow_blocking_current_thread(true);
-        wasi.stdout(GuestOutput::new(task.clone(), "stdout"))
+        wasi.stdout(GuestOutput::new(task.clone(), "stdout", redactor.clone()))
             .stderr(stderr.clone());
-        grants.apply(&mut wasi, &task);
+        grants.apply(&mut wasi, &task, &redactor);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
         TaskState {
@@ -76,6 +87,10 @@ impl TaskState {
             cpu_ticks_left: limits.cpu_ticks(),
             cpu_exhausted: false,
             stderr,
+            redactor,
+            log_rate: LineRate::new(),
+            disk: DiskMeter::new(grants, limits.disk_bytes),
+            disk_exceeded: None,
         }
     }
 
@@ -145,6 +160,11 @@ impl types::Host for TaskState {}
 impl host::Host for TaskState {
     fn log(&mut self, level: LogLevel, message: String) {
         let task = &self.identity;
+        if !self.log_rate.admit(task, "log") {
+            return;
+        }
+        // Redacted before it is cut, so no cut can leave part of a secret behind.
+        let message = escape_line(self.redactor.redact(&message).as_bytes());
         match level {
             LogLevel::Trace => tracing::trace!(%task, "{message}"),
             LogLevel::Debug => tracing::debug!(%task, "{message}"),

@@ -1,7 +1,7 @@
 //! One topic as an append-only log file with a CRC per batch and one `fdatasync` per append.
 //!
 //! A hand-written log because it is the hot path: redb reaches ~0.8 M durable appends/s of
-//! 100 B here, a plain file ~3.5 M/s (see `shared/reference/notes/engine.md`).
+//! 100 B here, a plain file ~3.5 M/s (measured on the project's 2-core build machine).
 //!
 //! File layout, one batch after another (integers little-endian):
 //! ```text
@@ -17,11 +17,13 @@
 //! On open, the file is scanned; a torn or corrupt tail (a crash mid-append) is cut off.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::open_files::{FileSlot, OpenFiles};
 
 use tokio::sync::watch;
 
@@ -79,7 +81,8 @@ pub struct Producer<'a> {
 
 pub struct TopicLog {
     path: PathBuf,
-    file: File,
+    /// The file, opened on demand: idle logs are closed under `--max-open-topic-files`.
+    file: Arc<FileSlot>,
     /// Serialises appends; holds the file length.
     writer: Mutex<u64>,
     index: RwLock<Vec<BatchIndex>>,
@@ -89,13 +92,11 @@ pub struct TopicLog {
 }
 
 impl TopicLog {
-    /// Opens or creates the log at `path`, recovering from a torn tail.
-    pub fn open(path: &Path) -> io::Result<TopicLog> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
+    /// Opens or creates the log at `path`, recovering from a torn tail; its file counts
+    /// against `files`.
+    pub fn open(path: &Path, files: &Arc<OpenFiles>) -> io::Result<TopicLog> {
+        let slot = FileSlot::open(path, files)?;
+        let file = slot.get()?;
         let scan = scan(&file)?;
         if scan.valid_len < file.metadata()?.len() {
             tracing::warn!(path = %path.display(), kept = scan.valid_len, "cutting a torn or corrupt tail off a topic log");
@@ -108,7 +109,7 @@ impl TopicLog {
             .map_or(0, |b| b.first_offset + u64::from(b.count));
         Ok(TopicLog {
             path: path.to_path_buf(),
-            file,
+            file: slot,
             writer: Mutex::new(scan.valid_len),
             index: RwLock::new(scan.index),
             producers: Mutex::new(scan.producers),
@@ -143,12 +144,10 @@ impl TopicLog {
         let crc = crc32fast::hash(&batch[8..]);
         batch[4..8].copy_from_slice(&crc.to_le_bytes());
 
-        if let Err(e) = (&self.file)
-            .write_all(&batch)
-            .and_then(|_| self.file.sync_data())
-        {
+        let file = self.file.get()?;
+        if let Err(e) = (&*file).write_all(&batch).and_then(|_| file.sync_data()) {
             // Leave no partial batch behind for the next append to build on.
-            let _ = self.file.set_len(*file_len);
+            let _ = file.set_len(*file_len);
             return Err(e);
         }
         *file_len += batch.len() as u64;
@@ -194,6 +193,10 @@ impl TopicLog {
             count: 0,
             frames: Vec::new(),
         };
+        if batches.is_empty() {
+            return Ok(out);
+        }
+        let file = self.file.get()?;
         for batch in batches {
             let skip = from.saturating_sub(batch.first_offset) as u32;
             let room = max_records - out.count;
@@ -204,8 +207,7 @@ impl TopicLog {
             }
             let at = out.frames.len();
             out.frames.resize(at + batch.frames_len as usize, 0);
-            self.file
-                .read_exact_at(&mut out.frames[at..], batch.frames_at)?;
+            file.read_exact_at(&mut out.frames[at..], batch.frames_at)?;
             let (start, end, taken) = frame_range(&out.frames[at..], skip, room)
                 .ok_or_else(|| corrupt(&self.path, batch.first_offset))?;
             out.frames.truncate(at + end);
@@ -409,6 +411,7 @@ fn corrupt(path: &Path, first_offset: u64) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
 
     fn frames(values: &[&str]) -> (u32, Vec<u8>) {
@@ -441,7 +444,7 @@ mod tests {
     #[test]
     fn reads_from_any_offset_across_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let log = TopicLog::open(&dir.path().join("t.log")).unwrap();
+        let log = TopicLog::open(&dir.path().join("t.log"), &OpenFiles::new(4)).unwrap();
         let (n, f) = frames(&["a", "b", "c"]);
         assert_eq!(log.append(n, &f, &NO_PRODUCER).unwrap(), 0);
         let (n, f) = frames(&["d", "e"]);
@@ -469,7 +472,7 @@ mod tests {
         ];
         let second = [("/a".to_string(), "12".to_string())];
         {
-            let log = TopicLog::open(&path).unwrap();
+            let log = TopicLog::open(&path, &OpenFiles::new(4)).unwrap();
             let (n, f) = frames(&["x", "y"]);
             log.append(
                 n,
@@ -502,7 +505,7 @@ mod tests {
             )
             .unwrap();
         }
-        let log = TopicLog::open(&path).unwrap();
+        let log = TopicLog::open(&path, &OpenFiles::new(4)).unwrap();
         assert_eq!(log.end_offset(), 6);
         let expected = ProducerCheckpoint {
             sequence: 8,
@@ -520,7 +523,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.log");
         {
-            let log = TopicLog::open(&path).unwrap();
+            let log = TopicLog::open(&path, &OpenFiles::new(4)).unwrap();
             let (n, f) = frames(&["keep"]);
             log.append(n, &f, &NO_PRODUCER).unwrap();
             let (n, f) = frames(&["torn"]);
@@ -533,7 +536,7 @@ mod tests {
             .unwrap()
             .set_len(full - 3)
             .unwrap();
-        let log = TopicLog::open(&path).unwrap();
+        let log = TopicLog::open(&path, &OpenFiles::new(4)).unwrap();
         assert_eq!(log.end_offset(), 1);
         let (n, f) = frames(&["next"]);
         assert_eq!(log.append(n, &f, &NO_PRODUCER).unwrap(), 1);
@@ -545,7 +548,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.log");
         {
-            let log = TopicLog::open(&path).unwrap();
+            let log = TopicLog::open(&path, &OpenFiles::new(4)).unwrap();
             let (n, f) = frames(&["one"]);
             log.append(n, &f, &NO_PRODUCER).unwrap();
         }
@@ -553,6 +556,11 @@ mod tests {
         let last = bytes.len() - 8;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(TopicLog::open(&path).unwrap().end_offset(), 0);
+        assert_eq!(
+            TopicLog::open(&path, &OpenFiles::new(4))
+                .unwrap()
+                .end_offset(),
+            0
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! (held only to read or swap entries) and each connector's [`change::Change`] (held across
 //! one state change, store write included). Stopping a task never waits for it.
 
+pub mod batch;
+pub mod keys;
 mod change;
 mod lifecycle;
 mod offsets;
@@ -24,6 +26,7 @@ use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::Config;
 use crate::sandbox::{Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
+use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, TaskState};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
@@ -34,10 +37,6 @@ use change::Slots;
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";
 /// Key naming the plugin on each task config.
 pub const TASK_CLASS: &str = "task-class";
-/// The keys that may name the connector's plugin.
-const CLASS_KEYS: [&str; 2] = ["connector-class", "connector.class"];
-/// The keys that may set the number of tasks.
-const MAX_TASK_KEYS: [&str; 3] = ["max-task", "max-tasks", "tasks.max"];
 
 /// What a create or update did.
 #[derive(Debug, PartialEq, Eq)]
@@ -434,13 +433,16 @@ impl Worker {
         self.plugins.find(class)
     }
 
-    /// Host-side checks, then the connector's own validation and task split.
+    /// Host-side checks, then the connector's own validation and task split. The task
+    /// configs the plugin returns are guest output: their path-typed values must be paths
+    /// `config` names (else the create fails naming the key), and their host-interpreted
+    /// keys are taken from `config` ([`keys`]).
     async fn check_config(
         &self,
         name: &str,
         plugin: &Plugin,
         config: &Properties,
-    ) -> Result<Vec<Config>, PutError> {
+    ) -> Result<Vec<Properties>, PutError> {
         let identity = Identity {
             connector: name.to_string(),
             task: None,
@@ -469,7 +471,16 @@ impl Worker {
                 "task-configs returned {n} task configs; expected 1 to {max_tasks}"
             )));
         }
-        Ok(tasks)
+        let defs = &plugin.descriptor.config_defs;
+        tasks
+            .into_iter()
+            .map(|task| {
+                let task: Properties = task.into_iter().collect();
+                keys::check_paths(defs, config, &task)
+                    .map_err(|e| PutError::Invalid(e.to_string()))?;
+                Ok(keys::with_user_host_keys(config, task))
+            })
+            .collect()
     }
 
     /// Every problem with `config` for `plugin`, per key, without storing anything: missing
@@ -533,7 +544,8 @@ impl Worker {
     }
 
     /// Path-typed values written as paths (not `${…}` references, checked when a task starts)
-    /// must lie under the `--allow-path` roots.
+    /// must lie under the `--allow-path` roots and away from the host's own dirs; a list
+    /// value is checked entry by entry.
     fn path_errors(&self, plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
         let capabilities = self.sandbox.capabilities();
         plugin
@@ -542,10 +554,11 @@ impl Worker {
             .iter()
             .filter(|def| def.path.is_some())
             .filter_map(|def| Some((def, config.get(&def.name)?)))
-            .filter(|(_, value)| !value.starts_with("${"))
-            .filter_map(|(def, value)| {
-                let path = std::path::absolute(value).unwrap_or_else(|_| value.into());
-                let message = capabilities.check_path(&path).err()?;
+            .filter(|(_, value)| !secrets::is_reference(value))
+            .flat_map(|(def, value)| keys::entries(value).map(move |entry| (def, entry)))
+            .filter_map(|(def, entry)| {
+                let path = std::path::absolute(entry).unwrap_or_else(|_| entry.into());
+                let message = capabilities.check_path(&def.name, &path).err()?;
                 Some(KeyError {
                     key: def.name.clone(),
                     message,
@@ -641,7 +654,8 @@ impl Worker {
                         task: Some(i as u32),
                     },
                     plugin: plugin.clone(),
-                    config: config.clone(),
+                    config: keys::with_user_host_keys(&stored.config, config.clone()),
+                    user_config: stored.config.clone(),
                     limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
                     storage: self.storage.clone(),
@@ -649,6 +663,7 @@ impl Worker {
                     status,
                     stop,
                     paused: paused.subscribe(),
+                    redactor: Default::default(),
                 };
                 let run: TaskRun = if is_source { run_source } else { run_sink };
                 let handle =
@@ -726,12 +741,13 @@ fn same_config(stored: &Properties, new: &Properties) -> bool {
 
 /// The topic names a config gives must be usable as topic log names.
 fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
-    let keys: &[&str] = if plugin.is_source() {
-        &["topic"]
+    let topic_keys: &[&str] = if plugin.is_source() {
+        &[keys::SOURCE_TOPIC]
     } else {
-        &["topicNames", "topics"]
+        &keys::SINK_TOPICS
     };
-    keys.iter()
+    topic_keys
+        .iter()
         .filter_map(|key| Some((*key, config.get(*key)?)))
         .flat_map(|(key, value)| value.split(',').map(move |topic| (key, topic.trim())))
         .filter(|(_, topic)| !topic.is_empty())

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::change::Change;
-use super::{source, Worker};
+use super::{keys, source, Worker};
 use crate::storage::{Producer, TargetState};
 
 /// A connector's committed offsets.
@@ -178,10 +178,8 @@ impl Worker {
             .get(name)
             .map(|c| c.stored.config.clone())
             .unwrap_or_default();
-        let names = config
-            .get("topicNames")
-            .or_else(|| config.get("topics"))
-            .cloned()
+        let names = keys::first_of(&config, &keys::SINK_TOPICS)
+            .map(|(_, names)| names.to_string())
             .unwrap_or_default();
         Ok(names
             .split(',')

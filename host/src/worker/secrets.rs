@@ -1,6 +1,7 @@
 //! Secrets in connector configs: which keys are masked in every API answer, and how
 //! `${env:NAME}` / `${file:/path:key}` references are resolved when a task starts (they are
-//! stored and shown as written, never resolved).
+//! stored and shown as written, never resolved). Only references the user wrote are resolved
+//! (see `keys`); an error while resolving names the reference, never a value.
 
 use crate::plugins::Plugin;
 use crate::storage::Properties;
@@ -41,13 +42,19 @@ pub fn mask(config: &Properties, plugin: Option<&Plugin>) -> Properties {
         .collect()
 }
 
+/// True when `value` is written as a whole-value reference, `${…}`.
+pub fn is_reference(value: &str) -> bool {
+    value.starts_with("${") && value.ends_with('}')
+}
+
 /// Resolves a whole-value reference: `${env:NAME}` (an environment variable of the host) or
 /// `${file:/path:key}` (the `key=value` line `key` of a properties file). Other values are
 /// returned unchanged.
 pub fn resolve(value: &str) -> Result<String, String> {
-    let Some(reference) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+    if !is_reference(value) {
         return Ok(value.to_string());
-    };
+    }
+    let reference = &value[2..value.len() - 1];
     if let Some(name) = reference.strip_prefix("env:") {
         return std::env::var(name).map_err(|_| {
             format!("config reference ${{env:{name}}}: the host has no such environment variable")

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::keys;
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::cluster::plane::TopicReader;
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
@@ -214,11 +215,8 @@ async fn subscribe(
     ctx: &TaskContext,
     offsets: &std::collections::BTreeMap<String, u64>,
 ) -> Result<Vec<Subscription>, String> {
-    let names = ctx
-        .config
-        .get("topicNames")
-        .or_else(|| ctx.config.get("topics"))
-        .cloned()
+    let names = keys::first_of(&ctx.config, &keys::SINK_TOPICS)
+        .map(|(_, names)| names.to_string())
         .unwrap_or_default();
     let mut subscriptions = Vec::new();
     for topic in names.split(',').map(str::trim).filter(|t| !t.is_empty()) {

@@ -7,10 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasm_connect_sdk::{BatchReader, BatchWriter};
+use wasm_connect_sdk::{BatchWriter, RecordRef};
 
+use super::batch::{BatchChecks, Partitions, TopicPolicy};
+use super::keys;
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
@@ -35,27 +38,43 @@ pub async fn run(ctx: &mut TaskContext) {
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
     let sandbox = ctx.sandbox.clone();
+    let partitions = Partitions::new(committed.keys().cloned());
     let started = ctx
         .start_guest(committed, async |setup| {
             SourceInstance::start(&sandbox, &pre, setup).await
         })
         .await;
     if let Some(instance) = started {
-        drive(ctx, instance, sequence).await;
+        drive(ctx, instance, sequence, partitions).await;
     }
 }
 
 /// The source loop over a started task: poll, store, commit, until stopped or failed.
-/// `sequence` numbers this producer's batches (from [`resume_point`]).
+/// `sequence` numbers this producer's batches (from [`resume_point`]); `partitions` are
+/// those its committed positions name.
 ///
 /// While one batch is being stored (append + fdatasync on a blocking thread) the next one
 /// is polled, so guest work overlaps disk work; batches are still stored and committed in
 /// order, and a batch's positions reach the guest only once it is durable.
-pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequence: u64) {
+pub async fn drive(
+    ctx: &mut TaskContext,
+    mut task: impl SourceCalls,
+    mut sequence: u64,
+    partitions: Partitions,
+) {
+    let topics = match TopicPolicy::from_config(&ctx.config) {
+        Ok(topics) => Arc::new(topics),
+        Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
+    };
     ctx.set(TaskStatus::Running);
     let producer = ctx.identity.to_string();
-    let default_topic = ctx.config.get("topic").cloned().unwrap_or_default();
+    let default_topic = ctx
+        .config
+        .get(keys::SOURCE_TOPIC)
+        .cloned()
+        .unwrap_or_default();
     let limits = ctx.limits.clone();
+    let partitions = Arc::new(Mutex::new(partitions));
     let mut idle = Duration::from_millis(1);
     let mut storing: Option<Storing> = None;
     let mut last_durable = Instant::now();
@@ -88,7 +107,8 @@ pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequen
         if let Err(reason) = finish(&mut task, storing.take()).await {
             break Err(reason);
         }
-        if batch.count == 0 {
+        // A count of 0 with bytes is checked (and refused) like any other batch.
+        if batch.count == 0 && batch.frames.is_empty() {
             ctx.pause(idle).await;
             idle = (idle * 2).min(MAX_IDLE_PAUSE);
             continue;
@@ -104,13 +124,14 @@ pub async fn drive(ctx: &mut TaskContext, mut task: impl SourceCalls, mut sequen
             default_topic: &default_topic,
             durable,
         };
+        let checks = BatchChecks {
+            max_records: poll_records,
+            limits: limits.clone(),
+            topics: topics.clone(),
+            partitions: partitions.clone(),
+        };
         let count = batch.count;
-        storing = Some(spawn_store(
-            ctx,
-            target,
-            batch,
-            (poll_records, limits.batch_bytes),
-        ));
+        storing = Some(spawn_store(ctx, target, batch, checks));
         sequence += 1;
         if let Some(wait) = pacer.after(count) {
             ctx.pause(wait).await;
@@ -288,32 +309,13 @@ pub fn committed_positions(
     Ok(positions)
 }
 
-/// A polled batch must stay within what was asked for.
-fn check_size(batch: &RecordBatch, max_records: u32, max_bytes: u32) -> Result<(), String> {
-    if batch.count > max_records {
-        return Err(format!(
-            "poll returned {} records, more than the {max_records} asked for",
-            batch.count
-        ));
-    }
-    // One record may exceed the byte budget on its own; a batch may not go far beyond it.
-    let tolerated = 2 * max_bytes as usize + (1 << 20);
-    if batch.frames.len() > tolerated {
-        return Err(format!(
-            "poll returned {} bytes of records, more than the {tolerated} tolerated",
-            batch.frames.len()
-        ));
-    }
-    Ok(())
-}
-
 /// Checks a polled batch, appends it to its topics and commits its positions, on a
 /// blocking thread; in cluster mode publishes it to the topic streams instead.
 fn spawn_store(
     ctx: &TaskContext,
     target: Target<'_>,
     batch: RecordBatch,
-    (max_records, max_bytes): (u32, u32),
+    checks: BatchChecks,
 ) -> Storing {
     let storage = ctx.storage.clone();
     let connector = ctx.identity.connector.clone();
@@ -323,22 +325,22 @@ fn spawn_store(
     );
     if let Some(cluster) = ctx.cluster.clone() {
         return tokio::spawn(async move {
-            check_size(&batch, max_records, max_bytes)?;
             cluster
-                .publish_batch(&connector, &batch, &default_topic)
+                .publish_batch(&connector, &batch, &default_topic, &checks)
                 .await
         });
     }
     let (sequence, durable) = (target.sequence, target.durable);
     tokio::task::spawn_blocking(move || {
-        check_size(&batch, max_records, max_bytes)?;
-        let (groups, positions) = route(&batch, &default_topic)?;
+        let (groups, positions) = route(&batch, &default_topic, &checks)?;
+        // Every topic first: a topic over the worker's cap fails the batch before any of it
+        // is appended.
+        let logs = groups
+            .iter()
+            .map(|(topic, _)| storage.topics.get(topic).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, String>>()?;
         let last = groups.len().saturating_sub(1);
-        for (i, (topic, records)) in groups.iter().enumerate() {
-            let log = storage
-                .topics
-                .get(topic)
-                .map_err(|e| format!("topic {topic}: {e}"))?;
+        for (i, ((topic, records), log)) in groups.iter().zip(&logs).enumerate() {
             // Positions ride with the last append only: a crash before it loses no record.
             let checkpoint: &[(String, String)] = if i == last { &positions } else { &[] };
             let producer = Producer {
@@ -367,45 +369,26 @@ fn spawn_store(
 /// position of each partition.
 type Routed = (Vec<(String, BatchWriter)>, Vec<(String, String)>);
 
-fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
+fn route(batch: &RecordBatch, default_topic: &str, checks: &BatchChecks) -> Result<Routed, String> {
     let mut groups: Vec<(String, BatchWriter)> = Vec::new();
-    // Borrowed from the batch while reading; copied once at the end, not per record.
-    let mut positions: Vec<(&str, &str)> = Vec::new();
-    let mut count = 0u32;
     let now = now_millis();
-    for record in BatchReader::new(&batch.frames) {
-        let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
-        count += 1;
-        let topic = record_topic(&record, default_topic)?;
-        let group = match groups.iter_mut().position(|(t, _)| t == topic) {
-            Some(i) => &mut groups[i].1,
+    let positions = checks.check(batch, default_topic, |record, topic| {
+        let group = match groups.iter().position(|(t, _)| t == topic) {
+            Some(i) => i,
             None => {
                 groups.push((
                     topic.to_string(),
                     BatchWriter::with_capacity(batch.frames.len()),
                 ));
-                &mut groups.last_mut().expect("just pushed").1
+                groups.len() - 1
             }
         };
-        let timestamp = if record.timestamp == 0 {
-            now
-        } else {
-            record.timestamp
-        };
-        group.push_content(record.content, timestamp);
-        if !record.partition.is_empty() {
-            match positions.iter_mut().find(|(p, _)| *p == record.partition) {
-                Some(entry) => entry.1 = record.position,
-                None => positions.push((record.partition, record.position)),
-            }
-        }
-    }
-    if count != batch.count {
-        return Err(format!(
-            "poll declared {} records but returned {count}",
-            batch.count
-        ));
-    }
+        groups[group]
+            .1
+            .push_content(record.content, record_timestamp(&record, now));
+        Ok(())
+    })?;
+    // Borrowed from the batch while checking; copied once here, not per record.
     let positions = positions
         .into_iter()
         .map(|(p, pos)| (p.to_string(), pos.to_string()))
@@ -413,20 +396,13 @@ fn route(batch: &RecordBatch, default_topic: &str) -> Result<Routed, String> {
     Ok((groups, positions))
 }
 
-/// The topic a polled record goes to: its own, else the task config's `topic`.
-pub(crate) fn record_topic<'a>(
-    record: &wasm_connect_sdk::RecordRef<'a>,
-    default_topic: &'a str,
-) -> Result<&'a str, String> {
-    let topic = if record.topic.is_empty() {
-        default_topic
+/// A record's timestamp, `now` when it carries none.
+pub(crate) fn record_timestamp(record: &RecordRef<'_>, now: i64) -> i64 {
+    if record.timestamp == 0 {
+        now
     } else {
-        record.topic
-    };
-    if topic.is_empty() {
-        return Err("a record names no topic and the task config has no `topic`".into());
+        record.timestamp
     }
-    Ok(topic)
 }
 
 /// Milliseconds since the Unix epoch: the timestamp of records that carry none.

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::secrets;
+use super::{keys, secrets};
 use crate::cluster::Cluster;
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, PathAccess, TaskError};
 use crate::sandbox::{
-    resolve_network_allow, DirGrant, Grants, Identity, Limits, Sandbox, TaskSetup, MAX_BACKOFF,
-    NETWORK_ALLOW_KEY,
+    resolve_network_allow, DirGrant, Grants, Identity, Limits, Redactor, Sandbox, TaskSetup,
+    MAX_BACKOFF, NETWORK_ALLOW_KEY,
 };
 use crate::storage::{Properties, Storage};
 
@@ -35,7 +35,12 @@ pub enum TaskStatus {
 pub struct TaskContext {
     pub identity: Identity,
     pub plugin: Arc<Plugin>,
+    /// The task config as stored, its host-interpreted keys taken from `user_config`
+    /// ([`keys::with_user_host_keys`]).
     pub config: Properties,
+    /// The connector's config as the user wrote it: the only source of host-interpreted
+    /// values, of the paths a task may use, and of the references resolved.
+    pub user_config: Properties,
     /// This connector's limits (the worker's, lowered by its `limits.*` keys).
     pub limits: Limits,
     pub sandbox: Arc<Sandbox>,
@@ -46,13 +51,21 @@ pub struct TaskContext {
     pub stop: watch::Receiver<bool>,
     /// True while the connector is paused.
     pub paused: watch::Receiver<bool>,
+    /// Shows the values resolved for the running guest as the references the user wrote.
+    pub redactor: Redactor,
 }
 
 impl TaskContext {
+    /// Reports `status`; a failure's reason shows resolved secrets as their references.
     pub fn set(&self, status: TaskStatus) {
-        if let TaskStatus::Failed(reason) = &status {
-            tracing::warn!(task = %self.identity, "task failed: {reason}");
-        }
+        let status = match status {
+            TaskStatus::Failed(reason) => {
+                let reason = self.redactor.redact(&reason).into_owned();
+                tracing::warn!(task = %self.identity, "task failed: {reason}");
+                TaskStatus::Failed(reason)
+            }
+            other => other,
+        };
         self.status.send_replace(status);
     }
 
@@ -95,9 +108,10 @@ impl TaskContext {
         let _ = tokio::time::timeout(pause, self.stop.wait_for(|stop| *stop)).await;
     }
 
-    /// The task config as the guest sees it: `${env:…}` / `${file:…}` references resolved
-    /// and relative paths in path-typed keys made absolute.
-    pub fn guest_config(&self) -> Result<Config, String> {
+    /// The task config as the guest sees it: the references the user wrote resolved (any
+    /// other `${…}` stays literal text), relative paths in path-typed keys made absolute; and
+    /// the redactor that shows each resolved value as its reference.
+    pub fn guest_config(&self) -> Result<(Config, Redactor), String> {
         let path_keys: Vec<&str> = self
             .plugin
             .descriptor
@@ -106,30 +120,58 @@ impl TaskContext {
             .filter(|d| d.path.is_some())
             .map(|d| d.name.as_str())
             .collect();
-        self.config
-            .iter()
-            .map(|(key, value)| {
-                let value = secrets::resolve(value)?;
-                let value = if path_keys.contains(&key.as_str()) {
-                    absolute(&value)
-                } else {
-                    value
-                };
-                Ok((key.clone(), value))
-            })
-            .collect()
+        let mut resolved_values = Vec::new();
+        let mut config = Config::new();
+        for (key, value) in &self.config {
+            let is_path = path_keys.contains(&key.as_str());
+            let secret =
+                secrets::is_reference(value) && keys::user_wrote(&self.user_config, key, value);
+            let resolved = if secret {
+                secrets::resolve(value)?
+            } else {
+                value.clone()
+            };
+            let shown = if is_path {
+                let absolute: Vec<String> = keys::entries(&resolved).map(absolute).collect();
+                absolute.join(",")
+            } else {
+                resolved.clone()
+            };
+            if secret && is_path {
+                let dirs = keys::entries(&shown).filter_map(|file| Path::new(file).parent());
+                resolved_values.extend(dirs.map(|dir| {
+                    let dir = dir.to_string_lossy().into_owned();
+                    (dir, format!("the directory of {value}"))
+                }));
+            }
+            if secret {
+                resolved_values.push((shown.clone(), value.clone()));
+                resolved_values.push((resolved, value.clone()));
+            }
+            config.push((key.clone(), shown));
+        }
+        Ok((config, Redactor::new(resolved_values)))
     }
 
     /// Starts the guest side of the task with `start`, handing it this context's identity,
     /// grants, committed positions and config. Marks the task FAILED, with the reason, and
-    /// returns None when the start fails.
+    /// returns None when the start fails: also when the stored task config names paths the
+    /// connector's config does not (task configs stored before that rule are checked here).
     pub async fn start_guest<T>(
-        &self,
+        &mut self,
         committed: Positions,
         start: impl AsyncFnOnce(TaskSetup<'_>) -> CallResult<T>,
     ) -> Option<T> {
+        let defs = &self.plugin.descriptor.config_defs;
+        if let Err(e) = keys::check_paths(defs, &self.user_config, &self.config) {
+            self.set(TaskStatus::Failed(e.to_string()));
+            return None;
+        }
         let config = match self.guest_config() {
-            Ok(config) => config,
+            Ok((config, redactor)) => {
+                self.redactor = redactor;
+                config
+            }
             Err(reason) => {
                 self.set(TaskStatus::Failed(reason));
                 return None;
@@ -149,6 +191,7 @@ impl TaskContext {
             config: &config,
             limits: self.limits.clone(),
             stop: Some(self.stop.clone()),
+            redactor: self.redactor.clone(),
         };
         match start(setup).await {
             Ok(Ok(task)) => Some(task),
@@ -164,26 +207,28 @@ impl TaskContext {
     }
 
     /// What the guest may reach: the parent directory of each file its path-typed keys name
-    /// in the resolved `config` (refused outside the `--allow-path` roots), and the addresses
-    /// its `network.allow` lists.
+    /// in the resolved `config` (refused outside the `--allow-path` roots and near the host's
+    /// own dirs), and the addresses its `network.allow` lists.
     pub async fn grants(&self, config: &Config) -> Result<Grants, String> {
         let mut grants = Grants::default();
         for def in &self.plugin.descriptor.config_defs {
             let Some(access) = def.path else { continue };
-            let Some((_, file)) = config.iter().find(|(key, _)| *key == def.name) else {
+            let Some((_, files)) = config.iter().find(|(key, _)| *key == def.name) else {
                 continue;
             };
-            self.sandbox.capabilities().check_path(Path::new(file))?;
-            let Some(dir) = Path::new(file).parent() else {
-                continue;
-            };
-            let writable = access == PathAccess::WriteFile;
-            match grants.dirs.iter_mut().find(|g| g.dir == dir) {
-                Some(grant) => grant.writable |= writable,
-                None => grants.dirs.push(DirGrant {
-                    dir: dir.to_path_buf(),
-                    writable,
-                }),
+            for file in keys::entries(files).map(Path::new) {
+                self.sandbox.capabilities().check_path(&def.name, file)?;
+                let Some(dir) = file.parent() else {
+                    continue;
+                };
+                let writable = access == PathAccess::WriteFile;
+                match grants.dirs.iter_mut().find(|g| g.dir == dir) {
+                    Some(grant) => grant.writable |= writable,
+                    None => grants.dirs.push(DirGrant {
+                        dir: dir.to_path_buf(),
+                        writable,
+                    }),
+                }
             }
         }
         if let Some((_, allow)) = config.iter().find(|(key, _)| key == NETWORK_ALLOW_KEY) {

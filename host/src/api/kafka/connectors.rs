@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{json_body, reply, ApiError, ApiResult};
-use crate::api::value_text;
+use super::{connector_location, json_body, reply, ApiError, ApiResult, Params, Query};
+use crate::api::{config_from_object, value_text};
 use crate::storage::{Properties, StoredConnector, TargetState};
 use crate::worker::{
     ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, Put, PutError,
@@ -40,7 +40,7 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
         serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
     let expand: Vec<&str> = pairs
         .iter()
-        .filter(|(k, _)| k == "expand")
+        .filter(|(k, _)| k == Query::Expand.name())
         .map(|(_, v)| v.as_str())
         .collect();
     let configs = worker.configs().await;
@@ -98,7 +98,7 @@ pub async fn create(
         .await
         .map_err(put_error)?;
     let info = put_info(&request.name, &put);
-    let location = format!("/connectors/{}", request.name);
+    let location = connector_location(&request.name);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -108,12 +108,12 @@ pub async fn create(
 }
 
 /// `GET /connectors/{connector}`.
-pub async fn info(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn info(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     reply(StatusCode::OK, info_of(&worker, &name).await?)
 }
 
 /// `DELETE /connectors/{connector}`.
-pub async fn remove(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn remove(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     match worker.delete(&name).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(false) => Err(not_found(&name)),
@@ -122,7 +122,10 @@ pub async fn remove(State(worker): State<Arc<Worker>>, Path(name): Path<String>)
 }
 
 /// `GET /connectors/{connector}/config`.
-pub async fn get_config(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_config(
+    State(worker): State<Arc<Worker>>,
+    Params(name): Params<String>,
+) -> ApiResult {
     let stored = worker.config(&name).await.ok_or_else(|| not_found(&name))?;
     reply(StatusCode::OK, config_json(&name, &stored.config))
 }
@@ -130,7 +133,7 @@ pub async fn get_config(State(worker): State<Arc<Worker>>, Path(name): Path<Stri
 /// `PUT /connectors/{connector}/config`: 201 when created, 200 when updated.
 pub async fn put_config(
     State(worker): State<Arc<Worker>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -147,7 +150,7 @@ pub async fn put_config(
 /// `PATCH /connectors/{connector}/config`: a `null` value deletes the key.
 pub async fn patch_config(
     State(worker): State<Arc<Worker>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -155,10 +158,7 @@ pub async fn patch_config(
     let changes = patch
         .into_iter()
         .filter(|(key, _)| key != "name")
-        .map(|(key, value)| match value {
-            Value::Null => (key, None),
-            value => (key, Some(value_text(value))),
-        })
+        .map(|(key, value)| (key, value_text(value)))
         .collect();
     let put = worker
         .patch(&name, changes)
@@ -169,13 +169,13 @@ pub async fn patch_config(
 }
 
 /// `GET /connectors/{connector}/status`.
-pub async fn status(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn status(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     reply(StatusCode::OK, status_json(&name, &status))
 }
 
 /// `GET /connectors/{connector}/tasks`.
-pub async fn tasks(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn tasks(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     let stored = worker.config(&name).await.ok_or_else(|| not_found(&name))?;
     let tasks: Vec<Value> = stored
         .tasks
@@ -189,7 +189,7 @@ pub async fn tasks(State(worker): State<Arc<Worker>>, Path(name): Path<String>) 
 /// `GET /connectors/{connector}/tasks/{task}/status`.
 pub async fn task_status(
     State(worker): State<Arc<Worker>>,
-    Path((name, task)): Path<(String, String)>,
+    Params((name, task)): Params<(String, String)>,
 ) -> ApiResult {
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     let id = task_id(&name, &task)?;
@@ -203,17 +203,14 @@ pub async fn task_status(
 /// `POST /connectors/{connector}/restart[?includeTasks=&onlyFailed=]`.
 pub async fn restart(
     State(worker): State<Arc<Worker>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
-    let flag = |key: &str| {
-        pairs
-            .iter()
-            .any(|(k, v)| k == key && v.eq_ignore_ascii_case("true"))
-    };
-    let (include_tasks, only_failed) = (flag("includeTasks"), flag("onlyFailed"));
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let include_tasks = flag(&pairs, Query::IncludeTasks)?;
+    let only_failed = flag(&pairs, Query::OnlyFailed)?;
     if !include_tasks {
         // The connector itself has no running instance here: a plain restart only checks it.
         worker.status(&name).await.ok_or_else(|| not_found(&name))?;
@@ -233,10 +230,28 @@ pub async fn restart(
     reply(StatusCode::ACCEPTED, status_json(&name, &status))
 }
 
+/// A boolean query parameter: absent is false; `true` or `false` in any case, else 400.
+fn flag(pairs: &[(String, String)], query: Query) -> Result<bool, ApiError> {
+    let mut value = false;
+    for (_, given) in pairs.iter().filter(|(key, _)| key == query.name()) {
+        value = match given.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "{} must be true or false, not {given:?}",
+                    query.name()
+                )))
+            }
+        };
+    }
+    Ok(value)
+}
+
 /// `POST /connectors/{connector}/tasks/{task}/restart`.
 pub async fn restart_task(
     State(worker): State<Arc<Worker>>,
-    Path((name, task)): Path<(String, String)>,
+    Params((name, task)): Params<(String, String)>,
 ) -> ApiResult {
     let id = task_id(&name, &task)?;
     worker
@@ -247,7 +262,7 @@ pub async fn restart_task(
 }
 
 /// `PUT /connectors/{connector}/pause`.
-pub async fn pause(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn pause(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     worker
         .set_target(&name, TargetState::Paused)
         .await
@@ -256,7 +271,7 @@ pub async fn pause(State(worker): State<Arc<Worker>>, Path(name): Path<String>) 
 }
 
 /// `PUT /connectors/{connector}/resume`.
-pub async fn resume(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn resume(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     worker
         .set_target(&name, TargetState::Running)
         .await
@@ -265,7 +280,7 @@ pub async fn resume(State(worker): State<Arc<Worker>>, Path(name): Path<String>)
 }
 
 /// `PUT /connectors/{connector}/stop`.
-pub async fn stop(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn stop(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     worker
         .set_target(&name, TargetState::Stopped)
         .await
@@ -274,7 +289,10 @@ pub async fn stop(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -
 }
 
 /// `GET /connectors/{connector}/offsets`.
-pub async fn get_offsets(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_offsets(
+    State(worker): State<Arc<Worker>>,
+    Params(name): Params<String>,
+) -> ApiResult {
     let offsets = match worker.offsets(&name).await.map_err(offsets_error)? {
         ConnectorOffsets::Source(positions) => positions
             .into_iter()
@@ -307,7 +325,7 @@ struct OffsetEntry {
 /// `PATCH /connectors/{connector}/offsets`: only while STOPPED; `"offset": null` resets.
 pub async fn alter_offsets(
     State(worker): State<Arc<Worker>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -352,7 +370,7 @@ pub async fn alter_offsets(
 /// `DELETE /connectors/{connector}/offsets`: only while STOPPED.
 pub async fn reset_offsets(
     State(worker): State<Arc<Worker>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
 ) -> ApiResult {
     worker.reset_offsets(&name).await.map_err(offsets_error)?;
     reply(
@@ -362,7 +380,7 @@ pub async fn reset_offsets(
 }
 
 /// `GET /connectors/{connector}/topics`.
-pub async fn topics(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn topics(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     let topics = worker.topics(&name).await.map_err(offsets_error)?;
     reply(StatusCode::OK, json!({ name: {"topics": topics} }))
 }
@@ -418,28 +436,18 @@ fn string_field(map: &Map<String, Value>, key: &str) -> Result<String, ApiError>
         .ok_or_else(|| ApiError::bad_request(format!("the partition needs a string field {key:?}")))
 }
 
-/// A request config: values as strings, `name` (if given) must match the connector.
-fn config_from_json(name: &str, config: Map<String, Value>) -> Result<Properties, ApiError> {
-    let mut out = Properties::new();
-    for (key, value) in config {
-        match (key.as_str(), value) {
-            ("name", Value::String(given)) if given != name => {
-                return Err(ApiError::bad_request(format!(
-                    "config name {given:?} differs from the connector name {name:?}"
-                )));
-            }
-            ("name", _) => {}
-            (_, Value::Null) => {
-                return Err(ApiError::bad_request(format!(
-                    "config key {key:?} is null; give a value or leave it out"
-                )))
-            }
-            (_, value) => {
-                out.insert(key, value_text(value));
-            }
+/// A request config as both APIs read it ([`config_from_object`]); `name`, if given, must
+/// match the connector and is not stored.
+fn config_from_json(name: &str, mut config: Map<String, Value>) -> Result<Properties, ApiError> {
+    match config.remove("name") {
+        Some(Value::String(given)) if given != name => {
+            return Err(ApiError::bad_request(format!(
+                "config name {given:?} differs from the connector name {name:?}"
+            )));
         }
+        _ => {}
     }
-    Ok(out)
+    config_from_object(config).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// A config as the JSON API shows it: with `name`, without the legacy `update-timestamp`.

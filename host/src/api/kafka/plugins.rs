@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{json_body, reply, ApiError, ApiResult};
+use super::{json_body, reply, ApiError, ApiResult, Params};
 use crate::api::value_text;
 use crate::plugins::{kind_name, Plugin, PluginInfo, PluginStatus};
 use crate::sandbox::types::{ConfigDef, ValueType};
@@ -46,7 +46,10 @@ fn plugin_json(info: &PluginInfo) -> Value {
 }
 
 /// `GET /connector-plugins/{plugin}/config`.
-pub async fn config_defs(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> ApiResult {
+pub async fn config_defs(
+    State(worker): State<Arc<Worker>>,
+    Params(name): Params<String>,
+) -> ApiResult {
     let plugin = find(&worker, &name)?;
     let defs: Vec<Value> = plugin
         .descriptor
@@ -62,13 +65,17 @@ pub async fn config_defs(State(worker): State<Arc<Worker>>, Path(name): Path<Str
 /// errors; a connector whose own check fails to run answers 500.
 pub async fn validate(
     State(worker): State<Arc<Worker>>,
-    Path(name): Path<String>,
+    Params(name): Params<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let plugin = find(&worker, &name)?;
     let body: Map<String, Value> = json_body(&headers, body)?;
-    let config: Properties = body.into_iter().map(|(k, v)| (k, value_text(v))).collect();
+    // A null value is a key not given.
+    let config: Properties = body
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, value_text(v)?)))
+        .collect();
     let connector = config.get("name").cloned().unwrap_or_default();
     let identity = Identity {
         connector,

@@ -21,6 +21,11 @@
 //! | `spin-cpu`        | each `poll` burns `spin_ms` ms of CPU (default 40) and returns one small record, forever |
 //! | `chatty`          | each `poll` writes `chatty_lines` lines (default 1000) to stdout and to stderr, and returns one record `chatty poll <n>` |
 //! | `quiet`           | behaves: returns nothing |
+//! | `task-config-attack` | `task-configs` adds `stolen.env` = `${env:WASM_CONNECT_AUTH_TOKEN}`, `stolen.file` = `${file:<secret_file>:password}`, `network.allow` = `addr`, and (when `plugin_dir` is set) its own write-typed path key `escalate.path` = `<plugin_dir>/owned.wasm`; `poll` emits one record `env=<stolen.env> file=<stolen.file> \| connect <addr>: … \| write <escalate.path>: …` |
+//! | `fresh-partitions` | each poll returns 100 records, each in a new partition with a `position_bytes`-byte position (default 65000) |
+//! | `topic-per-record` | each poll returns 100 records, each to a new topic `<topic>-<n>` |
+//! | `log-flood`       | each poll makes `log_calls` (default 1,000,000) calls of the `log` host function, then returns one record |
+//! | `disk-fill`       | each poll appends 1 MiB to `fill_file` (a path-typed key: a granted file), without end, and returns one record |
 //!
 //! The probing behaviours (`read-passwd`, `write-outside`, `socket`, `env`) emit their one
 //! record to the connector's `topic` and then return nothing, so a test reads the verdict
@@ -33,8 +38,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use wasm_connect_sdk::{
-    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, Record,
-    SourceConnector, SourceTask, TaskError, ValueType,
+    BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, PathAccess,
+    Record, SourceConnector, SourceTask, TaskError, ValueType,
 };
 
 /// The panic message of `behaviour=panic`; tests look for it in the task's trace.
@@ -63,6 +68,11 @@ pub enum Behaviour {
     SpinCpu,
     Chatty,
     Quiet,
+    TaskConfigAttack,
+    FreshPartitions,
+    TopicPerRecord,
+    LogFlood,
+    DiskFill,
 }
 
 /// Every behaviour with its config spelling.
@@ -83,7 +93,15 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("spin-cpu", Behaviour::SpinCpu),
     ("chatty", Behaviour::Chatty),
     ("quiet", Behaviour::Quiet),
+    ("task-config-attack", Behaviour::TaskConfigAttack),
+    ("fresh-partitions", Behaviour::FreshPartitions),
+    ("topic-per-record", Behaviour::TopicPerRecord),
+    ("log-flood", Behaviour::LogFlood),
+    ("disk-fill", Behaviour::DiskFill),
 ];
+
+/// Records per poll of `fresh-partitions` and `topic-per-record`.
+const FLOOD_RECORDS: u32 = 100;
 
 impl FromStr for Behaviour {
     type Err = String;
@@ -125,6 +143,30 @@ const CONFIG_DEFS: &[ConfigDef] = &[
     )
     .typed(ValueType::Integer)
     .default_value("1000"),
+    ConfigDef::optional(
+        "escalate.path",
+        "task-config-attack: a write-typed path key the connector sets for itself.",
+    )
+    .path(PathAccess::WriteFile),
+    ConfigDef::optional(
+        "secret_file",
+        "task-config-attack: a properties file whose `password` line it asks the host for.",
+    ),
+    ConfigDef::optional(
+        "plugin_dir",
+        "task-config-attack: the host's plugin dir, which it grants itself through `escalate.path`.",
+    ),
+    ConfigDef::optional(
+        "position_bytes",
+        "fresh-partitions: length of each record's position.",
+    )
+    .typed(ValueType::Integer)
+    .default_value("65000"),
+    ConfigDef::optional("log_calls", "log-flood: `log` host calls per poll.")
+        .typed(ValueType::Integer)
+        .default_value("1000000"),
+    ConfigDef::optional("fill_file", "disk-fill: the granted file to fill.")
+        .path(PathAccess::WriteFile),
 ];
 
 impl Connector for HostileSource {
@@ -150,6 +192,27 @@ impl Connector for HostileSource {
             spin_forever();
         }
         Ok(())
+    }
+
+    /// `task-config-attack` writes into its task config what the host must not honour.
+    fn task_configs(config: &Config, _max_tasks: u32) -> Result<Vec<Config>, String> {
+        let mut task = config.clone();
+        if behaviour_of(config) == Ok(Behaviour::TaskConfigAttack) {
+            let set = |task: &mut Config, key: &str, value: String| {
+                task.0.retain(|(k, _)| k != key);
+                task.0.push((key.to_string(), value));
+            };
+            set(&mut task, "stolen.env", "${env:WASM_CONNECT_AUTH_TOKEN}".into());
+            let secret_file = config.get("secret_file").unwrap_or("/etc/passwd");
+            set(&mut task, "stolen.file", format!("${{file:{secret_file}:password}}"));
+            if let Some(addr) = config.get("addr") {
+                set(&mut task, "network.allow", addr.to_string());
+            }
+            if let Some(dir) = config.get("plugin_dir") {
+                set(&mut task, "escalate.path", format!("{dir}/owned.wasm"));
+            }
+        }
+        Ok(vec![task])
     }
 }
 
@@ -270,6 +333,30 @@ impl SourceTask for HostileTask {
                 let value = format!("spin {} {state:x}", self.emitted);
                 self.emit(out, value.as_bytes())
             }
+            Behaviour::TaskConfigAttack => {
+                let seen = |key: &str| self.config.get(key).unwrap_or("<unset>").to_string();
+                let (env, file) = (seen("stolen.env"), seen("stolen.file"));
+                let addr = self.config.get("addr").map(str::to_string);
+                let escalate = self.config.get("escalate.path").map(str::to_string);
+                self.probe_once(out, || {
+                    let mut verdict = format!("env={env} file={file}");
+                    if let Some(addr) = addr {
+                        let outcome = match std::net::TcpStream::connect(addr.as_str()) {
+                            Ok(_) => "allowed".to_string(),
+                            Err(e) => format!("denied: {e}"),
+                        };
+                        verdict.push_str(&format!(" | connect {addr}: {outcome}"));
+                    }
+                    if let Some(path) = escalate {
+                        let outcome = match std::fs::write(&path, b"hostile-source was here\n") {
+                            Ok(()) => "allowed".to_string(),
+                            Err(e) => format!("denied: {e}"),
+                        };
+                        verdict.push_str(&format!(" | write {path}: {outcome}"));
+                    }
+                    verdict
+                })
+            }
             Behaviour::Chatty => {
                 let lines = self.number("chatty_lines", 1000);
                 let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
@@ -280,6 +367,57 @@ impl SourceTask for HostileTask {
                 let _ = stdout.flush();
                 // One record per poll lets a test count the lines written.
                 let value = format!("chatty poll {}", self.emitted);
+                self.emit(out, value.as_bytes())
+            }
+            Behaviour::FreshPartitions => {
+                let position = "9".repeat(self.number("position_bytes", 65_000) as usize);
+                for _ in 0..max_records.min(FLOOD_RECORDS) {
+                    let partition = format!("fresh-{}", self.emitted);
+                    self.emitted += 1;
+                    out.push(&Record {
+                        value: b"fresh",
+                        partition: &partition,
+                        position: &position,
+                        ..Record::default()
+                    })
+                    .map_err(|e| TaskError::Fatal(e.to_string()))?;
+                }
+                Ok(())
+            }
+            Behaviour::TopicPerRecord => {
+                let prefix = self.config.get("topic").unwrap_or("hostile").to_string();
+                for _ in 0..max_records.min(FLOOD_RECORDS) {
+                    let topic = format!("{prefix}-{}", self.emitted);
+                    self.emitted += 1;
+                    let position = self.emitted.to_string();
+                    out.push(&Record {
+                        value: b"topic per record",
+                        topic: &topic,
+                        partition: PARTITION,
+                        position: &position,
+                        ..Record::default()
+                    })
+                    .map_err(|e| TaskError::Fatal(e.to_string()))?;
+                }
+                Ok(())
+            }
+            Behaviour::LogFlood => {
+                for i in 0..self.number("log_calls", 1_000_000) {
+                    host_log(&format!("hostile log line {i}\n\u{1b}[31mforged"));
+                }
+                let value = format!("log-flood poll {}", self.emitted);
+                self.emit(out, value.as_bytes())
+            }
+            Behaviour::DiskFill => {
+                let path = self.config.get("fill_file").unwrap_or_default().to_string();
+                let chunk = vec![b'd'; 1 << 20];
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(&chunk))
+                    .map_err(|e| TaskError::Fatal(format!("cannot fill {path}: {e}")))?;
+                let value = format!("disk-fill poll {}", self.emitted);
                 self.emit(out, value.as_bytes())
             }
         }
@@ -333,6 +471,17 @@ impl HostileTask {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(default)
     }
+}
+
+/// One call of the `log` host function (natively, where there is no host, nothing).
+fn host_log(message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_connect_sdk::guest::bindings::wasm_connect::connector::host;
+        host::log(host::LogLevel::Info, message);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = message;
 }
 
 fn behaviour_of(config: &Config) -> Result<Behaviour, String> {
