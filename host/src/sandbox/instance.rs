@@ -386,7 +386,14 @@ impl SourceInstance {
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
         let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
-        stop_task(&mut self.store, &self.limits, &mut self.cancel, task, call_stop).await
+        stop_task(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            task,
+            call_stop,
+        )
+        .await
     }
 }
 
@@ -461,6 +468,13 @@ impl SinkInstance {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
         let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
-        stop_task(&mut self.store, &self.limits, &mut self.cancel, task, call_stop).await
+        stop_task(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            task,
+            call_stop,
+        )
+        .await
     }
 }

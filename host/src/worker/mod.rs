@@ -6,8 +6,8 @@
 //! one state change, store write included). Stopping a task never waits for it.
 
 pub mod batch;
-pub mod keys;
 mod change;
+pub mod keys;
 mod lifecycle;
 mod offsets;
 mod placement;
