@@ -208,8 +208,9 @@ fn shutdown_is_bounded_by_slow_clients_and_the_tasks_still_commit() {
     let input = workspace.path("in.txt");
     let output = workspace.path("out.txt");
     std::fs::write(&input, numbered_lines(0..1000)).expect("write input");
-    let start =
-        |extra: &[&str]| Host::start_with(&workspace.data_dir(), &workspace.plugin_dir(), extra);
+    let start = |extra: &[&str]| {
+        Host::start_with(&workspace.data_dir(), &workspace.plugin_dir(), extra)
+    };
     let host = start(&["--header-read-timeout-s", "60", "--shutdown-timeout-s", "2"]);
     create_pipeline(&host, &input, &output);
     wait_for(Duration::from_secs(30), "the pipeline's output", || {
@@ -253,11 +254,9 @@ fn shutdown_is_bounded_by_slow_clients_and_the_tasks_still_commit() {
     file.write_all(numbered_lines(1000..1100).as_bytes())
         .expect("append");
     let host = start(&[]);
-    wait_for(
-        Duration::from_secs(30),
-        "the lines appended after the restart",
-        || read_lines(&output).len() >= 1100,
-    );
+    wait_for(Duration::from_secs(30), "the lines appended after the restart", || {
+        read_lines(&output).len() >= 1100
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(read_lines(&output), expected(0..1100));
     drop(host);
@@ -288,12 +287,7 @@ fn both_apis_answer_while_idle_connections_exceed_the_open_file_limit() {
         "ulimit -Sn 200 && ulimit -Hn 300 && exec \"$@\"",
         "sh",
     ];
-    let host = Host::start_via(
-        &wrapper,
-        &workspace.data_dir(),
-        &workspace.plugin_dir(),
-        &[],
-    );
+    let host = Host::start_via(&wrapper, &workspace.data_dir(), &workspace.plugin_dir(), &[]);
     assert_eq!(open_file_limits(host.pid()), (300, 300));
     let mut idle = Vec::new();
     for i in 0..250 {

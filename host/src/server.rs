@@ -16,8 +16,8 @@ use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use crate::storage::Storage;
 use crate::worker::Worker;
 
-use listener::Listener;
 pub use listener::ListenerLimits;
+use listener::Listener;
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -208,10 +208,7 @@ fn fit_connections(
         );
         fitting
     } else {
-        tracing::info!(
-            "at most {} connections per listener (--max-connections)",
-            limits.max_connections
-        );
+        tracing::info!("at most {} connections per listener (--max-connections)", limits.max_connections);
         limits.max_connections
     }
 }

@@ -78,15 +78,9 @@ mod tests {
     #[test]
     fn a_token_is_not_empty_and_fits_in_a_header() {
         assert!(matches!(parse_token(""), Err(TokenError::Empty)));
-        assert!(matches!(
-            parse_token("a b"),
-            Err(TokenError::Unsendable(' '))
-        ));
+        assert!(matches!(parse_token("a b"), Err(TokenError::Unsendable(' '))));
         assert!(matches!(parse_token("é"), Err(TokenError::Unsendable('é'))));
-        assert_eq!(
-            parse_token("s3cret-token").ok().as_deref(),
-            Some("s3cret-token")
-        );
+        assert_eq!(parse_token("s3cret-token").ok().as_deref(), Some("s3cret-token"));
     }
 
     #[test]

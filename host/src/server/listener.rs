@@ -103,10 +103,7 @@ impl Listener {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     if let Some(suppressed) = accept_log.ready() {
-                        tracing::warn!(
-                            "{what}: cannot accept a connection: {e}{}",
-                            repeats(suppressed)
-                        );
+                        tracing::warn!("{what}: cannot accept a connection: {e}{}", repeats(suppressed));
                     }
                     if is_process_wide(&e) {
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -329,10 +326,7 @@ impl Throttle {
     /// Some(lines held back since the last one) when a line may be logged now.
     fn ready(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < LOG_EVERY)
-        {
+        if self.last.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
             self.suppressed += 1;
             return None;
         }

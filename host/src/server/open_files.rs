@@ -47,9 +47,7 @@ pub fn raise() -> OpenFileLimit {
             OpenFileLimit(hard)
         }
         Err(e) => {
-            tracing::warn!(
-                "open-file limit stays {soft}: cannot raise it to the hard limit {hard} ({e})"
-            );
+            tracing::warn!("open-file limit stays {soft}: cannot raise it to the hard limit {hard} ({e})");
             OpenFileLimit(soft)
         }
     }

@@ -37,11 +37,7 @@ pub(super) fn file_options() -> OpenOptions {
 /// Creates `path` with mode 0600 when missing, so that a library opening it afterwards
 /// (redb) finds a private file; an existing file is left as it is.
 pub(super) fn create_file(path: &Path) -> io::Result<File> {
-    file_options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    file_options().write(true).create(true).truncate(false).open(path)
 }
 
 /// Removes the group's and other users' permissions from `data_dir` and everything under it
