@@ -273,6 +273,7 @@ async fn poll_only(
         config: &config,
         limits: limits.clone(),
         redactor: Redactor::default(),
+        stop: None,
     };
     let mut wasm = match SourceInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,
@@ -350,6 +351,7 @@ async fn put_only(
         config: &config,
         limits: limits.clone(),
         redactor: Redactor::default(),
+        stop: None,
     };
     let mut wasm = match SinkInstance::start(sandbox, &pre, setup).await? {
         Ok(instance) => instance,

@@ -59,6 +59,15 @@ impl Workspace {
         self.host_path("data")
     }
 
+    /// Copies the test connector `tests/fixtures/hostile/<file>` into the plugin dir.
+    pub fn add_hostile_plugin(&self, file: &str) {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/hostile")
+            .join(file);
+        std::fs::copy(&fixture, self.plugin_dir().join(file))
+            .unwrap_or_else(|e| panic!("copy {file} (run tests/hostile/build.sh): {e}"));
+    }
+
     /// Starts a host on this workspace's directories.
     pub fn start(&self) -> Host {
         Host::start(&self.data_dir(), &self.plugin_dir())

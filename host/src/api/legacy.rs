@@ -105,7 +105,7 @@ async fn create(
             return (StatusCode::BAD_REQUEST, format!("failed: {reason}")).into_response()
         }
     };
-    match worker.put(&name, config).await {
+    match worker.put(&name, config).await.map(|put| put.outcome) {
         Ok(PutOutcome::Created | PutOutcome::Updated) => text("success"),
         Ok(PutOutcome::Unchanged) => text("Connector with same config already exist."),
         Err(e @ (PutError::MissingKey(_) | PutError::Invalid(_))) => text(e.to_string()),

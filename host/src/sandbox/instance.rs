@@ -1,16 +1,19 @@
 //! Typed calls into a connector: connector-level calls on short-lived instances, and the
 //! source and sink task instances that task actors own. Every call runs through
-//! [`guarded`], which arms the CPU budget, applies the wall-clock limit and explains a failure.
+//! [`guarded`], which arms the CPU budget, applies the wall-clock limit, cancels the call when
+//! its task is stopping (after [`STOP_GRACE`]) and explains a failure.
 
 use std::collections::BTreeMap;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
 use wasmtime::component::{InstancePre, ResourceAny};
 use wasmtime::Store;
 
 use super::bindings::sink_world::{SinkConnector, SinkConnectorPre};
 use super::bindings::source_world::{SourceConnector, SourceConnectorPre};
 use super::bindings::types::{Config, ConfigError, Descriptor, Position, RecordBatch, TaskError};
-use super::{Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState};
+use super::{Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE};
 
 /// A compiled, linked connector component and the world it targets.
 #[derive(Clone)]
@@ -32,11 +35,17 @@ macro_rules! on_connector {
         match $instance {
             AnyInstance::Source(i) => {
                 let $c = i.wasm_connect_connector_connector();
-                guarded($store, $limits, $name, async |$s| $call.await).await
+                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
+                    $call.await
+                })
+                .await
             }
             AnyInstance::Sink(i) => {
                 let $c = i.wasm_connect_connector_connector();
-                guarded($store, $limits, $name, async |$s| $call.await).await
+                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
+                    $call.await
+                })
+                .await
             }
         }
     };
@@ -131,20 +140,74 @@ impl ConnectorComponent {
     }
 }
 
-/// Runs one guest call on `store`: arms the CPU budget, applies the wall-clock limit, and on
-/// failure says which limit was hit, the panic message, or the trap.
+/// When the guest calls of a task are cut short: [`STOP_GRACE`] after the task is told to
+/// stop. A call cancelled midway may leave its instance in any state, so once one was, no
+/// call reaches that store again.
+struct Cancel {
+    /// The task's stop signal; None for calls nothing cancels.
+    stop: Option<watch::Receiver<bool>>,
+    /// Set once the stop was seen: the end of the grace.
+    deadline: Option<Instant>,
+    /// A call was cancelled: the store is never called again.
+    fired: bool,
+}
+
+impl Cancel {
+    fn new(stop: Option<watch::Receiver<bool>>) -> Self {
+        Cancel {
+            stop,
+            deadline: None,
+            fired: false,
+        }
+    }
+
+    /// For calls that are never cancelled (connector-level calls, bounded by their timeout).
+    fn never() -> Self {
+        Cancel::new(None)
+    }
+
+    /// Resolves when the call in flight must be dropped.
+    async fn due(&mut self) {
+        let deadline = match (self.deadline, self.stop.as_mut()) {
+            (Some(deadline), _) => deadline,
+            (None, Some(stop)) => {
+                // A stop signal whose sender is gone without a stop never fires.
+                if stop.wait_for(|stop| *stop).await.is_err() {
+                    return std::future::pending().await;
+                }
+                *self.deadline.insert(Instant::now() + STOP_GRACE)
+            }
+            (None, None) => return std::future::pending().await,
+        };
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Runs one guest call on `store`: arms the CPU budget, applies the wall-clock limit, drops
+/// the call when `cancel` is due, and on failure says which limit was hit, the panic message,
+/// or the trap.
 async fn guarded<T>(
     store: &mut Store<TaskState>,
     limits: &Limits,
+    cancel: &mut Cancel,
     call: &'static str,
     run: impl AsyncFnOnce(&mut Store<TaskState>) -> wasmtime::Result<T>,
 ) -> Result<T, GuestFailure> {
+    if cancel.fired {
+        return Err(GuestFailure::Cancelled { call });
+    }
     let state = store.data_mut();
     state.cpu_ticks_left = limits.cpu_ticks();
     state.cpu_exhausted = false;
     store.set_epoch_deadline(1);
     let started = std::time::Instant::now();
-    let outcome = tokio::time::timeout(limits.call_timeout, run(store)).await;
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(limits.call_timeout, run(store)) => outcome,
+        () = cancel.due() => {
+            cancel.fired = true;
+            return Err(GuestFailure::Cancelled { call });
+        }
+    };
     let pause = limits.pause_after(started.elapsed());
     if !pause.is_zero() {
         tokio::time::sleep(pause).await;
@@ -198,6 +261,25 @@ fn explain(
     }
 }
 
+/// Calls a task's `stop` with `call_stop` and drops its resource; does nothing once a call
+/// was cancelled (the store is dropped unused).
+async fn stop_task(
+    store: &mut Store<TaskState>,
+    limits: &Limits,
+    cancel: &mut Cancel,
+    task: ResourceAny,
+    call_stop: impl AsyncFnOnce(&mut Store<TaskState>) -> wasmtime::Result<()>,
+) -> Result<(), GuestFailure> {
+    if cancel.fired {
+        return Ok(());
+    }
+    guarded(store, limits, cancel, "stop", call_stop).await?;
+    guarded(store, limits, cancel, "stop", async |s| {
+        task.resource_drop_async(s).await
+    })
+    .await
+}
+
 /// What a task instance starts from.
 pub struct TaskSetup<'a> {
     pub identity: Identity,
@@ -207,11 +289,14 @@ pub struct TaskSetup<'a> {
     pub limits: Limits,
     /// Shows resolved secrets as their references in the task's log lines and output.
     pub redactor: Redactor,
+    /// The task's stop signal: its calls are cancelled [`STOP_GRACE`] after it is set. None:
+    /// calls end only by returning or by the call timeout.
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 impl<'a> TaskSetup<'a> {
-    /// A store for this task, its limits and its config.
-    fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, &'a Config) {
+    /// A store for this task, its limits, its cancellation and its config.
+    fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, Cancel, &'a Config) {
         let state = TaskState::new(
             self.identity,
             self.grants,
@@ -219,7 +304,8 @@ impl<'a> TaskSetup<'a> {
             &self.limits,
             self.redactor,
         );
-        (sandbox.store(state, &self.limits), self.limits, self.config)
+        let store = sandbox.store(state, &self.limits);
+        (store, self.limits, Cancel::new(self.stop), self.config)
     }
 }
 
@@ -233,6 +319,7 @@ pub struct SourceInstance {
     bindings: SourceConnector,
     task: ResourceAny,
     limits: Limits,
+    cancel: Cancel,
 }
 
 impl SourceInstance {
@@ -242,13 +329,13 @@ impl SourceInstance {
         pre: &SourceConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let (mut store, limits, config) = setup.into_store(sandbox);
+        let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
             .await
             .map_err(instantiate_failure)?;
         let api = bindings.wasm_connect_connector_source().source_task();
-        let started = guarded(&mut store, &limits, "start", async |s| {
+        let started = guarded(&mut store, &limits, &mut cancel, "start", async |s| {
             api.call_start(s, config).await
         })
         .await?;
@@ -257,6 +344,7 @@ impl SourceInstance {
             bindings,
             task,
             limits,
+            cancel,
         }))
     }
 
@@ -267,32 +355,41 @@ impl SourceInstance {
     ) -> Result<Result<RecordBatch, TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, "poll", async |s| {
-            api.call_poll(s, task, max_records, max_bytes).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "poll",
+            async |s| api.call_poll(s, task, max_records, max_bytes).await,
+        )
         .await
     }
 
     pub async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, "commit", async |s| {
-            api.call_commit(s, task, positions).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "commit",
+            async |s| api.call_commit(s, task, positions).await,
+        )
         .await
     }
 
-    /// Calls `stop` and drops the task resource.
+    /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, "stop", async |s| {
-            api.call_stop(s, task).await
-        })
-        .await?;
-        guarded(&mut self.store, &self.limits, "stop", async |s| {
-            task.resource_drop_async(s).await
-        })
+        let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
+        stop_task(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            task,
+            call_stop,
+        )
         .await
     }
 }
@@ -303,6 +400,7 @@ pub struct SinkInstance {
     bindings: SinkConnector,
     task: ResourceAny,
     limits: Limits,
+    cancel: Cancel,
 }
 
 impl SinkInstance {
@@ -312,13 +410,13 @@ impl SinkInstance {
         pre: &SinkConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let (mut store, limits, config) = setup.into_store(sandbox);
+        let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
             .await
             .map_err(instantiate_failure)?;
         let api = bindings.wasm_connect_connector_sink().sink_task();
-        let started = guarded(&mut store, &limits, "start", async |s| {
+        let started = guarded(&mut store, &limits, &mut cancel, "start", async |s| {
             api.call_start(s, config).await
         })
         .await?;
@@ -327,6 +425,7 @@ impl SinkInstance {
             bindings,
             task,
             limits,
+            cancel,
         }))
     }
 
@@ -338,32 +437,41 @@ impl SinkInstance {
     ) -> Result<Result<(), TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, "put", async |s| {
-            api.call_put(s, task, topic, first_offset, batch).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "put",
+            async |s| api.call_put(s, task, topic, first_offset, batch).await,
+        )
         .await
     }
 
     pub async fn flush(&mut self) -> Result<Result<Vec<Position>, TaskError>, GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, "flush", async |s| {
-            api.call_flush(s, task).await
-        })
+        guarded(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            "flush",
+            async |s| api.call_flush(s, task).await,
+        )
         .await
     }
 
-    /// Calls `stop` and drops the task resource.
+    /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(&mut self.store, &self.limits, "stop", async |s| {
-            api.call_stop(s, task).await
-        })
-        .await?;
-        guarded(&mut self.store, &self.limits, "stop", async |s| {
-            task.resource_drop_async(s).await
-        })
+        let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
+        stop_task(
+            &mut self.store,
+            &self.limits,
+            &mut self.cancel,
+            task,
+            call_stop,
+        )
         .await
     }
 }

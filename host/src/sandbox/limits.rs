@@ -586,6 +586,10 @@ impl Default for RestartPolicy {
 /// The longest pause between two restarts of a failing task.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How long a task told to stop may still spend in guest calls (finishing the call in flight,
+/// the last flush, `stop`) before the call is cancelled and its store dropped unused.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// How often the engine's epoch advances: a running guest yields to the runtime this often,
 /// and CPU budgets are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -31,7 +31,7 @@ pub use capabilities::{
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
-    WorkerLimits, EPOCH_TICK, LIMITS, MAX_BACKOFF,
+    WorkerLimits, EPOCH_TICK, LIMITS, MAX_BACKOFF, STOP_GRACE,
 };
 pub use redact::Redactor;
 pub use state::{Identity, TaskState};
@@ -60,6 +60,10 @@ pub enum GuestFailure {
     Panic { call: &'static str, message: String },
     #[error("guest trapped in {call}: {reason}")]
     Trap { call: &'static str, reason: String },
+    /// The task was told to stop and the call outlived [`STOP_GRACE`]: it was dropped, and
+    /// the store is never called again.
+    #[error("{call} was cancelled: the task is stopping")]
+    Cancelled { call: &'static str },
     #[error("cannot instantiate the component: {0}")]
     Instantiate(String),
 }

@@ -122,7 +122,7 @@ impl GuestOutput {
         for byte in bytes {
             if *byte == b'\n' {
                 state.emit_line();
-            } else if state.line.len() < MAX_LINE {
+            } else if state.line.len() < MAX_LINE + state.redactor.longest() {
                 state.line.push(*byte);
             }
         }

@@ -46,6 +46,12 @@ impl Redactor {
         }
     }
 
+    /// Length of the longest resolved value: a line is kept this much beyond its cut, so the
+    /// redaction sees every value whole before the line is cut.
+    pub fn longest(&self) -> usize {
+        self.pairs.first().map_or(0, |(value, _)| value.len())
+    }
+
     /// `text` with every resolved value replaced by the reference it came from.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut text = Cow::Borrowed(text);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::task::TaskStatus;
-use super::{stop_all, Worker};
+use super::Worker;
 use crate::storage::TargetState;
 
 /// Why a lifecycle request was refused.
@@ -52,27 +52,36 @@ pub struct TaskState {
 
 impl Worker {
     /// Moves a connector to `target` and stores it, so it survives restarts. Pausing keeps
-    /// tasks allocated; stopping shuts them down; running resumes either.
+    /// tasks allocated; stopping shuts them down (without waiting for them to end); running
+    /// resumes either.
     pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), LifecycleError> {
-        let mut connectors = self.connectors.lock().await;
-        let running = connectors
-            .get_mut(name)
-            .ok_or_else(|| LifecycleError::NotFound(name.to_string()))?;
-        if running.stored.target == target {
-            return Ok(());
-        }
-        let mut stored = running.stored.clone();
+        let not_found = || LifecycleError::NotFound(name.to_string());
+        let change = self.slots.change(name).await;
+        let mut stored = {
+            let connectors = self.connectors.lock().await;
+            let running = connectors.get(name).ok_or_else(not_found)?;
+            if running.stored.target == target {
+                return Ok(());
+            }
+            running.stored.clone()
+        };
         stored.target = target;
-        running.revision = self
+        let revision = self
             .persist(name, Some(&stored))
             .await
             .map_err(LifecycleError::Storage)?;
+        let mut connectors = self.connectors.lock().await;
+        // Still there: every delete holds the change this holds.
+        let running = connectors.get_mut(name).ok_or_else(not_found)?;
+        running.revision = revision;
         running.stored.target = target;
         running.paused.send_replace(target == TargetState::Paused);
         match target {
-            TargetState::Stopped => stop_all(std::mem::take(&mut running.tasks)).await,
+            TargetState::Stopped => {
+                change.stop_all(std::mem::take(&mut running.tasks).into_values())
+            }
             TargetState::Running | TargetState::Paused if running.tasks.is_empty() => {
-                self.start_tasks(name, running);
+                self.start_tasks(name, running, change.stopping());
             }
             TargetState::Running | TargetState::Paused => {}
         }
@@ -141,6 +150,7 @@ impl Worker {
         request: &RestartRequest,
     ) -> Result<Vec<usize>, LifecycleError> {
         let name = request.connector.as_str();
+        let change = self.slots.change(name).await;
         let mut connectors = self.connectors.lock().await;
         let running = connectors
             .get_mut(name)
@@ -154,13 +164,12 @@ impl Worker {
             })
             .map(|(id, _)| *id)
             .collect();
-        let fresh = self.start_tasks_subset(name, running, &chosen);
-        for (id, task) in fresh {
+        for id in &chosen {
             tracing::info!(task = %format!("{name}/{id}"), "restarting");
-            if let Some(old) = running.tasks.insert(id, task) {
-                old.stop().await;
-            }
         }
+        change.stop_all(chosen.iter().filter_map(|id| running.tasks.remove(id)));
+        let fresh = self.start_tasks_subset(name, running, &chosen, change.stopping());
+        running.tasks.extend(fresh);
         Ok(chosen)
     }
 

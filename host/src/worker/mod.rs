@@ -1,7 +1,12 @@
 //! The worker: owns the connectors of this process, checks and stores their configs, and
 //! runs one actor per task (`source` / `sink`), each with its own wasm store.
+//!
+//! Two locks, neither ever held across a guest call or the end of a task: the connector map
+//! (held only to read or swap entries) and each connector's [`change::Change`] (held across
+//! one state change, store write included). Stopping a task never waits for it.
 
 pub mod batch;
+mod change;
 pub mod keys;
 mod lifecycle;
 mod offsets;
@@ -24,7 +29,9 @@ use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, 
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, TaskState};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
-pub use task::{CallResult, Positions, TaskContext, TaskHandle, TaskRun, TaskStatus};
+pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
+
+use change::Slots;
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";
@@ -38,6 +45,16 @@ pub enum PutOutcome {
     Updated,
     /// The same config is stored already; nothing changed.
     Unchanged,
+}
+
+/// What a create or update stored, read in the same step that stored it: the answer to give.
+#[derive(Debug)]
+pub struct Put {
+    pub outcome: PutOutcome,
+    /// The connector as stored (secrets masked).
+    pub stored: StoredConnector,
+    /// Whether its plugin is a source; None when no loaded plugin serves it.
+    pub is_source: Option<bool>,
 }
 
 /// How a put treats an existing connector of the same name.
@@ -92,7 +109,10 @@ pub struct Worker {
     sandbox: Arc<Sandbox>,
     storage: Arc<Storage>,
     plugins: Arc<PluginRegistry>,
+    /// Held only to read or swap entries: never across an await on a guest, a task or the store.
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
+    /// Per connector: the lock its state changes hold, and its tasks still stopping.
+    slots: Slots,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
     /// Set in cluster mode: configs, offsets and topics live there, and this worker runs
@@ -115,6 +135,7 @@ impl Worker {
             storage,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
+            slots: Slots::default(),
             tasks,
             cluster: None,
             assignment: std::sync::Mutex::new(Assignment::default()),
@@ -150,7 +171,7 @@ impl Worker {
         let mut connectors = self.connectors.lock().await;
         for (name, stored) in stored {
             tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
-            let running = self.run(&name, stored, 0);
+            let running = self.run(&name, stored, 0, Stopping::default());
             connectors.insert(name, running);
         }
         Ok(())
@@ -158,29 +179,82 @@ impl Worker {
 
     /// Creates the connector, or updates it and restarts its tasks (upsert); an update keeps
     /// the state the connector is in (running, paused or stopped).
-    pub async fn put(&self, name: &str, config: Properties) -> Result<PutOutcome, PutError> {
+    pub async fn put(&self, name: &str, config: Properties) -> Result<Put, PutError> {
         self.put_with(name, config, PutMode::Upsert, None).await
     }
 
     /// Creates or updates a connector as `mode` says; `initial` sets the state of a new one
-    /// (running when None). Guest calls (validation, task split) run without the
-    /// connector-map lock, so a slow connector never blocks the API for others.
+    /// (running when None). Guest calls (validation, task split) run before the connector's
+    /// change is taken; the checks against what is stored are made again under it, so the
+    /// answer describes what was stored.
     pub async fn put_with(
         &self,
         name: &str,
-        mut config: Properties,
+        config: Properties,
         mode: PutMode,
         initial: Option<TargetState>,
-    ) -> Result<PutOutcome, PutError> {
+    ) -> Result<Put, PutError> {
+        match self
+            .try_put(name, config, Expect::Mode(mode), initial)
+            .await?
+        {
+            Attempt::Done(put) => Ok(put),
+            // Only a patch expects a config.
+            Attempt::Stale => Err(PutError::Other(format!(
+                "connector {name} changed meanwhile; try again"
+            ))),
+        }
+    }
+
+    /// Changes some keys of an existing connector's config (`None` removes the key) and
+    /// applies it like an update; None if there is no such connector. Applied only to the
+    /// config it was computed from: if another change came first, it is computed again.
+    pub async fn patch(
+        &self,
+        name: &str,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Option<Result<Put, PutError>> {
+        loop {
+            let base = self
+                .connectors
+                .lock()
+                .await
+                .get(name)?
+                .stored
+                .config
+                .clone();
+            let mut config = base.clone();
+            config.remove(UPDATE_TIMESTAMP);
+            for (key, value) in &changes {
+                match value {
+                    Some(value) => config.insert(key.clone(), value.clone()),
+                    None => config.remove(key),
+                };
+            }
+            match self
+                .try_put(name, config, Expect::Config(&base), None)
+                .await
+            {
+                Ok(Attempt::Done(put)) => return Some(Ok(put)),
+                Ok(Attempt::Stale) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// One create or update: checks and guest calls first, then, under the connector's
+    /// change, the checks against what is stored, the store write and the task swap.
+    async fn try_put(
+        &self,
+        name: &str,
+        mut config: Properties,
+        expect: Expect<'_>,
+        initial: Option<TargetState>,
+    ) -> Result<Attempt, PutError> {
         validate_connector_name(name).map_err(PutError::InvalidName)?;
-        match (self.connectors.lock().await.get(name), mode) {
-            (Some(_), PutMode::CreateOnly) => {
-                return Err(PutError::AlreadyExists(name.to_string()))
-            }
-            (Some(existing), _) if same_config(&existing.stored.config, &config) => {
-                return Ok(PutOutcome::Unchanged)
-            }
-            _ => {}
+        // Refused early, before any guest call; checked again below, where it counts.
+        if let Some(attempt) = self.precondition(name, &config, expect).await? {
+            return Ok(attempt);
         }
         let class = CLASS_KEYS
             .iter()
@@ -197,7 +271,6 @@ impl Worker {
             })?;
         let tasks = self.check_config(name, &plugin, &config).await?;
         let timestamp = now_millis().to_string();
-        config.insert(UPDATE_TIMESTAMP.into(), timestamp.clone());
         let tasks = tasks
             .into_iter()
             .map(|task| {
@@ -208,65 +281,89 @@ impl Worker {
                 task
             })
             .collect();
-        let mut connectors = self.connectors.lock().await;
-        let existing_target = connectors.get(name).map(|c| c.stored.target);
-        if existing_target.is_some() && mode == PutMode::CreateOnly {
-            return Err(PutError::AlreadyExists(name.to_string()));
+        let change = self.slots.change(name).await;
+        if let Some(attempt) = self.precondition(name, &config, expect).await? {
+            return Ok(attempt);
         }
-        let target = existing_target.or(initial).unwrap_or_default();
+        config.insert(UPDATE_TIMESTAMP.into(), timestamp);
+        let existing_target = self
+            .connectors
+            .lock()
+            .await
+            .get(name)
+            .map(|c| c.stored.target);
         let stored = StoredConnector {
             config,
             tasks,
-            target,
+            target: existing_target.or(initial).unwrap_or_default(),
         };
         let revision = self
             .persist(name, Some(&stored))
             .await
             .map_err(PutError::Storage)?;
+        let mut connectors = self.connectors.lock().await;
         let outcome = match connectors.remove(name) {
             Some(old) => {
-                stop_all(old.tasks).await;
+                change.stop_all(old.tasks.into_values());
                 PutOutcome::Updated
             }
             None => PutOutcome::Created,
         };
-        connectors.insert(name.to_string(), self.run(name, stored, revision));
-        Ok(outcome)
+        let running = self.run(name, stored, revision, change.stopping());
+        let put = self.answer(outcome, &running);
+        connectors.insert(name.to_string(), running);
+        Ok(Attempt::Done(put))
     }
 
-    /// Changes some keys of an existing connector's config (`None` removes the key) and
-    /// applies it like an update; None if there is no such connector.
-    pub async fn patch(
+    /// Whether a put of `config` is refused or a no-op given what is stored now: None when
+    /// it applies.
+    async fn precondition(
         &self,
         name: &str,
-        changes: Vec<(String, Option<String>)>,
-    ) -> Option<Result<PutOutcome, PutError>> {
-        let mut config = self
-            .connectors
-            .lock()
-            .await
-            .get(name)?
-            .stored
-            .config
-            .clone();
-        config.remove(UPDATE_TIMESTAMP);
-        for (key, value) in changes {
-            match value {
-                Some(value) => config.insert(key, value),
-                None => config.remove(&key),
-            };
+        config: &Properties,
+        expect: Expect<'_>,
+    ) -> Result<Option<Attempt>, PutError> {
+        let connectors = self.connectors.lock().await;
+        let existing = connectors.get(name);
+        match (existing, expect) {
+            (Some(_), Expect::Mode(PutMode::CreateOnly)) => {
+                Err(PutError::AlreadyExists(name.to_string()))
+            }
+            (None, Expect::Config(_)) => Ok(Some(Attempt::Stale)),
+            (Some(existing), Expect::Config(base)) if existing.stored.config != *base => {
+                Ok(Some(Attempt::Stale))
+            }
+            (Some(existing), _) if same_config(&existing.stored.config, config) => Ok(Some(
+                Attempt::Done(self.answer(PutOutcome::Unchanged, existing)),
+            )),
+            _ => Ok(None),
         }
-        Some(self.put_with(name, config, PutMode::Upsert, None).await)
     }
 
-    /// Stops the connector and deletes its config; true if it existed.
+    /// The answer to a put that left `running` stored.
+    fn answer(&self, outcome: PutOutcome, running: &RunningConnector) -> Put {
+        let plugin = running
+            .plugin
+            .clone()
+            .or_else(|| self.plugin_for_display(&running.stored));
+        Put {
+            outcome,
+            stored: self.masked(running),
+            is_source: plugin.map(|p| p.is_source()),
+        }
+    }
+
+    /// Stops the connector and deletes its config; true if it existed. Does not wait for
+    /// its tasks to end: a new connector of the same name starts after them.
     pub async fn delete(&self, name: &str) -> Result<bool, String> {
-        let mut connectors = self.connectors.lock().await;
-        let Some(running) = connectors.remove(name) else {
+        let change = self.slots.change(name).await;
+        if !self.connectors.lock().await.contains_key(name) {
             return Ok(false);
-        };
-        stop_all(running.tasks).await;
+        }
         self.persist(name, None).await?;
+        if let Some(running) = self.connectors.lock().await.remove(name) {
+            change.stop_all(running.tasks.into_values());
+        }
         Ok(true)
     }
 
@@ -279,13 +376,17 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops every task (each commits what it has) without deleting anything: for shutdown.
+    /// Stops every task without deleting anything, and waits until each has ended (having
+    /// committed what it has, or had its guest call cancelled [`crate::sandbox::STOP_GRACE`]
+    /// after the stop): for shutdown.
     pub async fn shutdown(&self) {
-        let mut connectors = self.connectors.lock().await;
-        for (name, running) in std::mem::take(&mut *connectors) {
+        let connectors = std::mem::take(&mut *self.connectors.lock().await);
+        let mut stopping = self.slots.all_stopping();
+        for (name, running) in connectors {
             tracing::info!(connector = %name, "stopping");
-            stop_all(running.tasks).await;
+            stopping.stop_all(running.tasks.into_values());
         }
+        stopping.wait().await;
     }
 
     /// The stored config and task configs of every connector, secrets masked.
@@ -477,8 +578,15 @@ impl Worker {
         })
     }
 
-    /// Runs a stored connector as its target state says.
-    fn run(&self, name: &str, stored: StoredConnector, revision: u64) -> RunningConnector {
+    /// Runs a stored connector as its target state says; its tasks start once those in
+    /// `after` have ended.
+    fn run(
+        &self,
+        name: &str,
+        stored: StoredConnector,
+        revision: u64,
+        after: Stopping,
+    ) -> RunningConnector {
         let paused = watch::Sender::new(stored.target == TargetState::Paused);
         let mut running = RunningConnector {
             stored,
@@ -488,16 +596,17 @@ impl Worker {
             plugin: None,
         };
         if running.stored.target != TargetState::Stopped {
-            self.start_tasks(name, &mut running);
+            self.start_tasks(name, &mut running, after);
         }
         running
     }
 
-    /// Starts every task of a connector this worker runs, on the plugin version it should run.
-    fn start_tasks(&self, name: &str, running: &mut RunningConnector) {
+    /// Starts every task of a connector this worker runs, on the plugin version it should
+    /// run, once the tasks in `after` have ended.
+    fn start_tasks(&self, name: &str, running: &mut RunningConnector, after: Stopping) {
         running.plugin = self.plugin_for(name, &running.stored);
         let mine = self.my_tasks(name, running.stored.tasks.len());
-        running.tasks = self.start_tasks_subset(name, running, &mine);
+        running.tasks = self.start_tasks_subset(name, running, &mine, after);
     }
 
     /// The plugin version a stored connector runs: the one its class pins, else the one its
@@ -521,12 +630,14 @@ impl Worker {
         }
     }
 
-    /// Starts the tasks numbered `ids` of a connector on its plugin.
+    /// Starts the tasks numbered `ids` of a connector on its plugin, once the tasks in
+    /// `after` have ended.
     fn start_tasks_subset(
         &self,
         name: &str,
         running: &RunningConnector,
         ids: &[usize],
+        after: Stopping,
     ) -> BTreeMap<usize, TaskHandle> {
         let Some(plugin) = running.plugin.clone() else {
             return BTreeMap::new();
@@ -555,9 +666,10 @@ impl Worker {
                     redactor: Default::default(),
                 };
                 let run: TaskRun = if is_source { run_source } else { run_sink };
-                let handle = TaskHandle::spawn(&self.tasks, make_context, move |ctx| {
-                    task::supervise(ctx, run)
-                });
+                let handle =
+                    TaskHandle::spawn(&self.tasks, after.clone(), make_context, move |ctx| {
+                        task::supervise(ctx, run)
+                    });
                 (i, handle)
             })
             .collect()
@@ -576,10 +688,18 @@ fn run_sink(
     Box::pin(sink::run(ctx))
 }
 
-async fn stop_all(tasks: BTreeMap<usize, TaskHandle>) {
-    for task in tasks.into_values() {
-        task.stop().await;
-    }
+/// What must hold, when it is stored, for a put to apply.
+#[derive(Clone, Copy)]
+enum Expect<'a> {
+    Mode(PutMode),
+    /// The connector exists with exactly this config (a patch's base).
+    Config(&'a Properties),
+}
+
+/// How a put ended: with an answer, or found its expected config gone.
+enum Attempt {
+    Done(Put),
+    Stale,
 }
 
 /// Longest connector name accepted.

@@ -1,8 +1,12 @@
 //! Reading, altering and resetting a connector's committed offsets (source positions or
-//! sink offsets), and the topics it uses. Changes are only allowed while it is STOPPED.
+//! sink offsets), and the topics it uses. Changes are only allowed while it is STOPPED and
+//! none of its tasks is still stopping; the check and the write are one step under the
+//! connector's change, so a resume comes either before (the change is refused) or after
+//! (its tasks start from the new offsets).
 
 use std::collections::BTreeMap;
 
+use super::change::Change;
 use super::{keys, source, Worker};
 use crate::storage::{Producer, TargetState};
 
@@ -75,7 +79,50 @@ impl Worker {
         name: &str,
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
-        let (is_source, tasks) = self.stopped_kind_and_tasks(name).await?;
+        let (_change, is_source, tasks) = self.stopped(name).await?;
+        self.write_offsets(name, is_source, tasks, changes).await
+    }
+
+    /// Forgets every committed offset of a stopped connector.
+    pub async fn reset_offsets(&self, name: &str) -> Result<(), OffsetsError> {
+        let (_change, is_source, tasks) = self.stopped(name).await?;
+        let changes = match self.offsets(name).await? {
+            ConnectorOffsets::Source(positions) => {
+                OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect())
+            }
+            ConnectorOffsets::Sink(offsets) => {
+                OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect())
+            }
+        };
+        self.write_offsets(name, is_source, tasks, changes).await
+    }
+
+    /// The change of connector `name` once it is STOPPED and none of its tasks still runs
+    /// (waiting for those outside the change), with whether it is a source and its task
+    /// count.
+    async fn stopped(&self, name: &str) -> Result<(Change<'_>, bool, usize), OffsetsError> {
+        loop {
+            let change = self.slots.change(name).await;
+            let (is_source, tasks) = self
+                .kind_and_tasks_if(name, |target| target == TargetState::Stopped)
+                .await?;
+            let mut stopping = change.stopping();
+            if stopping.is_done() {
+                return Ok((change, is_source, tasks));
+            }
+            drop(change);
+            stopping.wait().await;
+        }
+    }
+
+    /// Writes offset changes of a stopped connector (the caller holds its change).
+    async fn write_offsets(
+        &self,
+        name: &str,
+        is_source: bool,
+        tasks: usize,
+        changes: OffsetChanges,
+    ) -> Result<(), OffsetsError> {
         if let (Some(cluster), true) = (
             &self.cluster,
             matches!(
@@ -103,20 +150,6 @@ impl Worker {
                 "{name} is a source connector: give partitions as {{\"partition\": …}} and offsets as {{\"position\": …}}"
             ))),
         }
-    }
-
-    /// Forgets every committed offset of a stopped connector.
-    pub async fn reset_offsets(&self, name: &str) -> Result<(), OffsetsError> {
-        let current = self.offsets(name).await?;
-        let changes = match current {
-            ConnectorOffsets::Source(positions) => {
-                OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect())
-            }
-            ConnectorOffsets::Sink(offsets) => {
-                OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect())
-            }
-        };
-        self.alter_offsets(name, changes).await
     }
 
     /// The topics a connector uses: those its source tasks wrote to, or its sink reads.
@@ -194,11 +227,6 @@ impl Worker {
     /// Whether the connector is a source, and how many tasks it has.
     async fn kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
         self.kind_and_tasks_if(name, |_| true).await
-    }
-
-    async fn stopped_kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
-        self.kind_and_tasks_if(name, |target| target == TargetState::Stopped)
-            .await
     }
 
     async fn kind_and_tasks_if(

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{stop_all, RunningConnector, Worker};
+use super::{RunningConnector, Worker};
 use crate::cluster::Assignment;
 use crate::storage::{StoredConnector, TargetState};
 
@@ -97,6 +97,7 @@ impl Worker {
     /// Applies a connector config seen in the cluster (revision `revision`), unless this
     /// worker already has that revision or a newer one.
     pub async fn apply_stored(&self, name: &str, stored: StoredConnector, revision: u64) {
+        let change = self.slots.change(name).await;
         let mut connectors = self.connectors.lock().await;
         if let Some(existing) = connectors.get_mut(name) {
             if existing.revision >= revision {
@@ -109,21 +110,22 @@ impl Worker {
         }
         tracing::info!(connector = %name, revision, "applying the cluster's config");
         if let Some(old) = connectors.remove(name) {
-            stop_all(old.tasks).await;
+            change.stop_all(old.tasks.into_values());
         }
-        let running = self.run(name, stored, revision);
+        let running = self.run(name, stored, revision, change.stopping());
         connectors.insert(name.to_string(), running);
     }
 
     /// Applies a connector deletion seen in the cluster.
     pub async fn apply_deleted(&self, name: &str, revision: u64) {
+        let change = self.slots.change(name).await;
         let mut connectors = self.connectors.lock().await;
         if connectors.get(name).is_none_or(|c| c.revision >= revision) {
             return;
         }
         tracing::info!(connector = %name, revision, "connector deleted in the cluster");
         if let Some(old) = connectors.remove(name) {
-            stop_all(old.tasks).await;
+            change.stop_all(old.tasks.into_values());
         }
     }
 
@@ -134,7 +136,7 @@ impl Worker {
         let mut connectors = self.connectors.lock().await;
         let mut started = 0;
         for (name, running) in connectors.iter_mut() {
-            started += self.reconcile(name, running).await;
+            started += self.reconcile(name, running);
         }
         let running: usize = connectors.values().map(|c| c.tasks.len()).sum();
         tracing::info!(
@@ -146,7 +148,10 @@ impl Worker {
     }
 
     /// Makes the tasks running here those this worker is assigned; returns how many started.
-    async fn reconcile(&self, name: &str, running: &mut RunningConnector) -> usize {
+    /// A task moved away is told to stop without waiting; one started here waits for this
+    /// worker's stopping tasks of the connector (and, like every task in a cluster, for the
+    /// task's lock, which its previous owner frees once it has ended).
+    fn reconcile(&self, name: &str, running: &mut RunningConnector) -> usize {
         if running.stored.target == TargetState::Stopped {
             return 0;
         }
@@ -157,12 +162,13 @@ impl Worker {
             .filter(|task| !mine.contains(task))
             .copied()
             .collect();
-        for task in gone {
-            if let Some(handle) = running.tasks.remove(&task) {
-                tracing::info!(task = %format!("{name}/{task}"), "task moved to another worker");
-                handle.stop().await;
-            }
+        for task in &gone {
+            tracing::info!(task = %format!("{name}/{task}"), "task moved to another worker");
         }
+        self.slots.retire(
+            name,
+            gone.iter().filter_map(|task| running.tasks.remove(task)),
+        );
         if running.plugin.is_none() {
             running.plugin = self.plugin_for(name, &running.stored);
         }
@@ -170,7 +176,7 @@ impl Worker {
             .into_iter()
             .filter(|task| !running.tasks.contains_key(task))
             .collect();
-        let fresh = self.start_tasks_subset(name, running, &new);
+        let fresh = self.start_tasks_subset(name, running, &new, self.slots.stopping(name));
         let count = fresh.len();
         running.tasks.extend(fresh);
         count

@@ -120,7 +120,7 @@ pub async fn drive(
                 match flush_and_commit(ctx, &mut task, &mut subscriptions).await {
                     Ok(()) => unflushed = 0,
                     Err(Delivery::Retry(reason) | Delivery::Fail(reason)) => {
-                        return ctx.set(TaskStatus::Failed(reason))
+                        return ctx.fail(reason)
                     }
                 }
             }
@@ -138,7 +138,7 @@ pub async fn drive(
                     tracing::debug!(task = %ctx.identity, "{}", ctx.redact(&reason));
                     ctx.pause(RETRY_PAUSE).await;
                 }
-                Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+                Err(Delivery::Fail(reason)) => return ctx.fail(reason),
             }
         }
         let caught_up = subscriptions.iter().all(|s| s.caught_up);
@@ -149,7 +149,7 @@ pub async fn drive(
                     tracing::debug!(task = %ctx.identity, "{}", ctx.redact(&reason));
                     ctx.pause(RETRY_PAUSE).await;
                 }
-                Err(Delivery::Fail(reason)) => return ctx.set(TaskStatus::Failed(reason)),
+                Err(Delivery::Fail(reason)) => return ctx.fail(reason),
             }
         }
         if let (false, Some(wake)) = (delivered, wake.as_mut()) {

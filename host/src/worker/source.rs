@@ -142,7 +142,7 @@ pub async fn drive(
         if let Some(storing) = storing.take() {
             let _ = storing.await;
         }
-        return ctx.set(TaskStatus::Failed(reason));
+        return ctx.fail(reason);
     }
     if let Err(e) = task.stop().await {
         tracing::warn!(task = %ctx.identity, "stop: {}", ctx.redact(&e.to_string()));

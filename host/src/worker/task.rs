@@ -1,4 +1,5 @@
-//! What every task actor shares: its status cell, its stop signal, and the context it runs in.
+//! What every task actor shares: its status cell, its stop signal, and the context it runs in;
+//! the worker's handle on an actor, and the set of actors told to stop that may still run.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -71,6 +72,17 @@ impl TaskContext {
     /// `text` (a guest's message) with resolved secrets shown as their references.
     pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         self.redactor.redact(text)
+    }
+
+    /// Ends the task on a failed call: FAILED with `reason`, unless it was told to stop (a
+    /// call the stop cut short, or one that failed meanwhile, is the end of the stop).
+    pub fn fail(&self, reason: String) {
+        if self.stopping() {
+            tracing::info!(task = %self.identity, "stopped: {}", self.redact(&reason));
+            self.set(TaskStatus::Stopped);
+        } else {
+            self.set(TaskStatus::Failed(reason));
+        }
     }
 
     pub fn stopping(&self) -> bool {
@@ -183,6 +195,7 @@ impl TaskContext {
             committed,
             config: &config,
             limits: self.limits.clone(),
+            stop: Some(self.stop.clone()),
             redactor: self.redactor.clone(),
         };
         match start(setup).await {
@@ -237,17 +250,20 @@ fn absolute(path: &str) -> String {
         .unwrap_or_else(|_| path.to_string())
 }
 
-/// The worker's handle on a running task actor.
+/// The worker's handle on a running task actor. Dropping it stops the actor.
 pub struct TaskHandle {
     pub status: watch::Receiver<TaskStatus>,
     stop: watch::Sender<bool>,
-    join: JoinHandle<()>,
+    ended: Stopping,
 }
 
 impl TaskHandle {
-    /// Spawns `actor` on `runtime` with a fresh status cell and stop signal.
+    /// Spawns `actor` on `runtime` with a fresh status cell and stop signal. The actor runs
+    /// once every task in `after` has ended (or it is stopped first), so a connector
+    /// restarted or re-created under the same name never runs beside its old tasks.
     pub fn spawn<F, Fut>(
         runtime: &tokio::runtime::Handle,
+        after: Stopping,
         make_context: impl FnOnce(watch::Sender<TaskStatus>, watch::Receiver<bool>) -> TaskContext,
         actor: F,
     ) -> TaskHandle
@@ -257,15 +273,75 @@ impl TaskHandle {
     {
         let (status_tx, status) = watch::channel(TaskStatus::Starting);
         let (stop, stop_rx) = watch::channel(false);
-        let join = runtime.spawn(actor(make_context(status_tx, stop_rx)));
-        TaskHandle { status, stop, join }
+        let mut stopped = stop_rx.clone();
+        let run = actor(make_context(status_tx, stop_rx));
+        let join: JoinHandle<()> = runtime.spawn(async move {
+            let stopped_first = tokio::select! {
+                () = after.wait() => false,
+                _ = stopped.wait_for(|stop| *stop) => true,
+            };
+            if !stopped_first {
+                run.await;
+            }
+        });
+        // Closed once the actor has ended, however it ended.
+        let (ended_tx, ended) = watch::channel(());
+        runtime.spawn(async move {
+            if let Err(e) = join.await {
+                tracing::error!("task actor ended abnormally: {e}");
+            }
+            drop(ended_tx);
+        });
+        TaskHandle {
+            status,
+            stop,
+            ended: Stopping(vec![ended]),
+        }
     }
 
-    /// Asks the actor to stop (it commits what it has) and waits for it.
-    pub async fn stop(self) {
+    /// Tells the actor to stop, without waiting: it commits what it has, and a guest call
+    /// still running [`crate::sandbox::STOP_GRACE`] later is cancelled. Returns what to wait
+    /// on for it to have ended.
+    pub fn stop(self) -> Stopping {
+        self.ended.clone()
+    }
+}
+
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
         self.stop.send_replace(true);
-        if let Err(e) = self.join.await {
-            tracing::error!("task actor ended abnormally: {e}");
+    }
+}
+
+/// Task actors told to stop that may still be running (committing, or in a guest call that
+/// is about to be cancelled).
+#[derive(Clone, Default)]
+pub struct Stopping(Vec<watch::Receiver<()>>);
+
+impl Stopping {
+    /// Stops every task of `tasks` (without waiting) and adds them to this set.
+    pub fn stop_all(&mut self, tasks: impl IntoIterator<Item = TaskHandle>) {
+        for task in tasks {
+            self.add(task.stop());
+        }
+    }
+
+    /// Adds the tasks of `other` to this set.
+    pub fn add(&mut self, other: Stopping) {
+        self.0.extend(other.0);
+    }
+
+    /// True when every task of the set has ended; forgets those that have.
+    pub fn is_done(&mut self) -> bool {
+        self.0.retain(|ended| ended.has_changed().is_ok());
+        self.0.is_empty()
+    }
+
+    /// Waits until every task of the set has ended.
+    pub async fn wait(&self) {
+        for ended in &self.0 {
+            let mut ended = ended.clone();
+            while ended.changed().await.is_ok() {}
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{connector_location, json_body, reply, ApiError, ApiResult, Params, Q
 use crate::api::{config_from_object, value_text};
 use crate::storage::{Properties, StoredConnector, TargetState};
 use crate::worker::{
-    ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, PutError,
+    ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, Put, PutError,
     PutMode, PutOutcome, TaskState, Worker, UPDATE_TIMESTAMP,
 };
 
@@ -58,7 +58,7 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
             entry.insert("status".into(), status_json(name, &status));
         }
         if expand.contains(&"info") {
-            entry.insert("info".into(), info_json(name, stored, &status));
+            entry.insert("info".into(), info_json(name, stored, status.is_source));
         }
         out.insert(name.clone(), Value::Object(entry));
     }
@@ -93,11 +93,11 @@ pub async fn create(
         }
     };
     let config = config_from_json(&request.name, request.config)?;
-    worker
+    let put = worker
         .put_with(&request.name, config, PutMode::CreateOnly, Some(initial))
         .await
         .map_err(put_error)?;
-    let info = info_of(&worker, &request.name).await?;
+    let info = put_info(&request.name, &put);
     let location = connector_location(&request.name);
     Ok((
         StatusCode::CREATED,
@@ -138,13 +138,13 @@ pub async fn put_config(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let config = config_from_json(&name, json_body(&headers, body)?)?;
-    let outcome = worker.put(&name, config).await.map_err(put_error)?;
-    let status = if outcome == PutOutcome::Created {
+    let put = worker.put(&name, config).await.map_err(put_error)?;
+    let status = if put.outcome == PutOutcome::Created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    reply(status, info_of(&worker, &name).await?)
+    reply(status, put_info(&name, &put))
 }
 
 /// `PATCH /connectors/{connector}/config`: a `null` value deletes the key.
@@ -160,12 +160,12 @@ pub async fn patch_config(
         .filter(|(key, _)| key != "name")
         .map(|(key, value)| (key, value_text(value)))
         .collect();
-    worker
+    let put = worker
         .patch(&name, changes)
         .await
         .ok_or_else(|| not_found(&name))?
         .map_err(put_error)?;
-    reply(StatusCode::OK, info_of(&worker, &name).await?)
+    reply(StatusCode::OK, put_info(&name, &put))
 }
 
 /// `GET /connectors/{connector}/status`.
@@ -464,14 +464,19 @@ fn config_json(name: &str, config: &Properties) -> Value {
 async fn info_of(worker: &Worker, name: &str) -> Result<Value, ApiError> {
     let stored = worker.config(name).await.ok_or_else(|| not_found(name))?;
     let status = worker.status(name).await.ok_or_else(|| not_found(name))?;
-    Ok(info_json(name, &stored, &status))
+    Ok(info_json(name, &stored, status.is_source))
 }
 
-fn info_json(name: &str, stored: &StoredConnector, status: &ConnectorStatus) -> Value {
+/// The info of what a create or update stored (not read again: it may have changed since).
+fn put_info(name: &str, put: &Put) -> Value {
+    info_json(name, &put.stored, put.is_source)
+}
+
+fn info_json(name: &str, stored: &StoredConnector, is_source: Option<bool>) -> Value {
     let tasks: Vec<Value> = (0..stored.tasks.len())
         .map(|task| json!({"connector": name, "task": task}))
         .collect();
-    json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(status)})
+    json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(is_source)})
 }
 
 fn status_json(name: &str, status: &ConnectorStatus) -> Value {
@@ -490,7 +495,7 @@ fn status_json(name: &str, status: &ConnectorStatus) -> Value {
             .map(|(id, task)| task_json(id, task))
             .collect()
     };
-    json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status)})
+    json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status.is_source)})
 }
 
 fn task_json(id: usize, task: &TaskState) -> Value {
@@ -501,8 +506,8 @@ fn task_json(id: usize, task: &TaskState) -> Value {
     json
 }
 
-fn type_name(status: &ConnectorStatus) -> &'static str {
-    match status.is_source {
+fn type_name(is_source: Option<bool>) -> &'static str {
+    match is_source {
         Some(true) => "source",
         Some(false) => "sink",
         None => "unknown",
