@@ -8,7 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use wasm_connect::cluster::{ClusterOptions, Strategy};
-use wasm_connect::sandbox::{parse_size, Capabilities, Limits, RestartPolicy, WorkerLimits};
+use wasm_connect::sandbox::{
+    parse_size, run_compiler_child, Capabilities, Compiler, Limits, RestartPolicy, WorkerLimits,
+    COMPILE_SUBCOMMAND,
+};
 use wasm_connect::server::{serve, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
@@ -29,6 +32,10 @@ enum Command {
     /// Work with plugin files offline.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Internal: compiles the component on stdin to native code on stdout; the host runs it
+    /// as a child process under rlimits.
+    #[command(name = COMPILE_SUBCOMMAND, hide = true)]
+    Compile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +153,10 @@ struct LimitArgs {
     /// The window for --quarantine-after, in seconds.
     #[arg(long, default_value_t = 300)]
     quarantine_window_s: u64,
+    /// Time a plugin's `describe` may take while it loads, in ms; a slower plugin is reported
+    /// broken and does not hold up the others.
+    #[arg(long, default_value_t = 2_000)]
+    describe_timeout_ms: u64,
 }
 
 impl LimitArgs {
@@ -170,7 +181,21 @@ impl LimitArgs {
         WorkerLimits {
             connector,
             restart,
+            describe_timeout: Duration::from_millis(self.describe_timeout_ms),
             ..WorkerLimits::default()
+        }
+    }
+}
+
+/// Compiling plugins in a child process of this binary, when its path is known.
+fn own_compiler() -> Compiler {
+    match std::env::current_exe() {
+        Ok(program) => Compiler::ChildProcess { program },
+        Err(e) => {
+            tracing::warn!(
+                "cannot find this program's path ({e}); plugins are compiled in process, without rlimits"
+            );
+            Compiler::InProcess
         }
     }
 }
@@ -195,6 +220,7 @@ impl ServeArgs {
             replicas: usize::from(self.cluster.nats_replicas),
             strategy: self.cluster.alloc_strategy,
         });
+        options.compiler = own_compiler();
         options.capabilities = Capabilities {
             allow_paths: self
                 .allow_paths
@@ -206,8 +232,22 @@ impl ServeArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Compile) = cli.command {
+        // The compiler child: stdout carries the compiled code, so no log goes there.
+        return run_compiler_child();
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("wasm-connect: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
@@ -215,13 +255,13 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve.options()).await,
         Some(Command::Serve(args)) => serve(args.options()).await,
         Some(Command::Plugin(PluginCommand::Check { file })) => {
-            wasm_connect::plugins::check::run(&file).await
+            wasm_connect::plugins::check::run(&file, own_compiler()).await
         }
+        Some(Command::Compile) => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,10 @@
 //! Wires the parts together: storage, sandbox, plugins, worker and the REST listener, and
 //! shuts them down cleanly on SIGINT or SIGTERM.
+//!
+//! Start order: the listeners answer before the plugin directory is loaded. The plugins load
+//! in the background; the stored connectors are listed at once and their tasks start once
+//! the first scan is done (a create of a class not loaded yet waits for it too), and `ready`
+//! is logged after that.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +14,7 @@ use anyhow::Context;
 
 use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
-use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
+use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
 use crate::storage::Storage;
 use crate::worker::Worker;
 
@@ -30,6 +35,9 @@ pub struct ServeOptions {
     pub worker_id: Option<String>,
     /// Set to join a cluster on NATS JetStream.
     pub cluster: Option<ClusterOptions>,
+    /// Where plugin components are compiled: the `wasm-connect` binary compiles in a child
+    /// process of itself; anything else (benches, tests in process) on a thread.
+    pub compiler: Compiler,
 }
 
 impl ServeOptions {
@@ -45,6 +53,7 @@ impl ServeOptions {
             capabilities: Capabilities::default(),
             worker_id: None,
             cluster: None,
+            compiler: Compiler::InProcess,
         }
     }
 }
@@ -52,17 +61,15 @@ impl ServeOptions {
 /// Serves until SIGINT or SIGTERM, then stops every task (each commits what it has).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let storage = Arc::new(Storage::open(&options.data_dir)?);
-    let sandbox = Arc::new(Sandbox::new(
-        options.limits.clone(),
-        options.capabilities.clone(),
-    )?);
-    let plugins = PluginRegistry::start(
+    let sandbox = Arc::new(
+        Sandbox::new(options.limits.clone(), options.capabilities.clone())?
+            .with_compiler(options.compiler.clone()),
+    );
+    let plugins = Arc::new(PluginRegistry::spawn(
         options.plugin_dir.clone(),
         &options.data_dir,
         sandbox.clone(),
-    )
-    .await;
-    let plugins = Arc::new(plugins);
+    ));
     let worker_id = options
         .worker_id
         .clone()
@@ -79,14 +86,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         worker = worker.with_cluster(cluster.clone());
     }
     let worker = Arc::new(worker);
-    worker.restore().await?;
+    let restoring = worker.restore().await?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let coordinator = match &cluster {
-        Some(cluster) => {
-            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
-        }
-        None => None,
-    };
 
     if !options.bind.is_loopback() && options.auth_token.is_none() {
         tracing::warn!(
@@ -122,6 +123,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         )));
     }
     let stop_requested = shutdown_signal()?;
+    restoring
+        .await
+        .context("restoring the stored connectors crashed")?;
+    let coordinator = match &cluster {
+        Some(cluster) => {
+            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
+        }
+        None => None,
+    };
     tracing::info!(worker = worker.id(), "ready");
     stop_requested.await;
     shutdown.send_replace(true);

@@ -70,6 +70,16 @@ impl Host {
 
     /// Starts a host with extra command-line arguments.
     pub fn start_with(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::launch(data_dir, plugin_dir, extra, true)
+    }
+
+    /// Starts a host and returns as soon as its APIs listen, before it logs `ready` (plugins
+    /// may still be loading, stored connectors not yet restored).
+    pub fn start_listening(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::launch(data_dir, plugin_dir, extra, false)
+    }
+
+    fn launch(data_dir: &Path, plugin_dir: &Path, extra: &[&str], until_ready: bool) -> Host {
         let kafka_port = free_port().to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-connect"))
             .args(["--http-port", "0", "--kafka-api-port", &kafka_port])
@@ -113,7 +123,9 @@ impl Host {
                 })
         };
         let address = wait();
-        let _ready = wait();
+        if until_ready {
+            let _ready = wait();
+        }
         Host {
             child,
             base: format!("http://{address}"),

@@ -156,6 +156,12 @@ pub struct WorkerLimits {
     pub max_instances: u32,
     /// How failed tasks are restarted.
     pub restart: RestartPolicy,
+    /// Wall-clock and CPU limit of a plugin's `describe` while it loads (`--describe-timeout-ms`).
+    pub describe_timeout: Duration,
+    /// Wall-clock and CPU-seconds limit of compiling one plugin component.
+    pub compile_time: Duration,
+    /// Address space of the child process that compiles a plugin component.
+    pub compile_memory: u64,
 }
 
 impl Default for WorkerLimits {
@@ -164,6 +170,9 @@ impl Default for WorkerLimits {
             connector: Limits::default(),
             max_instances: 256,
             restart: RestartPolicy::default(),
+            describe_timeout: Duration::from_secs(2),
+            compile_time: Duration::from_secs(60),
+            compile_memory: 4 << 30,
         }
     }
 }
