@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use tokio::sync::watch;
+
 
 use crate::names::{self, NameKind};
 use crate::sandbox::types::{ConnectorKind, Descriptor};
@@ -362,7 +362,7 @@ struct Progress {
 pub struct PluginRegistry {
     catalog: Arc<RwLock<Catalog>>,
     reloads: reload::Handle,
-    progress: watch::Receiver<Progress>,
+    progress: tokio::sync::watch::Receiver<Progress>,
 }
 
 impl PluginRegistry {
@@ -374,7 +374,7 @@ impl PluginRegistry {
     pub fn spawn(dir: PathBuf, data_dir: &Path, sandbox: Arc<Sandbox>) -> PluginRegistry {
         let catalog = Arc::new(RwLock::new(Catalog::default()));
         let cache = Arc::new(CodeCache::open(data_dir, &sandbox));
-        let (progress_tx, progress) = watch::channel(Progress::default());
+        let (progress_tx, progress) = tokio::sync::watch::channel(Progress::default());
         let reloads = reload::start(dir, sandbox, cache, catalog.clone(), progress_tx);
         PluginRegistry {
             catalog,

@@ -511,7 +511,8 @@ impl Reloader {
     /// A reload tells what an unchanged file serves; only the debug log shows it.
     fn report_unchanged(&mut self, file: &Path, report: Report) {
         if report == Report::Every && !self.loading.contains_key(file) {
-            if let Some((line, _)) = self.read().line(file) {
+            let line = self.read().line(file);
+            if let Some((line, _)) = line {
                 tracing::debug!("unchanged: {line}");
                 self.tell(line);
             }
