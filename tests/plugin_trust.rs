@@ -252,6 +252,7 @@ fn the_api_answers_at_once_beside_plugins_that_never_describe_themselves_and_a_d
 
     let started = Instant::now();
     let host = Host::start_listening(&ws.data_dir(), &ws.plugin_dir(), &[]);
+    wait_log(&host, "Kafka Connect JSON API on http://");
     let listed = json_get(&host, "/connector-plugins").json();
     let answered = started.elapsed();
     eprintln!(
@@ -264,6 +265,7 @@ fn the_api_answers_at_once_beside_plugins_that_never_describe_themselves_and_a_d
         .unwrap()
         .iter()
         .filter(|row| row["status"] == json!("loading"))
+        .filter(|row| row["file"].as_str().is_some_and(|f| f.contains("sleeper-")))
         .count();
     assert_eq!(loading, 3, "the sleepers show as loading: {listed}");
 
@@ -300,6 +302,7 @@ fn the_api_answers_at_once_beside_plugins_that_never_describe_themselves_and_a_d
 fn reloads_of_an_unchanged_directory_log_nothing() {
     let ws = Workspace::new();
     let host = ws.start();
+    wait_log(&host, " ready");
     let before = host.log().lines().count();
     for _ in 0..20 {
         assert_eq!(host.get_ok("/plugin/reload"), "success");
