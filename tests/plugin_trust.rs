@@ -74,7 +74,10 @@ fn task_plugin(host: &Host, name: &str) -> (String, String) {
     let tasks = json_get(host, &format!("/connectors/{name}/tasks")).json();
     let config = &tasks[0]["config"];
     (
-        config["task-class"].as_str().unwrap_or_default().to_string(),
+        config["task-class"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         config["plugin.version"]
             .as_str()
             .unwrap_or_default()
@@ -145,7 +148,9 @@ fn an_impostor_cannot_take_another_plugins_name_or_alias_and_a_same_name_version
     );
     assert!(warned.contains("WARN"), "{warned}");
     assert!(
-        warned.contains("another file serves this plugin too (file-source 0.1.0 from file-source.wasm)"),
+        warned.contains(
+            "another file serves this plugin too (file-source 0.1.0 from file-source.wasm)"
+        ),
         "{warned}"
     );
     let pinned = seed_config(&ws, &format!("{SEED_SOURCE}@0.1.0"), "pinned");
@@ -205,7 +210,11 @@ fn plugins_with_bad_names_are_refused_and_their_names_never_reach_the_log_raw() 
         ),
     ];
     for (fixture, _) in cases {
-        std::fs::copy(hostile(fixture), ws.plugin_dir().join(format!("{fixture}.wasm"))).unwrap();
+        std::fs::copy(
+            hostile(fixture),
+            ws.plugin_dir().join(format!("{fixture}.wasm")),
+        )
+        .unwrap();
     }
     assert_eq!(host.get_ok("/plugin/reload"), "success");
     let log = host.log();
@@ -213,7 +222,11 @@ fn plugins_with_bad_names_are_refused_and_their_names_never_reach_the_log_raw() 
         let file = ws.plugin_dir().join(format!("{fixture}.wasm"));
         let line = log_line(&host, &format!("broken plugin {}: ", file.display()));
         assert!(line.contains(reason), "{fixture}: {line}");
-        assert!(line.chars().count() < 1000, "{fixture}: {} characters", line.len());
+        assert!(
+            line.chars().count() < 1000,
+            "{fixture}: {} characters",
+            line.len()
+        );
         let rows = plugin_rows(&host, &file);
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0]["status"], json!("broken"));
@@ -223,7 +236,10 @@ fn plugins_with_bad_names_are_refused_and_their_names_never_reach_the_log_raw() 
         !log.lines().any(|l| l.starts_with("INFO forged log line")),
         "{log}"
     );
-    assert!(!log.contains('\u{202E}'), "a raw bidi override reached the log");
+    assert!(
+        !log.contains('\u{202E}'),
+        "a raw bidi override reached the log"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,7 +332,9 @@ fn reloads_of_an_unchanged_directory_log_nothing() {
     assert_eq!(host.get_ok("/plugin/reload"), "success");
     assert_eq!(host.get_ok("/plugin/reload"), "success");
     assert_eq!(
-        host.log().matches("loaded plugin versioned-source 1.0.0").count(),
+        host.log()
+            .matches("loaded plugin versioned-source 1.0.0")
+            .count(),
         1,
         "{}",
         host.log()
@@ -384,7 +402,8 @@ fn a_forged_or_swapped_cache_entry_is_recompiled_never_loaded() {
     let input = ws.path("in.txt");
     let output = ws.path("out.txt");
     std::fs::write(&input, "after the forged cache\n").unwrap();
-    let source = json!({"connector-class": SEED_SOURCE, "topic": "t", "filename": input.to_str().unwrap()});
+    let source =
+        json!({"connector-class": SEED_SOURCE, "topic": "t", "filename": input.to_str().unwrap()});
     let sink = json!({"connector-class": "file-sink", "topicNames": "t", "filename": output.to_str().unwrap()});
     assert_eq!(host.create("src", &source.to_string()).1, "success");
     assert_eq!(host.create("dst", &sink.to_string()).1, "success");
@@ -404,13 +423,25 @@ fn connector_names_count_characters_and_refuse_invisible_ones() {
 
     for (name, topic) in [("é".repeat(200), "e200"), ("é".repeat(249), "e249")] {
         let answer = json_create(&host, &name, config(topic));
-        assert_eq!(answer.status, 201, "{} × é: {}", name.chars().count(), answer.body);
+        assert_eq!(
+            answer.status,
+            201,
+            "{} × é: {}",
+            name.chars().count(),
+            answer.body
+        );
     }
-    let legacy = host.create(&common::encode(&"ü".repeat(249)), &config("u249").to_string());
+    let legacy = host.create(
+        &common::encode(&"ü".repeat(249)),
+        &config("u249").to_string(),
+    );
     assert_eq!(legacy, (200, "success".to_string()));
 
     for (name, problem) in [
-        ("é".repeat(250), "is 250 characters long, over 249".to_string()),
+        (
+            "é".repeat(250),
+            "is 250 characters long, over 249".to_string(),
+        ),
         ("evil\u{202E}txt".to_string(), "U+202E".to_string()),
         ("zero\u{200B}width".to_string(), "U+200B".to_string()),
         ("\u{FEFF}bom".to_string(), "U+FEFF".to_string()),
@@ -423,7 +454,10 @@ fn connector_names_count_characters_and_refuse_invisible_ones() {
             "{name:?}: {message}"
         );
     }
-    let (status, body) = host.create(&common::encode("evil\u{202E}txt"), &config("bad").to_string());
+    let (status, body) = host.create(
+        &common::encode("evil\u{202E}txt"),
+        &config("bad").to_string(),
+    );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("U+202E"), "{body}");
 }

@@ -87,7 +87,9 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
     } else if name.chars().any(char::is_control) {
         Some(NameProblem::Control)
     } else {
-        name.chars().find(|c| is_invisible(*c)).map(NameProblem::Invisible)
+        name.chars()
+            .find(|c| is_invisible(*c))
+            .map(NameProblem::Invisible)
     };
     match problem {
         Some(problem) => Err(NameError {
@@ -171,7 +173,9 @@ mod tests {
 
     #[test]
     fn invisible_and_control_characters_are_refused() {
-        for c in ['\u{202E}', '\u{200B}', '\u{FEFF}', '\u{00AD}', '\u{2066}', '\u{2028}'] {
+        for c in [
+            '\u{202E}', '\u{200B}', '\u{FEFF}', '\u{00AD}', '\u{2066}', '\u{2028}',
+        ] {
             assert_eq!(
                 problem(&format!("a{c}b")),
                 Some(NameProblem::Invisible(c)),

@@ -37,8 +37,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-
-
 use crate::names::{self, NameKind};
 use crate::sandbox::types::{ConnectorKind, Descriptor};
 use crate::sandbox::{ConnectorComponent, Sandbox};
@@ -205,7 +203,8 @@ impl Catalog {
     /// plugin of another name, from another file, answers to.
     fn claimed(&self, plugin: &Plugin) -> Option<String> {
         let d = &plugin.descriptor;
-        let claims = std::iter::once(("name", &d.name)).chain(d.aliases.iter().map(|a| ("alias", a)));
+        let claims =
+            std::iter::once(("name", &d.name)).chain(d.aliases.iter().map(|a| ("alias", a)));
         for (what, claim) in claims {
             let holder = self.current().find(|p| {
                 p.file != plugin.file && p.descriptor.name != d.name && p.answers_to(claim)

@@ -313,7 +313,8 @@ impl Reloader {
                 }
             }
         }
-        self.progress.send_modify(|progress| progress.started = true);
+        self.progress
+            .send_modify(|progress| progress.started = true);
     }
 
     /// Every load of the first scan has been started: its files are those loading now.

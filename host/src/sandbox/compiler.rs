@@ -86,7 +86,11 @@ fn compile_now(engine: &Engine, wasm: &[u8]) -> Result<Vec<u8>, CompileError> {
     })
 }
 
-async fn on_thread(engine: Engine, wasm: Vec<u8>, limit: Duration) -> Result<Vec<u8>, CompileError> {
+async fn on_thread(
+    engine: Engine,
+    wasm: Vec<u8>,
+    limit: Duration,
+) -> Result<Vec<u8>, CompileError> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("plugin-compiler".into())
@@ -160,7 +164,9 @@ async fn in_child(
             Err(CompileError::CoreModule)
         }
         (Some(INVALID_EXIT), _) => Err(CompileError::Invalid(
-            stderr.trim_start_matches("not a valid wasm component: ").to_string(),
+            stderr
+                .trim_start_matches("not a valid wasm component: ")
+                .to_string(),
         )),
         (_, Some(libc::SIGXCPU | libc::SIGKILL)) => Err(CompileError::TooSlow(limit)),
         _ if stderr.contains("memory allocation") || stderr.contains("out of memory") => {
@@ -241,7 +247,9 @@ mod tests {
         sandbox.hash_compatibility(&mut serving);
         let compiler = Engine::new(&compiler_config()).unwrap();
         let mut compiling = DefaultHasher::new();
-        compiler.precompile_compatibility_hash().hash(&mut compiling);
+        compiler
+            .precompile_compatibility_hash()
+            .hash(&mut compiling);
         assert_eq!(serving.finish(), compiling.finish());
     }
 }

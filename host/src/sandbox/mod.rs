@@ -24,8 +24,8 @@ use wasmtime::{
 };
 
 pub use bindings::types;
-pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use capabilities::{resolve_network_allow, Capabilities, DirGrant, Grants, NETWORK_ALLOW_KEY};
+pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, LimitError, Limits, RestartPolicy, WorkerLimits, EPOCH_TICK, MAX_BACKOFF,
