@@ -10,7 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{json_create, json_get, read_lines, wait_for, Host, Workspace};
+use common::{
+    cache_entries, json_create, json_get, publish, read_lines, wait_for, Host, Workspace,
+};
 use serde_json::{json, Value};
 
 /// Generous: a 2-core CI machine runs several hosts at once.
@@ -22,28 +24,11 @@ const DROP_LIMIT: Duration = Duration::from_secs(1);
 const SEED_SOURCE: &str = "org.apache.rocketmq.connect.file.FileSourceConnector";
 
 fn hostile(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../tests/fixtures/hostile/{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run tests/hostile/build.sh",
-        path.display()
-    );
-    path
+    common::fixture(&format!("hostile/{name}"))
 }
 
 fn versioned_source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/versioned-source-1.0.0.wasm")
-}
-
-/// Publishes `from` as `to` the safe way: a temporary name, then a rename.
-fn publish(from: &Path, to: &Path) {
-    let temp = to.with_file_name(format!(
-        ".{}.tmp",
-        to.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::copy(from, &temp).unwrap();
-    std::fs::rename(&temp, to).unwrap();
+    common::fixture("versioned-source-1.0.0")
 }
 
 fn wait_log(host: &Host, what: &str) {
@@ -344,18 +329,6 @@ fn reloads_of_an_unchanged_directory_log_nothing() {
 // ---------------------------------------------------------------------------------------------
 // Compiled-code cache integrity
 
-/// The cache entries (`*.cwasm`) in the data dir.
-fn cache_entries(ws: &Workspace) -> Vec<PathBuf> {
-    let dir = ws.data_dir().join("plugin-cache");
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
-        .collect();
-    entries.sort();
-    entries
-}
-
 #[test]
 fn a_forged_or_swapped_cache_entry_is_recompiled_never_loaded() {
     use sha2::{Digest, Sha256};
@@ -367,7 +340,7 @@ fn a_forged_or_swapped_cache_entry_is_recompiled_never_loaded() {
     let key = ws.data_dir().join("plugin-cache.key");
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the MAC key's mode is {mode:o}");
-    let entries = cache_entries(&ws);
+    let entries = cache_entries(&ws.data_dir());
     assert_eq!(entries.len(), 2, "{entries:?}");
 
     // A writer of the cache dir changes code and writes a plain checksum where the MAC goes;

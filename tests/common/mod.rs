@@ -16,6 +16,40 @@ pub fn bundled_plugins() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
 }
 
+/// A test component in `tests/fixtures/` (`name` relative to it, without `.wasm`), built by
+/// `scripts/build-plugins.sh` or `tests/hostile/build.sh`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh or tests/hostile/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// Publishes `from` as `to` the safe way: a temporary name, then a rename.
+pub fn publish(from: &Path, to: &Path) {
+    let temp = to.with_file_name(format!(
+        ".{}.tmp",
+        to.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::copy(from, &temp).unwrap();
+    std::fs::rename(&temp, to).unwrap();
+}
+
+/// The compiled-code cache entries (`*.cwasm`) in a data dir, sorted.
+pub fn cache_entries(data_dir: &Path) -> Vec<PathBuf> {
+    let dir = data_dir.join("plugin-cache");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .collect();
+    entries.sort();
+    entries
+}
+
 /// A temporary directory holding a plugin dir (with the bundled plugins) and a data dir.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
