@@ -1,5 +1,10 @@
 //! Wires the parts together: storage, sandbox, plugins, worker and the REST listeners, and
 //! shuts them down cleanly on SIGINT or SIGTERM, within a bound.
+//!
+//! Start order: the listeners answer before the plugin directory is loaded. The plugins load
+//! in the background; the stored connectors are listed at once and their tasks start once
+//! the first scan is done (a create of a class not loaded yet waits for it too), and `ready`
+//! is logged after that.
 
 mod listener;
 mod open_files;
@@ -12,7 +17,7 @@ use anyhow::Context;
 
 use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
-use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
+use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
 use crate::storage::Storage;
 use crate::worker::Worker;
 
@@ -38,6 +43,9 @@ pub struct ServeOptions {
     pub worker_id: Option<String>,
     /// Set to join a cluster on NATS JetStream.
     pub cluster: Option<ClusterOptions>,
+    /// Where plugin components are compiled: the `wasm-connect` binary compiles in a child
+    /// process of itself; anything else (benches, tests in process) on a thread.
+    pub compiler: Compiler,
 }
 
 impl ServeOptions {
@@ -54,6 +62,7 @@ impl ServeOptions {
             capabilities: Capabilities::default(),
             worker_id: None,
             cluster: None,
+            compiler: Compiler::InProcess,
         }
     }
 }
@@ -69,14 +78,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .capabilities
         .clone()
         .with_host_dirs(&options.data_dir, &options.plugin_dir);
-    let sandbox = Arc::new(Sandbox::new(options.limits.clone(), capabilities)?);
-    let plugins = PluginRegistry::start(
+    let sandbox = Arc::new(
+        Sandbox::new(options.limits.clone(), capabilities)?.with_compiler(options.compiler.clone()),
+    );
+    let plugins = Arc::new(PluginRegistry::spawn(
         options.plugin_dir.clone(),
         &options.data_dir,
         sandbox.clone(),
-    )
-    .await;
-    let plugins = Arc::new(plugins);
+    ));
     let worker_id = options
         .worker_id
         .clone()
@@ -93,14 +102,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         worker = worker.with_cluster(cluster.clone());
     }
     let worker = Arc::new(worker);
-    worker.restore().await?;
+    let restoring = worker.restore().await?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let coordinator = match &cluster {
-        Some(cluster) => {
-            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
-        }
-        None => None,
-    };
 
     if !options.bind.is_loopback() && options.auth_token.is_none() {
         tracing::warn!(
@@ -142,6 +145,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         })
         .collect();
     let stop_requested = shutdown_signal()?;
+    restoring
+        .await
+        .context("restoring the stored connectors crashed")?;
+    let coordinator = match &cluster {
+        Some(cluster) => {
+            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
+        }
+        None => None,
+    };
     tracing::info!(worker = worker.id(), "ready");
     stop_requested.await;
     shutdown.send_replace(true);

@@ -2,7 +2,8 @@
 //! only the `host` interface and a WASI context built from nothing, one `Store` per
 //! instance, and a timeout plus epoch-based yielding around every guest call.
 //!
-//! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
+//! `bindings` holds the generated code of each WIT world, `compiler` compiles untrusted
+//! components (in a child process under rlimits), `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach,
 //! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages,
 //! `disk` the disk budget, `instance` the typed calls into a connector (each
@@ -10,6 +11,7 @@
 
 mod bindings;
 mod capabilities;
+mod compiler;
 mod disk;
 mod instance;
 mod limits;
@@ -28,6 +30,7 @@ pub use bindings::types;
 pub use capabilities::{
     resolve_network_allow, Capabilities, DirGrant, Grants, HostDirKind, NETWORK_ALLOW_KEY,
 };
+pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
@@ -74,6 +77,9 @@ pub struct Sandbox {
     linker: Linker<TaskState>,
     limits: WorkerLimits,
     capabilities: Capabilities,
+    compiler: Compiler,
+    /// One permit per core: compilations running at once.
+    compiling: tokio::sync::Semaphore,
 }
 
 impl Sandbox {
@@ -90,7 +96,17 @@ impl Sandbox {
             linker,
             limits,
             capabilities,
+            compiler: Compiler::default(),
+            compiling: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            ),
         })
+    }
+
+    /// Compiles plugin components as `compiler` says (in process by default).
+    pub fn with_compiler(mut self, compiler: Compiler) -> Sandbox {
+        self.compiler = compiler;
+        self
     }
 
     pub fn limits(&self) -> &WorkerLimits {
@@ -101,21 +117,29 @@ impl Sandbox {
         &self.capabilities
     }
 
-    /// Compiles untrusted bytes and checks that they are a connector component this host can
-    /// link. CPU-heavy: call it off the async runtime.
-    pub fn compile(&self, wasm: &[u8]) -> Result<ConnectorComponent, String> {
-        let component = Component::from_binary(&self.engine, wasm).map_err(|e| {
-            if is_core_module(wasm) {
-                "a core wasm module, not a component: build it for wasm32-wasip2 (or run `wasm-tools component new`)".into()
-            } else {
-                format!("not a valid wasm component: {e:#}")
-            }
-        })?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("imports something this host does not provide: {e:#}"))?;
-        ConnectorComponent::from_pre(pre)
+    /// Compiles untrusted bytes (in a child process or on a thread, see [`Compiler`], within
+    /// the worker's compile limits) and checks that they are a connector component this host
+    /// can link: the component and its compiled code, as `Component::serialize` writes it.
+    /// At most one compilation per core runs at once; the others wait their turn.
+    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(ConnectorComponent, Vec<u8>), String> {
+        let _turn = self
+            .compiling
+            .acquire()
+            .await
+            .map_err(|_| "the compiler is shut down".to_string())?;
+        let artifact = compiler::compile(
+            &self.compiler,
+            &self.engine,
+            wasm,
+            self.limits.compile_time,
+            self.limits.compile_memory,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        // SAFETY: this host's own compiler (this binary, or this process) just produced the
+        // artifact for an engine of this configuration; it has not been stored anywhere.
+        let component = unsafe { self.load_compiled(&artifact) }?;
+        Ok((component, artifact))
     }
 
     /// A fresh store for one instance, under `limits`.
@@ -177,12 +201,8 @@ fn engine_config(limits: &WorkerLimits) -> Config {
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20)
         .max_memory_size(limits.connector.memory_bytes);
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        // No component-model-async: host→guest calls are ~4x cheaper without it.
-        .concurrency_support(false)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    let mut config = compiler::compiler_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     config
 }
 
@@ -205,9 +225,4 @@ fn start_epoch_ticker(engine: &Engine) {
 
 fn setup_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot set up the wasm engine: {e:#}")
-}
-
-/// True when the bytes are a core module (version 1) rather than a component.
-fn is_core_module(wasm: &[u8]) -> bool {
-    wasm.len() >= 8 && wasm[0..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
 }

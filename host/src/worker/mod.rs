@@ -104,6 +104,20 @@ struct RunningConnector {
     plugin: Option<Arc<Plugin>>,
 }
 
+impl RunningConnector {
+    /// `stored`, with no task started yet.
+    fn idle(stored: StoredConnector, revision: u64) -> RunningConnector {
+        let paused = watch::Sender::new(stored.target == TargetState::Paused);
+        RunningConnector {
+            stored,
+            tasks: BTreeMap::new(),
+            revision,
+            paused,
+            plugin: None,
+        }
+    }
+}
+
 pub struct Worker {
     id: String,
     sandbox: Arc<Sandbox>,
@@ -161,20 +175,35 @@ impl Worker {
         &self.sandbox
     }
 
-    /// Starts every stored connector where it left off (in cluster mode the coordinator
-    /// loads the cluster's connectors instead).
-    pub async fn restore(&self) -> anyhow::Result<()> {
-        if self.cluster.is_some() {
-            return Ok(());
+    /// Puts every stored connector back (in cluster mode the coordinator loads the cluster's
+    /// connectors instead) and returns; their tasks start where they left off on the task
+    /// this returns, once the first scan of the plugin directory is done. A connector changed
+    /// through the API meanwhile is left as the API left it.
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let mut waiting = Vec::new();
+        if self.cluster.is_none() {
+            let stored = self.storage.state.connectors()?;
+            let mut connectors = self.connectors.lock().await;
+            for (name, stored) in stored {
+                tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
+                waiting.push(name.clone());
+                connectors.insert(name, RunningConnector::idle(stored, 0));
+            }
         }
-        let stored = self.storage.state.connectors()?;
-        let mut connectors = self.connectors.lock().await;
-        for (name, stored) in stored {
-            tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
-            let running = self.run(&name, stored, 0, Stopping::default());
-            connectors.insert(name, running);
-        }
-        Ok(())
+        let worker = self.clone();
+        Ok(tokio::spawn(async move {
+            worker.plugins.started().await;
+            let mut connectors = worker.connectors.lock().await;
+            for name in waiting {
+                let Some(running) = connectors.get_mut(&name) else {
+                    continue;
+                };
+                let untouched = running.tasks.is_empty() && running.plugin.is_none();
+                if untouched && running.stored.target != TargetState::Stopped {
+                    worker.start_tasks(&name, running, Stopping::default());
+                }
+            }
+        }))
     }
 
     /// Creates the connector, or updates it and restarts its tasks (upsert); an update keeps
@@ -251,7 +280,8 @@ impl Worker {
         expect: Expect<'_>,
         initial: Option<TargetState>,
     ) -> Result<Attempt, PutError> {
-        validate_connector_name(name).map_err(PutError::InvalidName)?;
+        crate::names::validate(crate::names::NameKind::Connector, name)
+            .map_err(|e| PutError::InvalidName(e.to_string()))?;
         // Refused early, before any guest call; checked again below, where it counts.
         if let Some(attempt) = self.precondition(name, &config, expect).await? {
             return Ok(attempt);
@@ -262,7 +292,8 @@ impl Worker {
             .ok_or_else(|| PutError::MissingKey("connector-class".into()))?;
         let plugin = self
             .plugins
-            .resolve(class, &config, None)
+            .resolve_for_put(class, &config)
+            .await
             .map_err(|e| match e {
                 SelectError::Unknown { class, available } => {
                     PutError::UnknownPlugin { class, available }
@@ -587,14 +618,7 @@ impl Worker {
         revision: u64,
         after: Stopping,
     ) -> RunningConnector {
-        let paused = watch::Sender::new(stored.target == TargetState::Paused);
-        let mut running = RunningConnector {
-            stored,
-            tasks: BTreeMap::new(),
-            revision,
-            paused,
-            plugin: None,
-        };
+        let mut running = RunningConnector::idle(stored, revision);
         if running.stored.target != TargetState::Stopped {
             self.start_tasks(name, &mut running, after);
         }
@@ -700,32 +724,6 @@ enum Expect<'a> {
 enum Attempt {
     Done(Put),
     Stale,
-}
-
-/// Longest connector name accepted.
-const MAX_NAME_LEN: usize = 249;
-
-/// Connector names appear in URLs, file-backed keys and logs: printable, no `/`, not `..`.
-pub fn validate_connector_name(name: &str) -> Result<(), String> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > MAX_NAME_LEN {
-        Some("is longer than 249 bytes")
-    } else if name.contains('/') || name.contains('\\') {
-        Some("contains a slash")
-    } else if name == "." || name.contains("..") {
-        Some("contains '..'")
-    } else if name.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(format!(
-            "invalid connector name {name:?}: it {problem}; use up to {MAX_NAME_LEN} printable characters without '/' or '..'"
-        )),
-        None => Ok(()),
-    }
 }
 
 /// Same key/value set, ignoring the runtime's `update-timestamp`.
