@@ -3,10 +3,10 @@
 //! instance, and a timeout plus epoch-based yielding around every guest call.
 //!
 //! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
-//! host functions, `limits` every limit, `capabilities` what an instance may reach (one module per capability),
-//! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages,
-//! `disk` the disk budget, `instance` the typed calls into a connector (each
-//! armed with its CPU budget and wall-clock limit, failures explained).
+//! host functions, `limits` every limit, `capabilities` what an instance may reach (one
+//! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
+//! secrets out of messages, `disk` the disk budget, `instance` the typed calls into a
+//! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
 pub mod capabilities;
@@ -26,7 +26,7 @@ use wasmtime::{
 
 pub use bindings::types;
 pub use capabilities::network::NETWORK_ALLOW_KEY;
-pub use capabilities::{Capabilities, DirGrant, Grants, HostDirKind};
+pub use capabilities::{Capabilities, Grants, HostDirKind};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,

@@ -142,6 +142,68 @@ pub(super) fn canonical(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::keys::tests::{def, props};
+
+    #[test]
+    fn create_refuses_each_path_entry_per_key_and_leaves_references_to_task_start() {
+        let caps = Capabilities {
+            allow_paths: vec![PathBuf::from("/data")],
+            ..Capabilities::default()
+        };
+        let defs = [
+            def("in", Some(PathAccess::ReadFile)),
+            def("out", Some(PathAccess::WriteFile)),
+            def("secret", Some(PathAccess::ReadFile)),
+            def("name", None),
+        ];
+        let config = props(&[
+            ("in", "/data/a.txt, /etc/passwd, /data/b.txt"),
+            ("out", "/tmp/out.txt"),
+            ("secret", "${env:SECRET_FILE}"),
+            ("name", "/etc/shadow"),
+        ]);
+        let refused = check(&caps, &defs, &config);
+        let keys: Vec<&str> = refused.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["in", "out"]);
+        assert!(
+            refused[0]
+                .message
+                .starts_with("in: /etc/passwd is outside the allowed roots (/data)"),
+            "{}",
+            refused[0].message
+        );
+        assert!(check(&caps, &defs, &props(&[("in", "/data/a.txt")])).is_empty());
+    }
+
+    #[test]
+    fn a_task_gets_each_files_directory_once_writable_when_any_key_writes_there() {
+        let caps = Capabilities::default();
+        let defs = [
+            def("in", Some(PathAccess::ReadFile)),
+            def("out", Some(PathAccess::WriteFile)),
+            def("name", None),
+        ];
+        let config: Config = [
+            ("in", "/a/in.txt, /b/in.txt"),
+            ("out", "/a/out.txt"),
+            ("name", "/c/x.txt"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let dirs = grant(&caps, &defs, &config).unwrap();
+        let dir_grant = |dir: &str, writable| DirGrant {
+            dir: PathBuf::from(dir),
+            writable,
+        };
+        assert_eq!(dirs, [dir_grant("/a", true), dir_grant("/b", false)]);
+        let rooted = Capabilities {
+            allow_paths: vec![PathBuf::from("/a")],
+            ..Capabilities::default()
+        };
+        let refused = grant(&rooted, &defs, &config).unwrap_err();
+        assert!(refused.starts_with("in: /b/in.txt is outside"), "{refused}");
+    }
 
     #[test]
     fn paths_outside_the_roots_are_refused() {
