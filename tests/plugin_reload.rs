@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{cache_entries, publish, read_lines, wait_for, Host, Workspace};
+use common::{append, cache_entries, publish, read_lines, wait_for, Host, Workspace};
 use serde_json::{json, Value};
 
 const VERSIONED: &str = "versioned-source";
@@ -34,20 +34,9 @@ fn fixture(version: &str) -> PathBuf {
     common::fixture(&format!("versioned-source-{version}"))
 }
 
-fn append(path: &Path, lines: &[&str]) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    file.write_all(
-        lines
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-            .as_bytes(),
-    )
-    .unwrap();
+/// `lines`, each ended by `\n`, as they are appended to a file.
+fn as_lines(lines: &[&str]) -> String {
+    lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
 fn text(path: &Path) -> String {
@@ -137,7 +126,7 @@ impl Versioned {
 
     /// Appends `lines` and waits until the output holds `expected`, whole.
     fn feed(&self, lines: &[&str], expected: &[String]) {
-        append(&self.input, lines);
+        append(&self.input, &as_lines(lines));
         wait_lines(&self.output, expected);
     }
 }
@@ -167,7 +156,7 @@ impl Pipeline {
         let writer = std::thread::spawn(move || {
             let mut written = 0;
             loop {
-                append(&input, &[&format!("pipeline line {written}")]);
+                append(&input, &format!("pipeline line {written}\n"));
                 written += 1;
                 if stopped.load(Ordering::Relaxed) {
                     return written;
@@ -348,7 +337,7 @@ fn pinned_versions_run_side_by_side_and_survive_host_restarts_while_present() {
             .map(|connector| read_lines(&connector.output))
             .collect();
         for connector in all {
-            append(&connector.input, lines);
+            append(&connector.input, &as_lines(lines));
         }
         for ((connector, version), mut expected) in all.iter().zip(versions).zip(before) {
             expected.extend(versioned(version, lines));
@@ -402,7 +391,7 @@ fn pinned_versions_run_side_by_side_and_survive_host_restarts_while_present() {
     assert!(host.terminate().success());
     let host = ws.start();
     host.wait_running("unpinned");
-    append(&unpinned.input, &["w"]);
+    append(&unpinned.input, "w\n");
     let mut expected = read_lines(&unpinned.output);
     expected.extend(versioned(V2, &["w"]));
     wait_lines(&unpinned.output, &expected);
@@ -629,7 +618,7 @@ fn compiled_code_cache_survives_restarts_and_corrupt_entries_are_recompiled() {
     );
     assert!(log.contains(&format!("compiled-code cache entry {} is unusable (not a cache entry of this format); recompiling", entries[1].display())), "{log}");
     let pipeline_again = ws.path("pipeline.in");
-    append(&pipeline_again, &["after the corrupt cache"]);
+    append(&pipeline_again, "after the corrupt cache\n");
     wait_for(LIMIT, "the pipeline to run on recompiled code", || {
         read_lines(&ws.path("pipeline.out"))
             .last()

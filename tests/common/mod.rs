@@ -9,7 +9,7 @@ pub mod neighbourhood;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The bundled plugins built into the repository's `plugins/`.
@@ -244,18 +244,13 @@ impl Host {
 
     /// GET `path` (already encoded); returns status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let url = format!("{}{path}", self.base);
-        let mut request = ureq::get(&url).timeout(Duration::from_secs(60));
-        for (name, value) in self.auth() {
-            request = request.set(name, &value);
-        }
-        match request.call() {
-            Ok(response) => (response.status(), response.into_string().expect("body")),
-            Err(ureq::Error::Status(status, response)) => {
-                (status, response.into_string().unwrap_or_default())
-            }
-            Err(e) => panic!("GET {url}: {e}"),
-        }
+        let auth = self.auth();
+        let headers: Vec<(&str, &str)> = auth
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let answer = call("GET", &format!("{}{path}", self.base), None, &headers);
+        (answer.status, answer.body)
     }
 
     /// GET a 200 answer's body.
@@ -384,28 +379,37 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Appends `text` to `path`, creating the file when it is missing.
+pub fn try_append(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
+/// Appends `text` to `path`, creating the file when it is missing; panics naming the file
+/// when it cannot.
+pub fn append(path: &Path, text: &str) {
+    try_append(path, text).unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
+
+/// Serialises the tests of one test binary that must not run side by side (a poisoned lock
+/// is fine: the next test starts afresh).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the test binary's one turn until dropped.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Lines of a file, as the file sink writes them (each value plus `\n`).
 pub fn read_lines(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.split_terminator('\n').map(str::to_string).collect()
-}
-
-/// GET `base` + `path` (already encoded); returns the status, the `Content-Type` header as
-/// sent (None when absent) and the body. Unlike `Host::get`, it keeps the content type.
-pub fn get_typed(base: &str, path: &str) -> (u16, Option<String>, String) {
-    let url = format!("{base}{path}");
-    let response = match ureq::get(&url).timeout(Duration::from_secs(60)).call() {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(e) => panic!("GET {url}: {e}"),
-    };
-    let status = response.status();
-    let content_type = response.header("content-type").map(str::to_string);
-    (
-        status,
-        content_type,
-        response.into_string().unwrap_or_default(),
-    )
 }
 
 /// The media type of a `Content-Type` header value, without parameters, lower-cased.

@@ -4,13 +4,13 @@
 //!
 //! `bindings` holds the generated code of each WIT world, `compiler` compiles untrusted
 //! components (in a child process under rlimits), `state` the per-store data and the
-//! host functions, `limits` every limit, `capabilities` what an instance may reach,
-//! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages,
-//! `disk` the disk budget, `instance` the typed calls into a connector (each
-//! armed with its CPU budget and wall-clock limit, failures explained).
+//! host functions, `limits` every limit, `capabilities` what an instance may reach (one
+//! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
+//! secrets out of messages, `disk` the disk budget, `instance` the typed calls into a
+//! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
-mod capabilities;
+pub mod capabilities;
 mod compiler;
 mod disk;
 mod instance;
@@ -27,9 +27,8 @@ use wasmtime::{
 };
 
 pub use bindings::types;
-pub use capabilities::{
-    resolve_network_allow, Capabilities, DirGrant, Grants, HostDirKind, NETWORK_ALLOW_KEY,
-};
+pub use capabilities::network::NETWORK_ALLOW_KEY;
+pub use capabilities::{Capabilities, Grants, HostDirKind};
 pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{

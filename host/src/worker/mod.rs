@@ -24,7 +24,7 @@ use tokio::sync::{watch, Mutex};
 use crate::cluster::{Assignment, Cluster};
 use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::Config;
-use crate::sandbox::{Identity, Limits, Sandbox};
+use crate::sandbox::{capabilities, Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, TaskState};
@@ -534,7 +534,7 @@ impl Worker {
             })
             .collect();
         errors.extend(topic_errors(plugin, config));
-        errors.extend(self.path_errors(plugin, config));
+        errors.extend(self.capability_errors(plugin, config));
         let limits = match self.sandbox.limits().connector.for_connector(config) {
             Ok(limits) => limits,
             Err(e) => {
@@ -574,27 +574,15 @@ impl Worker {
             .collect())
     }
 
-    /// Path-typed values written as paths (not `${…}` references, checked when a task starts)
-    /// must lie under the `--allow-path` roots and away from the host's own dirs; a list
-    /// value is checked entry by entry.
-    fn path_errors(&self, plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
-        let capabilities = self.sandbox.capabilities();
-        plugin
-            .descriptor
-            .config_defs
-            .iter()
-            .filter(|def| def.path.is_some())
-            .filter_map(|def| Some((def, config.get(&def.name)?)))
-            .filter(|(_, value)| !secrets::is_reference(value))
-            .flat_map(|(def, value)| keys::entries(value).map(move |entry| (def, entry)))
-            .filter_map(|(def, entry)| {
-                let path = std::path::absolute(entry).unwrap_or_else(|_| entry.into());
-                let message = capabilities.check_path(&def.name, &path).err()?;
-                Some(KeyError {
-                    key: def.name.clone(),
-                    message,
-                    missing: false,
-                })
+    /// What the capabilities (files, network) refuse in `config`, per key.
+    fn capability_errors(&self, plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
+        let defs = &plugin.descriptor.config_defs;
+        capabilities::check(self.sandbox.capabilities(), defs, config)
+            .into_iter()
+            .map(|refusal| KeyError {
+                key: refusal.key,
+                message: refusal.message,
+                missing: false,
             })
             .collect()
     }

@@ -14,10 +14,9 @@ use tokio::task::JoinHandle;
 use super::{keys, secrets};
 use crate::cluster::Cluster;
 use crate::plugins::Plugin;
-use crate::sandbox::types::{Config, PathAccess, TaskError};
+use crate::sandbox::types::{Config, TaskError};
 use crate::sandbox::{
-    resolve_network_allow, DirGrant, Grants, Identity, Limits, Redactor, Sandbox, TaskSetup,
-    MAX_BACKOFF, NETWORK_ALLOW_KEY,
+    capabilities, Grants, Identity, Limits, Redactor, Sandbox, TaskSetup, MAX_BACKOFF,
 };
 use crate::storage::{Properties, Storage};
 
@@ -215,31 +214,8 @@ impl TaskContext {
     /// in the resolved `config` (refused outside the `--allow-path` roots and near the host's
     /// own dirs), and the addresses its `network.allow` lists.
     pub async fn grants(&self, config: &Config) -> Result<Grants, String> {
-        let mut grants = Grants::default();
-        for def in &self.plugin.descriptor.config_defs {
-            let Some(access) = def.path else { continue };
-            let Some((_, files)) = config.iter().find(|(key, _)| *key == def.name) else {
-                continue;
-            };
-            for file in keys::entries(files).map(Path::new) {
-                self.sandbox.capabilities().check_path(&def.name, file)?;
-                let Some(dir) = file.parent() else {
-                    continue;
-                };
-                let writable = access == PathAccess::WriteFile;
-                match grants.dirs.iter_mut().find(|g| g.dir == dir) {
-                    Some(grant) => grant.writable |= writable,
-                    None => grants.dirs.push(DirGrant {
-                        dir: dir.to_path_buf(),
-                        writable,
-                    }),
-                }
-            }
-        }
-        if let Some((_, allow)) = config.iter().find(|(key, _)| key == NETWORK_ALLOW_KEY) {
-            grants.network = resolve_network_allow(allow).await?;
-        }
-        Ok(grants)
+        let defs = &self.plugin.descriptor.config_defs;
+        capabilities::grant(self.sandbox.capabilities(), defs, config).await
     }
 }
 
