@@ -3,6 +3,7 @@
 //! at most `--max-open-topic-files` open at once; all readable by the owner only.
 
 mod open_files;
+mod plane;
 mod private;
 mod state;
 mod topic_log;
@@ -17,6 +18,7 @@ pub use topic_log::{LogRead, Producer, ProducerCheckpoint, TopicLog};
 
 use crate::sandbox::WorkerFields;
 pub use open_files::OpenFiles;
+pub use plane::EmbeddedPlane;
 
 /// The longest topic name accepted (Kafka's limit).
 const MAX_TOPIC_NAME: usize = 249;

@@ -11,6 +11,7 @@ pub mod keys;
 mod lifecycle;
 mod offsets;
 mod placement;
+pub mod plane;
 pub mod secrets;
 pub mod sink;
 pub mod source;
@@ -32,6 +33,7 @@ pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
 use change::Slots;
+use plane::DataPlane;
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";
@@ -107,7 +109,10 @@ struct RunningConnector {
 pub struct Worker {
     id: String,
     sandbox: Arc<Sandbox>,
+    /// Where connector configs live (until the control plane takes them).
     storage: Arc<Storage>,
+    /// Where topics and offsets live: chosen once, at start.
+    data: Arc<dyn DataPlane>,
     plugins: Arc<PluginRegistry>,
     /// Held only to read or swap entries: never across an await on a guest, a task or the store.
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
@@ -115,8 +120,8 @@ pub struct Worker {
     slots: Slots,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
-    /// Set in cluster mode: configs, offsets and topics live there, and this worker runs
-    /// only the tasks `assignment` gives it.
+    /// Set in cluster mode: configs live there, and this worker runs only the tasks
+    /// `assignment` gives it.
     cluster: Option<Arc<Cluster>>,
     assignment: std::sync::Mutex<Assignment>,
 }
@@ -126,6 +131,7 @@ impl Worker {
         id: String,
         sandbox: Arc<Sandbox>,
         storage: Arc<Storage>,
+        data: Arc<dyn DataPlane>,
         plugins: Arc<PluginRegistry>,
         tasks: tokio::runtime::Handle,
     ) -> Self {
@@ -133,6 +139,7 @@ impl Worker {
             id,
             sandbox,
             storage,
+            data,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
             slots: Slots::default(),
@@ -658,7 +665,8 @@ impl Worker {
                     user_config: stored.config.clone(),
                     limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
-                    storage: self.storage.clone(),
+                    data: self.data.clone(),
+                    stages: Default::default(),
                     cluster: self.cluster.clone(),
                     status,
                     stop,

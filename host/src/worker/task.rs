@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::plane::{DataPlane, Stages};
 use super::{keys, secrets};
 use crate::cluster::Cluster;
 use crate::plugins::Plugin;
@@ -19,7 +20,7 @@ use crate::sandbox::{
     resolve_network_allow, DirGrant, Grants, Identity, Limits, Redactor, Sandbox, TaskSetup,
     MAX_BACKOFF, NETWORK_ALLOW_KEY,
 };
-use crate::storage::{Properties, Storage};
+use crate::storage::Properties;
 
 /// Where a task stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,8 +45,11 @@ pub struct TaskContext {
     /// This connector's limits (the worker's, lowered by its `limits.*` keys).
     pub limits: Limits,
     pub sandbox: Arc<Sandbox>,
-    pub storage: Arc<Storage>,
-    /// Set in cluster mode: topics and offsets live there instead of in `storage`.
+    /// Where topics and offsets live.
+    pub data: Arc<dyn DataPlane>,
+    /// What a polled batch passes through before it is routed (source tasks).
+    pub stages: Arc<Stages>,
+    /// Set in cluster mode: the task runs only while it holds the task's lock there.
     pub cluster: Option<Arc<Cluster>>,
     pub status: watch::Sender<TaskStatus>,
     pub stop: watch::Receiver<bool>,
