@@ -22,7 +22,9 @@ use wasm_connect::sandbox::{
     Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Redactor,
     Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
-use wasm_connect::storage::{EmbeddedPlane, OpenFiles, Producer, Properties, Storage, TopicLog};
+use wasm_connect::storage::{
+    EmbeddedControl, EmbeddedPlane, OpenFiles, Producer, Properties, Storage, TopicLog,
+};
 use wasm_connect::worker::batch::Partitions;
 use wasm_connect::worker::plane::DataPlane;
 use wasm_connect::worker::sink::{self, SinkCalls};
@@ -169,7 +171,7 @@ async fn wasm_pipeline(
         "bench@0".into(),
         sandbox.clone(),
         storage.clone(),
-        Arc::new(EmbeddedPlane(storage)),
+        (Arc::new(EmbeddedPlane(storage)), Arc::new(EmbeddedControl)),
         plugins.clone(),
         runtime,
     );
@@ -206,7 +208,7 @@ async fn native_pipeline(
             sandbox,
             data,
             stages: Default::default(),
-            cluster: None,
+            control: Arc::new(EmbeddedControl),
             status,
             stop,
             paused: tokio::sync::watch::channel(false).1,

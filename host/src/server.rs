@@ -13,7 +13,8 @@ use anyhow::Context;
 use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
 use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
-use crate::storage::{EmbeddedPlane, Storage};
+use crate::storage::{EmbeddedControl, EmbeddedPlane, Storage};
+use crate::worker::control::ControlPlane;
 use crate::worker::plane::DataPlane;
 use crate::worker::Worker;
 
@@ -90,15 +91,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         None => None,
     };
     // The planes are chosen once, here: the worker sees only their traits.
-    let data: Arc<dyn DataPlane> = match &cluster {
-        Some(cluster) => cluster.clone(),
-        None => Arc::new(EmbeddedPlane(storage.clone())),
+    let planes: (Arc<dyn DataPlane>, Arc<dyn ControlPlane>) = match &cluster {
+        Some(cluster) => (cluster.clone(), cluster.clone()),
+        None => (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl),
+        ),
     };
     let mut worker = Worker::new(
         worker_id.clone(),
         sandbox,
         storage,
-        data,
+        planes,
         plugins,
         tasks.handle(),
     );

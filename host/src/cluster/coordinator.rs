@@ -113,8 +113,8 @@ impl Cluster {
     }
 
     /// Reports every state of one task until the task ends (its state sender is dropped).
-    pub async fn report_states(
-        self: Arc<Self>,
+    pub(super) async fn report_states(
+        &self,
         connector: String,
         task: u32,
         mut states: watch::Receiver<TaskStatus>,

@@ -2,6 +2,7 @@
 //! append-only log per topic (`topics/<topic>.log`), at most `--max-topics` of them, with
 //! at most `--max-open-topic-files` open at once; all readable by the owner only.
 
+mod control;
 mod open_files;
 mod plane;
 mod private;
@@ -17,6 +18,7 @@ pub use state::{Properties, SinkState, StateError, StateStore, StoredConnector, 
 pub use topic_log::{LogRead, Producer, ProducerCheckpoint, TopicLog};
 
 use crate::sandbox::WorkerFields;
+pub use control::EmbeddedControl;
 pub use open_files::OpenFiles;
 pub use plane::EmbeddedPlane;
 

@@ -7,6 +7,7 @@
 
 pub mod batch;
 mod change;
+pub mod control;
 pub mod keys;
 mod lifecycle;
 mod offsets;
@@ -33,6 +34,7 @@ pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
 use change::Slots;
+use control::ControlPlane;
 use plane::DataPlane;
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
@@ -111,8 +113,9 @@ pub struct Worker {
     sandbox: Arc<Sandbox>,
     /// Where connector configs live (until the control plane takes them).
     storage: Arc<Storage>,
-    /// Where topics and offsets live: chosen once, at start.
+    /// Where topics and offsets live, and who may run which task: chosen once, at start.
     data: Arc<dyn DataPlane>,
+    control: Arc<dyn ControlPlane>,
     plugins: Arc<PluginRegistry>,
     /// Held only to read or swap entries: never across an await on a guest, a task or the store.
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
@@ -131,7 +134,7 @@ impl Worker {
         id: String,
         sandbox: Arc<Sandbox>,
         storage: Arc<Storage>,
-        data: Arc<dyn DataPlane>,
+        (data, control): (Arc<dyn DataPlane>, Arc<dyn ControlPlane>),
         plugins: Arc<PluginRegistry>,
         tasks: tokio::runtime::Handle,
     ) -> Self {
@@ -140,6 +143,7 @@ impl Worker {
             sandbox,
             storage,
             data,
+            control,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
             slots: Slots::default(),
@@ -667,7 +671,7 @@ impl Worker {
                     sandbox: self.sandbox.clone(),
                     data: self.data.clone(),
                     stages: Default::default(),
-                    cluster: self.cluster.clone(),
+                    control: self.control.clone(),
                     status,
                     stop,
                     paused: paused.subscribe(),
