@@ -245,74 +245,6 @@ impl Cluster {
     async fn source_state(&self, connector: &str) -> Result<SourceOffsets, String> {
         read_json(&self.offsets, &source_key(connector)).await
     }
-
-    /// Sets or (with `None`) removes source positions.
-    async fn set_source_positions(
-        &self,
-        connector: &str,
-        changes: &[(String, Option<String>)],
-    ) -> Result<(), String> {
-        let key = source_key(connector);
-        update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
-            offsets.epoch += 1;
-            apply_changes(&mut offsets.positions, changes);
-        })
-        .await
-    }
-
-    /// A sink connector's next offsets and the positions of its last flush.
-    async fn sink_state(&self, connector: &str) -> Result<SinkState, String> {
-        read_json(&self.offsets, &sink_key(connector)).await
-    }
-
-    /// Commits a sink's next offsets together with the positions its flush returned.
-    async fn commit_sink(
-        &self,
-        connector: &str,
-        next_offsets: &[(String, u64)],
-        positions: &[(String, String)],
-    ) -> Result<(), String> {
-        let key = sink_key(connector);
-        update_json(&self.offsets, &key, |state: &mut SinkState| {
-            state.offsets.extend(next_offsets.iter().cloned());
-            state.positions.extend(positions.iter().cloned());
-        })
-        .await
-    }
-
-    /// Sets or (with `None`) removes a sink's next offsets.
-    async fn set_sink_offsets(
-        &self,
-        connector: &str,
-        changes: &[(String, Option<u64>)],
-    ) -> Result<(), String> {
-        let key = sink_key(connector);
-        update_json(&self.offsets, &key, |state: &mut SinkState| {
-            apply_changes(&mut state.offsets, changes);
-        })
-        .await
-    }
-
-    /// A reader of `topic` for one sink task, from `next_offset` on.
-    async fn topic_reader(
-        &self,
-        connector: &str,
-        task: u32,
-        topic: &str,
-        next_offset: u64,
-    ) -> Result<TopicReader, String> {
-        let stream = self.topic_stream(topic).await?;
-        let digest =
-            <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
-        let name = format!("wc-sink-{}", key_part(&digest[..12]));
-        // The consumer is created by the first read, which retries when it fails.
-        Ok(TopicReader {
-            stream,
-            name,
-            consumer: None,
-            next_offset,
-        })
-    }
 }
 
 /// One sink task's position in one topic stream, through its durable pull consumer.
@@ -465,9 +397,8 @@ impl DataPlane for Cluster {
     }
 
     async fn sink_resume(&self, connector: &str) -> Result<SinkState, PlaneError> {
-        self.sink_state(connector)
-            .await
-            .map_err(PlaneError::Cluster)
+        let state = read_json(&self.offsets, &sink_key(connector)).await;
+        state.map_err(PlaneError::Cluster)
     }
 
     async fn topic_reader(
@@ -477,10 +408,17 @@ impl DataPlane for Cluster {
         topic: &str,
         next_offset: u64,
     ) -> Result<Box<dyn TopicRead>, PlaneError> {
-        let reader = Cluster::topic_reader(self, connector, task, topic, next_offset)
-            .await
-            .map_err(|e| PlaneError::Cluster(format!("topic {topic}: {e}")))?;
-        Ok(Box::new(reader))
+        let stream = self.topic_stream(topic).await;
+        let stream = stream.map_err(|e| PlaneError::Cluster(format!("topic {topic}: {e}")))?;
+        let digest =
+            <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
+        // The consumer is created by the first read, which retries when it fails.
+        Ok(Box::new(TopicReader {
+            stream,
+            name: format!("wc-sink-{}", key_part(&digest[..12])),
+            consumer: None,
+            next_offset,
+        }))
     }
 
     async fn commit_sink(
@@ -489,9 +427,12 @@ impl DataPlane for Cluster {
         offsets: Vec<(String, u64)>,
         positions: Vec<(String, String)>,
     ) -> Result<(), PlaneError> {
-        Cluster::commit_sink(self, connector, &offsets, &positions)
-            .await
-            .map_err(PlaneError::Cluster)
+        let key = sink_key(connector);
+        let committed = update_json(&self.offsets, &key, |state: &mut SinkState| {
+            state.offsets.extend(offsets.iter().cloned());
+            state.positions.extend(positions.iter().cloned());
+        });
+        committed.await.map_err(PlaneError::Cluster)
     }
 
     async fn source_offsets(
@@ -511,9 +452,12 @@ impl DataPlane for Cluster {
         _producers: &[String],
         changes: &[(String, Option<String>)],
     ) -> Result<(), PlaneError> {
-        self.set_source_positions(connector, changes)
-            .await
-            .map_err(PlaneError::Cluster)
+        let key = source_key(connector);
+        let changed = update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+            offsets.epoch += 1;
+            apply_changes(&mut offsets.positions, changes);
+        });
+        changed.await.map_err(PlaneError::Cluster)
     }
 
     async fn alter_sink_offsets(
@@ -521,9 +465,11 @@ impl DataPlane for Cluster {
         connector: &str,
         changes: &[(String, Option<u64>)],
     ) -> Result<(), PlaneError> {
-        self.set_sink_offsets(connector, changes)
-            .await
-            .map_err(PlaneError::Cluster)
+        let key = sink_key(connector);
+        let changed = update_json(&self.offsets, &key, |state: &mut SinkState| {
+            apply_changes(&mut state.offsets, changes);
+        });
+        changed.await.map_err(PlaneError::Cluster)
     }
 
     async fn source_topics(
