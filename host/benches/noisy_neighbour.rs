@@ -186,7 +186,7 @@ async fn pipeline(
         storage.clone(),
         (
             Arc::new(EmbeddedPlane(storage.clone())),
-            Arc::new(EmbeddedControl),
+            Arc::new(EmbeddedControl(storage.clone())),
         ),
         plugins.clone(),
         tokio::runtime::Handle::current(),

@@ -26,6 +26,7 @@ use wasm_connect::storage::{
     EmbeddedControl, EmbeddedPlane, OpenFiles, Producer, Properties, Storage, TopicLog,
 };
 use wasm_connect::worker::batch::Partitions;
+use wasm_connect::worker::control::ControlPlane;
 use wasm_connect::worker::plane::DataPlane;
 use wasm_connect::worker::sink::{self, SinkCalls};
 use wasm_connect::worker::source::{self, SourceCalls};
@@ -171,7 +172,10 @@ async fn wasm_pipeline(
         "bench@0".into(),
         sandbox.clone(),
         storage.clone(),
-        (Arc::new(EmbeddedPlane(storage)), Arc::new(EmbeddedControl)),
+        (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl(storage)),
+        ),
         plugins.clone(),
         runtime,
     );
@@ -189,11 +193,14 @@ async fn native_pipeline(
     sandbox: &Arc<Sandbox>,
     plugins: &Arc<PluginRegistry>,
 ) -> anyhow::Result<f64> {
-    let plane: Arc<dyn DataPlane> = Arc::new(EmbeddedPlane(Arc::new(Storage::open(data)?)));
+    let storage = Arc::new(Storage::open(data)?);
+    let plane: Arc<dyn DataPlane> = Arc::new(EmbeddedPlane(storage.clone()));
+    let control: Arc<dyn ControlPlane> = Arc::new(EmbeddedControl(storage));
     let output = data.join("out.txt");
     let context = |name: &str, plugin: &str, config: Properties| {
         let plugin = plugins.find(plugin).expect("bundled plugin loaded");
         let data = plane.clone();
+        let control = control.clone();
         let sandbox = sandbox.clone();
         let name = name.to_string();
         move |status, stop| TaskContext {
@@ -208,7 +215,7 @@ async fn native_pipeline(
             sandbox,
             data,
             stages: Default::default(),
-            control: Arc::new(EmbeddedControl),
+            control,
             status,
             stop,
             paused: tokio::sync::watch::channel(false).1,

@@ -95,7 +95,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Some(cluster) => (cluster.clone(), cluster.clone()),
         None => (
             Arc::new(EmbeddedPlane(storage.clone())),
-            Arc::new(EmbeddedControl),
+            Arc::new(EmbeddedControl(storage.clone())),
         ),
     };
     let mut worker = Worker::new(

@@ -45,7 +45,7 @@ pub struct TaskReport {
 impl Cluster {
     /// Stores a connector's config (or deletes it, with None) for the whole cluster; returns
     /// the revision of the change.
-    pub async fn put_connector(
+    pub(super) async fn put_connector(
         &self,
         name: &str,
         stored: Option<&StoredConnector>,

@@ -14,7 +14,8 @@ use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
 use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
-use crate::worker::control::{ControlPlane, TaskLease};
+use crate::storage::StoredConnector;
+use crate::worker::control::{ControlError, ControlPlane, TaskLease};
 use crate::worker::TaskStatus;
 
 const WORKER_PREFIX: &str = "worker.";
@@ -192,6 +193,15 @@ impl TaskLease for TaskLock {
 /// Task leases are the task locks; states go to the `status` bucket.
 #[async_trait::async_trait]
 impl ControlPlane for Cluster {
+    async fn persist_config(
+        &self,
+        name: &str,
+        stored: Option<&StoredConnector>,
+    ) -> Result<u64, ControlError> {
+        let revision = self.put_connector(name, stored).await;
+        revision.map_err(ControlError::Cluster)
+    }
+
     async fn lease_task(
         &self,
         connector: &str,
