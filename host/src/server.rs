@@ -18,7 +18,9 @@ use anyhow::Context;
 use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
 use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
-use crate::storage::Storage;
+use crate::storage::{EmbeddedControl, EmbeddedPlane, Storage};
+use crate::worker::control::ControlPlane;
+use crate::worker::plane::DataPlane;
 use crate::worker::Worker;
 
 use listener::Listener;
@@ -91,13 +93,28 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}@{}", worker_ip(options.bind), std::process::id()));
     let tasks = TaskRuntime::start()?;
-    let mut worker = Worker::new(worker_id.clone(), sandbox, storage, plugins, tasks.handle());
     let cluster = match &options.cluster {
         Some(options) => Some(Arc::new(
             Cluster::connect(options.clone(), worker_id.clone()).await?,
         )),
         None => None,
     };
+    // The planes are chosen once, here: the worker sees only their traits.
+    let planes: (Arc<dyn DataPlane>, Arc<dyn ControlPlane>) = match &cluster {
+        Some(cluster) => (cluster.clone(), cluster.clone()),
+        None => (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl(storage.clone())),
+        ),
+    };
+    let mut worker = Worker::new(
+        worker_id.clone(),
+        sandbox,
+        storage,
+        planes,
+        plugins,
+        tasks.handle(),
+    );
     if let Some(cluster) = &cluster {
         worker = worker.with_cluster(cluster.clone());
     }

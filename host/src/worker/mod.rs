@@ -7,10 +7,12 @@
 
 pub mod batch;
 mod change;
+pub mod control;
 pub mod keys;
 mod lifecycle;
 mod offsets;
 mod placement;
+pub mod plane;
 pub mod secrets;
 pub mod sink;
 pub mod source;
@@ -32,6 +34,8 @@ pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
 use change::Slots;
+use control::ControlPlane;
+use plane::DataPlane;
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";
@@ -121,7 +125,11 @@ impl RunningConnector {
 pub struct Worker {
     id: String,
     sandbox: Arc<Sandbox>,
+    /// Where connector configs live (until the control plane takes them).
     storage: Arc<Storage>,
+    /// Where topics and offsets live, and who may run which task: chosen once, at start.
+    data: Arc<dyn DataPlane>,
+    control: Arc<dyn ControlPlane>,
     plugins: Arc<PluginRegistry>,
     /// Held only to read or swap entries: never across an await on a guest, a task or the store.
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
@@ -129,8 +137,8 @@ pub struct Worker {
     slots: Slots,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
-    /// Set in cluster mode: configs, offsets and topics live there, and this worker runs
-    /// only the tasks `assignment` gives it.
+    /// Set in cluster mode: configs live there, and this worker runs only the tasks
+    /// `assignment` gives it.
     cluster: Option<Arc<Cluster>>,
     assignment: std::sync::Mutex<Assignment>,
 }
@@ -140,6 +148,7 @@ impl Worker {
         id: String,
         sandbox: Arc<Sandbox>,
         storage: Arc<Storage>,
+        (data, control): (Arc<dyn DataPlane>, Arc<dyn ControlPlane>),
         plugins: Arc<PluginRegistry>,
         tasks: tokio::runtime::Handle,
     ) -> Self {
@@ -147,6 +156,8 @@ impl Worker {
             id,
             sandbox,
             storage,
+            data,
+            control,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
             slots: Slots::default(),
@@ -670,8 +681,9 @@ impl Worker {
                     user_config: stored.config.clone(),
                     limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
-                    storage: self.storage.clone(),
-                    cluster: self.cluster.clone(),
+                    data: self.data.clone(),
+                    stages: Default::default(),
+                    control: self.control.clone(),
                     status,
                     stop,
                     paused: paused.subscribe(),
