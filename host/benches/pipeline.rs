@@ -19,8 +19,8 @@ use common::{
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
 use wasm_connect::sandbox::{
-    Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Redactor,
-    Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
+    capabilities::DirGrant, Capabilities, ConnectorComponent, Grants, GuestFailure, Identity,
+    Limits, Redactor, Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
 use wasm_connect::storage::{
     EmbeddedControl, EmbeddedPlane, OpenFiles, Producer, Properties, Storage, TopicLog,

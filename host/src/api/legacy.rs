@@ -69,7 +69,7 @@ fn route(get: MethodRouter<Arc<Worker>>, effect: Effect) -> MethodRouter<Arc<Wor
     let refuse = move |method: Method| async move { method_not_allowed(&method, effect) };
     match effect {
         Effect::Reads => get.fallback(refuse),
-        Effect::Changes => get.head(refuse.clone()).fallback(refuse),
+        Effect::Changes => get.head(refuse).fallback(refuse),
     }
 }
 

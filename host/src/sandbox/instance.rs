@@ -77,8 +77,14 @@ impl ConnectorComponent {
     pub async fn describe(&self, sandbox: &Sandbox) -> Result<Descriptor, GuestFailure> {
         let worker = sandbox.limits();
         let limits = &Limits {
-            call_timeout: worker.connector.call_timeout.min(worker.worker.describe_timeout),
-            cpu_per_call: worker.connector.cpu_per_call.min(worker.worker.describe_timeout),
+            call_timeout: worker
+                .connector
+                .call_timeout
+                .min(worker.worker.describe_timeout),
+            cpu_per_call: worker
+                .connector
+                .cpu_per_call
+                .min(worker.worker.describe_timeout),
             ..worker.connector.clone()
         };
         let identity = Identity {
