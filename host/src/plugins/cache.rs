@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::sandbox::{ConnectorComponent, Sandbox};
+use crate::sandbox::{CompileError, ConnectorComponent, Sandbox};
 
 /// First bytes of every entry (format version 1).
 const MAGIC: &[u8; 8] = b"WCCODE01";
@@ -83,7 +83,7 @@ impl CodeCache {
         sandbox: &Sandbox,
         wasm: &[u8],
         hash: &str,
-    ) -> Result<(ConnectorComponent, Origin), String> {
+    ) -> Result<(ConnectorComponent, Origin), CompileError> {
         let entry = self
             .dir
             .as_ref()
@@ -184,7 +184,9 @@ fn load(sandbox: &Sandbox, entry: &Path) -> Result<Option<ConnectorComponent>, S
     // SAFETY: the payload is what `serialize` wrote for an engine with this compatibility
     // hash (the entry's name says so), in the host-private cache directory, and its checksum
     // matches: it is read back intact.
-    unsafe { sandbox.load_compiled(payload) }.map(Some)
+    unsafe { sandbox.load_compiled(payload) }
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// The compiled code of a component, as `Component::serialize` writes it.

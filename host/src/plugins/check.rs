@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use wasmparser::{Encoding, Parser, Payload};
 
 use super::cache::{sha256_hex, CodeCache};
-use super::{kind_name, one_line, read_plugin, validate, Plugin};
+use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin};
 use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
 use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
 
@@ -102,14 +102,7 @@ fn interface(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
 
 fn print_plugin(plugin: &Plugin) {
     let d = &plugin.descriptor;
-    field(
-        "world",
-        if plugin.is_source() {
-            "source-connector"
-        } else {
-            "sink-connector"
-        },
-    );
+    field("world", world_name(plugin.kind()));
     field(
         "plugin",
         &format!("{} {} ({})", d.name, d.version, kind_name(d.kind)),

@@ -60,8 +60,8 @@ impl Plugin {
         self.descriptor.name == class || self.descriptor.aliases.iter().any(|alias| alias == class)
     }
 
-    pub fn is_source(&self) -> bool {
-        self.component.is_source()
+    pub fn kind(&self) -> ConnectorKind {
+        self.component.kind()
     }
 
     fn is_version(&self, version: &str) -> bool {
@@ -398,6 +398,14 @@ pub fn kind_name(kind: ConnectorKind) -> &'static str {
     }
 }
 
+/// The WIT world a plugin of `kind` targets.
+pub fn world_name(kind: ConnectorKind) -> &'static str {
+    match kind {
+        ConnectorKind::Source => "source-connector",
+        ConnectorKind::Sink => "sink-connector",
+    }
+}
+
 /// Reads a plugin file, refusing one over the size cap before reading it.
 fn read_plugin(file: &Path) -> Result<Vec<u8>, String> {
     let too_big =
@@ -439,7 +447,7 @@ async fn compile(
         })
         .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
     match tokio::time::timeout(COMPILE_TIME_LIMIT, result).await {
-        Ok(Ok(result)) => result,
+        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
         Ok(Err(_)) => Err("the compiler crashed on this file".into()),
         Err(_) => Err(format!(
             "compiling took longer than {} s and was abandoned; a connector this large or complex is not accepted",
@@ -462,7 +470,7 @@ async fn validate(
         .describe(sandbox)
         .await
         .map_err(|e| e.to_string())?;
-    check_descriptor(&descriptor, component.is_source())?;
+    check_descriptor(&descriptor, component.kind())?;
     let plugin = Plugin {
         descriptor,
         component,
@@ -473,16 +481,12 @@ async fn validate(
 }
 
 /// What a component says about itself must fit the world it targets and the `@` pin syntax.
-fn check_descriptor(descriptor: &Descriptor, world_is_source: bool) -> Result<(), String> {
-    if world_is_source != (descriptor.kind == ConnectorKind::Source) {
+fn check_descriptor(descriptor: &Descriptor, world: ConnectorKind) -> Result<(), String> {
+    if world != descriptor.kind {
         return Err(format!(
             "describes itself as a {} but targets the {} world",
             kind_name(descriptor.kind),
-            if world_is_source {
-                "source-connector"
-            } else {
-                "sink-connector"
-            }
+            world_name(world)
         ));
     }
     if descriptor.name.is_empty() {

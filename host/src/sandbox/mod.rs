@@ -38,6 +38,27 @@ pub use state::{Identity, TaskState};
 
 use bindings::source_world::SourceConnector;
 
+/// Why bytes (or a cached artifact) are not a connector component this host can run.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("a core wasm module, not a component: build it for wasm32-wasip2 (or run `wasm-tools component new`)")]
+    CoreModule,
+    #[error("not a valid wasm component: {0:#}")]
+    Invalid(#[source] wasmtime::Error),
+    #[error("not loadable compiled code: {0:#}")]
+    NotLoadable(#[source] wasmtime::Error),
+    #[error("imports something this host does not provide: {0:#}")]
+    Imports(#[source] wasmtime::Error),
+    #[error(
+        "targets neither the source-connector nor the sink-connector world of \
+             wasm-connect:connector@0.1.0 (as a source: {as_source:#}; as a sink: {as_sink:#})"
+    )]
+    NoWorld {
+        as_source: wasmtime::Error,
+        as_sink: wasmtime::Error,
+    },
+}
+
 /// Why a call into a guest did not return normally.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GuestFailure {
@@ -103,18 +124,23 @@ impl Sandbox {
 
     /// Compiles untrusted bytes and checks that they are a connector component this host can
     /// link. CPU-heavy: call it off the async runtime.
-    pub fn compile(&self, wasm: &[u8]) -> Result<ConnectorComponent, String> {
+    pub fn compile(&self, wasm: &[u8]) -> Result<ConnectorComponent, CompileError> {
         let component = Component::from_binary(&self.engine, wasm).map_err(|e| {
             if is_core_module(wasm) {
-                "a core wasm module, not a component: build it for wasm32-wasip2 (or run `wasm-tools component new`)".into()
+                CompileError::CoreModule
             } else {
-                format!("not a valid wasm component: {e:#}")
+                CompileError::Invalid(e)
             }
         })?;
+        self.link(&component)
+    }
+
+    /// Checks that a compiled component is a connector this host can link.
+    fn link(&self, component: &Component) -> Result<ConnectorComponent, CompileError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("imports something this host does not provide: {e:#}"))?;
+            .instantiate_pre(component)
+            .map_err(CompileError::Imports)?;
         ConnectorComponent::from_pre(pre)
     }
 
@@ -151,15 +177,14 @@ impl Sandbox {
     /// `artifact` runs as native code: it must be bytes `Component::serialize` produced for an
     /// engine of the same compatibility hash, read back intact (checksummed) from a place only
     /// this host writes.
-    pub unsafe fn load_compiled(&self, artifact: &[u8]) -> Result<ConnectorComponent, String> {
+    pub unsafe fn load_compiled(
+        &self,
+        artifact: &[u8],
+    ) -> Result<ConnectorComponent, CompileError> {
         // SAFETY: the caller vouches for the artifact's origin and integrity.
         let component = unsafe { Component::deserialize(&self.engine, artifact) }
-            .map_err(|e| format!("not loadable compiled code: {e:#}"))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("imports something this host does not provide: {e:#}"))?;
-        ConnectorComponent::from_pre(pre)
+            .map_err(CompileError::NotLoadable)?;
+        self.link(&component)
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::change::Change;
 use super::{keys, source, Worker};
+use crate::sandbox::types::ConnectorKind;
 use crate::storage::{Producer, TargetState};
 
 /// A connector's committed offsets.
@@ -41,9 +42,9 @@ pub enum OffsetsError {
 impl Worker {
     /// The committed offsets of a connector.
     pub async fn offsets(&self, name: &str) -> Result<ConnectorOffsets, OffsetsError> {
-        let (is_source, tasks) = self.kind_and_tasks(name).await?;
+        let (kind, tasks) = self.kind_and_tasks(name).await?;
         if let Some(cluster) = &self.cluster {
-            return if is_source {
+            return if kind == ConnectorKind::Source {
                 let mut offsets = cluster
                     .source_offsets(name)
                     .await
@@ -58,7 +59,7 @@ impl Worker {
                 Ok(ConnectorOffsets::Sink(state.offsets))
             };
         }
-        if is_source {
+        if kind == ConnectorKind::Source {
             let positions =
                 source::committed_positions(&self.storage, name, &producers(name, tasks))
                     .map_err(OffsetsError::Storage)?;
@@ -79,13 +80,13 @@ impl Worker {
         name: &str,
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
-        let (_change, is_source, tasks) = self.stopped(name).await?;
-        self.write_offsets(name, is_source, tasks, changes).await
+        let (_change, kind, tasks) = self.stopped(name).await?;
+        self.write_offsets(name, kind, tasks, changes).await
     }
 
     /// Forgets every committed offset of a stopped connector.
     pub async fn reset_offsets(&self, name: &str) -> Result<(), OffsetsError> {
-        let (_change, is_source, tasks) = self.stopped(name).await?;
+        let (_change, kind, tasks) = self.stopped(name).await?;
         let changes = match self.offsets(name).await? {
             ConnectorOffsets::Source(positions) => {
                 OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect())
@@ -94,21 +95,24 @@ impl Worker {
                 OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect())
             }
         };
-        self.write_offsets(name, is_source, tasks, changes).await
+        self.write_offsets(name, kind, tasks, changes).await
     }
 
     /// The change of connector `name` once it is STOPPED and none of its tasks still runs
     /// (waiting for those outside the change), with whether it is a source and its task
     /// count.
-    async fn stopped(&self, name: &str) -> Result<(Change<'_>, bool, usize), OffsetsError> {
+    async fn stopped(
+        &self,
+        name: &str,
+    ) -> Result<(Change<'_>, ConnectorKind, usize), OffsetsError> {
         loop {
             let change = self.slots.change(name).await;
-            let (is_source, tasks) = self
+            let (kind, tasks) = self
                 .kind_and_tasks_if(name, |target| target == TargetState::Stopped)
                 .await?;
             let mut stopping = change.stopping();
             if stopping.is_done() {
-                return Ok((change, is_source, tasks));
+                return Ok((change, kind, tasks));
             }
             drop(change);
             stopping.wait().await;
@@ -119,15 +123,16 @@ impl Worker {
     async fn write_offsets(
         &self,
         name: &str,
-        is_source: bool,
+        kind: ConnectorKind,
         tasks: usize,
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
         if let (Some(cluster), true) = (
             &self.cluster,
             matches!(
-                (&changes, is_source),
-                (OffsetChanges::Source(_), true) | (OffsetChanges::Sink(_), false)
+                (&changes, kind),
+                (OffsetChanges::Source(_), ConnectorKind::Source)
+                    | (OffsetChanges::Sink(_), ConnectorKind::Sink)
             ),
         ) {
             let result = match &changes {
@@ -137,8 +142,10 @@ impl Worker {
             return result.map_err(OffsetsError::Storage);
         }
         match changes {
-            OffsetChanges::Source(changes) if is_source => self.alter_source(name, tasks, &changes),
-            OffsetChanges::Sink(changes) if !is_source => self
+            OffsetChanges::Source(changes) if kind == ConnectorKind::Source => {
+                self.alter_source(name, tasks, &changes)
+            }
+            OffsetChanges::Sink(changes) if kind == ConnectorKind::Sink => self
                 .storage
                 .state
                 .set_sink_offsets(name, &changes)
@@ -154,15 +161,15 @@ impl Worker {
 
     /// The topics a connector uses: those its source tasks wrote to, or its sink reads.
     pub async fn topics(&self, name: &str) -> Result<Vec<String>, OffsetsError> {
-        let (is_source, tasks) = self.kind_and_tasks(name).await?;
-        if let (Some(cluster), true) = (&self.cluster, is_source) {
+        let (kind, tasks) = self.kind_and_tasks(name).await?;
+        if let (Some(cluster), ConnectorKind::Source) = (&self.cluster, kind) {
             let offsets = cluster
                 .source_offsets(name)
                 .await
                 .map_err(OffsetsError::Storage)?;
             return Ok(offsets.topics.into_iter().collect());
         }
-        if is_source {
+        if kind == ConnectorKind::Source {
             let producers = producers(name, tasks);
             let all = self.storage.topics.all();
             let mut used: Vec<String> = all
@@ -224,8 +231,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Whether the connector is a source, and how many tasks it has.
-    async fn kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
+    /// The connector's kind, and how many tasks it has.
+    async fn kind_and_tasks(&self, name: &str) -> Result<(ConnectorKind, usize), OffsetsError> {
         self.kind_and_tasks_if(name, |_| true).await
     }
 
@@ -233,7 +240,7 @@ impl Worker {
         &self,
         name: &str,
         allowed: impl Fn(TargetState) -> bool,
-    ) -> Result<(bool, usize), OffsetsError> {
+    ) -> Result<(ConnectorKind, usize), OffsetsError> {
         let connectors = self.connectors.lock().await;
         let running = connectors
             .get(name)
@@ -248,7 +255,7 @@ impl Worker {
         let plugin = plugin.ok_or_else(|| {
             OffsetsError::Invalid(format!("no plugin of connector {name} is loaded"))
         })?;
-        Ok((plugin.is_source(), running.stored.tasks.len()))
+        Ok((plugin.kind(), running.stored.tasks.len()))
     }
 }
 
