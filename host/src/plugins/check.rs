@@ -10,13 +10,13 @@ use anyhow::anyhow;
 use wasmparser::{Encoding, Parser, Payload};
 
 use super::cache::{sha256_hex, CodeCache};
-use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin};
+use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin, PluginError};
 use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
 use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
 
 /// Checks `file` and prints what it declares; an error says why this host cannot run it.
 pub async fn run(file: &Path) -> anyhow::Result<()> {
-    let cannot = |reason: &str| {
+    let cannot = |reason: &PluginError| {
         anyhow!(
             "{} cannot run on this host: {}",
             file.display(),

@@ -32,7 +32,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::sandbox::types::{ConnectorKind, Descriptor};
-use crate::sandbox::{ConnectorComponent, Sandbox};
+use crate::sandbox::{CompileError, ConnectorComponent, GuestFailure, Sandbox};
 use crate::storage::Properties;
 
 use cache::CodeCache;
@@ -406,25 +406,50 @@ pub fn world_name(kind: ConnectorKind) -> &'static str {
     }
 }
 
+/// Why a plugin file cannot serve: the reason a broken plugin is reported with.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("{0} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin")]
+    TooBig(u64),
+    #[error("cannot start a compiler thread: {0}")]
+    CompilerThread(#[source] std::io::Error),
+    #[error("the compiler crashed on this file")]
+    CompilerCrashed,
+    #[error("compiling took longer than {} s and was abandoned; a connector this large or complex is not accepted", COMPILE_TIME_LIMIT.as_secs())]
+    CompileTimeout,
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Describe(#[from] GuestFailure),
+    #[error("describes itself as a {} but targets the {} world", kind_name(*described), world_name(*world))]
+    WorldMismatch {
+        described: ConnectorKind,
+        world: ConnectorKind,
+    },
+    #[error("describes itself with an empty name")]
+    EmptyName,
+    #[error("{0} describes itself with an empty version; give it one (semver recommended)")]
+    EmptyVersion(String),
+    #[error("the name or alias '{0}' contains '@', which separates a name from a version in connector-class")]
+    AtInName(String),
+}
+
 /// Reads a plugin file, refusing one over the size cap before reading it.
-fn read_plugin(file: &Path) -> Result<Vec<u8>, String> {
-    let too_big =
-        |size: u64| format!("{size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin");
-    let opened = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
-    let size = opened
-        .metadata()
-        .map_err(|e| format!("cannot read: {e}"))?
-        .len();
+fn read_plugin(file: &Path) -> Result<Vec<u8>, PluginError> {
+    let opened = std::fs::File::open(file).map_err(PluginError::Read)?;
+    let size = opened.metadata().map_err(PluginError::Read)?.len();
     if size > MAX_PLUGIN_BYTES {
-        return Err(too_big(size));
+        return Err(PluginError::TooBig(size));
     }
     let mut wasm = Vec::with_capacity(size as usize);
     opened
         .take(MAX_PLUGIN_BYTES + 1)
         .read_to_end(&mut wasm)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(PluginError::Read)?;
     if wasm.len() as u64 > MAX_PLUGIN_BYTES {
-        return Err(too_big(wasm.len() as u64));
+        return Err(PluginError::TooBig(wasm.len() as u64));
     }
     Ok(wasm)
 }
@@ -437,7 +462,7 @@ async fn compile(
     cache: &Arc<CodeCache>,
     wasm: Vec<u8>,
     hash: &str,
-) -> Result<(ConnectorComponent, cache::Origin), String> {
+) -> Result<(ConnectorComponent, cache::Origin), PluginError> {
     let (done, result) = tokio::sync::oneshot::channel();
     let (sandbox, cache, hash) = (sandbox.clone(), cache.clone(), hash.to_string());
     std::thread::Builder::new()
@@ -445,14 +470,11 @@ async fn compile(
         .spawn(move || {
             let _ = done.send(cache.component(&sandbox, &wasm, &hash));
         })
-        .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
+        .map_err(PluginError::CompilerThread)?;
     match tokio::time::timeout(COMPILE_TIME_LIMIT, result).await {
-        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
-        Ok(Err(_)) => Err("the compiler crashed on this file".into()),
-        Err(_) => Err(format!(
-            "compiling took longer than {} s and was abandoned; a connector this large or complex is not accepted",
-            COMPILE_TIME_LIMIT.as_secs()
-        )),
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(_)) => Err(PluginError::CompilerCrashed),
+        Err(_) => Err(PluginError::CompileTimeout),
     }
 }
 
@@ -464,12 +486,9 @@ async fn validate(
     wasm: Vec<u8>,
     hash: &str,
     file: &Path,
-) -> Result<(Plugin, cache::Origin), String> {
+) -> Result<(Plugin, cache::Origin), PluginError> {
     let (component, origin) = compile(sandbox, cache, wasm, hash).await?;
-    let descriptor = component
-        .describe(sandbox)
-        .await
-        .map_err(|e| e.to_string())?;
+    let descriptor = component.describe(sandbox).await?;
     check_descriptor(&descriptor, component.kind())?;
     let plugin = Plugin {
         descriptor,
@@ -481,35 +500,35 @@ async fn validate(
 }
 
 /// What a component says about itself must fit the world it targets and the `@` pin syntax.
-fn check_descriptor(descriptor: &Descriptor, world: ConnectorKind) -> Result<(), String> {
+fn check_descriptor(descriptor: &Descriptor, world: ConnectorKind) -> Result<(), PluginError> {
     if world != descriptor.kind {
-        return Err(format!(
-            "describes itself as a {} but targets the {} world",
-            kind_name(descriptor.kind),
-            world_name(world)
-        ));
+        return Err(PluginError::WorldMismatch {
+            described: descriptor.kind,
+            world,
+        });
     }
     if descriptor.name.is_empty() {
-        return Err("describes itself with an empty name".into());
+        return Err(PluginError::EmptyName);
     }
     if descriptor.version.is_empty() {
-        return Err(format!(
-            "{} describes itself with an empty version; give it one (semver recommended)",
-            descriptor.name
-        ));
+        return Err(PluginError::EmptyVersion(descriptor.name.clone()));
     }
     let with_at = std::iter::once(&descriptor.name)
         .chain(&descriptor.aliases)
         .find(|n| n.contains('@'));
     if let Some(name) = with_at {
-        return Err(format!("the name or alias '{name}' contains '@', which separates a name from a version in connector-class"));
+        return Err(PluginError::AtInName(name.clone()));
     }
     Ok(())
 }
 
 /// Reduces a reason to one line: wasmtime's messages may span several.
-fn one_line(reason: &str) -> String {
-    reason.split_whitespace().collect::<Vec<_>>().join(" ")
+fn one_line(reason: &impl std::fmt::Display) -> String {
+    reason
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::{sha256_hex, CodeCache};
-use super::{one_line, read_plugin, validate, watch, Catalog};
+use super::{one_line, read_plugin, validate, watch, Catalog, PluginError};
 use crate::sandbox::Sandbox;
 
 /// How long a file must have stayed unchanged before it is read.
@@ -331,7 +331,7 @@ impl Reloader {
         &mut self,
         file: &Path,
         seen: Fingerprint,
-    ) -> Result<Result<(Vec<u8>, String), String>, Instant> {
+    ) -> Result<Result<(Vec<u8>, String), PluginError>, Instant> {
         if let Some(look_again) = self.settle(file, seen) {
             return Err(look_again);
         }
@@ -350,7 +350,7 @@ impl Reloader {
     async fn load(
         &self,
         file: &Path,
-        read: Result<(Vec<u8>, String), String>,
+        read: Result<(Vec<u8>, String), PluginError>,
     ) -> Option<(String, bool)> {
         let hash = read.as_ref().ok().map(|(_, hash)| hash.clone());
         let validated = match read {
