@@ -167,46 +167,61 @@ fn engine_hash(sandbox: &Sandbox) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// Why a cache entry cannot be used or written; the cache then compiles (or stays without
+/// the entry), so these are logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a cache entry of this format")]
+    Format,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error(transparent)]
+    Load(#[from] CompileError),
+    #[error("cannot serialize the compiled code: {0:#}")]
+    Serialize(#[source] wasmtime::Error),
+    #[error("entry path {0} has no directory or no file name")]
+    Path(PathBuf),
+    #[error("{0}")]
+    Write(#[source] std::io::Error),
+}
+
 /// The entry's component; None when there is no entry; an error when it is unusable.
-fn load(sandbox: &Sandbox, entry: &Path) -> Result<Option<ConnectorComponent>, String> {
+fn load(sandbox: &Sandbox, entry: &Path) -> Result<Option<ConnectorComponent>, EntryError> {
     let bytes = match std::fs::read(entry) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read it: {e}")),
+        Err(e) => return Err(EntryError::Read(e)),
     };
     let (header, payload) = bytes.split_at(HEADER_LEN.min(bytes.len()));
     if header.len() < HEADER_LEN || header[..MAGIC.len()] != MAGIC[..] {
-        return Err("not a cache entry of this format".into());
+        return Err(EntryError::Format);
     }
     if header[MAGIC.len()..] != Sha256::digest(payload)[..] {
-        return Err("checksum mismatch".into());
+        return Err(EntryError::Checksum);
     }
     // SAFETY: the payload is what `serialize` wrote for an engine with this compatibility
     // hash (the entry's name says so), in the host-private cache directory, and its checksum
     // matches: it is read back intact.
-    unsafe { sandbox.load_compiled(payload) }
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Ok(Some(unsafe { sandbox.load_compiled(payload) }?))
 }
 
 /// The compiled code of a component, as `Component::serialize` writes it.
-fn serialize(component: &ConnectorComponent) -> Result<Vec<u8>, String> {
+fn serialize(component: &ConnectorComponent) -> Result<Vec<u8>, EntryError> {
     let pre = match component {
         ConnectorComponent::Source(pre) => pre.instance_pre(),
         ConnectorComponent::Sink(pre) => pre.instance_pre(),
     };
-    pre.component()
-        .serialize()
-        .map_err(|e| format!("cannot serialize the compiled code: {e:#}"))
+    pre.component().serialize().map_err(EntryError::Serialize)
 }
 
 /// Writes an entry atomically: a temporary file in the same directory, synced, renamed.
-fn store(entry: &Path, artifact: &[u8]) -> Result<(), String> {
-    let dir = entry.parent().ok_or("an entry path has a directory")?;
-    let name = entry
-        .file_name()
-        .ok_or("an entry path has a file name")?
-        .to_string_lossy();
+fn store(entry: &Path, artifact: &[u8]) -> Result<(), EntryError> {
+    let (Some(dir), Some(name)) = (entry.parent(), entry.file_name()) else {
+        return Err(EntryError::Path(entry.to_path_buf()));
+    };
+    let name = name.to_string_lossy();
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut file = private_file(&temp)?;
@@ -218,7 +233,7 @@ fn store(entry: &Path, artifact: &[u8]) -> Result<(), String> {
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temp);
-        e.to_string()
+        EntryError::Write(e)
     })
 }
 
