@@ -461,4 +461,28 @@ mod tests {
         }
         assert_eq!(document["security"][0]["bearer"], json!([]));
     }
+
+    #[test]
+    fn state_lists_are_spelled_as_the_api_answers_and_reads_them() {
+        let document = build(Security { secured: false });
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(
+            schemas["TaskState"]["properties"]["state"]["enum"],
+            json!([
+                "UNASSIGNED",
+                "RUNNING",
+                "PAUSED",
+                "STOPPED",
+                "FAILED",
+                "RESTARTING"
+            ])
+        );
+        assert_eq!(
+            schemas["CreateRequest"]["properties"]["initial_state"]["enum"],
+            json!(["RUNNING", "PAUSED", "STOPPED", null])
+        );
+        for target in TargetState::ALL {
+            assert_eq!(json!(target), json!(RunState::from(target)));
+        }
+    }
 }
