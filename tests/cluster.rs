@@ -8,23 +8,19 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nats::{nats_available, NatsCluster};
-use common::{call, json_get, json_send, read_lines, wait_for, Host, Workspace};
+use common::{append, call, json_get, json_send, read_lines, serial, wait_for, Host, Workspace};
 use serde_json::json;
 
-/// The cluster tests each run 3 servers and up to 3 workers: one at a time on 2 cores.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Holds the cluster tests' turn; None (the test passes as skipped) when no nats-server is
-/// installed outside CI.
+/// Holds the cluster tests' turn (each runs 3 servers and up to 3 workers: one at a time on
+/// 2 cores); None (the test passes as skipped) when no nats-server is installed outside CI.
 fn one_at_a_time() -> Option<std::sync::MutexGuard<'static, ()>> {
-    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let turn = serial();
     nats_available().then_some(turn)
 }
 
@@ -91,11 +87,7 @@ impl Workers {
             self.ws.path(&format!("out{i}.txt")),
         );
         // Lines written before the pipeline exists are kept: the source reads from the start.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&input)
-            .expect("input");
+        append(&input, "");
         let host = self.host(via);
         for (name, config) in [
             (
@@ -214,14 +206,10 @@ fn longest_stall(outputs: &[PathBuf], window: Duration) -> Duration {
 }
 
 fn append_lines(path: &Path, from: usize, count: usize) {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .expect("append");
     let text: String = (from..from + count)
         .map(|n| format!("line-{n}\n"))
         .collect();
-    file.write_all(text.as_bytes()).expect("write");
+    append(path, &text);
 }
 
 fn expected_lines(count: usize) -> Vec<String> {

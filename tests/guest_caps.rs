@@ -13,9 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::neighbourhood::{
-    create_hostile, hostile_config, serial, task_status, wait_failed_with, Neighbourhood, HOSTILE,
+    create_hostile, hostile_config, task_status, wait_failed_with, Neighbourhood, HOSTILE,
 };
-use common::{json_get as get, pids_with_arg};
+use common::{json_get as get, pids_with_arg, serial};
 use serde_json::{json, Value};
 
 /// The slowest answer to `GET /connectors` accepted while a hostile connector runs.

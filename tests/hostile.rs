@@ -25,10 +25,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::neighbourhood::{
-    create_hostile, hostile_config, serial, task_status, wait_failed_with, Neighbourhood, HOSTILE,
+    create_hostile, hostile_config, task_status, wait_failed_with, Neighbourhood, HOSTILE,
 };
 use common::{
-    call, files_containing, json_create as create, json_get as get, read_lines, wait_for, Host,
+    call, files_containing, json_create as create, json_get as get, read_lines, serial, wait_for,
+    Host,
 };
 use serde_json::json;
 

@@ -283,6 +283,8 @@ fn openapi_document_is_valid_and_survives_schemathesis() {
 
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/schemathesis.toml");
     let fuzzed = Command::new("st")
+        // schemathesis keeps a cache in `.schemathesis/` of its working directory.
+        .current_dir(ws.dir.path())
         .arg("--no-color")
         .arg("--config-file")
         .arg(&config)

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    call, json_create as create, json_get as get, json_send as send, read_lines, wait_for, Answer,
-    Host, Workspace,
+    append, call, json_create as create, json_get as get, json_send as send, read_lines, wait_for,
+    Answer, Host, Workspace,
 };
 use serde_json::{json, Value};
 
@@ -77,16 +77,6 @@ fn wait_task_state(host: &Host, name: &str, state: &str) {
                 .is_some_and(|tasks| !tasks.is_empty() && tasks.iter().all(|t| t["state"] == state))
         },
     );
-}
-
-fn append(path: &Path, text: &str) {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open");
-    file.write_all(text.as_bytes()).expect("append");
 }
 
 #[test]

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{read_lines, wait_for, Workspace};
+use common::{append, read_lines, wait_for, Workspace};
 
 /// The lines the sink must produce for a source file: split at `\n`, a `\r` before it
 /// stripped, a last line without terminator included.
@@ -35,15 +34,6 @@ fn corpus_line(i: usize) -> String {
 
 fn corpus(range: std::ops::Range<usize>) -> String {
     range.map(|i| corpus_line(i) + "\n").collect()
-}
-
-fn append(path: &Path, text: &str) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open source file");
-    file.write_all(text.as_bytes()).expect("append");
 }
 
 fn create_pipeline(host: &common::Host, source: &Path, sink: &Path) {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{read_lines, wait_for, Host, Workspace};
+use common::{append, cache_entries, publish, read_lines, wait_for, Host, Workspace};
 use serde_json::{json, Value};
 
 const VERSIONED: &str = "versioned-source";
@@ -31,40 +31,12 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// The test build of `versioned-source` at `version`.
 fn fixture(version: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../tests/fixtures/versioned-source-{version}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
+    common::fixture(&format!("versioned-source-{version}"))
 }
 
-/// Publishes `from` as `to` the safe way: a temporary name, then a rename.
-fn publish(from: &Path, to: &Path) {
-    let temp = to.with_file_name(format!(
-        ".{}.tmp",
-        to.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::copy(from, &temp).unwrap();
-    std::fs::rename(&temp, to).unwrap();
-}
-
-fn append(path: &Path, lines: &[&str]) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    file.write_all(
-        lines
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-            .as_bytes(),
-    )
-    .unwrap();
+/// `lines`, each ended by `\n`, as they are appended to a file.
+fn as_lines(lines: &[&str]) -> String {
+    lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
 fn text(path: &Path) -> String {
@@ -154,7 +126,7 @@ impl Versioned {
 
     /// Appends `lines` and waits until the output holds `expected`, whole.
     fn feed(&self, lines: &[&str], expected: &[String]) {
-        append(&self.input, lines);
+        append(&self.input, &as_lines(lines));
         wait_lines(&self.output, expected);
     }
 }
@@ -184,7 +156,7 @@ impl Pipeline {
         let writer = std::thread::spawn(move || {
             let mut written = 0;
             loop {
-                append(&input, &[&format!("pipeline line {written}")]);
+                append(&input, &format!("pipeline line {written}\n"));
                 written += 1;
                 if stopped.load(Ordering::Relaxed) {
                     return written;
@@ -365,7 +337,7 @@ fn pinned_versions_run_side_by_side_and_survive_host_restarts_while_present() {
             .map(|connector| read_lines(&connector.output))
             .collect();
         for connector in all {
-            append(&connector.input, lines);
+            append(&connector.input, &as_lines(lines));
         }
         for ((connector, version), mut expected) in all.iter().zip(versions).zip(before) {
             expected.extend(versioned(version, lines));
@@ -419,7 +391,7 @@ fn pinned_versions_run_side_by_side_and_survive_host_restarts_while_present() {
     assert!(host.terminate().success());
     let host = ws.start();
     host.wait_running("unpinned");
-    append(&unpinned.input, &["w"]);
+    append(&unpinned.input, "w\n");
     let mut expected = read_lines(&unpinned.output);
     expected.extend(versioned(V2, &["w"]));
     wait_lines(&unpinned.output, &expected);
@@ -559,14 +531,25 @@ fn garbage_over_a_working_plugin_keeps_the_working_version_serving() {
     fresh.feed(&["f1"], &versioned(V1, &["f1"]));
     assert_eq!(task_version(&host, "fresh"), V1);
 
-    // The reload reports the broken file again, still serving the working version.
-    assert_eq!(host.get_ok("/plugin/reload"), "success");
-    wait_for(LIMIT, "the reload's report", || {
+    // A reload of the unchanged directory logs nothing new (issue 18.15); the listing still
+    // shows the broken content beside the working version.
+    let reported = |host: &Host| {
         host.log()
             .matches(&format!("broken plugin {}: ", file.display()))
             .count()
-            >= 2
-    });
+    };
+    let before = reported(&host);
+    assert_eq!(host.get_ok("/plugin/reload"), "success");
+    assert_eq!(reported(&host), before);
+    let listed = common::json_get(&host, "/connector-plugins").json();
+    let statuses: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["file"] == json!(file.display().to_string()))
+        .map(|row| &row["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("loaded"), &json!("broken")], "{listed}");
 
     // A good file replaces the garbage.
     publish(&fixture(V2), &file);
@@ -579,18 +562,6 @@ fn garbage_over_a_working_plugin_keeps_the_working_version_serving() {
 
 // ---------------------------------------------------------------------------------------------
 // Compiled-code cache
-
-/// The cache entries (`*.cwasm`) in the data dir.
-fn cache_entries(ws: &Workspace) -> Vec<PathBuf> {
-    let dir = ws.data_dir().join("plugin-cache");
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
-        .collect();
-    entries.sort();
-    entries
-}
 
 /// How many plugins the host's start loaded from the cache and how many it compiled.
 fn load_origins(host: &Host) -> (usize, usize) {
@@ -610,7 +581,7 @@ fn compiled_code_cache_survives_restarts_and_corrupt_entries_are_recompiled() {
     let ws = Workspace::new();
     let host = ws.start();
     assert_eq!(load_origins(&host), (0, 2), "a fresh data dir compiles");
-    let entries = cache_entries(&ws);
+    let entries = cache_entries(&ws.data_dir());
     assert_eq!(entries.len(), 2, "{entries:?}");
     let pipeline = Pipeline::start(&host, &ws);
     pipeline.finish(&host);
@@ -640,14 +611,14 @@ fn compiled_code_cache_survives_restarts_and_corrupt_entries_are_recompiled() {
     let log = host.log();
     assert!(
         log.contains(&format!(
-            "compiled-code cache entry {} is unusable (checksum mismatch); recompiling",
+            "compiled-code cache entry {} is unusable (MAC mismatch: corrupt, or not written by this host); recompiling",
             entries[0].display()
         )),
         "{log}"
     );
     assert!(log.contains(&format!("compiled-code cache entry {} is unusable (not a cache entry of this format); recompiling", entries[1].display())), "{log}");
     let pipeline_again = ws.path("pipeline.in");
-    append(&pipeline_again, &["after the corrupt cache"]);
+    append(&pipeline_again, "after the corrupt cache\n");
     wait_for(LIMIT, "the pipeline to run on recompiled code", || {
         read_lines(&ws.path("pipeline.out"))
             .last()
@@ -658,7 +629,7 @@ fn compiled_code_cache_survives_restarts_and_corrupt_entries_are_recompiled() {
     // The rewritten entries serve the next start.
     let host = ws.start();
     assert_eq!(load_origins(&host), (2, 0), "{}", host.log());
-    assert_eq!(cache_entries(&ws), entries);
+    assert_eq!(cache_entries(&ws.data_dir()), entries);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{read_lines, wait_for, Host, Workspace};
+use common::{append, read_lines, wait_for, Host, Workspace};
 
 /// The permission bits of `path`.
 fn mode(path: &Path) -> u32 {
@@ -272,12 +272,7 @@ fn shutdown_is_bounded_by_slow_clients_and_the_tasks_still_commit() {
     );
 
     // The tasks committed: after a restart nothing is written twice, and new lines follow.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&input)
-        .expect("open input");
-    file.write_all(numbered_lines(1000..1100).as_bytes())
-        .expect("append");
+    append(&input, &numbered_lines(1000..1100));
     let host = start(&[]);
     wait_for(
         Duration::from_secs(30),

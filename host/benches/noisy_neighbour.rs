@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::{median, run_file_pipeline, write_input, LINE_BYTES};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::{Capabilities, Sandbox, WorkerLimits};
-use wasm_connect::storage::{Properties, Storage};
+use wasm_connect::storage::{EmbeddedControl, EmbeddedPlane, Properties, Storage};
 use wasm_connect::worker::Worker;
 
 /// Topic the neighbours write to.
@@ -184,6 +184,10 @@ async fn pipeline(
         "bench@0".into(),
         sandbox.clone(),
         storage.clone(),
+        (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl(storage.clone())),
+        ),
         plugins.clone(),
         tokio::runtime::Handle::current(),
     );

@@ -22,11 +22,15 @@ use wasm_connect::sandbox::{
     Capabilities, ConnectorComponent, DirGrant, Grants, GuestFailure, Identity, Limits, Redactor,
     Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
-use wasm_connect::storage::{OpenFiles, Producer, Properties, Storage, TopicLog};
+use wasm_connect::storage::{
+    EmbeddedControl, EmbeddedPlane, OpenFiles, Producer, Properties, Storage, TopicLog,
+};
 use wasm_connect::worker::batch::Partitions;
+use wasm_connect::worker::control::ControlPlane;
+use wasm_connect::worker::plane::DataPlane;
 use wasm_connect::worker::sink::{self, SinkCalls};
 use wasm_connect::worker::source::{self, SourceCalls};
-use wasm_connect::worker::{CallResult, TaskContext, TaskHandle, Worker};
+use wasm_connect::worker::{CallResult, Stopping, TaskContext, TaskHandle, Worker};
 use wasm_connect_sdk::{BatchReader, BatchWriter, Host, LogLevel, Record, SinkTask, SourceTask};
 
 /// Runs of each measurement; the median is reported.
@@ -167,7 +171,11 @@ async fn wasm_pipeline(
     let worker = Worker::new(
         "bench@0".into(),
         sandbox.clone(),
-        storage,
+        storage.clone(),
+        (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl(storage)),
+        ),
         plugins.clone(),
         runtime,
     );
@@ -186,10 +194,13 @@ async fn native_pipeline(
     plugins: &Arc<PluginRegistry>,
 ) -> anyhow::Result<f64> {
     let storage = Arc::new(Storage::open(data)?);
+    let plane: Arc<dyn DataPlane> = Arc::new(EmbeddedPlane(storage.clone()));
+    let control: Arc<dyn ControlPlane> = Arc::new(EmbeddedControl(storage));
     let output = data.join("out.txt");
     let context = |name: &str, plugin: &str, config: Properties| {
         let plugin = plugins.find(plugin).expect("bundled plugin loaded");
-        let storage = storage.clone();
+        let data = plane.clone();
+        let control = control.clone();
         let sandbox = sandbox.clone();
         let name = name.to_string();
         move |status, stop| TaskContext {
@@ -202,8 +213,9 @@ async fn native_pipeline(
             config,
             limits: Limits::default(),
             sandbox,
-            storage,
-            cluster: None,
+            data,
+            stages: Default::default(),
+            control,
             status,
             stop,
             paused: tokio::sync::watch::channel(false).1,
@@ -214,6 +226,7 @@ async fn native_pipeline(
     let runtime = tokio::runtime::Handle::current();
     let source = TaskHandle::spawn(
         &runtime,
+        Stopping::default(),
         context("source", "file-source", source_config(input)),
         |ctx| async move {
             let (committed, sequence) = source::resume_point(&ctx).await.expect("resume point");
@@ -227,6 +240,7 @@ async fn native_pipeline(
     );
     let sink = TaskHandle::spawn(
         &runtime,
+        Stopping::default(),
         context("sink", "file-sink", sink_config(&output)),
         |ctx| async move {
             let (committed, subscriptions) = sink::resume_point(&ctx).await.expect("resume point");
@@ -238,8 +252,8 @@ async fn native_pipeline(
     );
     wait_for_bytes(&output, expected_bytes).await?;
     let elapsed = started.elapsed();
-    source.stop().await;
-    sink.stop().await;
+    source.stop().wait().await;
+    sink.stop().wait().await;
     Ok(rate(lines, elapsed))
 }
 

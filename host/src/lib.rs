@@ -5,11 +5,13 @@
 //! - `sandbox`: wasmtime engine, WIT bindings, per-store state, every limit;
 //! - `plugins`: the plugin directory and which plugin serves a `connector-class`;
 //! - `worker`: connectors and their task actors (source and sink loops);
+//! - `names`: the one rule for connector and plugin names, and escaping of untrusted text;
 //! - `storage`: durable state (redb) and topic logs;
 //! - `api`: the REST APIs; `server`: wiring and shutdown.
 
 pub mod api;
 pub mod cluster;
+pub mod names;
 pub mod plugins;
 pub mod sandbox;
 pub mod server;

@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use wasm_connect::api::auth::{parse_token, TokenError};
 use wasm_connect::cluster::{ClusterOptions, Strategy};
-use wasm_connect::sandbox::{Capabilities, RestartPolicy, WorkerLimits, LIMITS};
+use wasm_connect::sandbox::{
+    run_compiler_child, Capabilities, Compiler, RestartPolicy, WorkerLimits, COMPILE_SUBCOMMAND,
+    LIMITS,
+};
 use wasm_connect::server::{serve, ListenerLimits, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
@@ -30,6 +33,10 @@ enum Command {
     /// Work with plugin files offline.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Internal: compiles the component on stdin to native code on stdout; the host runs it
+    /// as a child process under rlimits.
+    #[command(name = COMPILE_SUBCOMMAND, hide = true)]
+    Compile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +236,19 @@ impl LimitArgs {
     }
 }
 
+/// Compiling plugins in a child process of this binary, when its path is known.
+fn own_compiler() -> Compiler {
+    match std::env::current_exe() {
+        Ok(program) => Compiler::ChildProcess { program },
+        Err(e) => {
+            tracing::warn!(
+                "cannot find this program's path ({e}); plugins are compiled in process, without rlimits"
+            );
+            Compiler::InProcess
+        }
+    }
+}
+
 impl ServeArgs {
     /// The options `serve` takes; refuses a token that is empty or cannot be sent (checked
     /// here rather than by clap, whose error would repeat the secret).
@@ -248,6 +268,7 @@ impl ServeArgs {
             strategy: self.cluster.alloc_strategy,
             max_topics,
         });
+        options.compiler = own_compiler();
         options.capabilities = Capabilities {
             allow_paths: self
                 .allow_paths
@@ -261,12 +282,26 @@ impl ServeArgs {
 }
 
 /// Checks the serve arguments, then serves.
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_checked(args: ServeArgs) -> anyhow::Result<()> {
     serve(args.options()?).await
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Compile) = cli.command {
+        // The compiler child: stdout carries the compiled code, so no log goes there.
+        return run_compiler_child();
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("wasm-connect: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
@@ -274,13 +309,13 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
-        None => run(cli.serve).await,
-        Some(Command::Serve(args)) => run(*args).await,
+        None => serve_checked(cli.serve).await,
+        Some(Command::Serve(args)) => serve_checked(*args).await,
         Some(Command::Plugin(PluginCommand::Check { file })) => {
-            wasm_connect::plugins::check::run(&file).await
+            wasm_connect::plugins::check::run(&file, own_compiler()).await
         }
+        Some(Command::Compile) => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

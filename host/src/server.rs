@@ -1,5 +1,10 @@
 //! Wires the parts together: storage, sandbox, plugins, worker and the REST listeners, and
 //! shuts them down cleanly on SIGINT or SIGTERM, within a bound.
+//!
+//! Start order: the listeners answer before the plugin directory is loaded. The plugins load
+//! in the background; the stored connectors are listed at once and their tasks start once
+//! the first scan is done (a create of a class not loaded yet waits for it too), and `ready`
+//! is logged after that.
 
 mod listener;
 mod open_files;
@@ -12,8 +17,10 @@ use anyhow::Context;
 
 use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
-use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
-use crate::storage::Storage;
+use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
+use crate::storage::{EmbeddedControl, EmbeddedPlane, Storage};
+use crate::worker::control::ControlPlane;
+use crate::worker::plane::DataPlane;
 use crate::worker::Worker;
 
 use listener::Listener;
@@ -38,6 +45,9 @@ pub struct ServeOptions {
     pub worker_id: Option<String>,
     /// Set to join a cluster on NATS JetStream.
     pub cluster: Option<ClusterOptions>,
+    /// Where plugin components are compiled: the `wasm-connect` binary compiles in a child
+    /// process of itself; anything else (benches, tests in process) on a thread.
+    pub compiler: Compiler,
 }
 
 impl ServeOptions {
@@ -54,6 +64,7 @@ impl ServeOptions {
             capabilities: Capabilities::default(),
             worker_id: None,
             cluster: None,
+            compiler: Compiler::InProcess,
         }
     }
 }
@@ -69,38 +80,47 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .capabilities
         .clone()
         .with_host_dirs(&options.data_dir, &options.plugin_dir);
-    let sandbox = Arc::new(Sandbox::new(options.limits.clone(), capabilities)?);
-    let plugins = PluginRegistry::start(
+    let sandbox = Arc::new(
+        Sandbox::new(options.limits.clone(), capabilities)?.with_compiler(options.compiler.clone()),
+    );
+    let plugins = Arc::new(PluginRegistry::spawn(
         options.plugin_dir.clone(),
         &options.data_dir,
         sandbox.clone(),
-    )
-    .await;
-    let plugins = Arc::new(plugins);
+    ));
     let worker_id = options
         .worker_id
         .clone()
         .unwrap_or_else(|| format!("{}@{}", worker_ip(options.bind), std::process::id()));
     let tasks = TaskRuntime::start()?;
-    let mut worker = Worker::new(worker_id.clone(), sandbox, storage, plugins, tasks.handle());
     let cluster = match &options.cluster {
         Some(options) => Some(Arc::new(
             Cluster::connect(options.clone(), worker_id.clone()).await?,
         )),
         None => None,
     };
+    // The planes are chosen once, here: the worker sees only their traits.
+    let planes: (Arc<dyn DataPlane>, Arc<dyn ControlPlane>) = match &cluster {
+        Some(cluster) => (cluster.clone(), cluster.clone()),
+        None => (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl(storage.clone())),
+        ),
+    };
+    let mut worker = Worker::new(
+        worker_id.clone(),
+        sandbox,
+        storage,
+        planes,
+        plugins,
+        tasks.handle(),
+    );
     if let Some(cluster) = &cluster {
         worker = worker.with_cluster(cluster.clone());
     }
     let worker = Arc::new(worker);
-    worker.restore().await?;
+    let restoring = worker.restore().await?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
-    let coordinator = match &cluster {
-        Some(cluster) => {
-            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
-        }
-        None => None,
-    };
 
     if !options.bind.is_loopback() && options.auth_token.is_none() {
         tracing::warn!(
@@ -142,6 +162,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         })
         .collect();
     let stop_requested = shutdown_signal()?;
+    restoring
+        .await
+        .context("restoring the stored connectors crashed")?;
+    let coordinator = match &cluster {
+        Some(cluster) => {
+            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
+        }
+        None => None,
+    };
     tracing::info!(worker = worker.id(), "ready");
     stop_requested.await;
     shutdown.send_replace(true);

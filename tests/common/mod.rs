@@ -9,12 +9,46 @@ pub mod neighbourhood;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The bundled plugins built into the repository's `plugins/`.
 pub fn bundled_plugins() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// A test component in `tests/fixtures/` (`name` relative to it, without `.wasm`), built by
+/// `scripts/build-plugins.sh` or `tests/hostile/build.sh`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh or tests/hostile/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// Publishes `from` as `to` the safe way: a temporary name, then a rename.
+pub fn publish(from: &Path, to: &Path) {
+    let temp = to.with_file_name(format!(
+        ".{}.tmp",
+        to.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::copy(from, &temp).unwrap();
+    std::fs::rename(&temp, to).unwrap();
+}
+
+/// The compiled-code cache entries (`*.cwasm`) in a data dir, sorted.
+pub fn cache_entries(data_dir: &Path) -> Vec<PathBuf> {
+    let dir = data_dir.join("plugin-cache");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .collect();
+    entries.sort();
+    entries
 }
 
 /// A temporary directory holding the host's dirs (`host/plugins` with the bundled plugins,
@@ -95,14 +129,20 @@ impl Host {
 
     /// Starts a host with extra command-line arguments.
     pub fn start_with(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
-        Host::launch(&[], data_dir, plugin_dir, extra, &[])
+        Host::launch(&[], data_dir, plugin_dir, extra, &[], true)
+    }
+
+    /// Starts a host and returns as soon as its APIs listen, before it logs `ready` (plugins
+    /// may still be loading, stored connectors not yet restored).
+    pub fn start_listening(data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
+        Host::launch(&[], data_dir, plugin_dir, extra, &[], false)
     }
 
     /// Starts a host through `wrapper`, a command that runs the program and arguments that
     /// follow it (e.g. `["sh", "-c", "ulimit -n 256 && exec \"$@\"", "sh"]`); the process
     /// must keep its id (`exec`).
     pub fn start_via(wrapper: &[&str], data_dir: &Path, plugin_dir: &Path, extra: &[&str]) -> Host {
-        Host::launch(wrapper, data_dir, plugin_dir, extra, &[])
+        Host::launch(wrapper, data_dir, plugin_dir, extra, &[], true)
     }
 
     /// Starts a host with extra command-line arguments and environment variables; when they
@@ -113,7 +153,7 @@ impl Host {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Host {
-        Host::launch(&[], data_dir, plugin_dir, extra, env)
+        Host::launch(&[], data_dir, plugin_dir, extra, env, true)
     }
 
     fn launch(
@@ -122,6 +162,7 @@ impl Host {
         plugin_dir: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
+        until_ready: bool,
     ) -> Host {
         let kafka_port = free_port().to_string();
         let token = env
@@ -180,7 +221,9 @@ impl Host {
                 })
         };
         let address = wait();
-        let _ready = wait();
+        if until_ready {
+            let _ready = wait();
+        }
         Host {
             child,
             base: format!("http://{address}"),
@@ -201,18 +244,13 @@ impl Host {
 
     /// GET `path` (already encoded); returns status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let url = format!("{}{path}", self.base);
-        let mut request = ureq::get(&url).timeout(Duration::from_secs(60));
-        for (name, value) in self.auth() {
-            request = request.set(name, &value);
-        }
-        match request.call() {
-            Ok(response) => (response.status(), response.into_string().expect("body")),
-            Err(ureq::Error::Status(status, response)) => {
-                (status, response.into_string().unwrap_or_default())
-            }
-            Err(e) => panic!("GET {url}: {e}"),
-        }
+        let auth = self.auth();
+        let headers: Vec<(&str, &str)> = auth
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let answer = call("GET", &format!("{}{path}", self.base), None, &headers);
+        (answer.status, answer.body)
     }
 
     /// GET a 200 answer's body.
@@ -341,28 +379,37 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Appends `text` to `path`, creating the file when it is missing.
+pub fn try_append(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(text.as_bytes())
+}
+
+/// Appends `text` to `path`, creating the file when it is missing; panics naming the file
+/// when it cannot.
+pub fn append(path: &Path, text: &str) {
+    try_append(path, text).unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
+
+/// Serialises the tests of one test binary that must not run side by side (a poisoned lock
+/// is fine: the next test starts afresh).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the test binary's one turn until dropped.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Lines of a file, as the file sink writes them (each value plus `\n`).
 pub fn read_lines(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.split_terminator('\n').map(str::to_string).collect()
-}
-
-/// GET `base` + `path` (already encoded); returns the status, the `Content-Type` header as
-/// sent (None when absent) and the body. Unlike `Host::get`, it keeps the content type.
-pub fn get_typed(base: &str, path: &str) -> (u16, Option<String>, String) {
-    let url = format!("{base}{path}");
-    let response = match ureq::get(&url).timeout(Duration::from_secs(60)).call() {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(e) => panic!("GET {url}: {e}"),
-    };
-    let status = response.status();
-    let content_type = response.header("content-type").map(str::to_string);
-    (
-        status,
-        content_type,
-        response.into_string().unwrap_or_default(),
-    )
 }
 
 /// The media type of a `Content-Type` header value, without parameters, lower-cased.

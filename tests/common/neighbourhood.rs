@@ -3,32 +3,23 @@
 //! `tests/hostile/build.sh`), a healthy file pipeline fed by a writer thread, and a probe
 //! timing the JSON API. Shared by `tests/hostile.rs` and `tests/guest_caps.rs`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::{
-    json_create as create, json_get as get, pids_with_arg, read_lines, wait_for, Host, Workspace,
+    json_create as create, json_get as get, pids_with_arg, read_lines, try_append, wait_for, Host,
+    Workspace,
 };
 
 /// Lines the healthy pipeline receives while the hostile connector misbehaves (at least).
 pub const NEIGHBOUR_LINES: usize = 20_000;
 /// Name of the hostile connector in every test.
 pub const HOSTILE: &str = "hostile";
-
-/// Serialises the tests of this file (a poisoned lock is fine: the next test starts afresh).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// `tests/fixtures/hostile/<name>`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -220,11 +211,7 @@ pub fn try_append_lines(path: &Path, written: &Mutex<usize>, count: usize) -> st
     let text: String = (*written..*written + count)
         .map(|i| healthy_line(i) + "\n")
         .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
+    try_append(path, &text)?;
     *written += count;
     Ok(())
 }

@@ -45,7 +45,7 @@ pub struct TaskReport {
 impl Cluster {
     /// Stores a connector's config (or deletes it, with None) for the whole cluster; returns
     /// the revision of the change.
-    pub async fn put_connector(
+    pub(super) async fn put_connector(
         &self,
         name: &str,
         stored: Option<&StoredConnector>,
@@ -113,8 +113,8 @@ impl Cluster {
     }
 
     /// Reports every state of one task until the task ends (its state sender is dropped).
-    pub async fn report_states(
-        self: Arc<Self>,
+    pub(super) async fn report_states(
+        &self,
         connector: String,
         task: u32,
         mut states: watch::Receiver<TaskStatus>,

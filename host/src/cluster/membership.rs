@@ -7,13 +7,16 @@
 //! - `task.<connector>.<n>`: the lock a worker takes before it starts a task, so a task never
 //!   runs on two workers at once, even while an assignment is moving it.
 
-use std::sync::Arc;
 use std::time::Instant;
 
+use async_nats::jetstream::kv;
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
 use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
+use crate::storage::StoredConnector;
+use crate::worker::control::{ControlError, ControlPlane, TaskLease};
+use crate::worker::TaskStatus;
 
 const WORKER_PREFIX: &str = "worker.";
 const LEADER_KEY: &str = "leader";
@@ -95,8 +98,8 @@ impl Cluster {
     }
 
     /// Waits until this worker holds the lock of one task, or `stop` turns true (None).
-    pub async fn lock_task(
-        self: &Arc<Self>,
+    async fn lock_task(
+        &self,
         connector: &str,
         task: u32,
         stop: &mut watch::Receiver<bool>,
@@ -111,7 +114,8 @@ impl Cluster {
             match self.live.create(&key, me.clone()).await {
                 Ok(revision) => {
                     return Some(TaskLock {
-                        cluster: self.clone(),
+                        live: self.live.clone(),
+                        me,
                         key,
                         revision,
                     })
@@ -129,8 +133,10 @@ impl Cluster {
 
 /// This worker's lock on one task; refreshed by [`TaskLock::keep`], dropped by
 /// [`TaskLock::release`].
-pub struct TaskLock {
-    cluster: Arc<Cluster>,
+struct TaskLock {
+    live: kv::Store,
+    /// This worker's id, the lock's value.
+    me: bytes::Bytes,
     key: String,
     revision: u64,
 }
@@ -139,12 +145,11 @@ impl TaskLock {
     /// Refreshes the lock every heartbeat; returns why, once it is lost (taken by another
     /// worker, or not refreshed in time because NATS was unreachable). A lock that expired
     /// while NATS failed over is taken again, if nobody else took it.
-    pub async fn keep(&mut self) -> String {
+    async fn keep(&mut self) -> String {
         let mut refreshed = Instant::now();
         loop {
             tokio::time::sleep(HEARTBEAT).await;
-            let me = bytes::Bytes::from(self.cluster.worker_id().to_string());
-            let live = &self.cluster.live;
+            let (me, live) = (self.me.clone(), &self.live);
             let refresh = match live.update(&self.key, me.clone(), self.revision).await {
                 Ok(revision) => Ok(revision),
                 // Expired while NATS failed over: take it again unless another worker did.
@@ -166,11 +171,53 @@ impl TaskLock {
     }
 
     /// Frees the lock so the task's next worker starts it at once.
-    pub async fn release(self) {
+    async fn release(self) {
         let _ = self
-            .cluster
             .live
             .delete_expect_revision(&self.key, Some(self.revision))
             .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskLease for TaskLock {
+    async fn keep(&mut self) -> String {
+        TaskLock::keep(self).await
+    }
+
+    async fn release(self: Box<Self>) {
+        TaskLock::release(*self).await
+    }
+}
+
+/// Task leases are the task locks; states go to the `status` bucket.
+#[async_trait::async_trait]
+impl ControlPlane for Cluster {
+    async fn persist_config(
+        &self,
+        name: &str,
+        stored: Option<&StoredConnector>,
+    ) -> Result<u64, ControlError> {
+        let revision = self.put_connector(name, stored).await;
+        revision.map_err(ControlError::Cluster)
+    }
+
+    async fn lease_task(
+        &self,
+        connector: &str,
+        task: u32,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Box<dyn TaskLease>> {
+        let lock = self.lock_task(connector, task, stop).await?;
+        Some(Box::new(lock))
+    }
+
+    async fn report_states(
+        &self,
+        connector: String,
+        task: u32,
+        states: watch::Receiver<TaskStatus>,
+    ) {
+        Cluster::report_states(self, connector, task, states).await
     }
 }

@@ -24,10 +24,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{key_part, Cluster};
-use crate::sandbox::types::{Position, RecordBatch};
+use crate::sandbox::types::Position;
 use crate::storage::{LogRead, SinkState};
-use crate::worker::batch::BatchChecks;
-use crate::worker::source::record_timestamp;
+use crate::worker::plane::{
+    route, to_positions, without_resets, DataPlane, PlaneError, StoreBatch, TopicRead,
+};
+use crate::worker::Positions;
 
 /// How long a stream remembers message ids: longer than any retry of a failed publish.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -115,65 +117,53 @@ impl Cluster {
         )
     }
 
-    /// Checks a polled batch (`checks`, as the embedded path does), publishes each record to
-    /// its topic (or `default_topic`), waits until every record is stored, and commits the
-    /// positions the batch completes. Returns them.
-    pub async fn publish_batch(
-        &self,
-        connector: &str,
-        batch: &RecordBatch,
-        default_topic: &str,
-        checks: &BatchChecks,
-    ) -> Result<Vec<Position>, String> {
-        let epoch = self.source_offsets(connector).await?.epoch;
-        let mut messages = Vec::with_capacity(batch.count as usize);
+    /// Routes a polled batch ([`route`], as the embedded path does), publishes each record to
+    /// its topic, waits until every record is stored, and commits the positions the batch
+    /// completes. Returns them.
+    async fn publish_batch(&self, batch: &StoreBatch) -> Result<Vec<Position>, String> {
+        let connector = &batch.connector;
+        let epoch = self.source_state(connector).await?.epoch;
+        let mut messages = Vec::with_capacity(batch.batch.count as usize);
         // A `Subject` clones without copying: one per record is only a reference count.
         let mut topics: BTreeMap<&str, Subject> = BTreeMap::new();
-        let now = crate::worker::source::now_millis();
-        let checked = checks.check(batch, default_topic, |record, topic| {
-            let timestamp = record_timestamp(&record, now);
-            let mut payload = Vec::with_capacity(record.content.len());
-            payload.extend_from_slice(&timestamp.to_le_bytes());
-            payload.extend_from_slice(record.content.get(8..).unwrap_or_default());
-            let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
-            if !record.partition.is_empty() {
-                // The checksum tells apart records that reuse a position (a truncated and
-                // rewritten file) from a record published again.
-                let checksum = crc32fast::hash(record.content.get(8..).unwrap_or_default());
-                let id = format!(
-                    "{connector}/{epoch}/{}/{}/{checksum:08x}",
-                    record.partition, record.position
-                );
-                message = message.message_id(id);
-            }
-            let subject = topics
-                .entry(topic)
-                .or_insert_with(|| Subject::from(self.topic_subject(topic)));
-            messages.push((subject.clone(), message));
-            Ok(())
-        })?;
+        let routed = route(
+            &batch.batch,
+            &batch.default_topic,
+            &batch.checks,
+            |topic, record, timestamp| {
+                let mut payload = Vec::with_capacity(record.content.len());
+                payload.extend_from_slice(&timestamp.to_le_bytes());
+                payload.extend_from_slice(record.content.get(8..).unwrap_or_default());
+                let mut message =
+                    jetstream::message::PublishMessage::build().payload(payload.into());
+                if !record.partition.is_empty() {
+                    // The checksum tells apart records that reuse a position (a truncated and
+                    // rewritten file) from a record published again.
+                    let checksum = crc32fast::hash(record.content.get(8..).unwrap_or_default());
+                    let id = format!(
+                        "{connector}/{epoch}/{}/{}/{checksum:08x}",
+                        record.partition, record.position
+                    );
+                    message = message.message_id(id);
+                }
+                let subject = topics
+                    .entry(topic)
+                    .or_insert_with(|| Subject::from(self.topic_subject(topic)));
+                messages.push((subject.clone(), message));
+            },
+        );
+        let positions = routed.map_err(|e| e.to_string())?;
         for topic in topics.keys() {
             self.topic_stream(topic).await?;
         }
         self.publish_all(&messages).await?;
-        let positions: Vec<Position> = checked
-            .into_iter()
-            .map(|(partition, position)| Position {
-                partition: partition.to_string(),
-                position: position.to_string(),
-            })
-            .collect();
         let key = source_key(connector);
         update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
-            for p in &positions {
-                offsets
-                    .positions
-                    .insert(p.partition.clone(), p.position.clone());
-            }
+            offsets.positions.extend(positions.iter().cloned());
             offsets.topics.extend(topics.keys().map(|t| t.to_string()));
         })
         .await?;
-        Ok(positions)
+        Ok(to_positions(positions))
     }
 
     /// Publishes every message and waits for its ack; the ones whose ack failed (a server
@@ -252,81 +242,13 @@ impl Cluster {
     }
 
     /// A source connector's committed positions and the topics it published to.
-    pub async fn source_offsets(&self, connector: &str) -> Result<SourceOffsets, String> {
+    async fn source_state(&self, connector: &str) -> Result<SourceOffsets, String> {
         read_json(&self.offsets, &source_key(connector)).await
-    }
-
-    /// Sets or (with `None`) removes source positions.
-    pub async fn set_source_positions(
-        &self,
-        connector: &str,
-        changes: &[(String, Option<String>)],
-    ) -> Result<(), String> {
-        let key = source_key(connector);
-        update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
-            offsets.epoch += 1;
-            apply_changes(&mut offsets.positions, changes);
-        })
-        .await
-    }
-
-    /// A sink connector's next offsets and the positions of its last flush.
-    pub async fn sink_state(&self, connector: &str) -> Result<SinkState, String> {
-        read_json(&self.offsets, &sink_key(connector)).await
-    }
-
-    /// Commits a sink's next offsets together with the positions its flush returned.
-    pub async fn commit_sink(
-        &self,
-        connector: &str,
-        next_offsets: &[(String, u64)],
-        positions: &[(String, String)],
-    ) -> Result<(), String> {
-        let key = sink_key(connector);
-        update_json(&self.offsets, &key, |state: &mut SinkState| {
-            state.offsets.extend(next_offsets.iter().cloned());
-            state.positions.extend(positions.iter().cloned());
-        })
-        .await
-    }
-
-    /// Sets or (with `None`) removes a sink's next offsets.
-    pub async fn set_sink_offsets(
-        &self,
-        connector: &str,
-        changes: &[(String, Option<u64>)],
-    ) -> Result<(), String> {
-        let key = sink_key(connector);
-        update_json(&self.offsets, &key, |state: &mut SinkState| {
-            apply_changes(&mut state.offsets, changes);
-        })
-        .await
-    }
-
-    /// A reader of `topic` for one sink task, from `next_offset` on.
-    pub async fn topic_reader(
-        &self,
-        connector: &str,
-        task: u32,
-        topic: &str,
-        next_offset: u64,
-    ) -> Result<TopicReader, String> {
-        let stream = self.topic_stream(topic).await?;
-        let digest =
-            <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
-        let name = format!("wc-sink-{}", key_part(&digest[..12]));
-        // The consumer is created by the first read, which retries when it fails.
-        Ok(TopicReader {
-            stream,
-            name,
-            consumer: None,
-            next_offset,
-        })
     }
 }
 
 /// One sink task's position in one topic stream, through its durable pull consumer.
-pub struct TopicReader {
+struct TopicReader {
     stream: jetstream::stream::Stream,
     name: String,
     /// None after an error: the next read recreates it at `next_offset`.
@@ -363,7 +285,7 @@ impl TopicReader {
 
     /// The next records, up to the limits, waiting up to [`FETCH_WAIT`] for the first one.
     /// An error leaves the reader to be reset at the next read.
-    pub async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
+    async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
         if self.consumer.is_none() {
             self.reset().await?;
         }
@@ -428,6 +350,139 @@ impl TopicReader {
             count,
             frames,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl TopicRead for TopicReader {
+    async fn read(
+        &mut self,
+        _from: u64,
+        max_records: u32,
+        max_bytes: usize,
+    ) -> Result<LogRead, PlaneError> {
+        // The consumer knows where it stands.
+        TopicReader::read(self, max_records, max_bytes)
+            .await
+            .map_err(PlaneError::Cluster)
+    }
+
+    /// A full read may have left records behind; a short one did not.
+    fn caught_up(&self, read: &LogRead, max_records: u32) -> bool {
+        read.count < max_records
+    }
+
+    /// A fetch waits for records by itself.
+    fn appended(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// The data plane over NATS (see the module doc). Records carry their own ids here, so a
+/// producer's sequence number is unused (always 0).
+#[async_trait::async_trait]
+impl DataPlane for Cluster {
+    async fn source_resume(
+        &self,
+        connector: &str,
+        _producer: &str,
+    ) -> Result<(Positions, u64), PlaneError> {
+        Ok((DataPlane::source_offsets(self, connector, &[]).await?, 0))
+    }
+
+    async fn store_batch(&self, batch: StoreBatch) -> Result<Vec<Position>, PlaneError> {
+        self.publish_batch(&batch)
+            .await
+            .map_err(PlaneError::Cluster)
+    }
+
+    async fn sink_resume(&self, connector: &str) -> Result<SinkState, PlaneError> {
+        let state = read_json(&self.offsets, &sink_key(connector)).await;
+        state.map_err(PlaneError::Cluster)
+    }
+
+    async fn topic_reader(
+        &self,
+        connector: &str,
+        task: u32,
+        topic: &str,
+        next_offset: u64,
+    ) -> Result<Box<dyn TopicRead>, PlaneError> {
+        let stream = self.topic_stream(topic).await;
+        let stream = stream.map_err(|e| PlaneError::Cluster(format!("topic {topic}: {e}")))?;
+        let digest =
+            <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
+        // The consumer is created by the first read, which retries when it fails.
+        Ok(Box::new(TopicReader {
+            stream,
+            name: format!("wc-sink-{}", key_part(&digest[..12])),
+            consumer: None,
+            next_offset,
+        }))
+    }
+
+    async fn commit_sink(
+        &self,
+        connector: &str,
+        offsets: Vec<(String, u64)>,
+        positions: Vec<(String, String)>,
+    ) -> Result<(), PlaneError> {
+        let key = sink_key(connector);
+        let committed = update_json(&self.offsets, &key, |state: &mut SinkState| {
+            state.offsets.extend(offsets.iter().cloned());
+            state.positions.extend(positions.iter().cloned());
+        });
+        committed.await.map_err(PlaneError::Cluster)
+    }
+
+    async fn source_offsets(
+        &self,
+        connector: &str,
+        _producers: &[String],
+    ) -> Result<Positions, PlaneError> {
+        let offsets = self.source_state(connector).await;
+        Ok(without_resets(
+            offsets.map_err(PlaneError::Cluster)?.positions,
+        ))
+    }
+
+    async fn alter_source_offsets(
+        &self,
+        connector: &str,
+        _producers: &[String],
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), PlaneError> {
+        let key = source_key(connector);
+        let changed = update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+            offsets.epoch += 1;
+            apply_changes(&mut offsets.positions, changes);
+        });
+        changed.await.map_err(PlaneError::Cluster)
+    }
+
+    async fn alter_sink_offsets(
+        &self,
+        connector: &str,
+        changes: &[(String, Option<u64>)],
+    ) -> Result<(), PlaneError> {
+        let key = sink_key(connector);
+        let changed = update_json(&self.offsets, &key, |state: &mut SinkState| {
+            apply_changes(&mut state.offsets, changes);
+        });
+        changed.await.map_err(PlaneError::Cluster)
+    }
+
+    async fn source_topics(
+        &self,
+        connector: &str,
+        _producers: &[String],
+    ) -> Result<Vec<String>, PlaneError> {
+        let offsets = self.source_state(connector).await;
+        Ok(offsets
+            .map_err(PlaneError::Cluster)?
+            .topics
+            .into_iter()
+            .collect())
     }
 }
 

@@ -3,27 +3,37 @@
 //!
 //! An entry is named `<sha256 of the component>-<engine compatibility hash>.cwasm`: a new
 //! wasmtime version, target or compiler setting changes the name, so a stale entry is never
-//! looked up. Each entry is a magic tag, the SHA-256 of the payload and the payload (what
-//! `Component::serialize` wrote); an entry whose tag or checksum does not match, or that
-//! wasmtime refuses, is recompiled and overwritten, never trusted. Entries are written to a
-//! temporary name, synced, then renamed into place. The directory is private to the host
-//! (mode 0700): wasmtime runs its contents as native code.
+//! looked up. Each entry is a magic tag, an HMAC-SHA256 of its name and payload, and the
+//! payload (the compiled code). The MAC's key is a secret the host generates once in
+//! `<data-dir>/plugin-cache.key` (mode 0600, outside the cache directory), so a writer of the
+//! cache directory can neither forge an entry nor pass one component's entry off as another's:
+//! an entry whose tag or MAC does not match, or that wasmtime refuses, is recompiled and
+//! overwritten, never loaded. Entries are written to a temporary name, synced, then renamed
+//! into place. The directory is private to the host (mode 0700): wasmtime runs its contents as
+//! native code.
 
 use std::hash::Hasher;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::sandbox::{CompileError, ConnectorComponent, Sandbox};
 
-/// First bytes of every entry (format version 1).
-const MAGIC: &[u8; 8] = b"WCCODE01";
-/// Magic plus the payload checksum.
+/// First bytes of every entry (format version 2: MAC'd).
+const MAGIC: &[u8; 8] = b"WCCODE02";
+/// Magic plus the MAC.
 const HEADER_LEN: usize = MAGIC.len() + 32;
 /// File name suffix of entries.
 const SUFFIX: &str = ".cwasm";
+/// File name of the MAC key, in the data dir.
+const KEY_FILE: &str = "plugin-cache.key";
+/// Bytes of the MAC key.
+const KEY_LEN: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// Where a component's code came from.
 #[derive(Debug, Clone, Copy)]
@@ -44,25 +54,32 @@ impl std::fmt::Display for Origin {
 
 /// The cache directory of one engine configuration.
 pub struct CodeCache {
-    /// None when the directory cannot be used: everything is compiled, nothing stored.
-    dir: Option<PathBuf>,
+    /// The directory and the MAC key; None when either cannot be used: everything is
+    /// compiled, nothing stored.
+    dir: Option<(PathBuf, [u8; KEY_LEN])>,
     /// Hex of this engine's compatibility hash.
     engine: String,
 }
 
 impl CodeCache {
-    /// Opens `<data_dir>/plugin-cache`, creating it private to this user. A directory that
-    /// cannot be created is logged and the cache is off (plugins still load, compiled).
+    /// Opens `<data_dir>/plugin-cache`, creating it private to this user, and its MAC key. A
+    /// directory or key that cannot be used is logged and the cache is off (plugins still
+    /// load, compiled).
     pub fn open(data_dir: &Path, sandbox: &Sandbox) -> CodeCache {
         let dir = data_dir.join("plugin-cache");
         let engine = engine_hash(sandbox);
-        match create_private_dir(&dir) {
-            Ok(()) => CodeCache {
-                dir: Some(dir),
+        let opened = create_private_dir(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+            .and_then(|()| mac_key(&data_dir.join(KEY_FILE)));
+        match opened {
+            Ok(key) => CodeCache {
+                dir: Some((dir, key)),
                 engine,
             },
-            Err(e) => {
-                tracing::warn!("compiled-code cache off: cannot create {}: {e}; plugins are compiled at every start", dir.display());
+            Err(reason) => {
+                tracing::warn!(
+                    "compiled-code cache off: {reason}; plugins are compiled at every start"
+                );
                 CodeCache { dir: None, engine }
             }
         }
@@ -76,50 +93,45 @@ impl CodeCache {
         }
     }
 
-    /// The component of `wasm`, whose SHA-256 is `hash`: loaded from a sound entry, or
-    /// compiled and stored. Blocking and CPU-heavy on a miss: call it off the async runtime.
-    pub fn component(
-        &self,
-        sandbox: &Sandbox,
-        wasm: &[u8],
-        hash: &str,
-    ) -> Result<(ConnectorComponent, Origin), CompileError> {
-        let entry = self
-            .dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{hash}-{}{SUFFIX}", self.engine)));
-        if let Some(entry) = &entry {
-            match load(sandbox, entry) {
-                Ok(Some(component)) => return Ok((component, Origin::Cache)),
-                Ok(None) => {}
-                Err(reason) => tracing::warn!(
+    /// The component whose SHA-256 is `hash`, from a sound entry; None when there is none
+    /// (an unusable entry is logged). Blocking: call it off the async runtime.
+    pub fn lookup(&self, sandbox: &Sandbox, hash: &str) -> Option<ConnectorComponent> {
+        let (dir, key) = self.dir.as_ref()?;
+        let entry = dir.join(self.entry_name(hash));
+        match load(sandbox, &entry, key) {
+            Ok(found) => found,
+            Err(reason) => {
+                tracing::warn!(
                     "compiled-code cache entry {} is unusable ({reason}); recompiling",
                     entry.display()
-                ),
-            }
-        }
-        let started = Instant::now();
-        let component = sandbox.compile(wasm)?;
-        let took = started.elapsed();
-        if let Some(entry) = &entry {
-            if let Err(e) = serialize(&component).and_then(|artifact| store(entry, &artifact)) {
-                tracing::warn!(
-                    "cannot write compiled-code cache entry {}: {e}",
-                    entry.display()
                 );
+                None
             }
         }
-        Ok((component, Origin::Compiled(took)))
+    }
+
+    /// Keeps `artifact`, the compiled code of the component whose SHA-256 is `hash`.
+    pub fn store(&self, hash: &str, artifact: &[u8]) {
+        let Some((dir, key)) = &self.dir else { return };
+        let entry = dir.join(self.entry_name(hash));
+        if let Err(e) = store(&entry, key, artifact) {
+            tracing::warn!(
+                "cannot write compiled-code cache entry {}: {e}",
+                entry.display()
+            );
+        }
+    }
+
+    fn entry_name(&self, hash: &str) -> String {
+        format!("{hash}-{}{SUFFIX}", self.engine)
     }
 
     /// Deletes every entry (and leftover temporary file) whose content hash is not in `keep`
     /// or that another engine configuration wrote.
     pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
-        let Some(dir) = &self.dir else { return };
-        let keep: std::collections::HashSet<String> = keep
-            .into_iter()
-            .map(|hash| format!("{hash}-{}{SUFFIX}", self.engine))
-            .collect();
+        let Some((dir, _)) = &self.dir else { return };
+        let keep: std::collections::HashSet<String> =
+            keep.into_iter().map(|hash| self.entry_name(hash)).collect();
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -175,12 +187,10 @@ enum EntryError {
     Read(#[source] std::io::Error),
     #[error("not a cache entry of this format")]
     Format,
-    #[error("checksum mismatch")]
-    Checksum,
+    #[error("MAC mismatch: corrupt, or not written by this host")]
+    Mac,
     #[error(transparent)]
     Load(#[from] CompileError),
-    #[error("cannot serialize the compiled code: {0:#}")]
-    Serialize(#[source] wasmtime::Error),
     #[error("entry path {0} has no directory or no file name")]
     Path(PathBuf),
     #[error("{0}")]
@@ -188,7 +198,11 @@ enum EntryError {
 }
 
 /// The entry's component; None when there is no entry; an error when it is unusable.
-fn load(sandbox: &Sandbox, entry: &Path) -> Result<Option<ConnectorComponent>, EntryError> {
+fn load(
+    sandbox: &Sandbox,
+    entry: &Path,
+    key: &[u8; KEY_LEN],
+) -> Result<Option<ConnectorComponent>, EntryError> {
     let bytes = match std::fs::read(entry) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -198,26 +212,32 @@ fn load(sandbox: &Sandbox, entry: &Path) -> Result<Option<ConnectorComponent>, E
     if header.len() < HEADER_LEN || header[..MAGIC.len()] != MAGIC[..] {
         return Err(EntryError::Format);
     }
-    if header[MAGIC.len()..] != Sha256::digest(payload)[..] {
-        return Err(EntryError::Checksum);
-    }
-    // SAFETY: the payload is what `serialize` wrote for an engine with this compatibility
-    // hash (the entry's name says so), in the host-private cache directory, and its checksum
-    // matches: it is read back intact.
+    mac(key, entry, payload)
+        .verify_slice(&header[MAGIC.len()..])
+        .map_err(|_| EntryError::Mac)?;
+    // SAFETY: the MAC proves that this host wrote the payload under this name, and it writes
+    // only what its own compiler produced for an engine with this compatibility hash (the
+    // entry's name says so).
     Ok(Some(unsafe { sandbox.load_compiled(payload) }?))
 }
 
-/// The compiled code of a component, as `Component::serialize` writes it.
-fn serialize(component: &ConnectorComponent) -> Result<Vec<u8>, EntryError> {
-    let pre = match component {
-        ConnectorComponent::Source(pre) => pre.instance_pre(),
-        ConnectorComponent::Sink(pre) => pre.instance_pre(),
-    };
-    pre.component().serialize().map_err(EntryError::Serialize)
+/// The MAC of an entry: over its file name (so an entry renamed cannot pass for another
+/// component's) and its payload.
+fn mac(key: &[u8; KEY_LEN], entry: &Path, payload: &[u8]) -> HmacSha256 {
+    let name = entry
+        .file_name()
+        .map(|name| name.as_encoded_bytes())
+        .unwrap_or_default();
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(&(name.len() as u64).to_le_bytes());
+    mac.update(name);
+    mac.update(payload);
+    mac
 }
 
 /// Writes an entry atomically: a temporary file in the same directory, synced, renamed.
-fn store(entry: &Path, artifact: &[u8]) -> Result<(), EntryError> {
+fn store(entry: &Path, key: &[u8; KEY_LEN], artifact: &[u8]) -> Result<(), EntryError> {
     let (Some(dir), Some(name)) = (entry.parent(), entry.file_name()) else {
         return Err(EntryError::Path(entry.to_path_buf()));
     };
@@ -226,7 +246,7 @@ fn store(entry: &Path, artifact: &[u8]) -> Result<(), EntryError> {
     let written = (|| {
         let mut file = private_file(&temp)?;
         file.write_all(MAGIC)?;
-        file.write_all(&Sha256::digest(artifact))?;
+        file.write_all(&mac(key, entry, artifact).finalize().into_bytes())?;
         file.write_all(artifact)?;
         file.sync_all()?;
         std::fs::rename(&temp, entry)
@@ -246,6 +266,61 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
+}
+
+/// The MAC key in `file`, generated (random, mode 0600) when there is none yet. A key file
+/// that others may read is made private, with a warning.
+fn mac_key(file: &Path) -> Result<[u8; KEY_LEN], String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        format!("cannot {what} the MAC key {}: {e}", file.display())
+    };
+    let mut key = [0u8; KEY_LEN];
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(file)
+    {
+        Ok(mut created) => {
+            getrandom::getrandom(&mut key).map_err(|e| cannot("generate", &e))?;
+            created
+                .write_all(&key)
+                .and_then(|()| created.sync_all())
+                .map_err(|e| cannot("write", &e))?;
+            return Ok(key);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(cannot("create", &e)),
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(file)
+        .map_err(|e| cannot("open", &e))?;
+    let meta = opened.metadata().map_err(|e| cannot("read", &e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "the MAC key {} was open to other users; made it private (mode 0600)",
+            file.display()
+        );
+        opened
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| cannot("make private", &e))?;
+    }
+    let mut read = Vec::with_capacity(KEY_LEN);
+    opened
+        .take(KEY_LEN as u64 + 1)
+        .read_to_end(&mut read)
+        .map_err(|e| cannot("read", &e))?;
+    key.copy_from_slice(read.get(..KEY_LEN).filter(|_| read.len() == KEY_LEN).ok_or_else(|| {
+        format!(
+            "{} is not a {KEY_LEN}-byte key; delete it and restart (every cache entry is then recompiled)",
+            file.display()
+        )
+    })?);
+    Ok(key)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -12,10 +12,10 @@ use wasmparser::{Encoding, Parser, Payload};
 use super::cache::{sha256_hex, CodeCache};
 use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin, PluginError};
 use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
-use crate::sandbox::{Capabilities, Sandbox, WorkerLimits};
+use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
 
 /// Checks `file` and prints what it declares; an error says why this host cannot run it.
-pub async fn run(file: &Path) -> anyhow::Result<()> {
+pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
     let cannot = |reason: &PluginError| {
         anyhow!(
             "{} cannot run on this host: {}",
@@ -29,10 +29,9 @@ pub async fn run(file: &Path) -> anyhow::Result<()> {
     field("size", &format!("{} bytes", wasm.len()));
     field("sha256", &hash);
     print_interface(&wasm);
-    let sandbox = Arc::new(Sandbox::new(
-        WorkerLimits::default(),
-        Capabilities::default(),
-    )?);
+    let sandbox = Arc::new(
+        Sandbox::new(WorkerLimits::default(), Capabilities::default())?.with_compiler(compiler),
+    );
     let cache = Arc::new(CodeCache::off(&sandbox));
     match validate(&sandbox, &cache, wasm, &hash, file).await {
         Ok((plugin, _)) => {

@@ -18,6 +18,12 @@
 //! its versions out of the catalog (running connectors keep theirs, new creates get an
 //! error). New connectors get the newest loaded version unless their config pins one with
 //! `connector-class` = `name@version` or `plugin.version`.
+//!
+//! Trust: what a component says about itself is untrusted. Its name, aliases and version must
+//! be valid names (`crate::names`), and a name or alias already served by a plugin of another
+//! name (from another file) is refused: the first loaded keeps it; at start, the first by file
+//! name. A new version of the same name, from any file, is an upgrade (logged as a warning
+//! when another file serves that name): whoever may write the plugin directory is trusted.
 
 mod cache;
 pub mod check;
@@ -29,8 +35,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::Instant;
 
+use crate::names::{self, NameKind};
 use crate::sandbox::types::{ConnectorKind, Descriptor};
 use crate::sandbox::{CompileError, ConnectorComponent, GuestFailure, Sandbox};
 use crate::storage::Properties;
@@ -42,8 +49,9 @@ use cache::CodeCache;
 pub const PLUGIN_VERSION: &str = "plugin.version";
 /// Largest plugin file accepted.
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
-/// Longest a plugin's compilation may take; a slower one is abandoned and reported broken.
-const COMPILE_TIME_LIMIT: Duration = Duration::from_secs(60);
+/// Longest a create waits for the first scan of the plugin directory when its class is not
+/// loaded yet.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A loaded connector plugin: one version of one plugin, from one file.
 pub struct Plugin {
@@ -72,6 +80,12 @@ impl Plugin {
     fn label(&self) -> String {
         format!("{} {}", self.descriptor.name, self.descriptor.version)
     }
+
+    /// `name version from file.wasm`, for messages about another plugin.
+    fn origin(&self) -> String {
+        let file = self.file.file_name().unwrap_or(self.file.as_os_str());
+        format!("{} from {}", self.label(), file.to_string_lossy())
+    }
 }
 
 /// One row of [`PluginRegistry::list`]: a plugin version, or a file that does not load.
@@ -94,6 +108,9 @@ pub enum PluginStatus {
     /// Replaced in its file by another version since the host started: selectable only by
     /// pinning its version; gone after a host restart.
     Superseded,
+    /// The file's present content is being compiled and checked. A working version of the
+    /// same file, if any, is listed as `Loaded` beside it.
+    Loading,
     /// The file's present content failed validation; `reason` says why and what to fix. A
     /// working version of the same file, if any, is listed as `Loaded` beside it.
     Broken { reason: String },
@@ -105,6 +122,9 @@ pub enum SelectError {
     /// No loaded plugin answers to the class (the message the legacy API answers with).
     #[error("no connector plugin named '{class}'; available: {available}")]
     Unknown { class: String, available: String },
+    /// No loaded plugin answers to the class yet, and the plugin directory is still loading.
+    #[error("no connector plugin named '{class}' yet: the plugin directory is still loading ({loading} files); retry in a few seconds")]
+    StillLoading { class: String, loading: usize },
     #[error(
         "plugin {name} has no version {version} loaded (loaded: {available}); pin one of those, \
          or drop the {version} build into the plugin directory"
@@ -128,6 +148,8 @@ struct Slot {
     superseded: Vec<Arc<Plugin>>,
     /// The file's present content when it fails validation: (content hash, reason).
     broken: Option<(Option<String>, String)>,
+    /// True while the file's present content is being validated.
+    loading: bool,
 }
 
 /// Every plugin file the reload actor has examined.
@@ -150,6 +172,72 @@ impl Catalog {
                 slot.superseded.push(old);
             }
         }
+    }
+
+    /// Puts a validated plugin in the catalog unless it claims a name or alias that a plugin
+    /// of another name serves; the line that reports the outcome. A new version of a name
+    /// another file serves is a warning.
+    fn admit(&mut self, plugin: Plugin) -> Option<(String, bool)> {
+        let file = plugin.file.clone();
+        if let Some(reason) = self.claimed(&plugin) {
+            let hash = Some(plugin.content_hash.clone());
+            self.set_broken(&file, hash, reason);
+            return self.line(&file);
+        }
+        let beside = self
+            .current()
+            .find(|p| p.file != plugin.file && p.descriptor.name == plugin.descriptor.name)
+            .map(|p| p.origin());
+        self.set_loaded(Arc::new(plugin));
+        let (line, problem) = self.line(&file)?;
+        Some(match beside {
+            Some(other) => (
+                format!("{line}; another file serves this plugin too ({other}): new connectors get the newest version unless they pin one"),
+                true,
+            ),
+            None => (line, problem),
+        })
+    }
+
+    /// Why `plugin` may not have its names: the first of its name and aliases that a current
+    /// plugin of another name, from another file, answers to.
+    fn claimed(&self, plugin: &Plugin) -> Option<String> {
+        let d = &plugin.descriptor;
+        let claims =
+            std::iter::once(("name", &d.name)).chain(d.aliases.iter().map(|a| ("alias", a)));
+        for (what, claim) in claims {
+            let holder = self.current().find(|p| {
+                p.file != plugin.file && p.descriptor.name != d.name && p.answers_to(claim)
+            });
+            if let Some(holder) = holder {
+                return Some(format!(
+                    "{what} '{claim}' is already provided by {}",
+                    holder.origin()
+                ));
+            }
+        }
+        None
+    }
+
+    fn set_loading(&mut self, file: &Path, loading: bool) {
+        match self.files.get_mut(file) {
+            Some(slot) => slot.loading = loading,
+            None if loading => {
+                self.files.insert(
+                    file.to_path_buf(),
+                    Slot {
+                        loading,
+                        ..Slot::default()
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Files being validated.
+    fn loading(&self) -> usize {
+        self.files.values().filter(|slot| slot.loading).count()
     }
 
     /// The file's present content is broken; its working version, if any, keeps serving.
@@ -237,7 +325,14 @@ impl Catalog {
                     .iter()
                     .map(|p| row(p, PluginStatus::Superseded)),
             );
-            if let Some((hash, reason)) = &slot.broken {
+            if slot.loading {
+                rows.push(PluginInfo {
+                    file: file.clone(),
+                    descriptor: None,
+                    content_hash: None,
+                    status: PluginStatus::Loading,
+                });
+            } else if let Some((hash, reason)) = &slot.broken {
                 let status = PluginStatus::Broken {
                     reason: reason.clone(),
                 };
@@ -253,21 +348,52 @@ impl Catalog {
     }
 }
 
+/// How far the reload actor got.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// The first scan of the directory is done.
+    started: bool,
+    /// Outcomes put in the catalog so far.
+    changes: u64,
+}
+
 /// The plugins of one directory, kept up to date by the reload actor.
 pub struct PluginRegistry {
     catalog: Arc<RwLock<Catalog>>,
     reloads: reload::Handle,
+    progress: tokio::sync::watch::Receiver<Progress>,
 }
 
 impl PluginRegistry {
-    /// Loads every plugin of `dir` (compiled code cached under `data_dir`), then keeps the
-    /// catalog in step with the directory: file-watch events, [`PluginRegistry::reload`] and a
-    /// periodic rescan all run the same rescan. Needs a tokio runtime.
-    pub async fn start(dir: PathBuf, data_dir: &Path, sandbox: Arc<Sandbox>) -> PluginRegistry {
+    /// Starts loading every plugin of `dir` (compiled code cached under `data_dir`) in the
+    /// background, and keeps the catalog in step with the directory: file-watch events,
+    /// [`PluginRegistry::reload`] and a periodic rescan all run the same rescan. Returns at
+    /// once; [`PluginRegistry::started`] tells when the first scan is done. Needs a tokio
+    /// runtime.
+    pub fn spawn(dir: PathBuf, data_dir: &Path, sandbox: Arc<Sandbox>) -> PluginRegistry {
         let catalog = Arc::new(RwLock::new(Catalog::default()));
         let cache = Arc::new(CodeCache::open(data_dir, &sandbox));
-        let reloads = reload::start(dir, sandbox, cache, catalog.clone()).await;
-        PluginRegistry { catalog, reloads }
+        let (progress_tx, progress) = tokio::sync::watch::channel(Progress::default());
+        let reloads = reload::start(dir, sandbox, cache, catalog.clone(), progress_tx);
+        PluginRegistry {
+            catalog,
+            reloads,
+            progress,
+        }
+    }
+
+    /// [`PluginRegistry::spawn`], returning once the first scan is done.
+    pub async fn start(dir: PathBuf, data_dir: &Path, sandbox: Arc<Sandbox>) -> PluginRegistry {
+        let registry = PluginRegistry::spawn(dir, data_dir, sandbox);
+        registry.started().await;
+        registry
+    }
+
+    /// Resolves once the first scan of the directory is done: every file present at start
+    /// loaded or reported broken (files still being written waited for up to 10 s).
+    pub async fn started(&self) {
+        let mut progress = self.progress.clone();
+        let _ = progress.wait_for(|p| p.started).await;
     }
 
     /// Rescans the directory now and returns once every changed file is loaded or reported
@@ -314,6 +440,32 @@ impl PluginRegistry {
                 version: version.to_string(),
                 available: versions_of(&catalog, name).join(", "),
             })
+    }
+
+    /// [`PluginRegistry::resolve`] for a create or update: while the first scan of the
+    /// directory runs, a class that is not loaded yet is waited for (up to 10 s, until it
+    /// loads or the scan is done), so a create right after the host starts finds the plugins
+    /// present at start.
+    pub async fn resolve_for_put(
+        &self,
+        class: &str,
+        config: &Properties,
+    ) -> Result<Arc<Plugin>, SelectError> {
+        let deadline = Instant::now() + START_WAIT;
+        let mut progress = self.progress.clone();
+        loop {
+            let started = progress.borrow_and_update().started;
+            match self.resolve(class, config, None) {
+                Err(SelectError::Unknown { class, .. }) if !started => {
+                    let changed = tokio::time::timeout_at(deadline.into(), progress.changed());
+                    if !matches!(changed.await, Ok(Ok(()))) {
+                        let loading = self.read().loading();
+                        return Err(SelectError::StillLoading { class, loading });
+                    }
+                }
+                resolved => return resolved,
+            }
+        }
     }
 
     /// Names of the loaded plugins, sorted, each once.
@@ -413,12 +565,6 @@ pub enum PluginError {
     Read(#[source] std::io::Error),
     #[error("{0} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin")]
     TooBig(u64),
-    #[error("cannot start a compiler thread: {0}")]
-    CompilerThread(#[source] std::io::Error),
-    #[error("the compiler crashed on this file")]
-    CompilerCrashed,
-    #[error("compiling took longer than {} s and was abandoned; a connector this large or complex is not accepted", COMPILE_TIME_LIMIT.as_secs())]
-    CompileTimeout,
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error(transparent)]
@@ -428,10 +574,8 @@ pub enum PluginError {
         described: ConnectorKind,
         world: ConnectorKind,
     },
-    #[error("describes itself with an empty name")]
-    EmptyName,
-    #[error("{0} describes itself with an empty version; give it one (semver recommended)")]
-    EmptyVersion(String),
+    #[error(transparent)]
+    Name(#[from] names::NameError),
     #[error("the name or alias '{0}' contains '@', which separates a name from a version in connector-class")]
     AtInName(String),
 }
@@ -454,28 +598,28 @@ fn read_plugin(file: &Path) -> Result<Vec<u8>, PluginError> {
     Ok(wasm)
 }
 
-/// Compiles `wasm` through `cache` on a thread of its own, off the async
-/// runtime, under [`COMPILE_TIME_LIMIT`]. A compilation past the limit is abandoned: its
-/// thread finishes in the background and its result is dropped.
+/// The component of `wasm`, whose SHA-256 is `hash`: from the compiled-code cache, or
+/// compiled by the sandbox (in a child process, within the compile limits) and stored.
 async fn compile(
     sandbox: &Arc<Sandbox>,
     cache: &Arc<CodeCache>,
     wasm: Vec<u8>,
     hash: &str,
 ) -> Result<(ConnectorComponent, cache::Origin), PluginError> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    let (sandbox, cache, hash) = (sandbox.clone(), cache.clone(), hash.to_string());
-    std::thread::Builder::new()
-        .name("plugin-compiler".into())
-        .spawn(move || {
-            let _ = done.send(cache.component(&sandbox, &wasm, &hash));
-        })
-        .map_err(PluginError::CompilerThread)?;
-    match tokio::time::timeout(COMPILE_TIME_LIMIT, result).await {
-        Ok(Ok(result)) => Ok(result?),
-        Ok(Err(_)) => Err(PluginError::CompilerCrashed),
-        Err(_) => Err(PluginError::CompileTimeout),
+    let (from_sandbox, from_cache, key) = (sandbox.clone(), cache.clone(), hash.to_string());
+    let cached = tokio::task::spawn_blocking(move || from_cache.lookup(&from_sandbox, &key))
+        .await
+        .ok()
+        .flatten();
+    if let Some(component) = cached {
+        return Ok((component, cache::Origin::Cache));
     }
+    let started = Instant::now();
+    let (component, artifact) = sandbox.compile(wasm).await?;
+    let took = started.elapsed();
+    let (cache, hash) = (cache.clone(), hash.to_string());
+    let _ = tokio::task::spawn_blocking(move || cache.store(&hash, &artifact)).await;
+    Ok((component, cache::Origin::Compiled(took)))
 }
 
 /// Compiles, links and describes a component and checks what it says about itself: what
@@ -507,11 +651,10 @@ fn check_descriptor(descriptor: &Descriptor, world: ConnectorKind) -> Result<(),
             world,
         });
     }
-    if descriptor.name.is_empty() {
-        return Err(PluginError::EmptyName);
-    }
-    if descriptor.version.is_empty() {
-        return Err(PluginError::EmptyVersion(descriptor.name.clone()));
+    names::validate(NameKind::Plugin, &descriptor.name)?;
+    names::validate(NameKind::Version, &descriptor.version)?;
+    for alias in &descriptor.aliases {
+        names::validate(NameKind::Alias, alias)?;
     }
     let with_at = std::iter::once(&descriptor.name)
         .chain(&descriptor.aliases)
@@ -522,13 +665,15 @@ fn check_descriptor(descriptor: &Descriptor, world: ConnectorKind) -> Result<(),
     Ok(())
 }
 
-/// Reduces a reason to one line: wasmtime's messages may span several.
+/// Reduces a reason to one line (wasmtime's messages may span several) of at most 2,000
+/// characters, invisible characters escaped: a reason may quote what a guest said.
 fn one_line(reason: &impl std::fmt::Display) -> String {
-    reason
+    let words = reason
         .to_string()
         .split_whitespace()
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    names::visible(&words, 2000)
 }
 
 #[cfg(test)]

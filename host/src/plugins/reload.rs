@@ -1,37 +1,44 @@
 //! The reload actor: the one task that rescans the plugin directory and changes the catalog.
 //! File-watch hints, `GET /plugin/reload` and a periodic safety-net rescan all end in the same
-//! rescan; requests that arrive while one runs are served by the next, together.
+//! rescan.
 //!
 //! A rescan stats every plugin file. A file whose size, times and inode are what they were is
 //! unchanged. Any other file is read only once it is settled: unchanged for [`SETTLE`]
 //! (its last change that long ago, or the same look across two checks that far apart) and
 //! unchanged while being read. Its SHA-256 then decides: same content, nothing to do; new
-//! content, it is validated, and either becomes the version the file serves or is reported
-//! broken beside the version that keeps serving.
+//! content, it is validated on a task of its own (compilation bounded by the sandbox, the
+//! `describe` call by its own timeout), so one slow or hostile file never holds up another,
+//! and the file shows as loading meanwhile. Each result is put in the catalog as it comes
+//! (first loaded wins a contested name), except during the first scan, whose results are put
+//! in file-name order so that the same directory always gives the same catalog.
+//!
+//! Only changes are logged; a reload of unchanged files logs nothing (debug at most).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::cache::{sha256_hex, CodeCache};
-use super::{one_line, read_plugin, validate, watch, Catalog, PluginError};
+use super::cache::{sha256_hex, CodeCache, Origin};
+use super::{
+    one_line, read_plugin, validate, watch as file_watch, Catalog, Plugin, PluginError, Progress,
+};
 use crate::sandbox::Sandbox;
 
 /// How long a file must have stayed unchanged before it is read.
 const SETTLE: Duration = Duration::from_millis(200);
 /// Rescan this often even without events: the safety net for missed events.
 pub(super) const RESCAN_EVERY: Duration = Duration::from_secs(30);
-/// A reload (and the start) waits at most this long for files still being written.
+/// A reload (and the start) waits at most this long for files being written or loaded.
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 enum Request {
     /// Something in the directory changed: rescan soon.
     Hint,
-    /// Rescan, wait for files being written, and answer with the report lines.
+    /// Rescan, wait for files being written or loaded, and answer with the report lines.
     Reload(oneshot::Sender<Vec<String>>),
 }
 
@@ -57,32 +64,41 @@ impl Handle {
     }
 }
 
-/// Starts watching `dir`, loads what it holds (waiting for files being written), and hands
-/// the directory to the reload actor.
-pub(super) async fn start(
+/// Starts watching `dir` and hands the directory to the reload actor, which loads what it
+/// holds. `progress` counts the catalog's changes and says when that first scan is done
+/// (every file loaded or reported, files being written waited for up to [`RELOAD_WAIT`]).
+pub(super) fn start(
     dir: PathBuf,
     sandbox: Arc<Sandbox>,
     cache: Arc<CodeCache>,
     catalog: Arc<RwLock<Catalog>>,
+    progress: watch::Sender<Progress>,
 ) -> Handle {
     let (requests, inbox) = mpsc::channel(64);
     let hints = requests.downgrade();
-    let watcher = watch::start(&dir, move || {
+    let watcher = file_watch::start(&dir, move || {
         if let Some(hints) = hints.upgrade() {
             // A full queue already holds a rescan request.
             let _ = hints.try_send(Request::Hint);
         }
     });
-    let mut reloader = Reloader {
+    let (finished, results) = mpsc::unbounded_channel();
+    let reloader = Reloader {
         dir,
         sandbox,
         cache,
         catalog,
         known: BTreeMap::new(),
         settling: BTreeMap::new(),
+        loading: BTreeMap::new(),
+        loads: 0,
+        finished,
+        first_scan: Some(VecDeque::new()),
+        held: BTreeMap::new(),
+        waiters: Vec::new(),
+        progress,
     };
-    let first = reloader.settle_all().await;
-    tokio::spawn(reloader.run(inbox, watcher, first.next_look()));
+    tokio::spawn(reloader.run(inbox, results, watcher));
     Handle { requests }
 }
 
@@ -131,35 +147,28 @@ struct Known {
 /// How much a rescan reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Report {
-    /// A line for every file (start and `GET /plugin/reload`).
+    /// A line for every file, unchanged ones logged at debug level only (`GET /plugin/reload`
+    /// and the start).
     Every,
     /// Lines only for what changed (watch hints and the periodic rescan).
     Changes,
 }
 
-/// What one rescan found.
-#[derive(Default)]
-struct Outcome {
+/// Someone waiting for a rescan's outcome: a reload request, or the start.
+struct Waiter {
+    /// None for the start.
+    reply: Option<oneshot::Sender<Vec<String>>>,
     lines: Vec<String>,
-    /// Files still being written, and when to look at each again.
-    settling: BTreeMap<PathBuf, Instant>,
+    deadline: Instant,
 }
 
-impl Outcome {
-    /// Logs and keeps one report line; `problem` logs it as a warning.
-    fn say(&mut self, (line, problem): (String, bool)) {
-        if problem {
-            tracing::warn!("{line}");
-        } else {
-            tracing::info!("{line}");
-        }
-        self.lines.push(line);
-    }
-
-    /// When the earliest settling file should be looked at again.
-    fn next_look(&self) -> Option<Instant> {
-        self.settling.values().min().copied()
-    }
+/// The outcome of one load, sent back to the actor.
+struct Finished {
+    file: PathBuf,
+    /// Which load of the file this was: only the newest one counts.
+    load: u64,
+    hash: Option<String>,
+    result: Result<(Plugin, Origin), PluginError>,
 }
 
 struct Reloader {
@@ -170,83 +179,171 @@ struct Reloader {
     known: BTreeMap<PathBuf, Known>,
     /// Files seen changing, with the look they had and since when.
     settling: BTreeMap<PathBuf, (Fingerprint, Instant)>,
+    /// Files being validated, with the number of their newest load.
+    loading: BTreeMap<PathBuf, u64>,
+    /// Loads started so far.
+    loads: u64,
+    finished: mpsc::UnboundedSender<Finished>,
+    /// While the first scan runs: its files, in file-name order, not yet put in the catalog.
+    first_scan: Option<VecDeque<PathBuf>>,
+    /// Results of first-scan files waiting for the files before them.
+    held: BTreeMap<PathBuf, Finished>,
+    waiters: Vec<Waiter>,
+    /// Told of every change of the catalog, and when the first scan is done.
+    progress: watch::Sender<Progress>,
 }
 
 impl Reloader {
-    /// Serves requests until every [`Handle`] is gone; rescans at `next` without one.
+    /// Serves requests until every [`Handle`] is gone; rescans when a file may have settled,
+    /// and every [`RESCAN_EVERY`] without any request.
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<Request>,
-        _watcher: Option<watch::Watcher>,
-        next: Option<Instant>,
+        mut results: mpsc::UnboundedReceiver<Finished>,
+        _watcher: Option<file_watch::Watcher>,
     ) {
-        let mut next = next.unwrap_or_else(|| Instant::now() + RESCAN_EVERY);
+        self.waiters.push(Waiter {
+            reply: None,
+            lines: Vec::new(),
+            deadline: Instant::now() + RELOAD_WAIT,
+        });
+        self.scan(Report::Every);
+        self.first_scan_spawned();
+        let mut periodic = Instant::now() + RESCAN_EVERY;
         loop {
-            let first = tokio::select! {
+            self.answer_waiters();
+            let next = self
+                .settling_look()
+                .into_iter()
+                .chain(self.waiters.iter().map(|w| w.deadline))
+                .chain([periodic])
+                .min()
+                .unwrap_or(periodic);
+            tokio::select! {
                 request = inbox.recv() => match request {
-                    Some(request) => Some(request),
+                    Some(Request::Hint) => self.scan(Report::Changes),
+                    Some(Request::Reload(reply)) => {
+                        self.waiters.push(Waiter {
+                            reply: Some(reply),
+                            lines: Vec::new(),
+                            deadline: Instant::now() + RELOAD_WAIT,
+                        });
+                        self.scan(Report::Every);
+                    }
                     None => return,
                 },
-                () = tokio::time::sleep_until(next.into()) => None,
-            };
-            let replies: Vec<oneshot::Sender<Vec<String>>> = first
-                .into_iter()
-                .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
-                .filter_map(|request| match request {
-                    Request::Reload(reply) => Some(reply),
-                    Request::Hint => None,
-                })
-                .collect();
-            let outcome = if replies.is_empty() {
-                self.scan(Report::Changes).await
-            } else {
-                self.settle_all().await
-            };
-            for reply in replies {
-                let _ = reply.send(outcome.lines.clone());
+                Some(done) = results.recv() => self.finish(done),
+                () = tokio::time::sleep_until(next.into()) => {
+                    if Instant::now() >= periodic {
+                        periodic = Instant::now() + RESCAN_EVERY;
+                    }
+                    self.scan(Report::Changes);
+                }
             }
-            next = outcome
-                .next_look()
-                .unwrap_or_else(|| Instant::now() + RESCAN_EVERY);
         }
     }
 
-    /// A full rescan that also waits for files being written, up to [`RELOAD_WAIT`].
-    async fn settle_all(&mut self) -> Outcome {
-        let deadline = Instant::now() + RELOAD_WAIT;
-        let mut outcome = self.scan(Report::Every).await;
-        while let Some(at) = outcome.next_look().filter(|at| *at <= deadline) {
-            tokio::time::sleep_until(at.into()).await;
-            let later = self.scan(Report::Changes).await;
-            outcome.lines.extend(later.lines);
-            outcome.settling = later.settling;
+    /// Logs a report line and gives it to everyone waiting; `problem` logs it as a warning.
+    fn say(&mut self, (line, problem): (String, bool)) {
+        if problem {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
         }
-        let still: Vec<PathBuf> = outcome.settling.keys().cloned().collect();
-        for file in still {
-            let (file, settle) = (file.display(), SETTLE.as_millis());
-            outcome.say((format!("plugin file {file} is still being written; it loads once unchanged for {settle} ms"), false));
-        }
-        outcome
+        self.tell(line);
     }
 
-    async fn scan(&mut self, report: Report) -> Outcome {
-        let mut outcome = Outcome::default();
+    /// Gives a line to everyone waiting, without logging it.
+    fn tell(&mut self, line: String) {
+        for waiter in &mut self.waiters {
+            waiter.lines.push(line.clone());
+        }
+    }
+
+    /// When the earliest settling file should be looked at again.
+    fn settling_look(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.settling
+            .values()
+            .map(|(_, since)| (*since + SETTLE).max(now))
+            .min()
+    }
+
+    /// Answers every waiter whose files are all settled and loaded, or whose time is up
+    /// (naming the files still in the works).
+    fn answer_waiters(&mut self) {
+        let idle = self.settling.is_empty() && self.loading.is_empty();
+        let now = Instant::now();
+        if !idle && self.waiters.iter().all(|w| w.deadline > now) {
+            return;
+        }
+        let mut pending = Vec::new();
+        if !idle {
+            let settle = SETTLE.as_millis();
+            for file in self.settling.keys() {
+                let file = file.display();
+                pending.push(format!("plugin file {file} is still being written; it loads once unchanged for {settle} ms"));
+            }
+            for file in self.loading.keys() {
+                pending.push(format!("plugin file {} is still loading", file.display()));
+            }
+        }
+        let (done, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| idle || w.deadline <= now);
+        self.waiters = waiting;
+        for mut waiter in done {
+            for line in &pending {
+                tracing::info!("{line}");
+                waiter.lines.push(line.clone());
+            }
+            match waiter.reply {
+                Some(reply) => {
+                    let _ = reply.send(waiter.lines);
+                }
+                None => self.first_scan_done(),
+            }
+        }
+    }
+
+    /// The start is answered: from now on results go in the catalog as they come.
+    fn first_scan_done(&mut self) {
+        if let Some(order) = self.first_scan.take() {
+            for file in order {
+                if let Some(done) = self.held.remove(&file) {
+                    self.commit(done);
+                }
+            }
+        }
+        self.progress
+            .send_modify(|progress| progress.started = true);
+    }
+
+    /// Every load of the first scan has been started: its files are those loading now.
+    fn first_scan_spawned(&mut self) {
+        if let Some(order) = &mut self.first_scan {
+            order.extend(self.loading.keys().cloned());
+        }
+        self.release_held();
+    }
+
+    fn scan(&mut self, report: Report) {
         let files = match plugin_files(&self.dir) {
             Ok(files) => files,
             Err(e) => {
                 let dir = self.dir.display();
-                outcome.say((
+                self.say((
                     format!(
                         "cannot read plugin directory {dir}: {e}; create it or pass --plugin-dir"
                     ),
                     true,
                 ));
-                return outcome;
+                return;
             }
         };
-        let mut changed = self.forget_removed(&files, &mut outcome);
+        let mut changed = self.forget_removed(&files);
         for file in &files {
-            changed |= self.examine(file, report, &mut outcome).await;
+            changed |= self.examine(file, report);
         }
         if changed {
             self.cache.retain(
@@ -255,12 +352,12 @@ impl Reloader {
                     .filter_map(|known| known.hash.as_deref()),
             );
         }
-        outcome
     }
 
     /// Takes files that are gone out of the catalog; true if there were any.
-    fn forget_removed(&mut self, files: &[PathBuf], outcome: &mut Outcome) -> bool {
+    fn forget_removed(&mut self, files: &[PathBuf]) -> bool {
         self.settling.retain(|file, _| files.contains(file));
+        self.loading.retain(|file, _| files.contains(file));
         let gone: Vec<PathBuf> = self
             .known
             .keys()
@@ -269,6 +366,7 @@ impl Reloader {
             .collect();
         for file in &gone {
             self.known.remove(file);
+            self.held.remove(file);
             let serving = self.write().remove(file).and_then(|slot| slot.current);
             let line = match serving {
                 Some(plugin) => format!(
@@ -278,13 +376,17 @@ impl Reloader {
                 ),
                 None => format!("removed broken plugin file {}", file.display()),
             };
-            outcome.say((line, false));
+            self.say((line, false));
+        }
+        if !gone.is_empty() {
+            self.release_held();
         }
         !gone.is_empty()
     }
 
-    /// Looks at one file and loads new content once it is settled; true if the catalog changed.
-    async fn examine(&mut self, file: &Path, report: Report, outcome: &mut Outcome) -> bool {
+    /// Looks at one file and starts loading new content once it is settled; true if its
+    /// content changed.
+    fn examine(&mut self, file: &Path, report: Report) -> bool {
         let Some(seen) = Fingerprint::of(file) else {
             return false;
         };
@@ -293,13 +395,15 @@ impl Reloader {
             .get(file)
             .is_some_and(|known| known.fingerprint == seen)
         {
-            self.report_unchanged(file, report, outcome);
+            self.report_unchanged(file, report);
             return false;
         }
         let read = match self.read_settled(file, seen) {
             Ok(read) => read,
-            Err(look_again) => {
-                outcome.settling.insert(file.to_path_buf(), look_again);
+            Err(_) => {
+                self.settling
+                    .entry(file.to_path_buf())
+                    .or_insert((seen, Instant::now()));
                 return false;
             }
         };
@@ -312,17 +416,115 @@ impl Reloader {
             file.to_path_buf(),
             Known {
                 fingerprint: seen,
-                hash,
+                hash: hash.clone(),
             },
         );
         if same {
-            self.report_unchanged(file, report, outcome);
+            self.report_unchanged(file, report);
             return false;
         }
-        if let Some(line) = self.load(file, read).await {
-            outcome.say(line);
-        }
+        self.load(file, hash, read);
         true
+    }
+
+    /// Validates new content on a task of its own; the result comes back to [`Self::finish`].
+    fn load(
+        &mut self,
+        file: &Path,
+        hash: Option<String>,
+        read: Result<(Vec<u8>, String), PluginError>,
+    ) {
+        self.loads += 1;
+        let load = self.loads;
+        self.held.remove(file);
+        self.loading.insert(file.to_path_buf(), load);
+        self.write().set_loading(file, true);
+        let (sandbox, cache, finished) = (
+            self.sandbox.clone(),
+            self.cache.clone(),
+            self.finished.clone(),
+        );
+        let file = file.to_path_buf();
+        tokio::spawn(async move {
+            let result = match read {
+                Ok((wasm, hash)) => validate(&sandbox, &cache, wasm, &hash, &file).await,
+                Err(reason) => Err(reason),
+            };
+            let _ = finished.send(Finished {
+                file,
+                load,
+                hash,
+                result,
+            });
+        });
+    }
+
+    /// A load is done: its result goes in the catalog unless the file changed or went away
+    /// meanwhile; during the first scan, only once every file before it is in.
+    fn finish(&mut self, done: Finished) {
+        if self.loading.get(&done.file) != Some(&done.load) {
+            return;
+        }
+        let held = self
+            .first_scan
+            .as_ref()
+            .is_some_and(|order| order.contains(&done.file));
+        if held {
+            self.held.insert(done.file.clone(), done);
+            self.release_held();
+        } else {
+            self.commit(done);
+        }
+    }
+
+    /// Commits the held first-scan results whose files come next in file-name order.
+    fn release_held(&mut self) {
+        loop {
+            let Some(front) = self.first_scan.as_ref().and_then(|o| o.front().cloned()) else {
+                return;
+            };
+            if let Some(done) = self.held.remove(&front) {
+                self.commit(done);
+            } else if self.loading.contains_key(&front) {
+                return;
+            }
+            if let Some(order) = &mut self.first_scan {
+                order.pop_front();
+            }
+        }
+    }
+
+    /// Puts a load's outcome in the catalog and reports it.
+    fn commit(&mut self, done: Finished) {
+        self.loading.remove(&done.file);
+        let line = {
+            let mut catalog = self.write();
+            catalog.set_loading(&done.file, false);
+            match done.result {
+                Ok((plugin, origin)) => catalog
+                    .admit(plugin)
+                    .map(|(line, problem)| (format!("{line}; {origin}"), problem)),
+                Err(reason) => {
+                    catalog.set_broken(&done.file, done.hash, one_line(&reason));
+                    catalog.line(&done.file)
+                }
+            }
+        };
+        self.progress.send_modify(|progress| progress.changes += 1);
+        if let Some(line) = line {
+            self.say(line);
+        }
+    }
+
+    /// A reload tells what an unchanged file serves; only the debug log shows it.
+    fn report_unchanged(&mut self, file: &Path, report: Report) {
+        if report == Report::Every && !self.loading.contains_key(file) {
+            let line = self.read().line(file);
+            if let Some((line, _)) = line {
+                tracing::debug!("unchanged: {line}");
+                self.tell(line);
+            }
+        }
     }
 
     /// The file's bytes and their hash (or why it cannot be read), once it is settled and did
@@ -344,40 +546,6 @@ impl Reloader {
             let hash = sha256_hex(&wasm);
             (wasm, hash)
         }))
-    }
-
-    /// Validates new content and puts the outcome in the catalog; the line that reports it.
-    async fn load(
-        &self,
-        file: &Path,
-        read: Result<(Vec<u8>, String), PluginError>,
-    ) -> Option<(String, bool)> {
-        let hash = read.as_ref().ok().map(|(_, hash)| hash.clone());
-        let validated = match read {
-            Ok((wasm, hash)) => validate(&self.sandbox, &self.cache, wasm, &hash, file).await,
-            Err(reason) => Err(reason),
-        };
-        let mut catalog = self.write();
-        match validated {
-            Ok((plugin, origin)) => {
-                catalog.set_loaded(Arc::new(plugin));
-                catalog
-                    .line(file)
-                    .map(|(line, problem)| (format!("{line}; {origin}"), problem))
-            }
-            Err(reason) => {
-                catalog.set_broken(file, hash, one_line(&reason));
-                catalog.line(file)
-            }
-        }
-    }
-
-    fn report_unchanged(&self, file: &Path, report: Report, outcome: &mut Outcome) {
-        if report == Report::Every {
-            if let Some(line) = self.read().line(file) {
-                outcome.say(line);
-            }
-        }
     }
 
     /// None when `file` has been unchanged for [`SETTLE`]; otherwise when to look again.

@@ -76,9 +76,21 @@ impl ConnectorComponent {
         }
     }
 
-    /// Calls `describe`, under the worker's limits.
+    /// Calls `describe`, under the worker's limits with the wall-clock and CPU time cut to
+    /// the describe timeout: a plugin that does not describe itself promptly does not load.
     pub async fn describe(&self, sandbox: &Sandbox) -> Result<Descriptor, GuestFailure> {
-        let limits = &sandbox.limits().connector;
+        let worker = sandbox.limits();
+        let limits = &Limits {
+            call_timeout: worker
+                .connector
+                .call_timeout
+                .min(worker.worker.describe_timeout),
+            cpu_per_call: worker
+                .connector
+                .cpu_per_call
+                .min(worker.worker.describe_timeout),
+            ..worker.connector.clone()
+        };
         let identity = Identity {
             connector: String::new(),
             task: None,

@@ -58,6 +58,7 @@ impl Limits {
         let mut unused = WorkerFields {
             topics: 0,
             open_topic_files: 0,
+            describe_timeout: Duration::ZERO,
         };
         for limit in LIMITS {
             let (Some(key), Field::Connector { get, .. }) = (limit.key, &limit.field) else {
@@ -105,6 +106,10 @@ pub struct WorkerLimits {
     pub restart: RestartPolicy,
     /// The worker-only rows of [`LIMITS`].
     pub worker: WorkerFields,
+    /// Wall-clock and CPU-seconds limit of compiling one plugin component.
+    pub compile_time: Duration,
+    /// Address space of the child process that compiles a plugin component.
+    pub compile_memory: u64,
 }
 
 /// The values of the worker-only rows of [`LIMITS`].
@@ -114,6 +119,8 @@ pub struct WorkerFields {
     pub topics: usize,
     /// Most topic-log files open at once; idle ones are closed (`--max-open-topic-files`).
     pub open_topic_files: usize,
+    /// Wall-clock and CPU limit of a plugin's `describe` while it loads (`--describe-timeout-ms`).
+    pub describe_timeout: Duration,
 }
 
 impl Default for WorkerFields {
@@ -150,6 +157,7 @@ impl WorkerLimits {
         let mut worker = WorkerFields {
             topics: 0,
             open_topic_files: 0,
+            describe_timeout: Duration::ZERO,
         };
         for limit in LIMITS {
             limit.field.set(&mut limits, &mut worker, value_of(limit));
@@ -159,6 +167,8 @@ impl WorkerLimits {
             max_instances: 256,
             restart: RestartPolicy::default(),
             worker,
+            compile_time: Duration::from_secs(60),
+            compile_memory: 4 << 30,
         }
     }
 }
@@ -429,6 +439,20 @@ pub const LIMITS: &[Limit] = &[
         hit: "the least recently used topic file is closed (reopened when next used)",
         field: Field::Worker {
             set: |w, v| w.open_topic_files = v,
+        },
+    },
+    Limit {
+        key: None,
+        flag: "describe-timeout-ms",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 2_000,
+        zero_is_unlimited: false,
+        max: usize::MAX,
+        help: "Time a plugin's `describe` may take while it loads, in ms; a slower plugin is reported broken and holds up no other",
+        hit: "`broken plugin x.wasm: describe did not return within 2000 ms`",
+        field: Field::Worker {
+            set: |w, v| w.describe_timeout = Duration::from_millis(v as u64),
         },
     },
 ];

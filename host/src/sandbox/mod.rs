@@ -2,14 +2,16 @@
 //! only the `host` interface and a WASI context built from nothing, one `Store` per
 //! instance, and a timeout plus epoch-based yielding around every guest call.
 //!
-//! `bindings` holds the generated code of each WIT world, `state` the per-store data and the
-//! host functions, `limits` every limit, `capabilities` what an instance may reach,
-//! `output` the guest's stdout/stderr, `redact` what keeps resolved secrets out of messages,
-//! `disk` the disk budget, `instance` the typed calls into a connector (each
-//! armed with its CPU budget and wall-clock limit, failures explained).
+//! `bindings` holds the generated code of each WIT world, `compiler` compiles untrusted
+//! components (in a child process under rlimits), `state` the per-store data and the
+//! host functions, `limits` every limit, `capabilities` what an instance may reach (one
+//! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
+//! secrets out of messages, `disk` the disk budget, `instance` the typed calls into a
+//! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
-mod capabilities;
+pub mod capabilities;
+mod compiler;
 mod disk;
 mod instance;
 mod limits;
@@ -25,9 +27,9 @@ use wasmtime::{
 };
 
 pub use bindings::types;
-pub use capabilities::{
-    resolve_network_allow, Capabilities, DirGrant, Grants, HostDirKind, NETWORK_ALLOW_KEY,
-};
+pub use capabilities::network::NETWORK_ALLOW_KEY;
+pub use capabilities::{Capabilities, Grants, HostDirKind};
+pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
@@ -37,27 +39,6 @@ pub use redact::Redactor;
 pub use state::{Identity, TaskState};
 
 use bindings::source_world::SourceConnector;
-
-/// Why bytes (or a cached artifact) are not a connector component this host can run.
-#[derive(Debug, thiserror::Error)]
-pub enum CompileError {
-    #[error("a core wasm module, not a component: build it for wasm32-wasip2 (or run `wasm-tools component new`)")]
-    CoreModule,
-    #[error("not a valid wasm component: {0:#}")]
-    Invalid(#[source] wasmtime::Error),
-    #[error("not loadable compiled code: {0:#}")]
-    NotLoadable(#[source] wasmtime::Error),
-    #[error("imports something this host does not provide: {0:#}")]
-    Imports(#[source] wasmtime::Error),
-    #[error(
-        "targets neither the source-connector nor the sink-connector world of \
-             wasm-connect:connector@0.1.0 (as a source: {as_source:#}; as a sink: {as_sink:#})"
-    )]
-    NoWorld {
-        as_source: wasmtime::Error,
-        as_sink: wasmtime::Error,
-    },
-}
 
 /// Why a call into a guest did not return normally.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,6 +76,9 @@ pub struct Sandbox {
     linker: Linker<TaskState>,
     limits: WorkerLimits,
     capabilities: Capabilities,
+    compiler: Compiler,
+    /// One permit per core: compilations running at once.
+    compiling: tokio::sync::Semaphore,
 }
 
 impl Sandbox {
@@ -111,7 +95,17 @@ impl Sandbox {
             linker,
             limits,
             capabilities,
+            compiler: Compiler::default(),
+            compiling: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            ),
         })
+    }
+
+    /// Compiles plugin components as `compiler` says (in process by default).
+    pub fn with_compiler(mut self, compiler: Compiler) -> Sandbox {
+        self.compiler = compiler;
+        self
     }
 
     pub fn limits(&self) -> &WorkerLimits {
@@ -122,17 +116,31 @@ impl Sandbox {
         &self.capabilities
     }
 
-    /// Compiles untrusted bytes and checks that they are a connector component this host can
-    /// link. CPU-heavy: call it off the async runtime.
-    pub fn compile(&self, wasm: &[u8]) -> Result<ConnectorComponent, CompileError> {
-        let component = Component::from_binary(&self.engine, wasm).map_err(|e| {
-            if is_core_module(wasm) {
-                CompileError::CoreModule
-            } else {
-                CompileError::Invalid(e)
-            }
-        })?;
-        self.link(&component)
+    /// Compiles untrusted bytes (in a child process or on a thread, see [`Compiler`], within
+    /// the worker's compile limits) and checks that they are a connector component this host
+    /// can link: the component and its compiled code, as `Component::serialize` writes it.
+    /// At most one compilation per core runs at once; the others wait their turn.
+    pub async fn compile(
+        &self,
+        wasm: Vec<u8>,
+    ) -> Result<(ConnectorComponent, Vec<u8>), CompileError> {
+        let _turn = self
+            .compiling
+            .acquire()
+            .await
+            .map_err(|_| CompileError::ShutDown)?;
+        let artifact = compiler::compile(
+            &self.compiler,
+            &self.engine,
+            wasm,
+            self.limits.compile_time,
+            self.limits.compile_memory,
+        )
+        .await?;
+        // SAFETY: this host's own compiler (this binary, or this process) just produced the
+        // artifact for an engine of this configuration; it has not been stored anywhere.
+        let component = unsafe { self.load_compiled(&artifact) }?;
+        Ok((component, artifact))
     }
 
     /// Checks that a compiled component is a connector this host can link.
@@ -202,12 +210,8 @@ fn engine_config(limits: &WorkerLimits) -> Config {
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20)
         .max_memory_size(limits.connector.memory_bytes);
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        // No component-model-async: host→guest calls are ~4x cheaper without it.
-        .concurrency_support(false)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    let mut config = compiler::compiler_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     config
 }
 
@@ -230,9 +234,4 @@ fn start_epoch_ticker(engine: &Engine) {
 
 fn setup_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot set up the wasm engine: {e:#}")
-}
-
-/// True when the bytes are a core module (version 1) rather than a component.
-fn is_core_module(wasm: &[u8]) -> bool {
-    wasm.len() >= 8 && wasm[0..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
 }

@@ -2,7 +2,9 @@
 //! append-only log per topic (`topics/<topic>.log`), at most `--max-topics` of them, with
 //! at most `--max-open-topic-files` open at once; all readable by the owner only.
 
+mod control;
 mod open_files;
+mod plane;
 mod private;
 mod state;
 mod topic_log;
@@ -16,7 +18,9 @@ pub use state::{Properties, SinkState, StateError, StateStore, StoredConnector, 
 pub use topic_log::{LogRead, Producer, ProducerCheckpoint, TopicLog};
 
 use crate::sandbox::WorkerFields;
+pub use control::EmbeddedControl;
 pub use open_files::OpenFiles;
+pub use plane::EmbeddedPlane;
 
 /// The longest topic name accepted (Kafka's limit).
 const MAX_TOPIC_NAME: usize = 249;

@@ -148,10 +148,10 @@ pub fn entries(value: &str) -> impl Iterator<Item = &str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn props(pairs: &[(&str, &str)]) -> Properties {
+    pub(crate) fn props(pairs: &[(&str, &str)]) -> Properties {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -190,7 +190,7 @@ mod tests {
         assert!(!user_wrote(&user, "secret", "${env:T}"));
     }
 
-    fn def(name: &str, path: Option<PathAccess>) -> ConfigDef {
+    pub(crate) fn def(name: &str, path: Option<PathAccess>) -> ConfigDef {
         ConfigDef {
             name: name.into(),
             description: String::new(),

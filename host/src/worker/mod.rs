@@ -7,10 +7,12 @@
 
 pub mod batch;
 mod change;
+pub mod control;
 pub mod keys;
 mod lifecycle;
 mod offsets;
 mod placement;
+pub mod plane;
 pub mod secrets;
 pub mod sink;
 pub mod source;
@@ -24,7 +26,7 @@ use tokio::sync::{watch, Mutex};
 use crate::cluster::{Assignment, Cluster};
 use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::{Config, ConnectorKind};
-use crate::sandbox::{Identity, Limits, Sandbox};
+use crate::sandbox::{capabilities, Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, RunState, TaskView};
@@ -32,6 +34,8 @@ pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
 use change::Slots;
+use control::ControlPlane;
+use plane::DataPlane;
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
 pub const UPDATE_TIMESTAMP: &str = "update-timestamp";
@@ -104,10 +108,28 @@ struct RunningConnector {
     plugin: Option<Arc<Plugin>>,
 }
 
+impl RunningConnector {
+    /// `stored`, with no task started yet.
+    fn idle(stored: StoredConnector, revision: u64) -> RunningConnector {
+        let paused = watch::Sender::new(stored.target == TargetState::Paused);
+        RunningConnector {
+            stored,
+            tasks: BTreeMap::new(),
+            revision,
+            paused,
+            plugin: None,
+        }
+    }
+}
+
 pub struct Worker {
     id: String,
     sandbox: Arc<Sandbox>,
+    /// Where connector configs live (until the control plane takes them).
     storage: Arc<Storage>,
+    /// Where topics and offsets live, and who may run which task: chosen once, at start.
+    data: Arc<dyn DataPlane>,
+    control: Arc<dyn ControlPlane>,
     plugins: Arc<PluginRegistry>,
     /// Held only to read or swap entries: never across an await on a guest, a task or the store.
     connectors: Mutex<BTreeMap<String, RunningConnector>>,
@@ -115,8 +137,8 @@ pub struct Worker {
     slots: Slots,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
-    /// Set in cluster mode: configs, offsets and topics live there, and this worker runs
-    /// only the tasks `assignment` gives it.
+    /// Set in cluster mode: configs live there, and this worker runs only the tasks
+    /// `assignment` gives it.
     cluster: Option<Arc<Cluster>>,
     assignment: std::sync::Mutex<Assignment>,
 }
@@ -126,6 +148,7 @@ impl Worker {
         id: String,
         sandbox: Arc<Sandbox>,
         storage: Arc<Storage>,
+        (data, control): (Arc<dyn DataPlane>, Arc<dyn ControlPlane>),
         plugins: Arc<PluginRegistry>,
         tasks: tokio::runtime::Handle,
     ) -> Self {
@@ -133,6 +156,8 @@ impl Worker {
             id,
             sandbox,
             storage,
+            data,
+            control,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
             slots: Slots::default(),
@@ -161,20 +186,35 @@ impl Worker {
         &self.sandbox
     }
 
-    /// Starts every stored connector where it left off (in cluster mode the coordinator
-    /// loads the cluster's connectors instead).
-    pub async fn restore(&self) -> anyhow::Result<()> {
-        if self.cluster.is_some() {
-            return Ok(());
+    /// Puts every stored connector back (in cluster mode the coordinator loads the cluster's
+    /// connectors instead) and returns; their tasks start where they left off on the task
+    /// this returns, once the first scan of the plugin directory is done. A connector changed
+    /// through the API meanwhile is left as the API left it.
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let mut waiting = Vec::new();
+        if self.cluster.is_none() {
+            let stored = self.storage.state.connectors()?;
+            let mut connectors = self.connectors.lock().await;
+            for (name, stored) in stored {
+                tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
+                waiting.push(name.clone());
+                connectors.insert(name, RunningConnector::idle(stored, 0));
+            }
         }
-        let stored = self.storage.state.connectors()?;
-        let mut connectors = self.connectors.lock().await;
-        for (name, stored) in stored {
-            tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
-            let running = self.run(&name, stored, 0, Stopping::default());
-            connectors.insert(name, running);
-        }
-        Ok(())
+        let worker = self.clone();
+        Ok(tokio::spawn(async move {
+            worker.plugins.started().await;
+            let mut connectors = worker.connectors.lock().await;
+            for name in waiting {
+                let Some(running) = connectors.get_mut(&name) else {
+                    continue;
+                };
+                let untouched = running.tasks.is_empty() && running.plugin.is_none();
+                if untouched && running.stored.target != TargetState::Stopped {
+                    worker.start_tasks(&name, running, Stopping::default());
+                }
+            }
+        }))
     }
 
     /// Creates the connector, or updates it and restarts its tasks (upsert); an update keeps
@@ -251,7 +291,8 @@ impl Worker {
         expect: Expect<'_>,
         initial: Option<TargetState>,
     ) -> Result<Attempt, PutError> {
-        validate_connector_name(name).map_err(PutError::InvalidName)?;
+        crate::names::validate(crate::names::NameKind::Connector, name)
+            .map_err(|e| PutError::InvalidName(e.to_string()))?;
         // Refused early, before any guest call; checked again below, where it counts.
         if let Some(attempt) = self.precondition(name, &config, expect).await? {
             return Ok(attempt);
@@ -262,7 +303,8 @@ impl Worker {
             .ok_or_else(|| PutError::MissingKey("connector-class".into()))?;
         let plugin = self
             .plugins
-            .resolve(class, &config, None)
+            .resolve_for_put(class, &config)
+            .await
             .map_err(|e| match e {
                 SelectError::Unknown { class, available } => {
                     PutError::UnknownPlugin { class, available }
@@ -503,7 +545,7 @@ impl Worker {
             })
             .collect();
         errors.extend(topic_errors(plugin, config));
-        errors.extend(self.path_errors(plugin, config));
+        errors.extend(self.capability_errors(plugin, config));
         let limits = match self.sandbox.limits().connector.for_connector(config) {
             Ok(limits) => limits,
             Err(e) => {
@@ -543,27 +585,15 @@ impl Worker {
             .collect())
     }
 
-    /// Path-typed values written as paths (not `${…}` references, checked when a task starts)
-    /// must lie under the `--allow-path` roots and away from the host's own dirs; a list
-    /// value is checked entry by entry.
-    fn path_errors(&self, plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
-        let capabilities = self.sandbox.capabilities();
-        plugin
-            .descriptor
-            .config_defs
-            .iter()
-            .filter(|def| def.path.is_some())
-            .filter_map(|def| Some((def, config.get(&def.name)?)))
-            .filter(|(_, value)| !secrets::is_reference(value))
-            .flat_map(|(def, value)| keys::entries(value).map(move |entry| (def, entry)))
-            .filter_map(|(def, entry)| {
-                let path = std::path::absolute(entry).unwrap_or_else(|_| entry.into());
-                let message = capabilities.check_path(&def.name, &path).err()?;
-                Some(KeyError {
-                    key: def.name.clone(),
-                    message,
-                    problem: KeyProblem::Invalid,
-                })
+    /// What the capabilities (files, network) refuse in `config`, per key.
+    fn capability_errors(&self, plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
+        let defs = &plugin.descriptor.config_defs;
+        capabilities::check(self.sandbox.capabilities(), defs, config)
+            .into_iter()
+            .map(|refusal| KeyError {
+                key: refusal.key,
+                message: refusal.message,
+                problem: KeyProblem::Invalid,
             })
             .collect()
     }
@@ -587,14 +617,7 @@ impl Worker {
         revision: u64,
         after: Stopping,
     ) -> RunningConnector {
-        let paused = watch::Sender::new(stored.target == TargetState::Paused);
-        let mut running = RunningConnector {
-            stored,
-            tasks: BTreeMap::new(),
-            revision,
-            paused,
-            plugin: None,
-        };
+        let mut running = RunningConnector::idle(stored, revision);
         if running.stored.target != TargetState::Stopped {
             self.start_tasks(name, &mut running, after);
         }
@@ -658,8 +681,9 @@ impl Worker {
                     user_config: stored.config.clone(),
                     limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
-                    storage: self.storage.clone(),
-                    cluster: self.cluster.clone(),
+                    data: self.data.clone(),
+                    stages: Default::default(),
+                    control: self.control.clone(),
                     status,
                     stop,
                     paused: paused.subscribe(),
@@ -703,32 +727,6 @@ enum Expect<'a> {
 enum Attempt {
     Done(Put),
     Stale,
-}
-
-/// Longest connector name accepted.
-const MAX_NAME_LEN: usize = 249;
-
-/// Connector names appear in URLs, file-backed keys and logs: printable, no `/`, not `..`.
-pub fn validate_connector_name(name: &str) -> Result<(), String> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > MAX_NAME_LEN {
-        Some("is longer than 249 bytes")
-    } else if name.contains('/') || name.contains('\\') {
-        Some("contains a slash")
-    } else if name == "." || name.contains("..") {
-        Some("contains '..'")
-    } else if name.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(format!(
-            "invalid connector name {name:?}: it {problem}; use up to {MAX_NAME_LEN} printable characters without '/' or '..'"
-        )),
-        None => Ok(()),
-    }
 }
 
 /// Same key/value set, ignoring the runtime's `update-timestamp`.

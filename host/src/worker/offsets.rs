@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 
 use super::change::Change;
-use super::{keys, source, Worker};
+use super::plane::PlaneError;
+use super::{keys, Worker};
 use crate::sandbox::types::ConnectorKind;
-use crate::storage::{Producer, TargetState};
+use crate::storage::TargetState;
 
 /// A connector's committed offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,41 +36,22 @@ pub enum OffsetsError {
     NotStopped(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] PlaneError),
 }
 
 impl Worker {
     /// The committed offsets of a connector.
     pub async fn offsets(&self, name: &str) -> Result<ConnectorOffsets, OffsetsError> {
         let (kind, tasks) = self.kind_and_tasks(name).await?;
-        if let Some(cluster) = &self.cluster {
-            return if kind == ConnectorKind::Source {
-                let mut offsets = cluster
-                    .source_offsets(name)
-                    .await
-                    .map_err(OffsetsError::Storage)?;
-                offsets.positions.retain(|_, position| !position.is_empty());
-                Ok(ConnectorOffsets::Source(offsets.positions))
-            } else {
-                let state = cluster
-                    .sink_state(name)
-                    .await
-                    .map_err(OffsetsError::Storage)?;
-                Ok(ConnectorOffsets::Sink(state.offsets))
-            };
-        }
         if kind == ConnectorKind::Source {
-            let positions =
-                source::committed_positions(&self.storage, name, &producers(name, tasks))
-                    .map_err(OffsetsError::Storage)?;
+            let positions = self
+                .data
+                .source_offsets(name, &producers(name, tasks))
+                .await?;
             Ok(ConnectorOffsets::Source(positions))
         } else {
-            let state = self
-                .storage
-                .state
-                .sink_state(name)
-                .map_err(|e| OffsetsError::Storage(e.to_string()))?;
+            let state = self.data.sink_resume(name).await?;
             Ok(ConnectorOffsets::Sink(state.offsets))
         }
     }
@@ -127,29 +109,14 @@ impl Worker {
         tasks: usize,
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
-        if let (Some(cluster), true) = (
-            &self.cluster,
-            matches!(
-                (&changes, kind),
-                (OffsetChanges::Source(_), ConnectorKind::Source)
-                    | (OffsetChanges::Sink(_), ConnectorKind::Sink)
-            ),
-        ) {
-            let result = match &changes {
-                OffsetChanges::Source(changes) => cluster.set_source_positions(name, changes).await,
-                OffsetChanges::Sink(changes) => cluster.set_sink_offsets(name, changes).await,
-            };
-            return result.map_err(OffsetsError::Storage);
-        }
         match changes {
-            OffsetChanges::Source(changes) if kind == ConnectorKind::Source => {
-                self.alter_source(name, tasks, &changes)
+            OffsetChanges::Source(changes) if kind == ConnectorKind::Source => Ok(self
+                .data
+                .alter_source_offsets(name, &producers(name, tasks), &changes)
+                .await?),
+            OffsetChanges::Sink(changes) if kind == ConnectorKind::Sink => {
+                Ok(self.data.alter_sink_offsets(name, &changes).await?)
             }
-            OffsetChanges::Sink(changes) if kind == ConnectorKind::Sink => self
-                .storage
-                .state
-                .set_sink_offsets(name, &changes)
-                .map_err(|e| OffsetsError::Storage(e.to_string())),
             OffsetChanges::Source(_) => Err(OffsetsError::Invalid(format!(
                 "{name} is a sink connector: give partitions as {{\"kafka_topic\": …, \"kafka_partition\": 0}} and offsets as {{\"kafka_offset\": …}}"
             ))),
@@ -162,23 +129,11 @@ impl Worker {
     /// The topics a connector uses: those its source tasks wrote to, or its sink reads.
     pub async fn topics(&self, name: &str) -> Result<Vec<String>, OffsetsError> {
         let (kind, tasks) = self.kind_and_tasks(name).await?;
-        if let (Some(cluster), ConnectorKind::Source) = (&self.cluster, kind) {
-            let offsets = cluster
-                .source_offsets(name)
-                .await
-                .map_err(OffsetsError::Storage)?;
-            return Ok(offsets.topics.into_iter().collect());
-        }
         if kind == ConnectorKind::Source {
-            let producers = producers(name, tasks);
-            let all = self.storage.topics.all();
-            let mut used: Vec<String> = all
-                .into_iter()
-                .filter(|(_, log)| producers.iter().any(|p| log.checkpoint(p).is_some()))
-                .map(|(topic, _)| topic)
-                .collect();
-            used.sort();
-            return Ok(used);
+            return Ok(self
+                .data
+                .source_topics(name, &producers(name, tasks))
+                .await?);
         }
         let connectors = self.connectors.lock().await;
         let config = connectors
@@ -194,41 +149,6 @@ impl Worker {
             .filter(|t| !t.is_empty())
             .map(String::from)
             .collect())
-    }
-
-    /// New source positions go to the state store and, as an empty batch, into every topic
-    /// log that holds positions of the connector's tasks, so they win over what the logs had.
-    fn alter_source(
-        &self,
-        name: &str,
-        tasks: usize,
-        changes: &[(String, Option<String>)],
-    ) -> Result<(), OffsetsError> {
-        let storage_error = |e: String| OffsetsError::Storage(e);
-        self.storage
-            .state
-            .set_source_positions(name, changes)
-            .map_err(|e| storage_error(e.to_string()))?;
-        // An empty position marks a reset; resuming tasks treat it as "no position".
-        let positions: Vec<(String, String)> = changes
-            .iter()
-            .map(|(partition, position)| (partition.clone(), position.clone().unwrap_or_default()))
-            .collect();
-        for producer in producers(name, tasks) {
-            for (topic, log) in self.storage.topics.all() {
-                let Some(checkpoint) = log.checkpoint(&producer) else {
-                    continue;
-                };
-                let batch = Producer {
-                    id: &producer,
-                    sequence: checkpoint.sequence + 1,
-                    positions: &positions,
-                };
-                log.append(0, &[], &batch)
-                    .map_err(|e| storage_error(format!("topic {topic}: {e}")))?;
-            }
-        }
-        Ok(())
     }
 
     /// The connector's kind, and how many tasks it has.

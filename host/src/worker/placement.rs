@@ -16,14 +16,8 @@ impl Worker {
         name: &str,
         stored: Option<&StoredConnector>,
     ) -> Result<u64, String> {
-        if let Some(cluster) = &self.cluster {
-            return cluster.put_connector(name, stored).await;
-        }
-        let result = match stored {
-            Some(stored) => self.storage.state.put_connector(name, stored),
-            None => self.storage.state.delete_connector(name),
-        };
-        result.map(|()| 0).map_err(|e| e.to_string())
+        let revision = self.control.persist_config(name, stored).await;
+        revision.map_err(|e| e.to_string())
     }
 
     /// The task numbers of a connector (of `tasks`) this worker runs.

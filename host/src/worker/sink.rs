@@ -2,15 +2,14 @@
 //! offset together with the positions the flush returned (one redb transaction).
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::keys;
+use super::plane::{PlaneError, TopicRead};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
-use crate::cluster::plane::TopicReader;
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
-use crate::storage::{LogRead, TopicLog};
+use crate::storage::LogRead;
 
 /// Longest wait for new records before looking again.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
@@ -22,41 +21,20 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// One topic the sink reads and where it stands.
 pub struct Subscription {
     topic: String,
-    source: TopicSource,
+    reader: Box<dyn TopicRead>,
     next_offset: u64,
     /// The last read returned everything there was.
     caught_up: bool,
 }
 
-/// Where a subscription reads from.
-enum TopicSource {
-    /// The embedded topic log.
-    Log(Arc<TopicLog>),
-    /// The topic's stream, in cluster mode.
-    Stream(Box<TopicReader>),
-}
-
 impl Subscription {
     /// The next records from `next_offset`, up to the limits.
-    async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
-        let topic = &self.topic;
-        let read = match &mut self.source {
-            TopicSource::Log(log) => {
-                let (log, from) = (log.clone(), self.next_offset);
-                tokio::task::spawn_blocking(move || log.read(from, max_records, max_bytes))
-                    .await
-                    .map_err(|e| format!("storage thread crashed: {e}"))?
-                    .map_err(|e| format!("cannot read topic {topic}: {e}"))?
-            }
-            TopicSource::Stream(reader) => reader
-                .read(max_records, max_bytes)
-                .await
-                .map_err(|e| format!("topic {topic}: {e}"))?,
-        };
-        self.caught_up = match &self.source {
-            TopicSource::Log(log) => read.first_offset + u64::from(read.count) >= log.end_offset(),
-            TopicSource::Stream(_) => read.count < max_records,
-        };
+    async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, PlaneError> {
+        let read = self
+            .reader
+            .read(self.next_offset, max_records, max_bytes)
+            .await?;
+        self.caught_up = self.reader.caught_up(&read, max_records);
         Ok(read)
     }
 }
@@ -85,14 +63,11 @@ pub async fn run(ctx: &mut TaskContext) {
 /// committed offsets.
 pub async fn resume_point(ctx: &TaskContext) -> Result<(Positions, Vec<Subscription>), String> {
     let connector = &ctx.identity.connector;
-    let state = match &ctx.cluster {
-        Some(cluster) => cluster.sink_state(connector).await?,
-        None => ctx
-            .storage
-            .state
-            .sink_state(connector)
-            .map_err(|e| e.to_string())?,
-    };
+    let state = ctx
+        .data
+        .sink_resume(connector)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((state.positions, subscribe(ctx, &state.offsets).await?))
 }
 
@@ -109,10 +84,7 @@ pub async fn drive(
 ) {
     ctx.set(TaskStatus::Running);
     // A stream read waits for records by itself; a log read needs the log's append signal.
-    let mut wake = match &subscriptions[0].source {
-        TopicSource::Log(log) => Some(log.subscribe()),
-        TopicSource::Stream(_) => None,
-    };
+    let mut wake = subscriptions[0].reader.appended();
     let mut unflushed = 0usize;
     while !ctx.stopping() {
         if ctx.paused() {
@@ -221,24 +193,15 @@ async fn subscribe(
     let mut subscriptions = Vec::new();
     for topic in names.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let next_offset = offsets.get(topic).copied().unwrap_or(0);
-        let source = match &ctx.cluster {
-            Some(cluster) => {
-                let (connector, task) = (&ctx.identity.connector, ctx.identity.task.unwrap_or(0));
-                let reader = cluster
-                    .topic_reader(connector, task, topic, next_offset)
-                    .await?;
-                TopicSource::Stream(Box::new(reader))
-            }
-            None => TopicSource::Log(
-                ctx.storage
-                    .topics
-                    .get(topic)
-                    .map_err(|e| format!("topic {topic}: {e}"))?,
-            ),
-        };
+        let (connector, task) = (&ctx.identity.connector, ctx.identity.task.unwrap_or(0));
+        let reader = ctx
+            .data
+            .topic_reader(connector, task, topic, next_offset)
+            .await
+            .map_err(|e| e.to_string())?;
         subscriptions.push(Subscription {
             topic: topic.to_string(),
-            source,
+            reader,
             next_offset,
             caught_up: false,
         });
@@ -257,11 +220,13 @@ async fn put_next(
 ) -> Result<usize, Delivery> {
     let limits = &ctx.limits;
     let (max_records, max_bytes) = (limits.batch_records, limits.batch_bytes as usize);
-    let read = match (sub.read(max_records, max_bytes).await, &sub.source) {
-        (Ok(read), _) => read,
+    let read = match sub.read(max_records, max_bytes).await {
+        Ok(read) => read,
         // A stream read fails over with the servers: try again.
-        (Err(reason), TopicSource::Stream(_)) => return Err(Delivery::Retry(reason)),
-        (Err(reason), TopicSource::Log(_)) => return Err(Delivery::Fail(reason)),
+        Err(e) if e.is_transient() => {
+            return Err(Delivery::Retry(format!("topic {}: {e}", sub.topic)))
+        }
+        Err(e) => return Err(Delivery::Fail(e.to_string())),
     };
     if read.count == 0 {
         return Ok(0);
@@ -292,18 +257,9 @@ async fn flush_and_commit(
         .iter()
         .map(|s| (s.topic.clone(), s.next_offset))
         .collect();
-    let connector = ctx.identity.connector.clone();
-    if let Some(cluster) = &ctx.cluster {
-        // Nothing is lost by retrying: the records put since the last commit are put again.
-        return cluster
-            .commit_sink(&connector, &offsets, &positions)
-            .await
-            .map_err(Delivery::Fail);
-    }
-    let storage = ctx.storage.clone();
-    tokio::task::spawn_blocking(move || storage.state.commit_sink(&connector, &offsets, &positions))
+    ctx.data
+        .commit_sink(&ctx.identity.connector, offsets, positions)
         .await
-        .map_err(|e| Delivery::Fail(format!("storage thread crashed: {e}")))?
         .map_err(|e| Delivery::Fail(e.to_string()))
 }
 

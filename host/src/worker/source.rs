@@ -1,27 +1,21 @@
-//! The source task actor: poll → durable append to the topic logs → commit positions.
-//!
-//! Positions travel inside the log batch that holds their records, so they are durable
-//! exactly when the records are. The redb copy written right after is what the APIs show;
-//! it is committed without its own fsync (durably at most every [`DURABLE_POSITIONS_EVERY`])
-//! and overridden on start by the newer positions found in the logs.
+//! The source task actor: poll → stages → durable store through the data plane → commit
+//! positions. The copy of the positions the APIs show is made durable at most every
+//! [`DURABLE_POSITIONS_EVERY`] (the records and their positions always are).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasm_connect_sdk::{BatchWriter, RecordRef};
-
 use super::batch::{BatchChecks, Partitions, TopicPolicy};
 use super::keys;
+use super::plane::{PlaneError, StoreBatch};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
-use crate::storage::{Producer, Storage};
 
 /// Longest pause between polls of a source that has nothing new.
 const MAX_IDLE_PAUSE: Duration = Duration::from_millis(100);
-/// How often the redb copy of the positions is made durable (the logs always are).
+/// How often the copy of the positions the APIs show is made durable (the records always are).
 const DURABLE_POSITIONS_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a retriable error.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -197,7 +191,7 @@ impl Pacer {
 }
 
 /// A batch on its way to disk; yields the positions it completes.
-type Storing = tokio::task::JoinHandle<Result<Vec<Position>, String>>;
+type Storing = tokio::task::JoinHandle<Result<Vec<Position>, PlaneError>>;
 
 /// Waits for the batch being stored, if any, and tells the task its positions are durable.
 async fn finish(task: &mut impl SourceCalls, storing: Option<Storing>) -> Result<(), String> {
@@ -206,7 +200,8 @@ async fn finish(task: &mut impl SourceCalls, storing: Option<Storing>) -> Result
     };
     let positions = storing
         .await
-        .map_err(|e| format!("storage thread crashed: {e}"))??;
+        .map_err(|e| format!("storage thread crashed: {e}"))?
+        .map_err(|e| e.to_string())?;
     task.commit(&positions).await.map_err(|e| e.to_string())
 }
 
@@ -246,169 +241,36 @@ impl SourceCalls for SourceInstance {
     }
 }
 
-/// Committed positions (redb, overridden by the newer positions the topic logs hold for
-/// this task) and the next producer sequence number. In cluster mode: the positions in the
-/// cluster (records carry their own ids there, so the sequence is unused).
+/// The task's committed positions and the next sequence number of its producer.
 pub async fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String> {
-    if let Some(cluster) = &ctx.cluster {
-        let mut offsets = cluster.source_offsets(&ctx.identity.connector).await?;
-        offsets.positions.retain(|_, position| !position.is_empty());
-        return Ok((offsets.positions, 0));
-    }
     let producer = ctx.identity.to_string();
-    let positions = committed_positions(
-        &ctx.storage,
-        &ctx.identity.connector,
-        std::slice::from_ref(&producer),
-    )?;
-    let next_sequence = ctx
-        .storage
-        .topics
-        .all()
-        .into_iter()
-        .filter_map(|(_, log)| log.checkpoint(&producer))
-        .map(|checkpoint| checkpoint.sequence + 1)
-        .max()
-        .unwrap_or(0);
-    Ok((positions, next_sequence))
+    ctx.data
+        .source_resume(&ctx.identity.connector, &producer)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-/// A source connector's positions: the state store's, overridden by the newest ones the
-/// topic logs hold for `producers`. An empty position (left by an offset reset) means none.
-pub fn committed_positions(
-    storage: &Storage,
-    connector: &str,
-    producers: &[String],
-) -> Result<Positions, String> {
-    let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for (_, log) in storage.topics.all() {
-        for checkpoint in producers
-            .iter()
-            .filter_map(|producer| log.checkpoint(producer))
-        {
-            for (partition, (sequence, position)) in checkpoint.positions {
-                if newest
-                    .get(&partition)
-                    .is_none_or(|(seen, _)| *seen < sequence)
-                {
-                    newest.insert(partition, (sequence, position));
-                }
-            }
-        }
-    }
-    let mut positions = storage
-        .state
-        .source_positions(connector)
-        .map_err(|e| e.to_string())?;
-    positions.extend(
-        newest
-            .into_iter()
-            .map(|(partition, (_, position))| (partition, position)),
-    );
-    positions.retain(|_, position| !position.is_empty());
-    Ok(positions)
-}
-
-/// Checks a polled batch, appends it to its topics and commits its positions, on a
-/// blocking thread; in cluster mode publishes it to the topic streams instead.
+/// Passes a polled batch through the connector's stages and stores it on its own task
+/// (the data plane routes, stores and commits it).
 fn spawn_store(
     ctx: &TaskContext,
     target: Target<'_>,
     batch: RecordBatch,
     checks: BatchChecks,
 ) -> Storing {
-    let storage = ctx.storage.clone();
-    let connector = ctx.identity.connector.clone();
-    let (producer, default_topic) = (
-        target.producer.to_string(),
-        target.default_topic.to_string(),
-    );
-    if let Some(cluster) = ctx.cluster.clone() {
-        return tokio::spawn(async move {
-            cluster
-                .publish_batch(&connector, &batch, &default_topic, &checks)
-                .await
-        });
-    }
-    let (sequence, durable) = (target.sequence, target.durable);
-    tokio::task::spawn_blocking(move || {
-        let (groups, positions) = route(&batch, &default_topic, &checks)?;
-        // Every topic first: a topic over the worker's cap fails the batch before any of it
-        // is appended.
-        let logs = groups
-            .iter()
-            .map(|(topic, _)| storage.topics.get(topic).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, String>>()?;
-        let last = groups.len().saturating_sub(1);
-        for (i, ((topic, records), log)) in groups.iter().zip(&logs).enumerate() {
-            // Positions ride with the last append only: a crash before it loses no record.
-            let checkpoint: &[(String, String)] = if i == last { &positions } else { &[] };
-            let producer = Producer {
-                id: &producer,
-                sequence,
-                positions: checkpoint,
-            };
-            log.append(records.count(), records.frames(), &producer)
-                .map_err(|e| format!("cannot append to topic {topic}: {e}"))?;
-        }
-        storage
-            .state
-            .commit_source_positions(&connector, &positions, durable)
-            .map_err(|e| e.to_string())?;
-        Ok(positions
-            .into_iter()
-            .map(|(partition, position)| Position {
-                partition,
-                position,
-            })
-            .collect())
+    let data = ctx.data.clone();
+    let stages = ctx.stages.clone();
+    let store = StoreBatch {
+        connector: ctx.identity.connector.clone(),
+        producer: target.producer.to_string(),
+        sequence: target.sequence,
+        default_topic: target.default_topic.to_string(),
+        durable: target.durable,
+        checks,
+        batch,
+    };
+    tokio::spawn(async move {
+        let batch = stages.apply(store.batch)?;
+        data.store_batch(StoreBatch { batch, ..store }).await
     })
-}
-
-/// Splits a batch by topic (records keep their order within a topic) and finds the last
-/// position of each partition.
-type Routed = (Vec<(String, BatchWriter)>, Vec<(String, String)>);
-
-fn route(batch: &RecordBatch, default_topic: &str, checks: &BatchChecks) -> Result<Routed, String> {
-    let mut groups: Vec<(String, BatchWriter)> = Vec::new();
-    let now = now_millis();
-    let positions = checks.check(batch, default_topic, |record, topic| {
-        let group = match groups.iter().position(|(t, _)| t == topic) {
-            Some(i) => i,
-            None => {
-                groups.push((
-                    topic.to_string(),
-                    BatchWriter::with_capacity(batch.frames.len()),
-                ));
-                groups.len() - 1
-            }
-        };
-        groups[group]
-            .1
-            .push_content(record.content, record_timestamp(&record, now));
-        Ok(())
-    })?;
-    // Borrowed from the batch while checking; copied once here, not per record.
-    let positions = positions
-        .into_iter()
-        .map(|(p, pos)| (p.to_string(), pos.to_string()))
-        .collect();
-    Ok((groups, positions))
-}
-
-/// A record's timestamp, `now` when it carries none.
-pub(crate) fn record_timestamp(record: &RecordRef<'_>, now: i64) -> i64 {
-    if record.timestamp == 0 {
-        now
-    } else {
-        record.timestamp
-    }
-}
-
-/// Milliseconds since the Unix epoch: the timestamp of records that carry none.
-pub(crate) fn now_millis() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

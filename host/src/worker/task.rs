@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::control::ControlPlane;
+use super::plane::{DataPlane, Stages};
 use super::{keys, secrets};
-use crate::cluster::Cluster;
 use crate::plugins::Plugin;
-use crate::sandbox::types::{Config, PathAccess, TaskError};
+use crate::sandbox::types::{Config, TaskError};
 use crate::sandbox::{
-    resolve_network_allow, DirGrant, Grants, Identity, Limits, Redactor, Sandbox, TaskSetup,
-    MAX_BACKOFF, NETWORK_ALLOW_KEY,
+    capabilities, Grants, Identity, Limits, Redactor, Sandbox, TaskSetup, MAX_BACKOFF,
 };
-use crate::storage::{Properties, Storage};
+use crate::storage::Properties;
 
 /// Where a task stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,9 +44,12 @@ pub struct TaskContext {
     /// This connector's limits (the worker's, lowered by its `limits.*` keys).
     pub limits: Limits,
     pub sandbox: Arc<Sandbox>,
-    pub storage: Arc<Storage>,
-    /// Set in cluster mode: topics and offsets live there instead of in `storage`.
-    pub cluster: Option<Arc<Cluster>>,
+    /// Where topics and offsets live.
+    pub data: Arc<dyn DataPlane>,
+    /// What a polled batch passes through before it is routed (source tasks).
+    pub stages: Arc<Stages>,
+    /// Who may run the task: it runs only while this worker holds its lease.
+    pub control: Arc<dyn ControlPlane>,
     pub status: watch::Sender<TaskStatus>,
     pub stop: watch::Receiver<bool>,
     /// True while the connector is paused.
@@ -215,31 +218,8 @@ impl TaskContext {
     /// in the resolved `config` (refused outside the `--allow-path` roots and near the host's
     /// own dirs), and the addresses its `network.allow` lists.
     pub async fn grants(&self, config: &Config) -> Result<Grants, String> {
-        let mut grants = Grants::default();
-        for def in &self.plugin.descriptor.config_defs {
-            let Some(access) = def.path else { continue };
-            let Some((_, files)) = config.iter().find(|(key, _)| *key == def.name) else {
-                continue;
-            };
-            for file in keys::entries(files).map(Path::new) {
-                self.sandbox.capabilities().check_path(&def.name, file)?;
-                let Some(dir) = file.parent() else {
-                    continue;
-                };
-                let writable = access == PathAccess::WriteFile;
-                match grants.dirs.iter_mut().find(|g| g.dir == dir) {
-                    Some(grant) => grant.writable |= writable,
-                    None => grants.dirs.push(DirGrant {
-                        dir: dir.to_path_buf(),
-                        writable,
-                    }),
-                }
-            }
-        }
-        if let Some((_, allow)) = config.iter().find(|(key, _)| key == NETWORK_ALLOW_KEY) {
-            grants.network = resolve_network_allow(allow).await?;
-        }
-        Ok(grants)
+        let defs = &self.plugin.descriptor.config_defs;
+        capabilities::grant(self.sandbox.capabilities(), defs, config).await
     }
 }
 
@@ -350,41 +330,39 @@ impl Stopping {
 /// call it again.
 pub type TaskRun = for<'a> fn(&'a mut TaskContext) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Runs a task (see [`restart_on_failure`]). In cluster mode it runs only while it holds
-/// the task's lock: it takes the lock, keeps it while the task runs, reports the task's
-/// states to the cluster, and frees it once the task has stopped. A task whose lock is lost
-/// stops at once and waits to take the lock again.
+/// Runs a task (see [`restart_on_failure`]) only while this worker holds the task's lease
+/// (always, on a single worker): it takes the lease, keeps it while the task runs, reports
+/// the task's states to the control plane, and gives it up once the task has stopped. A task
+/// whose lease is lost stops at once and waits to take the lease again.
 pub async fn supervise(mut ctx: TaskContext, run: TaskRun) {
-    let Some(cluster) = ctx.cluster.clone() else {
-        return restart_on_failure(&mut ctx, run).await;
-    };
     let (connector, task) = (
         ctx.identity.connector.clone(),
         ctx.identity.task.unwrap_or(0),
     );
-    let reporter = tokio::spawn(cluster.clone().report_states(
-        connector.clone(),
-        task,
-        ctx.status.subscribe(),
-    ));
+    let control = ctx.control.clone();
+    let reporter = tokio::spawn({
+        let (control, connector, states) =
+            (control.clone(), connector.clone(), ctx.status.subscribe());
+        async move { control.report_states(connector, task, states).await }
+    });
     let mut held = None;
-    while let Some(mut lock) = cluster.lock_task(&connector, task, &mut ctx.stop).await {
+    while let Some(mut lease) = control.lease_task(&connector, task, &mut ctx.stop).await {
         let lost = tokio::select! {
             _ = restart_on_failure(&mut ctx, run) => None,
-            reason = lock.keep() => Some(reason),
+            reason = lease.keep() => Some(reason),
         };
         match lost {
             Some(reason) => ctx.set(TaskStatus::Failed(reason)),
             None => {
-                held = Some(lock);
+                held = Some(lease);
                 break;
             }
         }
     }
     drop(ctx);
     let _ = reporter.await;
-    if let Some(lock) = held {
-        lock.release().await;
+    if let Some(lease) = held {
+        lease.release().await;
     }
 }
 

@@ -19,7 +19,7 @@ use crate::worker::Worker;
 
 /// `GET /connector-plugins`: every plugin version and broken file. `class` is the plugin
 /// name, `aliases` the other class names it answers to, `status` loaded, superseded (an
-/// older version still pinnable) or broken (with `reason`).
+/// older version still pinnable), loading (being checked) or broken (with `reason`).
 pub async fn list(State(worker): State<Arc<Worker>>) -> ApiResult {
     let entries: Vec<Value> = worker.plugins().list().iter().map(plugin_json).collect();
     reply(StatusCode::OK, Value::Array(entries))
@@ -29,6 +29,7 @@ fn plugin_json(info: &PluginInfo) -> Value {
     let (status, reason) = match &info.status {
         PluginStatus::Loaded => ("loaded", None),
         PluginStatus::Superseded => ("superseded", None),
+        PluginStatus::Loading => ("loading", None),
         PluginStatus::Broken { reason } => ("broken", Some(reason.clone())),
     };
     let mut entry = match &info.descriptor {
