@@ -258,18 +258,24 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
-/// A JSON object read as [`super::config_from_object`] reads it; the error is the answer's
-/// reason.
-fn parse_config(raw: &str) -> Result<Properties, String> {
-    let value: Value =
-        serde_json::from_str(raw).map_err(|e| format!("config is not a JSON object: {e}"))?;
+/// Why a legacy `config` query parameter was refused; its text is the answer's reason.
+#[derive(Debug, thiserror::Error)]
+enum ParseError {
+    #[error("config is not a JSON object: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("config is not a JSON object: got {0}")]
+    NotObject(&'static str),
+    #[error(transparent)]
+    Config(#[from] super::ConfigError),
+}
+
+/// A JSON object read as [`super::config_from_object`] reads it.
+fn parse_config(raw: &str) -> Result<Properties, ParseError> {
+    let value: Value = serde_json::from_str(raw).map_err(ParseError::NotJson)?;
     let Value::Object(map) = value else {
-        return Err(format!(
-            "config is not a JSON object: got {}",
-            json_kind(&value)
-        ));
+        return Err(ParseError::NotObject(json_kind(&value)));
     };
-    super::config_from_object(map).map_err(|e| e.to_string())
+    Ok(super::config_from_object(map)?)
 }
 
 fn json_kind(value: &Value) -> &'static str {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::sandbox::{ConnectorComponent, Sandbox};
+use crate::sandbox::{CompileError, ConnectorComponent, Sandbox};
 
 /// First bytes of every entry (format version 2: MAC'd).
 const MAGIC: &[u8; 8] = b"WCCODE02";
@@ -179,28 +179,46 @@ fn engine_hash(sandbox: &Sandbox) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// Why a cache entry cannot be used or written; the cache then compiles (or stays without
+/// the entry), so these are logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a cache entry of this format")]
+    Format,
+    #[error("MAC mismatch: corrupt, or not written by this host")]
+    Mac,
+    #[error(transparent)]
+    Load(#[from] CompileError),
+    #[error("entry path {0} has no directory or no file name")]
+    Path(PathBuf),
+    #[error("{0}")]
+    Write(#[source] std::io::Error),
+}
+
 /// The entry's component; None when there is no entry; an error when it is unusable.
 fn load(
     sandbox: &Sandbox,
     entry: &Path,
     key: &[u8; KEY_LEN],
-) -> Result<Option<ConnectorComponent>, String> {
+) -> Result<Option<ConnectorComponent>, EntryError> {
     let bytes = match std::fs::read(entry) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read it: {e}")),
+        Err(e) => return Err(EntryError::Read(e)),
     };
     let (header, payload) = bytes.split_at(HEADER_LEN.min(bytes.len()));
     if header.len() < HEADER_LEN || header[..MAGIC.len()] != MAGIC[..] {
-        return Err("not a cache entry of this format".into());
+        return Err(EntryError::Format);
     }
     mac(key, entry, payload)
         .verify_slice(&header[MAGIC.len()..])
-        .map_err(|_| "MAC mismatch: corrupt, or not written by this host".to_string())?;
+        .map_err(|_| EntryError::Mac)?;
     // SAFETY: the MAC proves that this host wrote the payload under this name, and it writes
     // only what its own compiler produced for an engine with this compatibility hash (the
     // entry's name says so).
-    unsafe { sandbox.load_compiled(payload) }.map(Some)
+    Ok(Some(unsafe { sandbox.load_compiled(payload) }?))
 }
 
 /// The MAC of an entry: over its file name (so an entry renamed cannot pass for another
@@ -219,12 +237,11 @@ fn mac(key: &[u8; KEY_LEN], entry: &Path, payload: &[u8]) -> HmacSha256 {
 }
 
 /// Writes an entry atomically: a temporary file in the same directory, synced, renamed.
-fn store(entry: &Path, key: &[u8; KEY_LEN], artifact: &[u8]) -> Result<(), String> {
-    let dir = entry.parent().ok_or("an entry path has a directory")?;
-    let name = entry
-        .file_name()
-        .ok_or("an entry path has a file name")?
-        .to_string_lossy();
+fn store(entry: &Path, key: &[u8; KEY_LEN], artifact: &[u8]) -> Result<(), EntryError> {
+    let (Some(dir), Some(name)) = (entry.parent(), entry.file_name()) else {
+        return Err(EntryError::Path(entry.to_path_buf()));
+    };
+    let name = name.to_string_lossy();
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut file = private_file(&temp)?;
@@ -236,7 +253,7 @@ fn store(entry: &Path, key: &[u8; KEY_LEN], artifact: &[u8]) -> Result<(), Strin
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temp);
-        e.to_string()
+        EntryError::Write(e)
     })
 }
 

@@ -10,13 +10,13 @@ use anyhow::anyhow;
 use wasmparser::{Encoding, Parser, Payload};
 
 use super::cache::{sha256_hex, CodeCache};
-use super::{kind_name, one_line, read_plugin, validate, Plugin};
+use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin, PluginError};
 use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
 use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
 
 /// Checks `file` and prints what it declares; an error says why this host cannot run it.
 pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
-    let cannot = |reason: &str| {
+    let cannot = |reason: &PluginError| {
         anyhow!(
             "{} cannot run on this host: {}",
             file.display(),
@@ -101,14 +101,7 @@ fn interface(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
 
 fn print_plugin(plugin: &Plugin) {
     let d = &plugin.descriptor;
-    field(
-        "world",
-        if plugin.is_source() {
-            "source-connector"
-        } else {
-            "sink-connector"
-        },
-    );
+    field("world", world_name(plugin.kind()));
     field(
         "plugin",
         &format!("{} {} ({})", d.name, d.version, kind_name(d.kind)),

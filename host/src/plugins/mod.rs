@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use crate::names::{self, NameKind};
 use crate::sandbox::types::{ConnectorKind, Descriptor};
-use crate::sandbox::{ConnectorComponent, Sandbox};
+use crate::sandbox::{CompileError, ConnectorComponent, GuestFailure, Sandbox};
 use crate::storage::Properties;
 
 use cache::CodeCache;
@@ -68,8 +68,8 @@ impl Plugin {
         self.descriptor.name == class || self.descriptor.aliases.iter().any(|alias| alias == class)
     }
 
-    pub fn is_source(&self) -> bool {
-        self.component.is_source()
+    pub fn kind(&self) -> ConnectorKind {
+        self.component.kind()
     }
 
     fn is_version(&self, version: &str) -> bool {
@@ -550,25 +550,50 @@ pub fn kind_name(kind: ConnectorKind) -> &'static str {
     }
 }
 
+/// The WIT world a plugin of `kind` targets.
+pub fn world_name(kind: ConnectorKind) -> &'static str {
+    match kind {
+        ConnectorKind::Source => "source-connector",
+        ConnectorKind::Sink => "sink-connector",
+    }
+}
+
+/// Why a plugin file cannot serve: the reason a broken plugin is reported with.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("{0} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin")]
+    TooBig(u64),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Describe(#[from] GuestFailure),
+    #[error("describes itself as a {} but targets the {} world", kind_name(*described), world_name(*world))]
+    WorldMismatch {
+        described: ConnectorKind,
+        world: ConnectorKind,
+    },
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error("the name or alias '{0}' contains '@', which separates a name from a version in connector-class")]
+    AtInName(String),
+}
+
 /// Reads a plugin file, refusing one over the size cap before reading it.
-fn read_plugin(file: &Path) -> Result<Vec<u8>, String> {
-    let too_big =
-        |size: u64| format!("{size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for a plugin");
-    let opened = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
-    let size = opened
-        .metadata()
-        .map_err(|e| format!("cannot read: {e}"))?
-        .len();
+fn read_plugin(file: &Path) -> Result<Vec<u8>, PluginError> {
+    let opened = std::fs::File::open(file).map_err(PluginError::Read)?;
+    let size = opened.metadata().map_err(PluginError::Read)?.len();
     if size > MAX_PLUGIN_BYTES {
-        return Err(too_big(size));
+        return Err(PluginError::TooBig(size));
     }
     let mut wasm = Vec::with_capacity(size as usize);
     opened
         .take(MAX_PLUGIN_BYTES + 1)
         .read_to_end(&mut wasm)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(PluginError::Read)?;
     if wasm.len() as u64 > MAX_PLUGIN_BYTES {
-        return Err(too_big(wasm.len() as u64));
+        return Err(PluginError::TooBig(wasm.len() as u64));
     }
     Ok(wasm)
 }
@@ -580,7 +605,7 @@ async fn compile(
     cache: &Arc<CodeCache>,
     wasm: Vec<u8>,
     hash: &str,
-) -> Result<(ConnectorComponent, cache::Origin), String> {
+) -> Result<(ConnectorComponent, cache::Origin), PluginError> {
     let (from_sandbox, from_cache, key) = (sandbox.clone(), cache.clone(), hash.to_string());
     let cached = tokio::task::spawn_blocking(move || from_cache.lookup(&from_sandbox, &key))
         .await
@@ -605,13 +630,10 @@ async fn validate(
     wasm: Vec<u8>,
     hash: &str,
     file: &Path,
-) -> Result<(Plugin, cache::Origin), String> {
+) -> Result<(Plugin, cache::Origin), PluginError> {
     let (component, origin) = compile(sandbox, cache, wasm, hash).await?;
-    let descriptor = component
-        .describe(sandbox)
-        .await
-        .map_err(|e| e.to_string())?;
-    check_descriptor(&descriptor, component.is_source())?;
+    let descriptor = component.describe(sandbox).await?;
+    check_descriptor(&descriptor, component.kind())?;
     let plugin = Plugin {
         descriptor,
         component,
@@ -622,36 +644,35 @@ async fn validate(
 }
 
 /// What a component says about itself must fit the world it targets and the `@` pin syntax.
-fn check_descriptor(descriptor: &Descriptor, world_is_source: bool) -> Result<(), String> {
-    if world_is_source != (descriptor.kind == ConnectorKind::Source) {
-        return Err(format!(
-            "describes itself as a {} but targets the {} world",
-            kind_name(descriptor.kind),
-            if world_is_source {
-                "source-connector"
-            } else {
-                "sink-connector"
-            }
-        ));
+fn check_descriptor(descriptor: &Descriptor, world: ConnectorKind) -> Result<(), PluginError> {
+    if world != descriptor.kind {
+        return Err(PluginError::WorldMismatch {
+            described: descriptor.kind,
+            world,
+        });
     }
-    names::validate(NameKind::Plugin, &descriptor.name).map_err(|e| e.to_string())?;
-    names::validate(NameKind::Version, &descriptor.version).map_err(|e| e.to_string())?;
+    names::validate(NameKind::Plugin, &descriptor.name)?;
+    names::validate(NameKind::Version, &descriptor.version)?;
     for alias in &descriptor.aliases {
-        names::validate(NameKind::Alias, alias).map_err(|e| e.to_string())?;
+        names::validate(NameKind::Alias, alias)?;
     }
     let with_at = std::iter::once(&descriptor.name)
         .chain(&descriptor.aliases)
         .find(|n| n.contains('@'));
     if let Some(name) = with_at {
-        return Err(format!("the name or alias '{name}' contains '@', which separates a name from a version in connector-class"));
+        return Err(PluginError::AtInName(name.clone()));
     }
     Ok(())
 }
 
 /// Reduces a reason to one line (wasmtime's messages may span several) of at most 2,000
 /// characters, invisible characters escaped: a reason may quote what a guest said.
-fn one_line(reason: &str) -> String {
-    let words = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+fn one_line(reason: &impl std::fmt::Display) -> String {
+    let words = reason
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     names::visible(&words, 2000)
 }
 

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::{sha256_hex, CodeCache, Origin};
-use super::{one_line, read_plugin, validate, watch as file_watch, Catalog, Plugin, Progress};
+use super::{
+    one_line, read_plugin, validate, watch as file_watch, Catalog, Plugin, PluginError, Progress,
+};
 use crate::sandbox::Sandbox;
 
 /// How long a file must have stayed unchanged before it is read.
@@ -166,7 +168,7 @@ struct Finished {
     /// Which load of the file this was: only the newest one counts.
     load: u64,
     hash: Option<String>,
-    result: Result<(Plugin, Origin), String>,
+    result: Result<(Plugin, Origin), PluginError>,
 }
 
 struct Reloader {
@@ -426,7 +428,12 @@ impl Reloader {
     }
 
     /// Validates new content on a task of its own; the result comes back to [`Self::finish`].
-    fn load(&mut self, file: &Path, hash: Option<String>, read: Result<(Vec<u8>, String), String>) {
+    fn load(
+        &mut self,
+        file: &Path,
+        hash: Option<String>,
+        read: Result<(Vec<u8>, String), PluginError>,
+    ) {
         self.loads += 1;
         let load = self.loads;
         self.held.remove(file);
@@ -526,7 +533,7 @@ impl Reloader {
         &mut self,
         file: &Path,
         seen: Fingerprint,
-    ) -> Result<Result<(Vec<u8>, String), String>, Instant> {
+    ) -> Result<Result<(Vec<u8>, String), PluginError>, Instant> {
         if let Some(look_again) = self.settle(file, seen) {
             return Err(look_again);
         }

@@ -30,7 +30,7 @@ pub enum Compiler {
     ChildProcess { program: PathBuf },
 }
 
-/// Why a component did not compile.
+/// Why bytes (or a cached artifact) are not a connector component this host can run.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     #[error("a core wasm module, not a component: build it for wasm32-wasip2 (or run `wasm-tools component new`)")]
@@ -47,6 +47,20 @@ pub enum CompileError {
     Spawn {
         program: String,
         source: std::io::Error,
+    },
+    #[error("the compiler is shut down")]
+    ShutDown,
+    #[error("not loadable compiled code: {0:#}")]
+    NotLoadable(#[source] wasmtime::Error),
+    #[error("imports something this host does not provide: {0:#}")]
+    Imports(#[source] wasmtime::Error),
+    #[error(
+        "targets neither the source-connector nor the sink-connector world of \
+             wasm-connect:connector@0.1.0 (as a source: {as_source:#}; as a sink: {as_sink:#})"
+    )]
+    NoWorld {
+        as_source: wasmtime::Error,
+        as_sink: wasmtime::Error,
     },
 }
 

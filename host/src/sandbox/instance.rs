@@ -12,8 +12,12 @@ use wasmtime::Store;
 
 use super::bindings::sink_world::{SinkConnector, SinkConnectorPre};
 use super::bindings::source_world::{SourceConnector, SourceConnectorPre};
-use super::bindings::types::{Config, ConfigError, Descriptor, Position, RecordBatch, TaskError};
-use super::{Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE};
+use super::bindings::types::{
+    Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
+};
+use super::{
+    CompileError, Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE,
+};
 
 /// A compiled, linked connector component and the world it targets.
 #[derive(Clone)]
@@ -53,23 +57,23 @@ macro_rules! on_connector {
 
 impl ConnectorComponent {
     /// Picks the world by the exports the component has.
-    pub(super) fn from_pre(pre: InstancePre<TaskState>) -> Result<Self, String> {
-        let source_err = match SourceConnectorPre::new(pre.clone()) {
+    pub(super) fn from_pre(pre: InstancePre<TaskState>) -> Result<Self, CompileError> {
+        let as_source = match SourceConnectorPre::new(pre.clone()) {
             Ok(source) => return Ok(ConnectorComponent::Source(source)),
             Err(e) => e,
         };
         match SinkConnectorPre::new(pre) {
             Ok(sink) => Ok(ConnectorComponent::Sink(sink)),
-            Err(sink_err) => Err(format!(
-                "targets neither the source-connector nor the sink-connector world of \\
-                 wasm-connect:connector@0.1.0 (as a source: {source_err:#}; as a sink: {sink_err:#})"
-            )),
+            Err(as_sink) => Err(CompileError::NoWorld { as_source, as_sink }),
         }
     }
 
-    /// True for the `source-connector` world.
-    pub fn is_source(&self) -> bool {
-        matches!(self, ConnectorComponent::Source(_))
+    /// The kind of the world the component targets.
+    pub fn kind(&self) -> ConnectorKind {
+        match self {
+            ConnectorComponent::Source(_) => ConnectorKind::Source,
+            ConnectorComponent::Sink(_) => ConnectorKind::Sink,
+        }
     }
 
     /// Calls `describe`, under the worker's limits with the wall-clock and CPU time cut to

@@ -120,12 +120,15 @@ impl Sandbox {
     /// the worker's compile limits) and checks that they are a connector component this host
     /// can link: the component and its compiled code, as `Component::serialize` writes it.
     /// At most one compilation per core runs at once; the others wait their turn.
-    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(ConnectorComponent, Vec<u8>), String> {
+    pub async fn compile(
+        &self,
+        wasm: Vec<u8>,
+    ) -> Result<(ConnectorComponent, Vec<u8>), CompileError> {
         let _turn = self
             .compiling
             .acquire()
             .await
-            .map_err(|_| "the compiler is shut down".to_string())?;
+            .map_err(|_| CompileError::ShutDown)?;
         let artifact = compiler::compile(
             &self.compiler,
             &self.engine,
@@ -133,12 +136,20 @@ impl Sandbox {
             self.limits.compile_time,
             self.limits.compile_memory,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         // SAFETY: this host's own compiler (this binary, or this process) just produced the
         // artifact for an engine of this configuration; it has not been stored anywhere.
         let component = unsafe { self.load_compiled(&artifact) }?;
         Ok((component, artifact))
+    }
+
+    /// Checks that a compiled component is a connector this host can link.
+    fn link(&self, component: &Component) -> Result<ConnectorComponent, CompileError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(CompileError::Imports)?;
+        ConnectorComponent::from_pre(pre)
     }
 
     /// A fresh store for one instance, under `limits`.
@@ -174,15 +185,14 @@ impl Sandbox {
     /// `artifact` runs as native code: it must be bytes `Component::serialize` produced for an
     /// engine of the same compatibility hash, read back intact (checksummed) from a place only
     /// this host writes.
-    pub unsafe fn load_compiled(&self, artifact: &[u8]) -> Result<ConnectorComponent, String> {
+    pub unsafe fn load_compiled(
+        &self,
+        artifact: &[u8],
+    ) -> Result<ConnectorComponent, CompileError> {
         // SAFETY: the caller vouches for the artifact's origin and integrity.
         let component = unsafe { Component::deserialize(&self.engine, artifact) }
-            .map_err(|e| format!("not loadable compiled code: {e:#}"))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("imports something this host does not provide: {e:#}"))?;
-        ConnectorComponent::from_pre(pre)
+            .map_err(CompileError::NotLoadable)?;
+        self.link(&component)
     }
 }
 

@@ -50,6 +50,15 @@ pub enum TargetState {
     Stopped,
 }
 
+impl TargetState {
+    /// Every target, in the order the API documents them.
+    pub const ALL: [TargetState; 3] = [
+        TargetState::Running,
+        TargetState::Paused,
+        TargetState::Stopped,
+    ];
+}
+
 /// The redb database under the data dir.
 pub struct StateStore {
     db: Database,

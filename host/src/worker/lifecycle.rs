@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::task::TaskStatus;
 use super::Worker;
+use crate::sandbox::types::ConnectorKind;
 use crate::storage::TargetState;
 
 /// Why a lifecycle request was refused.
@@ -27,23 +28,62 @@ pub struct RestartRequest {
     pub only_failed: bool,
 }
 
+/// The state of a connector or of a task as the APIs name it (Kafka Connect's
+/// `AbstractStatus.State`: one list for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunState {
+    /// A task that has no owner yet, or is still starting.
+    Unassigned,
+    Running,
+    Paused,
+    Stopped,
+    Failed,
+    /// A task a restart request has just restarted (only in the answer to that request).
+    Restarting,
+}
+
+impl RunState {
+    /// Every state, in the order the API documents them.
+    pub const ALL: [RunState; 6] = [
+        RunState::Unassigned,
+        RunState::Running,
+        RunState::Paused,
+        RunState::Stopped,
+        RunState::Failed,
+        RunState::Restarting,
+    ];
+}
+
+impl From<TargetState> for RunState {
+    /// The state a connector shows once it has reached `target`.
+    fn from(target: TargetState) -> Self {
+        match target {
+            TargetState::Running => RunState::Running,
+            TargetState::Paused => RunState::Paused,
+            TargetState::Stopped => RunState::Stopped,
+        }
+    }
+}
+
 /// What the status routes show for one connector.
 #[derive(Debug, Clone)]
 pub struct ConnectorStatus {
     pub target: TargetState,
     /// The connector's own state and, when FAILED, why.
-    pub state: (&'static str, Option<String>),
+    pub state: (RunState, Option<String>),
     /// The worker that owns the connector.
     pub worker: String,
     /// Each task's state, by task number.
-    pub tasks: Vec<TaskState>,
-    pub is_source: Option<bool>,
+    pub tasks: Vec<TaskView>,
+    /// Its plugin's kind; None when no loaded plugin serves it.
+    pub kind: Option<ConnectorKind>,
 }
 
 /// What the status routes show for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskState {
-    pub state: &'static str,
+pub struct TaskView {
+    pub state: RunState,
     /// Why, when FAILED.
     pub trace: Option<String>,
     /// The worker running it.
@@ -108,7 +148,9 @@ impl Worker {
                 elsewhere
                     .iter()
                     .enumerate()
-                    .filter(|(_, t)| t.worker != self.id && (!only_failed || t.state == "FAILED"))
+                    .filter(|(_, t)| {
+                        t.worker != self.id && (!only_failed || t.state == RunState::Failed)
+                    })
                     .map(|(id, _)| id),
             );
             cluster.request_restart(&request).await;
@@ -195,17 +237,15 @@ impl Worker {
         let task_count = running.stored.tasks.len();
         let state = match (target, &running.plugin) {
             (TargetState::Running | TargetState::Paused, None) => (
-                "FAILED",
+                RunState::Failed,
                 Some(format!(
                     "no plugin {:?} is loaded",
                     class.cloned().unwrap_or_default()
                 )),
             ),
-            (TargetState::Stopped, _) => ("STOPPED", None),
-            (TargetState::Paused, _) => ("PAUSED", None),
-            (TargetState::Running, _) => ("RUNNING", None),
+            (target, _) => (target.into(), None),
         };
-        let is_source = plugin.map(|p| p.is_source());
+        let kind = plugin.map(|p| p.kind());
         drop(connectors);
         let tasks = self.task_states(name, target, local, task_count).await;
         // In a cluster, the connector's owner by the assignment ("" until it has one).
@@ -223,7 +263,7 @@ impl Worker {
             state,
             worker,
             tasks,
-            is_source,
+            kind,
         })
     }
 
@@ -236,10 +276,10 @@ impl Worker {
         target: TargetState,
         local: BTreeMap<usize, TaskStatus>,
         task_count: usize,
-    ) -> Vec<TaskState> {
+    ) -> Vec<TaskView> {
         let here = |status: &TaskStatus| {
             let (state, trace) = task_state(status, target);
-            TaskState {
+            TaskView {
                 state,
                 trace,
                 worker: self.id.clone(),
@@ -262,14 +302,14 @@ impl Worker {
                 match reports.get(&task) {
                     Some(report) if report.worker == owner => {
                         let (state, trace) = task_state(&report.status, target);
-                        TaskState {
+                        TaskView {
                             state,
                             trace,
                             worker: report.worker.clone(),
                         }
                     }
-                    _ => TaskState {
-                        state: "UNASSIGNED",
+                    _ => TaskView {
+                        state: RunState::Unassigned,
                         trace: None,
                         worker: owner.to_string(),
                     },
@@ -281,19 +321,19 @@ impl Worker {
     /// True when the connector exists and all its tasks are running (on any worker).
     pub async fn is_running(&self, name: &str) -> bool {
         self.status(name).await.is_some_and(|status| {
-            !status.tasks.is_empty() && status.tasks.iter().all(|t| t.state == "RUNNING")
+            !status.tasks.is_empty() && status.tasks.iter().all(|t| t.state == RunState::Running)
         })
     }
 }
 
 /// A task's state as the APIs name it.
-fn task_state(status: &TaskStatus, target: TargetState) -> (&'static str, Option<String>) {
+fn task_state(status: &TaskStatus, target: TargetState) -> (RunState, Option<String>) {
     match status {
-        TaskStatus::Starting => ("UNASSIGNED", None),
-        TaskStatus::Running if target == TargetState::Paused => ("PAUSED", None),
-        TaskStatus::Running => ("RUNNING", None),
-        TaskStatus::Paused => ("PAUSED", None),
-        TaskStatus::Failed(reason) => ("FAILED", Some(reason.clone())),
-        TaskStatus::Stopped => ("UNASSIGNED", None),
+        TaskStatus::Starting => (RunState::Unassigned, None),
+        TaskStatus::Running if target == TargetState::Paused => (RunState::Paused, None),
+        TaskStatus::Running => (RunState::Running, None),
+        TaskStatus::Paused => (RunState::Paused, None),
+        TaskStatus::Failed(reason) => (RunState::Failed, Some(reason.clone())),
+        TaskStatus::Stopped => (RunState::Unassigned, None),
     }
 }

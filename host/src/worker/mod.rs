@@ -25,11 +25,11 @@ use tokio::sync::{watch, Mutex};
 
 use crate::cluster::{Assignment, Cluster};
 use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
-use crate::sandbox::types::Config;
+use crate::sandbox::types::{Config, ConnectorKind};
 use crate::sandbox::{capabilities, Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
-pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, TaskState};
+pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, RunState, TaskView};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
@@ -57,8 +57,8 @@ pub struct Put {
     pub outcome: PutOutcome,
     /// The connector as stored (secrets masked).
     pub stored: StoredConnector,
-    /// Whether its plugin is a source; None when no loaded plugin serves it.
-    pub is_source: Option<bool>,
+    /// Its plugin's kind; None when no loaded plugin serves it.
+    pub kind: Option<ConnectorKind>,
 }
 
 /// How a put treats an existing connector of the same name.
@@ -391,7 +391,7 @@ impl Worker {
         Put {
             outcome,
             stored: self.masked(running),
-            is_source: plugin.map(|p| p.is_source()),
+            kind: plugin.map(|p| p.kind()),
         }
     }
 
@@ -541,7 +541,7 @@ impl Worker {
             .map(|d| KeyError {
                 key: d.name.clone(),
                 message: format!("Request config key: {}", d.name),
-                missing: true,
+                problem: KeyProblem::Missing,
             })
             .collect();
         errors.extend(topic_errors(plugin, config));
@@ -552,7 +552,7 @@ impl Worker {
                 errors.push(KeyError {
                     key: e.key.to_string(),
                     message: e.message,
-                    missing: false,
+                    problem: KeyProblem::Invalid,
                 });
                 self.sandbox.limits().connector.clone()
             }
@@ -561,7 +561,7 @@ impl Worker {
             errors.push(KeyError {
                 key: "tasks.max".into(),
                 message: e.to_string(),
-                missing: false,
+                problem: KeyProblem::Refused,
             });
         }
         if !errors.is_empty() {
@@ -580,7 +580,7 @@ impl Worker {
             .map(|e| KeyError {
                 key: e.key,
                 message: e.message,
-                missing: false,
+                problem: KeyProblem::Invalid,
             })
             .collect())
     }
@@ -593,7 +593,7 @@ impl Worker {
             .map(|refusal| KeyError {
                 key: refusal.key,
                 message: refusal.message,
-                missing: false,
+                problem: KeyProblem::Invalid,
             })
             .collect()
     }
@@ -666,7 +666,7 @@ impl Worker {
             return BTreeMap::new();
         };
         let (stored, paused) = (&running.stored, &running.paused);
-        let is_source = plugin.is_source();
+        let kind = plugin.kind();
         let limits = self.connector_limits(name, &stored.config);
         ids.iter()
             .filter_map(|i| Some((*i, stored.tasks.get(*i)?)))
@@ -689,7 +689,10 @@ impl Worker {
                     paused: paused.subscribe(),
                     redactor: Default::default(),
                 };
-                let run: TaskRun = if is_source { run_source } else { run_sink };
+                let run: TaskRun = match kind {
+                    ConnectorKind::Source => run_source,
+                    ConnectorKind::Sink => run_sink,
+                };
                 let handle =
                     TaskHandle::spawn(&self.tasks, after.clone(), make_context, move |ctx| {
                         task::supervise(ctx, run)
@@ -739,10 +742,9 @@ fn same_config(stored: &Properties, new: &Properties) -> bool {
 
 /// The topic names a config gives must be usable as topic log names.
 fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
-    let topic_keys: &[&str] = if plugin.is_source() {
-        &[keys::SOURCE_TOPIC]
-    } else {
-        &keys::SINK_TOPICS
+    let topic_keys: &[&str] = match plugin.kind() {
+        ConnectorKind::Source => &[keys::SOURCE_TOPIC],
+        ConnectorKind::Sink => &keys::SINK_TOPICS,
     };
     topic_keys
         .iter()
@@ -754,7 +756,7 @@ fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
             Some(KeyError {
                 key: key.to_string(),
                 message,
-                missing: false,
+                problem: KeyProblem::Refused,
             })
         })
         .collect()
@@ -765,18 +767,26 @@ fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
 pub struct KeyError {
     pub key: String,
     pub message: String,
+    pub problem: KeyProblem,
+}
+
+/// What kind of problem a [`KeyError`] is, which decides how a put reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
     /// A required key is absent.
-    pub missing: bool,
+    Missing,
+    /// The host cannot use the value at all (a topic name, the task count).
+    Refused,
+    /// The value fails a check: the connector's own, a limit's or a path's.
+    Invalid,
 }
 
 impl KeyError {
     fn into_put_error(self) -> PutError {
-        if self.missing {
-            PutError::MissingKey(self.key)
-        } else if self.message.starts_with("invalid topic name") || self.key == "tasks.max" {
-            PutError::Other(self.message)
-        } else {
-            PutError::Invalid(self.message)
+        match self.problem {
+            KeyProblem::Missing => PutError::MissingKey(self.key),
+            KeyProblem::Refused => PutError::Other(self.message),
+            KeyProblem::Invalid => PutError::Invalid(self.message),
         }
     }
 }

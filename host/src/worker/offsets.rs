@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::change::Change;
 use super::plane::PlaneError;
 use super::{keys, Worker};
+use crate::sandbox::types::ConnectorKind;
 use crate::storage::TargetState;
 
 /// A connector's committed offsets.
@@ -42,8 +43,8 @@ pub enum OffsetsError {
 impl Worker {
     /// The committed offsets of a connector.
     pub async fn offsets(&self, name: &str) -> Result<ConnectorOffsets, OffsetsError> {
-        let (is_source, tasks) = self.kind_and_tasks(name).await?;
-        if is_source {
+        let (kind, tasks) = self.kind_and_tasks(name).await?;
+        if kind == ConnectorKind::Source {
             let positions = self
                 .data
                 .source_offsets(name, &producers(name, tasks))
@@ -61,13 +62,13 @@ impl Worker {
         name: &str,
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
-        let (_change, is_source, tasks) = self.stopped(name).await?;
-        self.write_offsets(name, is_source, tasks, changes).await
+        let (_change, kind, tasks) = self.stopped(name).await?;
+        self.write_offsets(name, kind, tasks, changes).await
     }
 
     /// Forgets every committed offset of a stopped connector.
     pub async fn reset_offsets(&self, name: &str) -> Result<(), OffsetsError> {
-        let (_change, is_source, tasks) = self.stopped(name).await?;
+        let (_change, kind, tasks) = self.stopped(name).await?;
         let changes = match self.offsets(name).await? {
             ConnectorOffsets::Source(positions) => {
                 OffsetChanges::Source(positions.into_keys().map(|p| (p, None)).collect())
@@ -76,21 +77,24 @@ impl Worker {
                 OffsetChanges::Sink(offsets.into_keys().map(|t| (t, None)).collect())
             }
         };
-        self.write_offsets(name, is_source, tasks, changes).await
+        self.write_offsets(name, kind, tasks, changes).await
     }
 
     /// The change of connector `name` once it is STOPPED and none of its tasks still runs
     /// (waiting for those outside the change), with whether it is a source and its task
     /// count.
-    async fn stopped(&self, name: &str) -> Result<(Change<'_>, bool, usize), OffsetsError> {
+    async fn stopped(
+        &self,
+        name: &str,
+    ) -> Result<(Change<'_>, ConnectorKind, usize), OffsetsError> {
         loop {
             let change = self.slots.change(name).await;
-            let (is_source, tasks) = self
+            let (kind, tasks) = self
                 .kind_and_tasks_if(name, |target| target == TargetState::Stopped)
                 .await?;
             let mut stopping = change.stopping();
             if stopping.is_done() {
-                return Ok((change, is_source, tasks));
+                return Ok((change, kind, tasks));
             }
             drop(change);
             stopping.wait().await;
@@ -101,16 +105,16 @@ impl Worker {
     async fn write_offsets(
         &self,
         name: &str,
-        is_source: bool,
+        kind: ConnectorKind,
         tasks: usize,
         changes: OffsetChanges,
     ) -> Result<(), OffsetsError> {
         match changes {
-            OffsetChanges::Source(changes) if is_source => Ok(self
+            OffsetChanges::Source(changes) if kind == ConnectorKind::Source => Ok(self
                 .data
                 .alter_source_offsets(name, &producers(name, tasks), &changes)
                 .await?),
-            OffsetChanges::Sink(changes) if !is_source => {
+            OffsetChanges::Sink(changes) if kind == ConnectorKind::Sink => {
                 Ok(self.data.alter_sink_offsets(name, &changes).await?)
             }
             OffsetChanges::Source(_) => Err(OffsetsError::Invalid(format!(
@@ -124,8 +128,8 @@ impl Worker {
 
     /// The topics a connector uses: those its source tasks wrote to, or its sink reads.
     pub async fn topics(&self, name: &str) -> Result<Vec<String>, OffsetsError> {
-        let (is_source, tasks) = self.kind_and_tasks(name).await?;
-        if is_source {
+        let (kind, tasks) = self.kind_and_tasks(name).await?;
+        if kind == ConnectorKind::Source {
             return Ok(self
                 .data
                 .source_topics(name, &producers(name, tasks))
@@ -147,8 +151,8 @@ impl Worker {
             .collect())
     }
 
-    /// Whether the connector is a source, and how many tasks it has.
-    async fn kind_and_tasks(&self, name: &str) -> Result<(bool, usize), OffsetsError> {
+    /// The connector's kind, and how many tasks it has.
+    async fn kind_and_tasks(&self, name: &str) -> Result<(ConnectorKind, usize), OffsetsError> {
         self.kind_and_tasks_if(name, |_| true).await
     }
 
@@ -156,7 +160,7 @@ impl Worker {
         &self,
         name: &str,
         allowed: impl Fn(TargetState) -> bool,
-    ) -> Result<(bool, usize), OffsetsError> {
+    ) -> Result<(ConnectorKind, usize), OffsetsError> {
         let connectors = self.connectors.lock().await;
         let running = connectors
             .get(name)
@@ -171,7 +175,7 @@ impl Worker {
         let plugin = plugin.ok_or_else(|| {
             OffsetsError::Invalid(format!("no plugin of connector {name} is loaded"))
         })?;
-        Ok((plugin.is_source(), running.stored.tasks.len()))
+        Ok((plugin.kind(), running.stored.tasks.len()))
     }
 }
 

@@ -7,15 +7,18 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use serde::de::value::{Error as ValueError, StrDeserializer};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{connector_location, json_body, reply, ApiError, ApiResult, Params, Query};
 use crate::api::{config_from_object, value_text};
+use crate::plugins::kind_name;
+use crate::sandbox::types::ConnectorKind;
 use crate::storage::{Properties, StoredConnector, TargetState};
 use crate::worker::{
     ConnectorOffsets, ConnectorStatus, LifecycleError, OffsetChanges, OffsetsError, Put, PutError,
-    PutMode, PutOutcome, TaskState, Worker, UPDATE_TIMESTAMP,
+    PutMode, PutOutcome, RunState, TaskView, Worker, UPDATE_TIMESTAMP,
 };
 
 /// `GET /`.
@@ -58,7 +61,7 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
             entry.insert("status".into(), status_json(name, &status));
         }
         if expand.contains(&"info") {
-            entry.insert("info".into(), info_json(name, stored, status.is_source));
+            entry.insert("info".into(), info_json(name, stored, status.kind));
         }
         out.insert(name.clone(), Value::Object(entry));
     }
@@ -83,14 +86,13 @@ pub async fn create(
 ) -> ApiResult {
     let request: CreateRequest = json_body(&headers, body)?;
     let initial = match request.initial_state.as_deref() {
-        None | Some("RUNNING") => TargetState::Running,
-        Some("PAUSED") => TargetState::Paused,
-        Some("STOPPED") => TargetState::Stopped,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "initial_state must be RUNNING, PAUSED or STOPPED, not {other:?}"
-            )))
-        }
+        None => TargetState::Running,
+        Some(given) => TargetState::deserialize(StrDeserializer::<ValueError>::new(given))
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "initial_state must be RUNNING, PAUSED or STOPPED, not {given:?}"
+                ))
+            })?,
     };
     let config = config_from_json(&request.name, request.config)?;
     let put = worker
@@ -223,7 +225,7 @@ pub async fn restart(
     let mut status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
     for id in restarted {
         if let Some(task) = status.tasks.get_mut(id) {
-            task.state = "RESTARTING";
+            task.state = RunState::Restarting;
             task.trace = None;
         }
     }
@@ -336,15 +338,15 @@ pub async fn alter_offsets(
         ));
     }
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
-    let changes = match status.is_source {
-        Some(true) => OffsetChanges::Source(
+    let changes = match status.kind {
+        Some(ConnectorKind::Source) => OffsetChanges::Source(
             request
                 .offsets
                 .iter()
                 .map(source_change)
                 .collect::<Result<_, _>>()?,
         ),
-        Some(false) => OffsetChanges::Sink(
+        Some(ConnectorKind::Sink) => OffsetChanges::Sink(
             request
                 .offsets
                 .iter()
@@ -464,19 +466,19 @@ fn config_json(name: &str, config: &Properties) -> Value {
 async fn info_of(worker: &Worker, name: &str) -> Result<Value, ApiError> {
     let stored = worker.config(name).await.ok_or_else(|| not_found(name))?;
     let status = worker.status(name).await.ok_or_else(|| not_found(name))?;
-    Ok(info_json(name, &stored, status.is_source))
+    Ok(info_json(name, &stored, status.kind))
 }
 
 /// The info of what a create or update stored (not read again: it may have changed since).
 fn put_info(name: &str, put: &Put) -> Value {
-    info_json(name, &put.stored, put.is_source)
+    info_json(name, &put.stored, put.kind)
 }
 
-fn info_json(name: &str, stored: &StoredConnector, is_source: Option<bool>) -> Value {
+fn info_json(name: &str, stored: &StoredConnector, kind: Option<ConnectorKind>) -> Value {
     let tasks: Vec<Value> = (0..stored.tasks.len())
         .map(|task| json!({"connector": name, "task": task}))
         .collect();
-    json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(is_source)})
+    json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(kind)})
 }
 
 fn status_json(name: &str, status: &ConnectorStatus) -> Value {
@@ -495,10 +497,10 @@ fn status_json(name: &str, status: &ConnectorStatus) -> Value {
             .map(|(id, task)| task_json(id, task))
             .collect()
     };
-    json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status.is_source)})
+    json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status.kind)})
 }
 
-fn task_json(id: usize, task: &TaskState) -> Value {
+fn task_json(id: usize, task: &TaskView) -> Value {
     let mut json = json!({"id": id, "state": task.state, "worker_id": task.worker});
     if let Some(trace) = &task.trace {
         json["trace"] = Value::String(trace.clone());
@@ -506,12 +508,8 @@ fn task_json(id: usize, task: &TaskState) -> Value {
     json
 }
 
-fn type_name(is_source: Option<bool>) -> &'static str {
-    match is_source {
-        Some(true) => "source",
-        Some(false) => "sink",
-        None => "unknown",
-    }
+fn type_name(kind: Option<ConnectorKind>) -> &'static str {
+    kind.map_or("unknown", kind_name)
 }
 
 fn task_id(name: &str, task: &str) -> Result<usize, ApiError> {

@@ -7,6 +7,8 @@ use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
 use super::{Route, ROUTES};
+use crate::storage::TargetState;
+use crate::worker::RunState;
 
 /// Whether the listener requires a bearer token, for `securitySchemes`.
 #[derive(Debug, Clone, Copy)]
@@ -112,15 +114,11 @@ const BODIES: &[Body] = &[
     Body::Error,
 ];
 
-/// The states of a connector or task.
-const STATES: &[&str] = &[
-    "UNASSIGNED",
-    "RUNNING",
-    "PAUSED",
-    "STOPPED",
-    "FAILED",
-    "RESTARTING",
-];
+/// The states a connector may be created in; absent or null means RUNNING.
+fn initial_states() -> Vec<Value> {
+    let states = TargetState::ALL.iter().map(|state| json!(state));
+    states.chain([Value::Null]).collect()
+}
 
 fn reference(body: Body) -> Value {
     json!({"$ref": format!("#/components/schemas/{body:?}")})
@@ -168,7 +166,7 @@ impl Body {
                 "properties": {
                     "name": string(),
                     "config": reference(Body::Config),
-                    "initial_state": {"type": "string", "nullable": true, "enum": ["RUNNING", "PAUSED", "STOPPED", null],
+                    "initial_state": {"type": "string", "nullable": true, "enum": initial_states(),
                         "description": "absent or null: RUNNING"},
                 },
             }),
@@ -201,7 +199,7 @@ impl Body {
                 json!({
                     "name": string(),
                     "connector": object(&["state", "worker_id"], json!({
-                        "state": {"type": "string", "enum": STATES},
+                        "state": {"type": "string", "enum": RunState::ALL},
                         "worker_id": string(),
                         "trace": string(),
                     })),
@@ -213,7 +211,7 @@ impl Body {
                 &["id", "state", "worker_id"],
                 json!({
                     "id": {"type": "integer", "minimum": 0},
-                    "state": {"type": "string", "enum": STATES},
+                    "state": {"type": "string", "enum": RunState::ALL},
                     "worker_id": string(),
                     "trace": string(),
                 }),
@@ -462,5 +460,29 @@ mod tests {
             }
         }
         assert_eq!(document["security"][0]["bearer"], json!([]));
+    }
+
+    #[test]
+    fn state_lists_are_spelled_as_the_api_answers_and_reads_them() {
+        let document = build(Security { secured: false });
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(
+            schemas["TaskState"]["properties"]["state"]["enum"],
+            json!([
+                "UNASSIGNED",
+                "RUNNING",
+                "PAUSED",
+                "STOPPED",
+                "FAILED",
+                "RESTARTING"
+            ])
+        );
+        assert_eq!(
+            schemas["CreateRequest"]["properties"]["initial_state"]["enum"],
+            json!(["RUNNING", "PAUSED", "STOPPED", null])
+        );
+        for target in TargetState::ALL {
+            assert_eq!(json!(target), json!(RunState::from(target)));
+        }
     }
 }
