@@ -28,7 +28,7 @@ use common::{median, run_file_pipeline, write_input, LINE_BYTES};
 use wasm_connect::plugins::PluginRegistry;
 use wasm_connect::sandbox::{Capabilities, Sandbox, WorkerLimits};
 use wasm_connect::storage::{EmbeddedControl, EmbeddedPlane, Properties, Storage};
-use wasm_connect::worker::Worker;
+use wasm_connect::worker::{RunState, Worker};
 
 /// Topic the neighbours write to.
 const NOISE_TOPIC: &str = "noise";
@@ -221,7 +221,7 @@ async fn pipeline(
             .flat_map(|s| s.tasks.iter().cloned())
             .collect();
         anyhow::ensure!(
-            !states.is_empty() && states.iter().all(|task| task.state == "RUNNING"),
+            !states.is_empty() && states.iter().all(|task| task.state == RunState::Running),
             "{name} did not keep running beside the pipeline: {states:?}"
         );
     }
