@@ -680,12 +680,7 @@ fn one_line(reason: &impl std::fmt::Display) -> String {
 mod tests {
     use super::*;
 
-    fn config(pairs: &[(&str, &str)]) -> Properties {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::worker::keys::tests::props as config;
 
     #[test]
     fn semver_orders_by_precedence_and_beats_other_strings() {

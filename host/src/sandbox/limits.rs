@@ -643,12 +643,7 @@ pub fn parse_size(text: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn config(pairs: &[(&str, &str)]) -> Properties {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::worker::keys::tests::props as config;
 
     #[test]
     fn a_connector_may_lower_limits_but_not_raise_them() {

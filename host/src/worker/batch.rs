@@ -207,12 +207,7 @@ mod tests {
     use super::*;
     use wasm_connect_sdk::{BatchWriter, Record};
 
-    fn config(pairs: &[(&str, &str)]) -> Properties {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::worker::keys::tests::props as config;
 
     fn batch(records: &[(&str, &str, &str)]) -> RecordBatch {
         let mut writer = BatchWriter::new();
