@@ -5,14 +5,21 @@
 # world and must not be unified into one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Honour a CARGO_TARGET_DIR set by the caller (helpers and CI may use their own).
+target="${CARGO_TARGET_DIR:-target}"
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-for crate in file-source file-sink; do
+# One line per bundled connector crate (name = crate = plugins/<name>.wasm).
+bundled=(
+    file-source
+    file-sink
+)
+for crate in "${bundled[@]}"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$crate"
-    cp "target/wasm32-wasip2/plugin/${crate//-/_}.wasm" "plugins/$crate.wasm"
+    cp "$target/wasm32-wasip2/plugin/${crate//-/_}.wasm" "plugins/$crate.wasm"
 done
 mkdir -p tests/fixtures
 for variant in "1.0.0:" "2.0.0:v2"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p versioned-source --features "${variant#*:}"
-    cp target/wasm32-wasip2/plugin/versioned_source.wasm "tests/fixtures/versioned-source-${variant%%:*}.wasm"
+    cp "$target/wasm32-wasip2/plugin/versioned_source.wasm" "tests/fixtures/versioned-source-${variant%%:*}.wasm"
 done
 ls -l plugins/*.wasm tests/fixtures/*.wasm
