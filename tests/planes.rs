@@ -427,7 +427,6 @@ async fn the_embedded_plane_keeps_the_data_plane_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nats_plane_keeps_the_data_plane_contract() {
-    let turn = common::serial();
     if !nats_available() {
         return;
     }
@@ -443,5 +442,4 @@ async fn the_nats_plane_keeps_the_data_plane_contract() {
         .await
         .expect("join the NATS cluster");
     conformance(&cluster).await;
-    drop(turn);
 }
