@@ -170,6 +170,9 @@ fn a_paused_source_stores_nothing_until_resumed_and_a_stopped_one_runs_no_task()
 
     rig.set_target("src", TargetState::Paused);
     rig.wait_tasks("src", RunState::Paused);
+    // The API shows PAUSED at once; the task itself stops polling at its next loop turn
+    // (an idle source sleeps at most 100 ms between polls).
+    std::thread::sleep(Duration::from_secs(1));
     append(&input, &lines("b", 2));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rig.records(), 3, "a paused source stored records");
