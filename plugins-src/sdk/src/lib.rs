@@ -47,6 +47,7 @@
 //! ```
 
 pub mod batch;
+pub mod tcp;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
