@@ -5,6 +5,7 @@
 
 pub mod nats;
 pub mod neighbourhood;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

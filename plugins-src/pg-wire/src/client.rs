@@ -14,7 +14,7 @@ use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Message};
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
 
-use crate::{ConnectParams, Error, ServerError};
+use crate::{ConnectParams, Error, ServerError, PG_EPOCH_OFFSET_US};
 
 /// The largest message accepted from the server; a bigger one ends the connection.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -22,8 +22,6 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 const COPY_CHUNK: usize = 256 << 10;
 /// Tag of CopyBothResponse, which `postgres-protocol` does not parse.
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// One result row: every column as text, `None` for SQL NULL.
 pub type Row = Vec<Option<String>>;

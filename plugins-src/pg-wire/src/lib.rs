@@ -5,15 +5,18 @@
 //! from `postgres-protocol`; this crate adds the socket, the timeouts and the flows:
 //! startup and authentication (trust, password, md5, SCRAM-SHA-256), the simple and the
 //! extended query protocol with text parameters, `COPY … FROM STDIN`, and logical
-//! replication (CopyBoth, standby status, LSN text).
+//! replication (CopyBoth, standby status, [`pgoutput`] decoding, LSN text).
 //!
 //! Every value travels as text: the server parses parameters as the types the statement
 //! needs and formats results, so the client needs no per-type encoding.
 
 mod client;
+pub mod connection;
 mod params;
+pub mod pgoutput;
 
 pub use client::{Client, QueryResult, ReplicationMessage, Row, MAX_MESSAGE_BYTES};
+pub use connection::{task_error, Connection};
 pub use params::{ConnectParams, DEFAULT_PORT};
 
 use std::fmt;
@@ -96,6 +99,10 @@ impl Error {
         }
     }
 }
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), the epoch of the
+/// timestamps in the replication protocol.
+pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// A WAL position (log sequence number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
