@@ -14,6 +14,9 @@ bundled=(
     file-sink
     mqtt-source
     mqtt-sink
+    postgres-sink
+    postgres-source
+    postgres-cdc
 )
 for crate in "${bundled[@]}"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$crate"

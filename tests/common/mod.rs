@@ -6,6 +6,7 @@
 pub mod mosquitto;
 pub mod nats;
 pub mod neighbourhood;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

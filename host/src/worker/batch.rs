@@ -289,6 +289,39 @@ mod tests {
     }
 
     #[test]
+    fn a_null_value_passes_the_checks_and_reaches_the_log_as_null() {
+        let mut writer = BatchWriter::new();
+        writer
+            .push(&Record {
+                key: Some(b"7"),
+                tombstone: true,
+                partition: "p",
+                position: "1",
+                ..Record::default()
+            })
+            .unwrap();
+        let (count, frames) = writer.into_parts();
+        let batch = RecordBatch { count, frames };
+        let checks = BatchChecks {
+            max_records: 100,
+            limits: Limits::default(),
+            topics: Arc::new(TopicPolicy::from_config(&config(&[("topic", "t")])).unwrap()),
+            partitions: Arc::new(Mutex::new(Partitions::default())),
+        };
+        let mut stored = BatchWriter::new();
+        checks
+            .check_records(&batch, "t", &mut |record, _| {
+                stored.push_content(record.content, 1);
+                Ok(())
+            })
+            .unwrap();
+        let (count, frames) = stored.into_parts();
+        let logged = BatchReader::read_all(&frames, count).unwrap();
+        assert!(logged[0].tombstone);
+        assert_eq!(logged[0].key, Some(&b"7"[..]));
+    }
+
+    #[test]
     fn long_positions_and_too_many_partitions_are_refused() {
         let limits = Limits {
             position_bytes: 4,

@@ -8,6 +8,9 @@ use std::fmt;
 
 /// Key length that marks "no key".
 const NO_KEY: u32 = u32::MAX;
+/// Value length that marks a null value (a tombstone). Components built before it existed
+/// never write it: no value can be 4 GiB long in a 32-bit guest.
+const NULL_VALUE: u32 = u32::MAX;
 /// Bytes of the three trailing u16 length fields (topic, partition, position).
 const ROUTING_EMPTY: [u8; 6] = [0; 6];
 
@@ -17,7 +20,10 @@ pub struct Record<'a> {
     /// Milliseconds since the Unix epoch; 0 lets the host stamp it.
     pub timestamp: i64,
     pub key: Option<&'a [u8]>,
+    /// The value; ignored when `tombstone` is set.
     pub value: &'a [u8],
+    /// The value is null: Kafka's tombstone, which tells a sink to delete the key.
+    pub tombstone: bool,
     pub headers: &'a [(&'a str, &'a [u8])],
     /// Destination topic; empty means the task's default topic.
     pub topic: &'a str,
@@ -90,7 +96,8 @@ impl BatchWriter {
     /// Appends one record.
     pub fn push(&mut self, record: &Record<'_>) -> Result<(), FrameError> {
         let key_len = record.key.map_or(0, <[u8]>::len);
-        let mut body = 8 + 4 + key_len + 4 + record.value.len() + 2 + 6;
+        let value: &[u8] = if record.tombstone { &[] } else { record.value };
+        let mut body = 8 + 4 + key_len + 4 + value.len() + 2 + 6;
         for (name, value) in record.headers {
             body += 2 + name.len() + 4 + value.len();
         }
@@ -108,7 +115,11 @@ impl BatchWriter {
             Some(key) => self.put_u32_bytes(key),
             None => self.frames.extend_from_slice(&NO_KEY.to_le_bytes()),
         }
-        self.put_u32_bytes(record.value);
+        if record.tombstone {
+            self.frames.extend_from_slice(&NULL_VALUE.to_le_bytes());
+        } else {
+            self.put_u32_bytes(value);
+        }
         self.frames.extend_from_slice(&header_count.to_le_bytes());
         for (name, value) in record.headers {
             self.put_u16_bytes("header name", name.as_bytes())?;
@@ -187,7 +198,10 @@ fn u16_len(field: &'static str, len: usize) -> Result<u16, FrameError> {
 pub struct RecordRef<'a> {
     pub timestamp: i64,
     pub key: Option<&'a [u8]>,
+    /// The value; empty when `tombstone` is set.
     pub value: &'a [u8],
+    /// The value is null (a tombstone), not merely empty.
+    pub tombstone: bool,
     /// The headers, still framed; iterate them with [`RecordRef::headers`].
     header_bytes: &'a [u8],
     header_count: u16,
@@ -262,7 +276,10 @@ impl<'a> BatchReader<'a> {
             NO_KEY => None,
             len => Some(c.take(len as usize)?),
         };
-        let value = c.u32_bytes()?;
+        let (value, tombstone) = match c.u32()? {
+            NULL_VALUE => (&body[..0], true),
+            len => (c.take(len as usize)?, false),
+        };
         let header_count = u16::from_le_bytes(c.array::<2>()?);
         let headers_start = c.pos;
         for _ in 0..header_count {
@@ -282,6 +299,7 @@ impl<'a> BatchReader<'a> {
             timestamp,
             key,
             value,
+            tombstone,
             header_bytes,
             header_count,
             topic,
@@ -366,6 +384,7 @@ mod tests {
             timestamp: -5,
             key: Some(b"k"),
             value: "välue".as_bytes(),
+            tombstone: false,
             headers: &headers,
             topic: "t",
             partition: "/f.txt",
@@ -391,6 +410,31 @@ mod tests {
         );
         assert_eq!(records[1].key, None);
         assert!(records[1].value.is_empty());
+    }
+
+    #[test]
+    fn a_null_value_is_not_an_empty_value_and_survives_reframing() {
+        let mut writer = BatchWriter::new();
+        for tombstone in [true, false] {
+            writer
+                .push(&Record {
+                    key: Some(b"k"),
+                    value: b"",
+                    tombstone,
+                    ..Record::default()
+                })
+                .unwrap();
+        }
+        let (count, frames) = writer.into_parts();
+        let records = BatchReader::read_all(&frames, count).unwrap();
+        assert_eq!((records[0].tombstone, records[0].value), (true, &b""[..]));
+        assert_eq!((records[1].tombstone, records[1].value), (false, &b""[..]));
+        let mut log = BatchWriter::new();
+        log.push_content(records[0].content, 5);
+        let (_, log_frames) = log.into_parts();
+        let stored = BatchReader::read_all(&log_frames, 1).unwrap()[0];
+        assert!(stored.tombstone);
+        assert_eq!(stored.key, Some(&b"k"[..]));
     }
 
     #[test]
