@@ -134,6 +134,12 @@ impl BatchWriter {
         self.count += 1;
     }
 
+    /// Appends a whole record as read elsewhere ([`RecordRef::frame`]), unchanged.
+    pub fn push_frame(&mut self, frame: &[u8]) {
+        self.frames.extend_from_slice(frame);
+        self.count += 1;
+    }
+
     /// Records written so far.
     pub fn count(&self) -> u32 {
         self.count
@@ -196,6 +202,8 @@ pub struct RecordRef<'a> {
     pub position: &'a str,
     /// Timestamp, key, value and headers as framed: what a topic log stores.
     pub content: &'a [u8],
+    /// The whole frame, length prefix included: [`BatchWriter::push_frame`] copies it.
+    pub frame: &'a [u8],
 }
 
 impl<'a> RecordRef<'a> {
@@ -250,6 +258,7 @@ impl<'a> BatchReader<'a> {
 
     fn read_record(&mut self) -> Result<RecordRef<'a>, FrameError> {
         let index = self.cursor.index;
+        let start = self.cursor.pos;
         let body_len = self.cursor.u32()? as usize;
         let body = self.cursor.take(body_len)?;
         let mut c = Cursor {
@@ -278,6 +287,7 @@ impl<'a> BatchReader<'a> {
             return Err(FrameError::LengthMismatch { index });
         }
         self.cursor.index += 1;
+        let frame = &self.cursor.buf[start..self.cursor.pos];
         Ok(RecordRef {
             timestamp,
             key,
@@ -288,6 +298,7 @@ impl<'a> BatchReader<'a> {
             partition,
             position,
             content,
+            frame,
         })
     }
 }

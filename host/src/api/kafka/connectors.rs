@@ -353,7 +353,7 @@ pub async fn alter_offsets(
                 .map(sink_change)
                 .collect::<Result<_, _>>()?,
         ),
-        None => {
+        Some(ConnectorKind::Transform) | None => {
             return Err(ApiError::internal(format!(
                 "the plugin of {name} is not loaded"
             )))
