@@ -168,8 +168,7 @@ impl Guard {
 pub struct Stage {
     alias: String,
     plugin: Arc<Plugin>,
-    /// Its `transforms.<alias>.*` keys without the prefix (`type`, `predicate`, `negate`
-    /// left out).
+    /// Its `transforms.<alias>.*` keys without the prefix.
     config: Config,
     guard: Option<Guard>,
     /// A store is not `Sync`; the lock makes the stage so (the task context is shared by
@@ -481,10 +480,11 @@ fn configure(plugins: &PluginRegistry, config: &Properties) -> Result<Vec<Stage>
                 Some(name) if !name.is_empty() => Some(guard(config, &prefix, name)?),
                 _ => None,
             };
+            // As Kafka does: every key under the prefix, `type` included (a transform
+            // serving `…$Key` and `…$Value` reads which one the user named).
             let own = config
                 .iter()
                 .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?, v)))
-                .filter(|(k, _)| !["type", "predicate", "negate"].contains(k))
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
             Ok(Stage {

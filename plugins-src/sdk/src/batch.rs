@@ -134,6 +134,17 @@ impl BatchWriter {
         self.count += 1;
     }
 
+    /// Where the writer stands, for [`BatchWriter::rollback`].
+    pub fn mark(&self) -> (u32, usize) {
+        (self.count, self.frames.len())
+    }
+
+    /// Takes back every record written since `mark`.
+    pub fn rollback(&mut self, (count, len): (u32, usize)) {
+        self.count = count.min(self.count);
+        self.frames.truncate(len);
+    }
+
     /// Appends a whole record as read elsewhere ([`RecordRef::frame`]), unchanged.
     pub fn push_frame(&mut self, frame: &[u8]) {
         self.frames.extend_from_slice(frame);
@@ -207,6 +218,23 @@ pub struct RecordRef<'a> {
 }
 
 impl<'a> RecordRef<'a> {
+    /// This record as a [`Record`] to write, with `headers` (e.g. `headers().collect()`,
+    /// changed as needed); change other fields with struct update syntax.
+    pub fn to_record<'b>(&self, headers: &'b [(&'b str, &'b [u8])]) -> Record<'b>
+    where
+        'a: 'b,
+    {
+        Record {
+            timestamp: self.timestamp,
+            key: self.key,
+            value: self.value,
+            headers,
+            topic: self.topic,
+            partition: self.partition,
+            position: self.position,
+        }
+    }
+
     /// The record's headers as (name, value) pairs.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let mut cursor = Cursor {
