@@ -22,6 +22,17 @@ for crate in "${bundled[@]}"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$crate"
     cp "$target/wasm32-wasip2/plugin/${crate//-/_}.wasm" "plugins/$crate.wasm"
 done
+# The bundled transforms: one component per transform, from the `transforms` crate with
+# the feature of the same name (plugins/<transform>.wasm).
+transforms=(
+    insert-field replace-field mask-field value-to-key extract-field hoist-field cast flatten
+    timestamp-converter regex-router timestamp-router filter insert-header drop-headers
+    header-from
+)
+for transform in "${transforms[@]}"; do
+    cargo build --quiet --profile plugin --target wasm32-wasip2 -p transforms --features "$transform"
+    cp "$target/wasm32-wasip2/plugin/transforms.wasm" "plugins/$transform.wasm"
+done
 mkdir -p tests/fixtures
 for variant in "1.0.0:" "2.0.0:v2"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p versioned-source --features "${variant#*:}"

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    median, run_file_pipeline, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES,
+    embedded_worker, median, run_file_pipeline, sink_config, source_config, wait_for_bytes,
+    write_input, LINE_BYTES,
 };
 use native::{NativeHost, NativeSink, NativeSource};
 use wasm_connect::plugins::PluginRegistry;
@@ -32,7 +33,7 @@ use wasm_connect::worker::control::ControlPlane;
 use wasm_connect::worker::plane::DataPlane;
 use wasm_connect::worker::sink::SinkCalls;
 use wasm_connect::worker::source::SourceCalls;
-use wasm_connect::worker::{Stopping, TaskContext, TaskHandle, Worker};
+use wasm_connect::worker::{Stopping, TaskContext, TaskHandle};
 use wasm_connect_sdk::{BatchWriter, Record, SinkTask, SourceTask};
 
 /// Runs of each measurement; the median is reported.
@@ -168,18 +169,7 @@ async fn wasm_pipeline(
     sandbox: &Arc<Sandbox>,
     plugins: &Arc<PluginRegistry>,
 ) -> anyhow::Result<f64> {
-    let storage = Arc::new(Storage::open(data)?);
-    let runtime = tokio::runtime::Handle::current();
-    let worker = Worker::new(
-        "bench@0".into(),
-        sandbox.clone(),
-        (
-            Arc::new(EmbeddedPlane(storage.clone())),
-            Arc::new(EmbeddedControl(storage)),
-        ),
-        plugins.clone(),
-        runtime,
-    );
+    let worker = embedded_worker(data, sandbox, plugins)?;
     let output = data.join("out.txt");
     let elapsed = run_file_pipeline(&worker, input, &output, expected_bytes).await?;
     worker.shutdown().await;

@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 mkdir -p tests/fixtures/hostile
 # Each crate on its own: the SDK's `source` and `sink` features pick the WIT world and must
 # not be unified into one build.
-for crate in hostile-source hostile-import hostile-sink hostile-raw hostile-slow-sink; do
+for crate in hostile-source hostile-import hostile-sink hostile-raw hostile-slow-sink hostile-transform errant-sink; do
     cargo build --quiet --release --target wasm32-wasip2 --manifest-path tests/hostile/Cargo.toml -p "$crate"
     cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${crate//-/_}.wasm" "tests/fixtures/hostile/$crate.wasm"
 done

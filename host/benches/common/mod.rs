@@ -6,7 +6,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use wasm_connect::storage::Properties;
+use std::sync::Arc;
+
+use wasm_connect::plugins::PluginRegistry;
+use wasm_connect::sandbox::Sandbox;
+use wasm_connect::storage::{EmbeddedControl, EmbeddedPlane, Properties, Storage};
 use wasm_connect::worker::Worker;
 
 /// Bytes of each input line, without its `\n`.
@@ -73,17 +77,55 @@ pub async fn run_file_pipeline(
     output: &Path,
     expected_bytes: u64,
 ) -> anyhow::Result<Duration> {
+    run_pipeline(
+        worker,
+        source_config(input),
+        sink_config(output),
+        output,
+        expected_bytes,
+    )
+    .await
+}
+
+/// Creates connectors `source` and `sink` with these configs on `worker` and waits until
+/// `output` holds `expected_bytes`; returns how long that took.
+pub async fn run_pipeline(
+    worker: &Worker,
+    source: Properties,
+    sink: Properties,
+    output: &Path,
+    expected_bytes: u64,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     worker
-        .put("source", source_config(input))
+        .put("source", source)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     worker
-        .put("sink", sink_config(output))
+        .put("sink", sink)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     wait_for_bytes(output, expected_bytes).await?;
     Ok(started.elapsed())
+}
+
+/// A worker on the embedded planes over a fresh data dir `data`.
+pub fn embedded_worker(
+    data: &Path,
+    sandbox: &Arc<Sandbox>,
+    plugins: &Arc<PluginRegistry>,
+) -> anyhow::Result<Worker> {
+    let storage = Arc::new(Storage::open(data)?);
+    Ok(Worker::new(
+        "bench@0".into(),
+        sandbox.clone(),
+        (
+            Arc::new(EmbeddedPlane(storage.clone())),
+            Arc::new(EmbeddedControl(storage)),
+        ),
+        plugins.clone(),
+        tokio::runtime::Handle::current(),
+    ))
 }
 
 /// A positive count from the environment variable `name`, else `default`.

@@ -547,6 +547,7 @@ pub fn kind_name(kind: ConnectorKind) -> &'static str {
     match kind {
         ConnectorKind::Source => "source",
         ConnectorKind::Sink => "sink",
+        ConnectorKind::Transform => "transformation",
     }
 }
 
@@ -555,6 +556,7 @@ pub fn world_name(kind: ConnectorKind) -> &'static str {
     match kind {
         ConnectorKind::Source => "source-connector",
         ConnectorKind::Sink => "sink-connector",
+        ConnectorKind::Transform => "transform-component",
     }
 }
 

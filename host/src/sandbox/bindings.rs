@@ -1,27 +1,10 @@
-//! Host bindings of `wasm-connect:connector@0.1.0`, one module per world. A future 0.2
-//! contract gets its own module beside these (Zed's `since_v*` pattern).
+//! Host bindings of the connector contract, one module per contract version (Zed's
+//! `since_v*` layout): [`since_v0_1_0`] for `wit/connector.wit`, [`since_v0_2_0`] for
+//! `wit/v0.2.0/connector.wit`. The newest version's types are the host's own
+//! ([`types`]); an older version's values are converted to them where they cross.
 
-/// The `source-connector` world; also owns the shared `types` and `host` interfaces.
-pub mod source_world {
-    wasmtime::component::bindgen!({
-        world: "source-connector",
-        path: "../wit",
-        exports: { default: async },
-    });
-}
+pub mod since_v0_1_0;
+pub mod since_v0_2_0;
 
-/// The `sink-connector` world, sharing `types` and `host` with [`source_world`].
-pub mod sink_world {
-    wasmtime::component::bindgen!({
-        world: "sink-connector",
-        path: "../wit",
-        exports: { default: async },
-        with: {
-            "wasm-connect:connector/types": super::source_world::wasm_connect::connector::types,
-            "wasm-connect:connector/host": super::source_world::wasm_connect::connector::host,
-        },
-    });
-}
-
-pub use source_world::wasm_connect::connector::host::LogLevel;
-pub use source_world::wasm_connect::connector::types;
+pub use since_v0_2_0::transform_world::wasm_connect::connector::host::LogLevel;
+pub use since_v0_2_0::transform_world::wasm_connect::connector::types;

@@ -56,11 +56,14 @@ pub enum CompileError {
     Imports(#[source] wasmtime::Error),
     #[error(
         "targets neither the source-connector nor the sink-connector world of \
-             wasm-connect:connector@0.1.0 (as a source: {as_source:#}; as a sink: {as_sink:#})"
+             wasm-connect:connector@0.1.0 or @0.2.0, nor the transform-component world of \
+             @0.2.0 (as a source: {as_source:#}; as a sink: {as_sink:#}; as a transform: \
+             {as_transform:#})"
     )]
     NoWorld {
         as_source: wasmtime::Error,
         as_sink: wasmtime::Error,
+        as_transform: wasmtime::Error,
     },
 }
 

@@ -10,8 +10,12 @@ use tokio::time::Instant;
 use wasmtime::component::{InstancePre, ResourceAny};
 use wasmtime::Store;
 
-use super::bindings::sink_world::{SinkConnector, SinkConnectorPre};
-use super::bindings::source_world::{SourceConnector, SourceConnectorPre};
+use super::bindings::since_v0_1_0::sink_world::{SinkConnector, SinkConnectorPre};
+use super::bindings::since_v0_1_0::source_world::{SourceConnector, SourceConnectorPre};
+use super::bindings::since_v0_1_0::{self as v1, Upgrade};
+use super::bindings::since_v0_2_0::sink_world as sink_v2;
+use super::bindings::since_v0_2_0::transform_world::exports::wasm_connect::connector::transform::TransformOutput;
+use super::bindings::since_v0_2_0::transform_world::{TransformComponent, TransformComponentPre};
 use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
@@ -23,33 +27,52 @@ use super::{
 #[derive(Clone)]
 pub enum ConnectorComponent {
     Source(SourceConnectorPre<TaskState>),
-    Sink(SinkConnectorPre<TaskState>),
+    Sink(SinkComponent),
+    Transform(TransformComponentPre<TaskState>),
 }
 
-/// A connector-level instance of either world.
+/// A sink component, by the contract version it was built against.
+#[derive(Clone)]
+pub enum SinkComponent {
+    V1(SinkConnectorPre<TaskState>),
+    /// Built against 0.2.0: may report errant records.
+    V2(sink_v2::SinkConnectorPre<TaskState>),
+}
+
+/// A connector-level instance of any world.
 enum AnyInstance {
     Source(SourceConnector),
     Sink(SinkConnector),
+    SinkV2(sink_v2::SinkConnector),
+    Transform(TransformComponent),
+}
+
+/// One call on the `connector` interface of instance `$i` under the call limits.
+macro_rules! connector_call {
+    ($store:expr, $limits:expr, $name:literal, $i:expr, |$c:ident, $s:ident| $call:expr) => {{
+        let $c = $i.wasm_connect_connector_connector();
+        guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
+            $call.await
+        })
+        .await
+    }};
 }
 
 /// Runs `$call` (given the interface `$c` and the store `$s`) on the `connector` interface
-/// under the call limits, whichever world the instance targets.
+/// under the call limits, whichever world the instance targets; a 0.1.0 answer is
+/// converted to the host's types.
 macro_rules! on_connector {
     ($store:expr, $limits:expr, $name:literal, $instance:expr, |$c:ident, $s:ident| $call:expr) => {
         match $instance {
             AnyInstance::Source(i) => {
-                let $c = i.wasm_connect_connector_connector();
-                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
-                    $call.await
-                })
-                .await
+                connector_call!($store, $limits, $name, i, |$c, $s| $call).map(Upgrade::upgrade)
             }
             AnyInstance::Sink(i) => {
-                let $c = i.wasm_connect_connector_connector();
-                guarded($store, $limits, &mut Cancel::never(), $name, async |$s| {
-                    $call.await
-                })
-                .await
+                connector_call!($store, $limits, $name, i, |$c, $s| $call).map(Upgrade::upgrade)
+            }
+            AnyInstance::SinkV2(i) => connector_call!($store, $limits, $name, i, |$c, $s| $call),
+            AnyInstance::Transform(i) => {
+                connector_call!($store, $limits, $name, i, |$c, $s| $call)
             }
         }
     };
@@ -62,9 +85,20 @@ impl ConnectorComponent {
             Ok(source) => return Ok(ConnectorComponent::Source(source)),
             Err(e) => e,
         };
-        match SinkConnectorPre::new(pre) {
-            Ok(sink) => Ok(ConnectorComponent::Sink(sink)),
-            Err(as_sink) => Err(CompileError::NoWorld { as_source, as_sink }),
+        let as_sink = match SinkConnectorPre::new(pre.clone()) {
+            Ok(sink) => return Ok(ConnectorComponent::Sink(SinkComponent::V1(sink))),
+            Err(e) => e,
+        };
+        if let Ok(sink) = sink_v2::SinkConnectorPre::new(pre.clone()) {
+            return Ok(ConnectorComponent::Sink(SinkComponent::V2(sink)));
+        }
+        match TransformComponentPre::new(pre) {
+            Ok(transform) => Ok(ConnectorComponent::Transform(transform)),
+            Err(as_transform) => Err(CompileError::NoWorld {
+                as_source,
+                as_sink,
+                as_transform,
+            }),
         }
     }
 
@@ -73,6 +107,7 @@ impl ConnectorComponent {
         match self {
             ConnectorComponent::Source(_) => ConnectorKind::Source,
             ConnectorComponent::Sink(_) => ConnectorKind::Sink,
+            ConnectorComponent::Transform(_) => ConnectorKind::Transform,
         }
     }
 
@@ -146,10 +181,18 @@ impl ConnectorComponent {
                 .instantiate_async(&mut store)
                 .await
                 .map(AnyInstance::Source),
-            ConnectorComponent::Sink(pre) => pre
+            ConnectorComponent::Sink(SinkComponent::V1(pre)) => pre
                 .instantiate_async(&mut store)
                 .await
                 .map(AnyInstance::Sink),
+            ConnectorComponent::Sink(SinkComponent::V2(pre)) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(AnyInstance::SinkV2),
+            ConnectorComponent::Transform(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(AnyInstance::Transform),
         };
         let instance = instance.map_err(instantiate_failure)?;
         Ok((store, instance))
@@ -355,7 +398,7 @@ impl SourceInstance {
             api.call_start(s, config).await
         })
         .await?;
-        Ok(started.map(|task| SourceInstance {
+        Ok(started.map_err(Upgrade::upgrade).map(|task| SourceInstance {
             store,
             bindings,
             task,
@@ -379,17 +422,18 @@ impl SourceInstance {
             async |s| api.call_poll(s, task, max_records, max_bytes).await,
         )
         .await
+        .map(Upgrade::upgrade)
     }
 
     pub async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
-        let task = self.task;
+        let (task, positions) = (self.task, v1::positions(positions));
         guarded(
             &mut self.store,
             &self.limits,
             &mut self.cancel,
             "commit",
-            async |s| api.call_commit(s, task, positions).await,
+            async |s| api.call_commit(s, task, &positions).await,
         )
         .await
     }
@@ -410,10 +454,16 @@ impl SourceInstance {
     }
 }
 
+/// A sink instance, by contract version.
+enum SinkBindings {
+    V1(SinkConnector),
+    V2(sink_v2::SinkConnector),
+}
+
 /// A running sink task: its own store, instance and task resource.
 pub struct SinkInstance {
     store: Store<TaskState>,
-    bindings: SinkConnector,
+    bindings: SinkBindings,
     task: ResourceAny,
     limits: Limits,
     cancel: Cancel,
@@ -423,19 +473,36 @@ impl SinkInstance {
     /// Instantiates `pre` and calls `sink-task.start`.
     pub async fn start(
         sandbox: &Sandbox,
-        pre: &SinkConnectorPre<TaskState>,
+        pre: &SinkComponent,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
-        let bindings = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(instantiate_failure)?;
-        let api = bindings.wasm_connect_connector_sink().sink_task();
-        let started = guarded(&mut store, &limits, &mut cancel, "start", async |s| {
-            api.call_start(s, config).await
-        })
-        .await?;
+        let (bindings, started) = match pre {
+            SinkComponent::V1(pre) => {
+                let bindings = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_failure)?;
+                let api = bindings.wasm_connect_connector_sink().sink_task();
+                let started = guarded(&mut store, &limits, &mut cancel, "start", async |s| {
+                    api.call_start(s, config).await
+                })
+                .await?;
+                (SinkBindings::V1(bindings), started.map_err(Upgrade::upgrade))
+            }
+            SinkComponent::V2(pre) => {
+                let bindings = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_failure)?;
+                let api = bindings.wasm_connect_connector_sink().sink_task();
+                let started = guarded(&mut store, &limits, &mut cancel, "start", async |s| {
+                    api.call_start(s, config).await
+                })
+                .await?;
+                (SinkBindings::V2(bindings), started)
+            }
+        };
         Ok(started.map(|task| SinkInstance {
             store,
             bindings,
@@ -445,40 +512,137 @@ impl SinkInstance {
         }))
     }
 
+    /// Puts a batch; the records the sink reported errant (a 0.2.0 sink) are then in
+    /// [`SinkInstance::take_errant`].
     pub async fn put(
         &mut self,
         topic: &str,
         first_offset: u64,
         batch: &RecordBatch,
     ) -> Result<Result<(), TaskError>, GuestFailure> {
-        let api = self.bindings.wasm_connect_connector_sink().sink_task();
         let task = self.task;
-        guarded(
-            &mut self.store,
-            &self.limits,
-            &mut self.cancel,
-            "put",
-            async |s| api.call_put(s, task, topic, first_offset, batch).await,
-        )
-        .await
+        let (store, limits, cancel) = (&mut self.store, &self.limits, &mut self.cancel);
+        store.data_mut().errant_open(batch.count);
+        match &self.bindings {
+            SinkBindings::V1(b) => {
+                let api = b.wasm_connect_connector_sink().sink_task();
+                let old = v1::batch(batch);
+                guarded(store, limits, cancel, "put", async |s| {
+                    api.call_put(s, task, topic, first_offset, &old).await
+                })
+                .await
+                .map(Upgrade::upgrade)
+            }
+            SinkBindings::V2(b) => {
+                let api = b.wasm_connect_connector_sink().sink_task();
+                guarded(store, limits, cancel, "put", async |s| {
+                    api.call_put(s, task, topic, first_offset, batch).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// The records the last `put` reported errant: (index in its batch, message).
+    pub fn take_errant(&mut self) -> Vec<(u32, String)> {
+        self.store.data_mut().errant_close()
     }
 
     pub async fn flush(&mut self) -> Result<Result<Vec<Position>, TaskError>, GuestFailure> {
-        let api = self.bindings.wasm_connect_connector_sink().sink_task();
+        let task = self.task;
+        let (store, limits, cancel) = (&mut self.store, &self.limits, &mut self.cancel);
+        match &self.bindings {
+            SinkBindings::V1(b) => {
+                let api = b.wasm_connect_connector_sink().sink_task();
+                guarded(store, limits, cancel, "flush", async |s| {
+                    api.call_flush(s, task).await
+                })
+                .await
+                .map(Upgrade::upgrade)
+            }
+            SinkBindings::V2(b) => {
+                let api = b.wasm_connect_connector_sink().sink_task();
+                guarded(store, limits, cancel, "flush", async |s| {
+                    api.call_flush(s, task).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Calls `stop` and drops the task resource (see [`stop_task`]).
+    pub async fn stop(mut self) -> Result<(), GuestFailure> {
+        let task = self.task;
+        let (store, limits, cancel) = (&mut self.store, &self.limits, &mut self.cancel);
+        match &self.bindings {
+            SinkBindings::V1(b) => {
+                let api = b.wasm_connect_connector_sink().sink_task();
+                let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
+                stop_task(store, limits, cancel, task, call_stop).await
+            }
+            SinkBindings::V2(b) => {
+                let api = b.wasm_connect_connector_sink().sink_task();
+                let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
+                stop_task(store, limits, cancel, task, call_stop).await
+            }
+        }
+    }
+}
+
+/// A running transform: its own store, instance and transform-task resource.
+pub struct TransformInstance {
+    store: Store<TaskState>,
+    bindings: TransformComponent,
+    task: ResourceAny,
+    limits: Limits,
+    cancel: Cancel,
+}
+
+impl TransformInstance {
+    /// Instantiates `pre` and calls `transform-task.start`.
+    pub async fn start(
+        sandbox: &Sandbox,
+        pre: &TransformComponentPre<TaskState>,
+        setup: TaskSetup<'_>,
+    ) -> Result<Result<Self, TaskError>, GuestFailure> {
+        let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(instantiate_failure)?;
+        let api = bindings.wasm_connect_connector_transform().transform_task();
+        let started = guarded(&mut store, &limits, &mut cancel, "start", async |s| {
+            api.call_start(s, config).await
+        })
+        .await?;
+        Ok(started.map(|task| TransformInstance {
+            store,
+            bindings,
+            task,
+            limits,
+            cancel,
+        }))
+    }
+
+    pub async fn apply(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<Result<TransformOutput, TaskError>, GuestFailure> {
+        let api = self.bindings.wasm_connect_connector_transform().transform_task();
         let task = self.task;
         guarded(
             &mut self.store,
             &self.limits,
             &mut self.cancel,
-            "flush",
-            async |s| api.call_flush(s, task).await,
+            "apply",
+            async |s| api.call_apply(s, task, batch).await,
         )
         .await
     }
 
     /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
-        let api = self.bindings.wasm_connect_connector_sink().sink_task();
+        let api = self.bindings.wasm_connect_connector_transform().transform_task();
         let task = self.task;
         let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
         stop_task(

@@ -30,7 +30,12 @@ pub use bindings::types;
 pub use capabilities::network::NETWORK_ALLOW_KEY;
 pub use capabilities::{Capabilities, Grants, HostDirKind};
 pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
-pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
+pub use instance::{
+    ConnectorComponent, SinkComponent, SinkInstance, SourceInstance, TaskSetup, TransformInstance,
+};
+pub use bindings::since_v0_2_0::transform_world::exports::wasm_connect::connector::transform::{
+    RecordFailure, TransformOutput,
+};
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
     WorkerLimits, EPOCH_TICK, LIMITS, MAX_BACKOFF, STOP_GRACE,
@@ -38,7 +43,9 @@ pub use limits::{
 pub use redact::Redactor;
 pub use state::{Identity, TaskState};
 
-use bindings::source_world::SourceConnector;
+use bindings::since_v0_1_0::source_world::SourceConnector;
+use bindings::since_v0_2_0::sink_world::wasm_connect::connector::errant;
+use bindings::since_v0_2_0::transform_world::TransformComponent;
 
 /// Why a call into a guest did not return normally.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +96,12 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup_error)?;
         disk::shadow_file_writes(&mut linker).map_err(setup_error)?;
         SourceConnector::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
+            .map_err(setup_error)?;
+        TransformComponent::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(setup_error)?;
+        errant::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
             .map_err(setup_error)?;
         Ok(Sandbox {
             engine,

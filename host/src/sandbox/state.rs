@@ -8,7 +8,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
+use super::bindings::since_v0_1_0::{self as v1, source_world::wasm_connect::connector as v1_api};
+use super::bindings::since_v0_2_0::sink_world::wasm_connect::connector::errant;
+use super::bindings::since_v0_2_0::transform_world::wasm_connect::connector::host;
+use super::bindings::{types, LogLevel};
 use super::capabilities::Grants;
 use super::disk::DiskBudget;
 use super::output::{escape_line, GuestOutput, LineRate};
@@ -50,6 +53,9 @@ pub struct TaskState {
     log_rate: LineRate,
     /// What the task may still write to files (`limits.disk.bytes`; None: unlimited).
     pub(super) disk: Option<Arc<DiskBudget>>,
+    /// Records the sink reported errant during the `put` in flight (None outside `put`),
+    /// and how many records that batch has.
+    errant: Option<(u32, Vec<(u32, String)>)>,
 }
 
 impl TaskState {
@@ -89,7 +95,19 @@ impl TaskState {
             redactor,
             log_rate: LineRate::new(),
             disk: DiskBudget::new(limits.disk_bytes),
+            errant: None,
         }
+    }
+
+    /// A `put` of `count` records begins: errant reports are taken until
+    /// [`TaskState::errant_close`].
+    pub(super) fn errant_open(&mut self, count: u32) {
+        self.errant = Some((count, Vec::new()));
+    }
+
+    /// The records reported errant since [`TaskState::errant_open`], at most one per record.
+    pub(super) fn errant_close(&mut self) -> Vec<(u32, String)> {
+        self.errant.take().map(|(_, errant)| errant).unwrap_or_default()
     }
 
     pub fn identity(&self) -> &Identity {
@@ -159,6 +177,39 @@ impl WasiView for TaskState {
 }
 
 impl types::Host for TaskState {}
+impl v1_api::types::Host for TaskState {}
+
+impl errant::Host for TaskState {
+    fn report(&mut self, index: u32, message: String) {
+        let Some((count, errant)) = self.errant.as_mut() else {
+            return;
+        };
+        // Guest input: an index outside the batch, or one reported twice, is ignored.
+        if index < *count && !errant.iter().any(|(i, _)| *i == index) {
+            let message = escape_line(self.redactor.redact(&message).as_bytes());
+            errant.push((index, message));
+        }
+    }
+}
+
+/// 0.1.0's host interface is 0.2.0's.
+impl v1_api::host::Host for TaskState {
+    fn log(&mut self, level: v1::LogLevel, message: String) {
+        host::Host::log(self, v1::log_level(level), message)
+    }
+
+    fn committed_position(&mut self, partition: String) -> Option<String> {
+        host::Host::committed_position(self, partition)
+    }
+
+    fn connector_name(&mut self) -> String {
+        host::Host::connector_name(self)
+    }
+
+    fn task_id(&mut self) -> Option<u32> {
+        host::Host::task_id(self)
+    }
+}
 
 impl host::Host for TaskState {
     fn log(&mut self, level: LogLevel, message: String) {

@@ -29,8 +29,14 @@ pub const SINK_TOPICS: [&str; 2] = ["topicNames", "topics"];
 /// The keys whose values (comma-separated) name topics, Kafka's spellings included. The
 /// 0.1.0 WIT `config-def` has no field for a plugin to declare its topic keys (it comes
 /// with package 0.2.0), so these well-known keys are the declaration for now.
-pub const TOPIC_NAME_KEYS: [&str; 4] =
-    [SOURCE_TOPIC, SINK_TOPICS[0], SINK_TOPICS[1], "kafka.topic"];
+/// The dead letter queue topic (`errors.deadletterqueue.topic.name`) is one too.
+pub const TOPIC_NAME_KEYS: [&str; 5] = [
+    SOURCE_TOPIC,
+    SINK_TOPICS[0],
+    SINK_TOPICS[1],
+    "kafka.topic",
+    super::errors::DLQ_TOPIC,
+];
 /// The keys whose value is a prefix of the topics a source writes.
 pub const TOPIC_PREFIX_KEYS: [&str; 1] = ["topic.prefix"];
 /// The key holding a regex of further topics a source may write.

@@ -8,6 +8,7 @@
 pub mod batch;
 mod change;
 pub mod control;
+pub mod errors;
 pub mod keys;
 mod lifecycle;
 mod offsets;
@@ -16,6 +17,7 @@ pub mod plane;
 pub mod secrets;
 pub mod sink;
 pub mod source;
+pub mod transforms;
 mod task;
 
 use std::collections::BTreeMap;
@@ -544,6 +546,17 @@ impl Worker {
         plugin: &Plugin,
         config: &Properties,
     ) -> Result<Vec<KeyError>, PutError> {
+        if plugin.kind() == ConnectorKind::Transform {
+            let class = CLASS_KEYS.iter().find(|k| config.contains_key(**k));
+            return Ok(vec![KeyError {
+                key: class.unwrap_or(&CLASS_KEYS[0]).to_string(),
+                message: format!(
+                    "{} is a transform, not a connector; name it in transforms.<alias>.type",
+                    plugin.descriptor.name
+                ),
+                problem: KeyProblem::Refused,
+            }]);
+        }
         let mut errors: Vec<KeyError> = plugin
             .descriptor
             .config_defs
@@ -575,6 +588,22 @@ impl Worker {
                 problem: KeyProblem::Refused,
             });
         }
+        if !errors.is_empty() {
+            return Ok(errors);
+        }
+        let stage_errors =
+            transforms::config_errors(&self.plugins, &self.sandbox, identity, &limits, config)
+                .await;
+        errors.extend(stage_errors.into_iter().map(|e| KeyError {
+            // The put answers with the message alone: it names the key.
+            message: if e.message.contains(&e.key) {
+                e.message.clone()
+            } else {
+                e.to_string()
+            },
+            key: e.key,
+            problem: KeyProblem::Invalid,
+        }));
         if !errors.is_empty() {
             return Ok(errors);
         }
@@ -693,7 +722,7 @@ impl Worker {
                     limits: limits.clone(),
                     sandbox: self.sandbox.clone(),
                     data: self.data.clone(),
-                    stages: Default::default(),
+                    stages: transforms::Stages::configured(&self.plugins, &stored.config),
                     control: self.control.clone(),
                     status,
                     stop,
@@ -702,7 +731,7 @@ impl Worker {
                 };
                 let run = match kind {
                     ConnectorKind::Source => self.runs.source,
-                    ConnectorKind::Sink => self.runs.sink,
+                    ConnectorKind::Sink | ConnectorKind::Transform => self.runs.sink,
                 };
                 let handle =
                     TaskHandle::spawn(&self.tasks, after.clone(), make_context, move |ctx| {
@@ -756,6 +785,7 @@ fn topic_errors(plugin: &Plugin, config: &Properties) -> Vec<KeyError> {
     let topic_keys: &[&str] = match plugin.kind() {
         ConnectorKind::Source => &[keys::SOURCE_TOPIC],
         ConnectorKind::Sink => &keys::SINK_TOPICS,
+        ConnectorKind::Transform => &[],
     };
     topic_keys
         .iter()

@@ -3,9 +3,10 @@
 //! the topic logs (one worker), `cluster::Cluster` over NATS JetStream (many workers). Like
 //! Kafka Connect's `Memory*`/`Kafka*` backing stores, the plane is chosen once at start.
 //!
-//! Between a source's `poll` and the store sits an ordered list of [`Stage`]s (the place of
-//! transforms; empty today), then the one routing step [`route`] both planes store through:
-//! the batch check, the topic fallback and the timestamp of records that carry none.
+//! Between a source's `poll` and the store sit the task's transforms
+//! (`super::transforms::Stages`, applied by the task), then the one routing step [`route`]
+//! both planes store through: the batch check, the topic fallback and the timestamp of
+//! records that carry none.
 
 use std::collections::BTreeMap;
 
@@ -22,9 +23,6 @@ pub enum PlaneError {
     /// The batch broke a rule of the batch check; nothing of it was stored.
     #[error("{0}")]
     Rejected(String),
-    /// A transform stage refused the batch.
-    #[error(transparent)]
-    Stage(#[from] StageError),
     #[error(transparent)]
     Topic(#[from] TopicError),
     #[error("cannot append to topic {topic}: {source}")]
@@ -155,32 +153,6 @@ pub trait TopicRead: Send {
     /// A signal that changes when records are appended, for a reader whose reads do not wait
     /// for records by themselves.
     fn appended(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
-}
-
-/// Why a transform stage refused a batch.
-#[derive(Debug, thiserror::Error)]
-#[error("stage {stage}: {reason}")]
-pub struct StageError {
-    pub stage: String,
-    pub reason: String,
-}
-
-/// One step between `poll` and [`route`]: takes a polled batch, returns the batch to store.
-pub trait Stage: Send + Sync {
-    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, StageError>;
-}
-
-/// The ordered stages of a source connector (empty until transforms exist).
-#[derive(Default)]
-pub struct Stages(Vec<Box<dyn Stage>>);
-
-impl Stages {
-    /// `batch` through every stage, in order.
-    pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, StageError> {
-        self.0
-            .iter()
-            .try_fold(batch, |batch, stage| stage.apply(batch))
-    }
 }
 
 /// The one routing step of both planes: checks `batch` ([`BatchChecks::check`]) and hands

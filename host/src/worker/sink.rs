@@ -4,12 +4,16 @@
 use std::future::Future;
 use std::time::Duration;
 
+use super::batch::{BatchChecks, TopicPolicy};
+use super::errors::{ErrorPolicy, FailedIn, Failure};
 use super::keys;
-use super::plane::{PlaneError, TopicRead};
+use super::plane::{PlaneError, StoreBatch, TopicRead};
+use super::transforms::{through_stages, Stages};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
 use crate::storage::LogRead;
+use wasm_connect_sdk::{BatchReader, BatchWriter, Record, RecordRef};
 
 /// Longest wait for new records before looking again.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(200);
@@ -49,6 +53,10 @@ pub async fn run(ctx: &mut TaskContext) {
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
     let sandbox = ctx.sandbox.clone();
+    if let Err(reason) = Stages::start(ctx).await {
+        Stages::stop(ctx).await;
+        return ctx.set(TaskStatus::Failed(reason));
+    }
     let started = ctx
         .start_guest(committed, async |setup| {
             SinkInstance::start(&sandbox, &pre, setup).await
@@ -57,6 +65,7 @@ pub async fn run(ctx: &mut TaskContext) {
     if let Some(instance) = started {
         drive(ctx, instance, subscriptions).await;
     }
+    Stages::stop(ctx).await;
 }
 
 /// The positions the task's last flush returned, and the topics it reads from their
@@ -82,6 +91,10 @@ pub async fn drive(
     mut task: impl SinkCalls,
     mut subscriptions: Vec<Subscription>,
 ) {
+    let mut errors = match DeadLetters::new(ctx).await {
+        Ok(errors) => errors,
+        Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
+    };
     ctx.set(TaskStatus::Running);
     // A stream read waits for records by itself; a log read needs the log's append signal.
     let mut wake = subscriptions[0].reader.appended();
@@ -101,7 +114,7 @@ pub async fn drive(
         }
         let mut delivered = false;
         for subscription in subscriptions.iter_mut() {
-            match put_next(ctx, &mut task, subscription).await {
+            match put_next(ctx, &mut task, subscription, &mut errors).await {
                 Ok(bytes) => {
                     unflushed += bytes;
                     delivered |= bytes > 0;
@@ -156,6 +169,10 @@ pub trait SinkCalls: Send {
     ) -> impl Future<Output = CallResult<()>> + Send;
     fn flush(&mut self) -> impl Future<Output = CallResult<Vec<Position>>> + Send;
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
+    /// The records the last `put` reported errant: (index in its batch, message).
+    fn take_errant(&mut self) -> Vec<(u32, String)> {
+        Vec::new()
+    }
 }
 
 impl SinkCalls for SinkInstance {
@@ -174,6 +191,10 @@ impl SinkCalls for SinkInstance {
 
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send {
         SinkInstance::stop(self)
+    }
+
+    fn take_errant(&mut self) -> Vec<(u32, String)> {
+        SinkInstance::take_errant(self)
     }
 }
 
@@ -212,11 +233,13 @@ async fn subscribe(
     Ok(subscriptions)
 }
 
-/// Puts the next records of one topic, if any; returns how many bytes of frames.
+/// Puts the next records of one topic, if any, through the transforms; returns how many
+/// bytes of frames were read.
 async fn put_next(
-    ctx: &TaskContext,
+    ctx: &mut TaskContext,
     task: &mut impl SinkCalls,
     sub: &mut Subscription,
+    errors: &mut DeadLetters,
 ) -> Result<usize, Delivery> {
     let limits = &ctx.limits;
     let (max_records, max_bytes) = (limits.batch_records, limits.batch_bytes as usize);
@@ -236,9 +259,168 @@ async fn put_next(
         count: read.count,
         frames: read.frames,
     };
-    guest_result("put", task.put(&sub.topic, read.first_offset, &batch).await)?;
+    let batch = if ctx.stages.is_empty() {
+        batch
+    } else {
+        // Transforms see each record's topic (and its offset as its position); `put` gets
+        // the frames without them, as always.
+        let named = with_topic(&batch, &sub.topic, read.first_offset).map_err(Delivery::Fail)?;
+        let transformed = through_stages(ctx, &errors.policy, named, &sub.topic)
+            .await
+            .map_err(Delivery::Fail)?;
+        let (transformed, dead) = errors.split(transformed);
+        errors.write(ctx, dead).await.map_err(Delivery::Fail)?;
+        without_routing(&transformed).map_err(Delivery::Fail)?
+    };
+    if batch.count > 0 {
+        guest_result("put", task.put(&sub.topic, read.first_offset, &batch).await)?;
+        let errant = task.take_errant();
+        if !errant.is_empty() {
+            let failures = errant
+                .into_iter()
+                .map(|(index, message)| Failure {
+                    index,
+                    failed_in: FailedIn::TaskPut,
+                    by: "put".into(),
+                    message,
+                })
+                .collect();
+            let dead = errors
+                .policy
+                .handle(&ctx.identity, &batch, &sub.topic, failures)
+                .map_err(Delivery::Fail)?;
+            let dead = dead.into_iter().map(|(_, frame)| frame).collect();
+            errors.write(ctx, dead).await.map_err(Delivery::Fail)?;
+        }
+    }
     sub.next_offset = read.first_offset + u64::from(read.count);
     Ok(bytes)
+}
+
+/// `batch`, whose first record has offset `first_offset`, with every record's topic set to
+/// `topic` and its position to its offset.
+fn with_topic(batch: &RecordBatch, topic: &str, first_offset: u64) -> Result<RecordBatch, String> {
+    let mut offset = first_offset;
+    rewrite(batch, |record, out| {
+        let headers: Vec<(&str, &[u8])> = record.headers().collect();
+        let position = offset.to_string();
+        offset += 1;
+        out.push(&Record {
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers: &headers,
+            topic,
+            partition: record.partition,
+            position: &position,
+        })
+        .map_err(|e| e.to_string())
+    })
+}
+
+/// `batch` with empty topic, partition and position fields (the form `put` takes).
+fn without_routing(batch: &RecordBatch) -> Result<RecordBatch, String> {
+    rewrite(batch, |record, out| {
+        out.push_content(record.content, record.timestamp);
+        Ok(())
+    })
+}
+
+fn rewrite(
+    batch: &RecordBatch,
+    mut each: impl FnMut(&RecordRef<'_>, &mut BatchWriter) -> Result<(), String>,
+) -> Result<RecordBatch, String> {
+    let mut out = BatchWriter::with_capacity(batch.frames.len());
+    for record in BatchReader::new(&batch.frames) {
+        let record = record.map_err(|e| format!("a transform returned a malformed batch: {e}"))?;
+        each(&record, &mut out)?;
+    }
+    let (count, frames) = out.into_parts();
+    Ok(RecordBatch { count, frames })
+}
+
+/// A sink task's error policy and its writer of dead letter records: they go to the dead
+/// letter topic as the producer `<connector>/<task>/dead-letters`, whose batches the data
+/// plane numbers and deduplicates like a source's.
+struct DeadLetters {
+    policy: ErrorPolicy,
+    producer: String,
+    sequence: u64,
+    checks_topics: std::sync::Arc<TopicPolicy>,
+}
+
+impl DeadLetters {
+    async fn new(ctx: &TaskContext) -> Result<DeadLetters, String> {
+        let policy = ErrorPolicy::from_config(&ctx.config).map_err(|e| e.to_string())?;
+        let producer = format!("{}/dead-letters", ctx.identity);
+        let sequence = match policy.dead_letter_topic {
+            Some(_) => {
+                ctx.data
+                    .source_resume(&ctx.identity.connector, &producer)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .1
+            }
+            None => 0,
+        };
+        let topics = TopicPolicy::from_config(&ctx.config)?;
+        Ok(DeadLetters {
+            policy,
+            producer,
+            sequence,
+            checks_topics: std::sync::Arc::new(topics),
+        })
+    }
+
+    /// The records of `batch` bound for the dead letter topic, taken out of it.
+    fn split(&self, batch: RecordBatch) -> (RecordBatch, Vec<Vec<u8>>) {
+        let Some(topic) = &self.policy.dead_letter_topic else {
+            return (batch, Vec::new());
+        };
+        let mut kept = BatchWriter::with_capacity(batch.frames.len());
+        let mut dead = Vec::new();
+        for record in BatchReader::new(&batch.frames).map_while(Result::ok) {
+            if record.topic == topic {
+                dead.push(record.frame.to_vec());
+            } else {
+                kept.push_frame(record.frame);
+            }
+        }
+        let (count, frames) = kept.into_parts();
+        (RecordBatch { count, frames }, dead)
+    }
+
+    /// Stores `dead` records in the dead letter topic (durably, before the sink commits).
+    async fn write(&mut self, ctx: &TaskContext, dead: Vec<Vec<u8>>) -> Result<(), String> {
+        let Some(topic) = &self.policy.dead_letter_topic else {
+            return Ok(());
+        };
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let count = dead.len() as u32;
+        let frames = dead.concat();
+        let store = StoreBatch {
+            connector: ctx.identity.connector.clone(),
+            producer: self.producer.clone(),
+            sequence: self.sequence,
+            default_topic: topic.clone(),
+            durable: true,
+            checks: BatchChecks {
+                max_records: count,
+                limits: ctx.limits.clone(),
+                topics: self.checks_topics.clone(),
+                partitions: Default::default(),
+            },
+            batch: RecordBatch { count, frames },
+        };
+        self.sequence += 1;
+        ctx.data
+            .store_batch(store)
+            .await
+            .map(drop)
+            .map_err(|e| format!("cannot write to the dead letter topic {topic}: {e}"))
+    }
 }
 
 /// Flushes the task and commits, in one transaction, the offsets put so far with the

@@ -1,4 +1,4 @@
-//! The source task actor: poll → stages → durable store through the data plane → commit
+//! The source task actor: poll → transforms → durable store through the data plane → commit
 //! positions. The copy of the positions the APIs show is made durable at most every
 //! [`DURABLE_POSITIONS_EVERY`] (the records and their positions always are).
 
@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::batch::{BatchChecks, Partitions, TopicPolicy};
+use super::errors::ErrorPolicy;
 use super::keys;
+use super::transforms::{through_stages, Stages};
 use super::plane::{PlaneError, StoreBatch};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
@@ -33,6 +35,10 @@ pub async fn run(ctx: &mut TaskContext) {
     };
     let sandbox = ctx.sandbox.clone();
     let partitions = Partitions::new(committed.keys().cloned());
+    if let Err(reason) = Stages::start(ctx).await {
+        Stages::stop(ctx).await;
+        return ctx.set(TaskStatus::Failed(reason));
+    }
     let started = ctx
         .start_guest(committed, async |setup| {
             SourceInstance::start(&sandbox, &pre, setup).await
@@ -41,6 +47,7 @@ pub async fn run(ctx: &mut TaskContext) {
     if let Some(instance) = started {
         drive(ctx, instance, sequence, partitions).await;
     }
+    Stages::stop(ctx).await;
 }
 
 /// The source loop over a started task: poll, store, commit, until stopped or failed.
@@ -59,6 +66,10 @@ pub async fn drive(
     let topics = match TopicPolicy::from_config(&ctx.config) {
         Ok(topics) => Arc::new(topics),
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
+    };
+    let policy = match ErrorPolicy::from_config(&ctx.config) {
+        Ok(policy) => policy,
+        Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
     };
     ctx.set(TaskStatus::Running);
     let producer = ctx.identity.to_string();
@@ -108,6 +119,11 @@ pub async fn drive(
             continue;
         }
         idle = Duration::from_millis(1);
+        let batch = match through_stages(ctx, &policy, batch, &default_topic).await {
+            Ok(batch) if batch.count == 0 => continue,
+            Ok(batch) => batch,
+            Err(reason) => break Err(reason),
+        };
         let durable = last_durable.elapsed() >= DURABLE_POSITIONS_EVERY;
         if durable {
             last_durable = Instant::now();
@@ -250,8 +266,8 @@ pub async fn resume_point(ctx: &TaskContext) -> Result<(Positions, u64), String>
         .map_err(|e| e.to_string())
 }
 
-/// Passes a polled batch through the connector's stages and stores it on its own task
-/// (the data plane routes, stores and commits it).
+/// Stores a polled (and transformed) batch on its own task (the data plane routes, stores
+/// and commits it).
 fn spawn_store(
     ctx: &TaskContext,
     target: Target<'_>,
@@ -259,7 +275,6 @@ fn spawn_store(
     checks: BatchChecks,
 ) -> Storing {
     let data = ctx.data.clone();
-    let stages = ctx.stages.clone();
     let store = StoreBatch {
         connector: ctx.identity.connector.clone(),
         producer: target.producer.to_string(),
@@ -269,8 +284,5 @@ fn spawn_store(
         checks,
         batch,
     };
-    tokio::spawn(async move {
-        let batch = stages.apply(store.batch)?;
-        data.store_batch(StoreBatch { batch, ..store }).await
-    })
+    tokio::spawn(async move { data.store_batch(store).await })
 }

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::control::ControlPlane;
-use super::plane::{DataPlane, Stages};
+use super::plane::DataPlane;
+use super::transforms::Stages;
 use super::{keys, secrets};
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, TaskError};
@@ -46,8 +47,8 @@ pub struct TaskContext {
     pub sandbox: Arc<Sandbox>,
     /// Where topics and offsets live.
     pub data: Arc<dyn DataPlane>,
-    /// What a polled batch passes through before it is routed (source tasks).
-    pub stages: Arc<Stages>,
+    /// The transforms a batch passes through: after a source's poll, before a sink's put.
+    pub stages: Stages,
     /// Who may run the task: it runs only while this worker holds its lease.
     pub control: Arc<dyn ControlPlane>,
     pub status: watch::Sender<TaskStatus>,

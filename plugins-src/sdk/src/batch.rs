@@ -145,6 +145,23 @@ impl BatchWriter {
         self.count += 1;
     }
 
+    /// Where the writer stands, for [`BatchWriter::rollback`].
+    pub fn mark(&self) -> (u32, usize) {
+        (self.count, self.frames.len())
+    }
+
+    /// Takes back every record written since `mark`.
+    pub fn rollback(&mut self, (count, len): (u32, usize)) {
+        self.count = count.min(self.count);
+        self.frames.truncate(len);
+    }
+
+    /// Appends a whole record as read elsewhere ([`RecordRef::frame`]), unchanged.
+    pub fn push_frame(&mut self, frame: &[u8]) {
+        self.frames.extend_from_slice(frame);
+        self.count += 1;
+    }
+
     /// Records written so far.
     pub fn count(&self) -> u32 {
         self.count
@@ -210,9 +227,28 @@ pub struct RecordRef<'a> {
     pub position: &'a str,
     /// Timestamp, key, value and headers as framed: what a topic log stores.
     pub content: &'a [u8],
+    /// The whole frame, length prefix included: [`BatchWriter::push_frame`] copies it.
+    pub frame: &'a [u8],
 }
 
 impl<'a> RecordRef<'a> {
+    /// This record as a [`Record`] to write, with `headers` (e.g. `headers().collect()`,
+    /// changed as needed); change other fields with struct update syntax.
+    pub fn to_record<'b>(&self, headers: &'b [(&'b str, &'b [u8])]) -> Record<'b>
+    where
+        'a: 'b,
+    {
+        Record {
+            timestamp: self.timestamp,
+            key: self.key,
+            value: self.value,
+            headers,
+            topic: self.topic,
+            partition: self.partition,
+            position: self.position,
+        }
+    }
+
     /// The record's headers as (name, value) pairs.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let mut cursor = Cursor {
@@ -264,6 +300,7 @@ impl<'a> BatchReader<'a> {
 
     fn read_record(&mut self) -> Result<RecordRef<'a>, FrameError> {
         let index = self.cursor.index;
+        let start = self.cursor.pos;
         let body_len = self.cursor.u32()? as usize;
         let body = self.cursor.take(body_len)?;
         let mut c = Cursor {
@@ -295,6 +332,7 @@ impl<'a> BatchReader<'a> {
             return Err(FrameError::LengthMismatch { index });
         }
         self.cursor.index += 1;
+        let frame = &self.cursor.buf[start..self.cursor.pos];
         Ok(RecordRef {
             timestamp,
             key,
@@ -306,6 +344,7 @@ impl<'a> BatchReader<'a> {
             partition,
             position,
             content,
+            frame,
         })
     }
 }

@@ -1,15 +1,24 @@
 //! WIT glue, compiled only for wasm: generates the bindings of the world picked by the SDK
-//! feature (`source` or `sink`) and implements its exports over the SDK traits.
+//! feature (`source` or `sink`: package 0.1.0; `transform`: 0.2.0) and implements its
+//! exports over the SDK traits.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::{Config, ConfigDef, Connector, Kind, LogLevel, PathAccess, TaskError, ValueType};
 
-#[cfg(all(feature = "source", feature = "sink"))]
-compile_error!("enable exactly one of the SDK features `source` and `sink` per wasm build");
-#[cfg(not(any(feature = "source", feature = "sink")))]
-compile_error!("enable the SDK feature `source` or `sink` to build a connector component");
+#[cfg(any(
+    all(feature = "source", feature = "sink"),
+    all(feature = "source", feature = "transform"),
+    all(feature = "sink", feature = "transform")
+))]
+compile_error!(
+    "enable exactly one of the SDK features `source`, `sink` and `transform` per wasm build"
+);
+#[cfg(not(any(feature = "source", feature = "sink", feature = "transform")))]
+compile_error!(
+    "enable the SDK feature `source`, `sink` or `transform` to build a connector component"
+);
 
 #[cfg(feature = "source")]
 pub mod bindings {
@@ -22,11 +31,24 @@ pub mod bindings {
     });
 }
 
+/// Sinks target package 0.2.0 (its `sink-connector` world adds the `errant` import); a
+/// 0.1.0 sink component keeps loading in the host unchanged.
 #[cfg(feature = "sink")]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "sink-connector",
-        path: "../../wit",
+        path: "../../wit/v0.2.0",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "wasm_connect_sdk::guest::bindings",
+    });
+}
+
+#[cfg(feature = "transform")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "transform-component",
+        path: "../../wit/v0.2.0",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "wasm_connect_sdk::guest::bindings",
@@ -76,6 +98,12 @@ impl<C: Connector> wit_connector::Guest for Glue<C> {
             kind: match d.kind {
                 Kind::Source => wit::ConnectorKind::Source,
                 Kind::Sink => wit::ConnectorKind::Sink,
+                #[cfg(feature = "transform")]
+                Kind::Transform => wit::ConnectorKind::Transform,
+                // Package 0.1.0 has no transform kind: the host refuses a component whose
+                // kind does not match its world, which this one would be.
+                #[cfg(not(feature = "transform"))]
+                Kind::Transform => wit::ConnectorKind::Source,
             },
             description: d.description.into(),
             aliases: d.aliases.iter().map(|a| a.to_string()).collect(),
@@ -242,6 +270,63 @@ mod sink_glue {
                     position: p.position,
                 })
                 .collect())
+        }
+
+        fn stop(&self) {
+            self.task.borrow_mut().stop();
+        }
+    }
+}
+
+#[cfg(feature = "transform")]
+mod transform_glue {
+    use super::*;
+    use crate::{BatchReader, BatchWriter, Transform, TransformTask};
+    use bindings::exports::wasm_connect::connector::transform as wit_transform;
+
+    /// A transform behind the WIT resource: methods take `&self`, so state lives in a cell.
+    pub struct TransformGlue<T> {
+        task: RefCell<T>,
+    }
+
+    impl<C: Transform> wit_transform::Guest for Glue<C> {
+        type TransformTask = TransformGlue<C::Task>;
+    }
+
+    impl<T: TransformTask> wit_transform::GuestTransformTask for TransformGlue<T> {
+        fn start(config: wit::Config) -> Result<wit_transform::TransformTask, wit::TaskError> {
+            let task = T::start(&Config(config), &WitHost).map_err(task_error_to_wit)?;
+            Ok(wit_transform::TransformTask::new(TransformGlue {
+                task: RefCell::new(task),
+            }))
+        }
+
+        fn apply(
+            &self,
+            batch: wit::RecordBatch,
+        ) -> Result<wit_transform::TransformOutput, wit::TaskError> {
+            let mut task = self.task.borrow_mut();
+            let mut out = BatchWriter::with_capacity(batch.frames.len());
+            let mut origins = Vec::with_capacity(batch.count as usize);
+            let mut failures = Vec::new();
+            for (index, record) in BatchReader::new(&batch.frames).enumerate() {
+                let index = index as u32;
+                let record = record.map_err(|e| wit::TaskError::Fatal(e.to_string()))?;
+                let mark = out.mark();
+                match task.apply(&record, &mut out) {
+                    Ok(()) => origins.resize(out.count() as usize, index),
+                    Err(message) => {
+                        out.rollback(mark);
+                        failures.push(wit_transform::RecordFailure { index, message });
+                    }
+                }
+            }
+            let (count, frames) = out.into_parts();
+            Ok(wit_transform::TransformOutput {
+                batch: wit::RecordBatch { count, frames },
+                origins,
+                failures,
+            })
         }
 
         fn stop(&self) {

@@ -91,11 +91,13 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Config {
     }
 }
 
-/// Source or sink.
+/// Source, sink or transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Source,
     Sink,
+    /// Needs the SDK feature `transform` (package 0.2.0).
+    Transform,
 }
 
 /// How a config value is read.
@@ -229,6 +231,17 @@ pub trait Host {
     fn task_id(&self) -> Option<u32>;
 }
 
+/// Reports record `index` (0-based) of the batch being put as failed, without failing the
+/// batch (Kafka's `ErrantRecordReporter`): the host counts and logs it, and writes it to
+/// the dead letter queue when the connector configures one. Call it from
+/// [`SinkTask::put`]; it does nothing elsewhere, or outside wasm.
+pub fn report_errant(index: u32, message: &str) {
+    #[cfg(all(target_arch = "wasm32", feature = "sink"))]
+    guest::bindings::wasm_connect::connector::errant::report(index, message);
+    #[cfg(not(all(target_arch = "wasm32", feature = "sink")))]
+    let _ = (index, message);
+}
+
 /// Connector-level behaviour, shared by sources and sinks.
 pub trait Connector: 'static {
     /// Name, version, kind, aliases and config keys. Must not depend on any config.
@@ -289,6 +302,37 @@ pub trait SinkTask: Sized + 'static {
     fn flush(&mut self) -> Result<Vec<Position>, TaskError>;
     /// The last call the task receives.
     fn stop(&mut self) {}
+}
+
+/// A transform: changes, drops or adds records (the `transform-component` world of package
+/// 0.2.0; SDK feature `transform`).
+pub trait Transform: Connector {
+    type Task: TransformTask;
+}
+
+/// One running transform.
+pub trait TransformTask: Sized + 'static {
+    /// Builds the transform from its keys (the user's `transforms.<alias>.<key>`, without
+    /// the prefix).
+    fn start(config: &Config, host: &dyn Host) -> Result<Self, TaskError>;
+    /// Transforms one record: push what it becomes to `out` (nothing drops it, several add
+    /// records), or fail this record alone with a message (what was pushed is taken back).
+    fn apply(&mut self, record: &RecordRef<'_>, out: &mut BatchWriter) -> Result<(), String>;
+    /// The last call the transform receives.
+    fn stop(&mut self) {}
+}
+
+/// Exports a [`Transform`] as the component's `transform-component` world.
+/// Needs the SDK feature `transform`; expands to nothing outside wasm.
+#[macro_export]
+macro_rules! export_transform {
+    ($transform:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type Glue = $crate::guest::Glue<$transform>;
+    $crate::guest::bindings::export!(Glue with_types_in $crate::guest::bindings);
+        };
+    };
 }
 
 /// Exports a [`SourceConnector`] as the component's `source-connector` world.

@@ -211,8 +211,8 @@ pub async fn restart(
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
             .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
-    let include_tasks = flag(&pairs, Query::IncludeTasks)?;
-    let only_failed = flag(&pairs, Query::OnlyFailed)?;
+    let include_tasks = flag(&pairs, Query::IncludeTasks, false)?;
+    let only_failed = flag(&pairs, Query::OnlyFailed, false)?;
     if !include_tasks {
         // The connector itself has no running instance here: a plain restart only checks it.
         worker.status(&name).await.ok_or_else(|| not_found(&name))?;
@@ -232,9 +232,13 @@ pub async fn restart(
     reply(StatusCode::ACCEPTED, status_json(&name, &status))
 }
 
-/// A boolean query parameter: absent is false; `true` or `false` in any case, else 400.
-fn flag(pairs: &[(String, String)], query: Query) -> Result<bool, ApiError> {
-    let mut value = false;
+/// A boolean query parameter: absent is `default`; `true` or `false` in any case, else 400.
+pub(super) fn flag(
+    pairs: &[(String, String)],
+    query: Query,
+    default: bool,
+) -> Result<bool, ApiError> {
+    let mut value = default;
     for (_, given) in pairs.iter().filter(|(key, _)| key == query.name()) {
         value = match given.to_ascii_lowercase().as_str() {
             "true" => true,
@@ -353,7 +357,7 @@ pub async fn alter_offsets(
                 .map(sink_change)
                 .collect::<Result<_, _>>()?,
         ),
-        None => {
+        Some(ConnectorKind::Transform) | None => {
             return Err(ApiError::internal(format!(
                 "the plugin of {name} is not loaded"
             )))

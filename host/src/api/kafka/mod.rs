@@ -117,8 +117,8 @@ routes! {
         query [], body [], answers [200 Message];
     get "/connectors/{connector}/topics" => connectors::topics, "Topics the connector uses",
         query [], body [], answers [200 Topics];
-    get "/connector-plugins" => plugins::list, "Installed connector plugins",
-        query [], body [], answers [200 Plugins];
+    get "/connector-plugins" => plugins::list, "Installed connector plugins (with connectorsOnly=false, transforms too)",
+        query [ConnectorsOnly], body [], answers [200 Plugins];
     get "/connector-plugins/{plugin}/config" => plugins::config_defs, "Config keys a plugin understands",
         query [], body [], answers [200 ConfigKeys];
     put "/connector-plugins/{plugin}/config/validate" => plugins::validate, "Validate a config; errors come back as data (null: not given)",

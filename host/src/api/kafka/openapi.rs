@@ -30,6 +30,8 @@ pub enum Query {
     IncludeTasks,
     /// `onlyFailed=true|false`.
     OnlyFailed,
+    /// `connectorsOnly=true|false`: false lists transforms too.
+    ConnectorsOnly,
 }
 
 impl Query {
@@ -39,6 +41,7 @@ impl Query {
             Query::Expand => "expand",
             Query::IncludeTasks => "includeTasks",
             Query::OnlyFailed => "onlyFailed",
+            Query::ConnectorsOnly => "connectorsOnly",
         }
     }
 
@@ -55,6 +58,10 @@ impl Query {
             Query::OnlyFailed => (
                 json!({"type": "boolean", "default": false}),
                 "restart only what is FAILED",
+            ),
+            Query::ConnectorsOnly => (
+                json!({"type": "boolean", "default": true}),
+                "false: list transform plugins too",
             ),
         };
         json!({"name": self.name(), "in": "query", "required": false, "schema": schema,

@@ -5,23 +5,41 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{json_body, reply, ApiError, ApiResult, Params};
+use super::connectors::flag;
+use super::{json_body, reply, ApiError, ApiResult, Params, Query};
 use crate::api::value_text;
 use crate::plugins::{kind_name, Plugin, PluginInfo, PluginStatus};
-use crate::sandbox::types::{ConfigDef, ValueType};
+use crate::sandbox::types::{ConfigDef, ConnectorKind, ValueType};
 use crate::sandbox::Identity;
 use crate::storage::Properties;
 use crate::worker::Worker;
 
-/// `GET /connector-plugins`: every plugin version and broken file. `class` is the plugin
+/// `GET /connector-plugins[?connectorsOnly=false]`: every plugin version and broken file
+/// (transforms only with `connectorsOnly=false`, as Kafka does). `class` is the plugin
 /// name, `aliases` the other class names it answers to, `status` loaded, superseded (an
 /// older version still pinnable), loading (being checked) or broken (with `reason`).
-pub async fn list(State(worker): State<Arc<Worker>>) -> ApiResult {
-    let entries: Vec<Value> = worker.plugins().list().iter().map(plugin_json).collect();
+pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) -> ApiResult {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let connectors_only = flag(&pairs, Query::ConnectorsOnly, true)?;
+    let entries: Vec<Value> = worker
+        .plugins()
+        .list()
+        .iter()
+        .filter(|info| {
+            let is_transform = info
+                .descriptor
+                .as_ref()
+                .is_some_and(|d| d.kind == ConnectorKind::Transform);
+            !(connectors_only && is_transform)
+        })
+        .map(plugin_json)
+        .collect();
     reply(StatusCode::OK, Value::Array(entries))
 }
 
