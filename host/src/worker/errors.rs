@@ -246,13 +246,8 @@ impl ErrorPolicy {
         let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let mut writer = BatchWriter::new();
         writer.push(&Record {
-            timestamp: record.timestamp,
-            key: record.key,
-            value: record.value,
-            headers: &headers,
             topic,
-            partition: record.partition,
-            position: record.position,
+            ..record.to_record(&headers)
         })?;
         Ok(writer.into_parts().1)
     }

@@ -306,13 +306,9 @@ fn with_topic(batch: &RecordBatch, topic: &str, first_offset: u64) -> Result<Rec
         let position = offset.to_string();
         offset += 1;
         out.push(&Record {
-            timestamp: record.timestamp,
-            key: record.key,
-            value: record.value,
-            headers: &headers,
             topic,
-            partition: record.partition,
             position: &position,
+            ..record.to_record(&headers)
         })
         .map_err(|e| e.to_string())
     })

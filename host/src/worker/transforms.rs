@@ -20,7 +20,6 @@ use regex::Regex;
 use wasm_connect_sdk::{BatchReader, BatchWriter, RecordRef};
 
 use super::errors::{interleave, ErrorPolicy, FailedIn, Failure, Retry};
-use super::keys;
 use super::task::TaskContext;
 use crate::plugins::{Plugin, PluginRegistry};
 use crate::sandbox::types::{Config, ConnectorKind, RecordBatch, TaskError};
@@ -526,7 +525,7 @@ fn guard(config: &Properties, prefix: &str, name: &str) -> Result<Guard, StageCo
 
 /// The names a list key (`transforms`, `predicates`) gives.
 fn aliases<'a>(config: &'a Properties, key: &str) -> impl Iterator<Item = &'a str> {
-    config.get(key).into_iter().flat_map(|v| keys::entries(v))
+    config.get(key).into_iter().flat_map(|v| crate::config::entries(v))
 }
 
 /// Every problem with the transform and predicate keys of `config`, keyed as the user wrote

@@ -242,6 +242,7 @@ impl<'a> RecordRef<'a> {
             timestamp: self.timestamp,
             key: self.key,
             value: self.value,
+            tombstone: self.tombstone,
             headers,
             topic: self.topic,
             partition: self.partition,
