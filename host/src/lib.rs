@@ -7,13 +7,15 @@
 //! - `worker`: connectors and their task actors (source and sink loops);
 //! - `names`: the one rule for connector and plugin names, and escaping of untrusted text;
 //! - `storage`: durable state (redb) and topic logs;
-//! - `api`: the REST APIs; `server`: wiring and shutdown.
+//! - `api`: the REST APIs; `server`: wiring and shutdown;
+//! - `scaffold`: `wasm-connect new`, connector projects in Rust, Python and JavaScript.
 
 pub mod api;
 pub mod cluster;
 pub mod names;
 pub mod plugins;
 pub mod sandbox;
+pub mod scaffold;
 pub mod server;
 pub mod storage;
 pub mod worker;

@@ -46,7 +46,16 @@ class JsonlTask extends SourceTask {
   }
 
   poll(out, maxRecords, maxBytes) {
-    const data = files.read(this.path, this.position, READ_CHUNK);
+    let data = files.read(this.path, this.position, READ_CHUNK);
+    // A line longer than a chunk: read on until its newline (or the end).
+    while (data.indexOf(10) < 0) {
+      const more = files.read(this.path, this.position + BigInt(data.length), READ_CHUNK);
+      if (more.length === 0) break;
+      const grown = new Uint8Array(data.length + more.length);
+      grown.set(data);
+      grown.set(more, data.length);
+      data = grown;
+    }
     let start = 0;
     while (out.count < maxRecords && out.byteLength < maxBytes) {
       const end = data.indexOf(10, start);

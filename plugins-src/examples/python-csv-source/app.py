@@ -52,7 +52,6 @@ class CsvTask(SourceTask):
         except ValueError:
             raise Fatal(f"committed position {committed!r} of {self.path} is not a byte offset")
         self.header = None
-        self.pending = b""
 
     def _read_header(self, f) -> None:
         line = f.readline()
@@ -68,6 +67,12 @@ class CsvTask(SourceTask):
                     self._read_header(f)
                 f.seek(self.position)
                 data = f.read(READ_CHUNK)
+                # A row longer than a chunk: read on until its newline (or the end).
+                while b"\n" not in data:
+                    more = f.read(READ_CHUNK)
+                    if not more:
+                        break
+                    data += more
         except OSError as e:
             raise Retriable(f"cannot read {self.path}: {e}")
         start = 0
