@@ -49,19 +49,25 @@ fn workspace() -> Workspace {
     ws
 }
 
+/// Starts a host on `ws`. A Python component takes ~5 s of CPU to compile; the compile limit
+/// is raised so that a busy machine (CI shares its cores) does not refuse it.
+fn start(ws: &Workspace) -> Host {
+    Host::start_with(
+        &ws.data_dir(),
+        &ws.plugin_dir(),
+        &["--compile-timeout-s", "600"],
+    )
+}
+
 /// Creates a connector through the JSON API, waiting while the plugin dir still compiles
 /// (an 18 MB Python component takes seconds to compile on a busy machine).
 fn create(host: &Host, name: &str, config: Value) {
     let mut last = String::new();
-    wait_for(
-        Duration::from_secs(240),
-        &format!("create {name}"),
-        || {
-            let answer = json_create(host, name, config.clone());
-            last = format!("{} {}", answer.status, answer.body);
-            answer.status == 201
-        },
-    );
+    wait_for(Duration::from_secs(240), &format!("create {name}"), || {
+        let answer = json_create(host, name, config.clone());
+        last = format!("{} {}", answer.status, answer.body);
+        answer.status == 201
+    });
     eprintln!("created {name}: {last}");
 }
 
@@ -97,7 +103,11 @@ fn wait_lines(path: &Path, expected: &[String], what: &str) {
     wait_for(Duration::from_secs(120), what, || {
         read_lines(path).len() >= expected.len()
     });
-    assert_eq!(read_lines(path), expected, "{what}: the file's lines differ");
+    assert_eq!(
+        read_lines(path),
+        expected,
+        "{what}: the file's lines differ"
+    );
 }
 
 fn create_pipelines(host: &Host, ws: &Workspace) {
@@ -138,7 +148,7 @@ fn python_and_javascript_connectors_run_end_to_end_resume_after_restart_and_hit_
     )
     .unwrap();
     std::fs::write(ws.path("in.jsonl"), jsonl_lines(0..100)).unwrap();
-    let host = ws.start();
+    let host = start(&ws);
     create_pipelines(&host, &ws);
 
     // Python source → topic → JS sink, and JS source → topic → Python sink.
@@ -158,7 +168,7 @@ fn python_and_javascript_connectors_run_end_to_end_resume_after_restart_and_hit_
     assert!(host.terminate().success(), "the host did not stop cleanly");
     append(&ws.path("in.csv"), &csv_rows(100..150));
     append(&ws.path("in.jsonl"), &jsonl_lines(100..150));
-    let host = ws.start();
+    let host = start(&ws);
     wait_lines(
         &ws.path("rows.txt"),
         &js_sink_expected(0..150),
@@ -170,11 +180,15 @@ fn python_and_javascript_connectors_run_end_to_end_resume_after_restart_and_hit_
         "after the restart, js-source → python-jsonl-sink",
     );
     // The restart loaded the 18 MB Python components from the compiled-code cache.
-    for plugin in ["python-csv-source 0.1.0 (source)", "python-jsonl-sink 0.1.0 (sink)"] {
+    for plugin in [
+        "python-csv-source 0.1.0 (source)",
+        "python-jsonl-sink 0.1.0 (sink)",
+    ] {
         let log = host.log();
         assert!(
-            log.lines().any(|line| line.contains(&format!("loaded plugin {plugin}"))
-                && line.ends_with("code from the compiled-code cache")),
+            log.lines()
+                .any(|line| line.contains(&format!("loaded plugin {plugin}"))
+                    && line.ends_with("code from the compiled-code cache")),
             "{plugin} was not loaded from the compiled-code cache at the restart:\n{log}"
         );
     }
@@ -251,7 +265,10 @@ fn new_project(parent: &Path, name: &str, lang: &str, kind: &str, language: &str
         format!("language     {language}"),
         "runnable     yes".to_string(),
     ] {
-        assert!(check.contains(&expected), "plugin check lacks {expected:?}:\n{check}");
+        assert!(
+            check.contains(&expected),
+            "plugin check lacks {expected:?}:\n{check}"
+        );
     }
     wasm
 }
@@ -276,7 +293,7 @@ fn new_projects_in_every_language_build_pass_plugin_check_and_run_as_they_are() 
     // The generated JS test passes as generated.
     run(&projects.join("js-logger"), "node", &["--test"]);
 
-    let host = ws.start();
+    let host = start(&ws);
     for (name, _, _) in sources {
         // Each generated source needs no key but `topic`; the bundled file sink shows
         // what it produced.

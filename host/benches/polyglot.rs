@@ -25,6 +25,9 @@ use common::env_count;
 use harness::{json_create, Host, Workspace};
 use serde_json::{json, Value};
 
+/// A Python component takes seconds of CPU to compile: room for a busy machine.
+const COMPILE_TIMEOUT: &[&str] = &["--compile-timeout-s", "600"];
+
 fn main() {
     let records = env_count("POLYGLOT_RECORDS", 100_000);
     let starts = env_count("POLYGLOT_STARTS", 3);
@@ -40,12 +43,17 @@ fn main() {
     );
 
     let ws = Workspace::new();
-    for name in ["python-csv-source", "python-jsonl-sink", "js-source", "js-sink"] {
+    for name in [
+        "python-csv-source",
+        "python-jsonl-sink",
+        "js-source",
+        "js-sink",
+    ] {
         std::fs::copy(fixture(name), ws.plugin_dir().join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("copy {name}: {e}"));
     }
     write_inputs(&ws, records);
-    let host = ws.start();
+    let host = Host::start_with(&ws.data_dir(), &ws.plugin_dir(), COMPILE_TIMEOUT);
     let rust = rate(&host, &ws, records, Pipeline::RUST);
     println!("rust       file-source → file-sink:               {rust:>10.0} records/s");
     for pipeline in [Pipeline::PYTHON, Pipeline::JS] {
@@ -86,8 +94,16 @@ fn start_times(starts: usize) -> (Duration, Duration, Duration) {
     for run in 0..starts {
         let data = ws.host_path(&format!("data-{run}"));
         cold.push(timed_start(&data, &python, "; compiled in "));
-        cached.push(timed_start(&data, &python, "; code from the compiled-code cache"));
-        bare.push(timed_start(&ws.host_path(&format!("bare-{run}")), &empty, ""));
+        cached.push(timed_start(
+            &data,
+            &python,
+            "; code from the compiled-code cache",
+        ));
+        bare.push(timed_start(
+            &ws.host_path(&format!("bare-{run}")),
+            &empty,
+            "",
+        ));
     }
     (median(&mut cold), median(&mut cached), median(&mut bare))
 }
@@ -95,7 +111,7 @@ fn start_times(starts: usize) -> (Duration, Duration, Duration) {
 /// Spawn-to-ready of one host; its log must show the plugin loaded as `origin` says.
 fn timed_start(data: &Path, plugins: &Path, origin: &str) -> Duration {
     let started = Instant::now();
-    let host = Host::start(data, plugins);
+    let host = Host::start_with(data, plugins, COMPILE_TIMEOUT);
     let took = started.elapsed();
     let log = host.log();
     assert!(
@@ -158,7 +174,10 @@ fn write_inputs(ws: &Workspace, records: usize) {
 
 /// Records/s of `pipeline`: from its creates to `records` lines in its output file.
 fn rate(host: &Host, ws: &Workspace, records: usize, pipeline: Pipeline) -> f64 {
-    let (topic, output) = (pipeline.language, ws.path(&format!("out-{}", pipeline.language)));
+    let (topic, output) = (
+        pipeline.language,
+        ws.path(&format!("out-{}", pipeline.language)),
+    );
     let source: Value = json!({"connector.class": pipeline.source, "topic": topic,
                                "filename": ws.path(pipeline.input)});
     let sink: Value = json!({"connector.class": pipeline.sink, "topics": topic,

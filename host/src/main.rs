@@ -9,11 +9,11 @@ use clap::{Args, Parser, Subcommand};
 
 use wasm_connect::api::auth::{parse_token, TokenError};
 use wasm_connect::cluster::{ClusterOptions, Strategy};
-use wasm_connect::scaffold::{Lang, ProjectKind};
 use wasm_connect::sandbox::{
     run_compiler_child, Capabilities, Compiler, RestartPolicy, WorkerLimits, COMPILE_SUBCOMMAND,
     LIMITS,
 };
+use wasm_connect::scaffold::{Lang, ProjectKind};
 use wasm_connect::server::{serve, ListenerLimits, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves

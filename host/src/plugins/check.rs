@@ -161,7 +161,9 @@ fn explain_world_mismatch(exports: &[String], errors: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let other_versions: Vec<&String> = exports
         .iter()
-        .filter(|e| e.starts_with(&format!("{PACKAGE}/")) && !e.ends_with(&format!("@{PACKAGE_VERSION}")))
+        .filter(|e| {
+            e.starts_with(&format!("{PACKAGE}/")) && !e.ends_with(&format!("@{PACKAGE_VERSION}"))
+        })
         .collect();
     if !other_versions.is_empty() {
         lines.push(format!(
@@ -180,7 +182,10 @@ fn explain_world_mismatch(exports: &[String], errors: &str) -> Vec<String> {
             "it exports neither the `source` nor the `sink` interface: build for the source-connector or sink-connector world (Rust: SDK feature `source` or `sink`; Python: `componentize-py -w source-connector|sink-connector`; JS: `sdk/build.sh app.js source|sink`)".to_string(),
         );
     }
-    let kinds: Vec<&str> = ["source", "sink"].into_iter().filter(|k| exported(k)).collect();
+    let kinds: Vec<&str> = ["source", "sink"]
+        .into_iter()
+        .filter(|k| exported(k))
+        .collect();
     for func in WORLD_FUNCS
         .iter()
         .filter(|f| f.interface == "connector" || kinds.contains(&f.interface))

@@ -133,7 +133,7 @@ impl Sandbox {
             &self.compiler,
             &self.engine,
             wasm,
-            self.limits.compile_time,
+            self.limits.worker.compile_time,
             self.limits.compile_memory,
         )
         .await?;

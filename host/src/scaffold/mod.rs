@@ -108,7 +108,10 @@ const PYTHON: &[File] = &[
 ];
 const PYTHON_SOURCE: &[File] = &[
     file("app.py", include_str!("templates/python/source.py")),
-    file("test_app.py", include_str!("templates/python/test_source.py")),
+    file(
+        "test_app.py",
+        include_str!("templates/python/test_source.py"),
+    ),
     file(
         "source.py",
         include_str!("../../../plugins-src/sdk-python/source.py"),
@@ -317,7 +320,16 @@ mod tests {
 
     #[test]
     fn names_that_are_not_package_names_are_refused() {
-        for bad in ["", "Upper", "1st", "a_b", "a/b", "../x", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Upper",
+            "1st",
+            "a_b",
+            "a/b",
+            "../x",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(
                 matches!(check_name(bad), Err(NewError::BadName(_))),
                 "{bad:?}"
@@ -343,10 +355,17 @@ mod tests {
                 let dir = create(parent.path(), &name, lang, kind).unwrap();
                 for file in lang.files(kind).into_iter().flatten() {
                     let text = std::fs::read_to_string(dir.join(file.path)).unwrap();
-                    assert!(!text.contains("{{"), "{name}/{} keeps a placeholder", file.path);
+                    assert!(
+                        !text.contains("{{"),
+                        "{name}/{} keeps a placeholder",
+                        file.path
+                    );
                 }
                 let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-                assert!(!readme.contains("{{"), "{name}/README.md keeps a placeholder");
+                assert!(
+                    !readme.contains("{{"),
+                    "{name}/README.md keeps a placeholder"
+                );
             }
         }
     }
