@@ -108,14 +108,24 @@ fn guest_language(wasm: &[u8]) -> String {
             .find(|(name, _)| name == tool)
             .map(|(_, version)| version.clone())
     };
+    // The Python and JavaScript runtimes are Rust programs, and componentize-qjs does not
+    // name itself in a producers section: their runtimes' own names in the code tell them.
+    let holds = |marker: &[u8]| wasm.windows(marker.len()).any(|w| w == marker);
     if let Some(version) = version_of("componentize-py") {
         format!("Python (componentize-py {version})")
-    } else if let Some(version) = version_of("componentize-qjs") {
-        format!("JavaScript (QuickJS, componentize-qjs {version})")
-    } else if let Some(version) = version_of("componentize-js").or(version_of("StarlingMonkey")) {
-        format!("JavaScript (StarlingMonkey, componentize-js {version})")
+    } else if holds(b"componentize_py_runtime") || holds(b"componentize-py") {
+        "Python (componentize-py)".to_string()
+    } else if holds(b"componentize_qjs_runtime") {
+        "JavaScript (QuickJS, componentize-qjs)".to_string()
+    } else if holds(b"StarlingMonkey") {
+        "JavaScript (StarlingMonkey, componentize-js)".to_string()
     } else if let Some(version) = version_of("rustc") {
         format!("Rust (rustc {version})")
+    } else if version_of("wit-bindgen-rust").is_some() {
+        // A stripped Rust component keeps only the tools that processed it: Rust's wasip2
+        // std is built with wit-bindgen-rust (Python's and QuickJS's runtimes too, whose
+        // own tools are matched above).
+        "Rust".to_string()
     } else if let Some((name, version)) = tools.first() {
         format!("unknown; built with {name} {version}")
     } else {
