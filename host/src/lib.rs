@@ -8,7 +8,8 @@
 //! - `config`: how config values are written (lists, `${…}` references);
 //! - `names`: the one rule for connector and plugin names, and escaping of untrusted text;
 //! - `storage`: durable state (redb) and topic logs;
-//! - `api`: the REST APIs; `server`: wiring and shutdown.
+//! - `api`: the REST APIs; `server`: wiring and shutdown;
+//! - `scaffold`: `wasm-connect new`, connector projects in Rust, Python and JavaScript.
 
 pub mod api;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod names;
 pub mod plugins;
 pub mod sandbox;
+pub mod scaffold;
 pub mod server;
 pub mod storage;
 pub mod worker;

@@ -13,6 +13,7 @@ use wasm_connect::sandbox::{
     run_compiler_child, Capabilities, Compiler, RestartPolicy, WorkerLimits, COMPILE_SUBCOMMAND,
     LIMITS,
 };
+use wasm_connect::scaffold::{Lang, ProjectKind};
 use wasm_connect::server::{serve, ListenerLimits, ServeOptions};
 
 /// Runs data connectors (sources and sinks) as sandboxed WebAssembly components and serves
@@ -33,6 +34,18 @@ enum Command {
     /// Work with plugin files offline.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Create a connector project in ./NAME/: the SDK of the language, a connector that runs
+    /// as is, a passing test, a README and build.sh (which writes NAME.wasm).
+    New {
+        /// The project name, which is also the plugin name: lowercase letters, digits, '-'.
+        name: String,
+        /// The language of the connector.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Source (produces records into topics) or sink (consumes them).
+        #[arg(long, value_enum)]
+        kind: ProjectKind,
+    },
     /// Internal: compiles the component on stdin to native code on stdout; the host runs it
     /// as a child process under rlimits.
     #[command(name = COMPILE_SUBCOMMAND, hide = true)]
@@ -286,6 +299,16 @@ async fn serve_checked(args: ServeArgs) -> anyhow::Result<()> {
     serve(args.options()?).await
 }
 
+/// `wasm-connect new`: writes the project and says what to do next.
+fn new_project(name: &str, lang: Lang, kind: ProjectKind) -> anyhow::Result<()> {
+    let dir = wasm_connect::scaffold::create(std::path::Path::new("."), name, lang, kind)?;
+    println!(
+        "created {}: cd {name} && ./build.sh && wasm-connect plugin check {name}.wasm (see its README.md)",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Compile) = cli.command {
@@ -315,6 +338,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Some(Command::Plugin(PluginCommand::Check { file })) => {
             wasm_connect::plugins::check::run(&file, own_compiler()).await
         }
+        Some(Command::New { name, lang, kind }) => new_project(&name, lang, kind),
         Some(Command::Compile) => Ok(()),
     };
     match result {

@@ -1,18 +1,21 @@
 //! `wasm-connect plugin check FILE.wasm`: validates a component offline with the checks the
 //! plugin directory applies (size cap, compile, link against this host, world, `describe`),
-//! and prints its world, version, metadata, config definitions and the imports it needs.
-//! Exits non-zero, with the reason, when this host cannot run it.
+//! and prints its world, version, metadata, config definitions, the imports it needs and the
+//! language it was written in (from its `producers` sections). Exits non-zero, with the
+//! reason, when this host cannot run it; a component that does not match a connector world
+//! is explained in the author's terms: which function is missing or has the wrong type, and
+//! what the SDK of each language does about it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use wasmparser::{Encoding, Parser, Payload};
+use wasmparser::{Encoding, KnownCustom, Parser, Payload};
 
 use super::cache::{sha256_hex, CodeCache};
 use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin, PluginError};
 use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
-use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
+use crate::sandbox::{Capabilities, CompileError, Compiler, Sandbox, WorkerLimits};
 
 /// Checks `file` and prints what it declares; an error says why this host cannot run it.
 pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
@@ -28,7 +31,8 @@ pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
     field("file", &file.display().to_string());
     field("size", &format!("{} bytes", wasm.len()));
     field("sha256", &hash);
-    print_interface(&wasm);
+    field("language", &guest_language(&wasm));
+    let exports = print_interface(&wasm);
     let sandbox = Arc::new(
         Sandbox::new(WorkerLimits::default(), Capabilities::default())?.with_compiler(compiler),
     );
@@ -44,6 +48,12 @@ pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
         }
         Err(reason) => {
             field("runnable", &format!("no: {}", one_line(&reason)));
+            if let PluginError::Compile(CompileError::NoWorld { as_source, as_sink }) = &reason {
+                let errors = format!("{as_source:#} {as_sink:#}");
+                for line in explain_world_mismatch(&exports, &errors) {
+                    println!("  {line}");
+                }
+            }
             Err(cannot(&reason))
         }
     }
@@ -53,8 +63,9 @@ fn field(name: &str, value: &str) {
     println!("{name:<12} {value}");
 }
 
-/// The component's own imports and exports (not those of the modules inside it).
-fn print_interface(wasm: &[u8]) {
+/// The component's own imports and exports (not those of the modules inside it); returns
+/// the export names.
+fn print_interface(wasm: &[u8]) -> Vec<String> {
     match interface(wasm) {
         Ok((imports, exports)) => {
             field("exports", &exports.join(", "));
@@ -65,9 +76,143 @@ fn print_interface(wasm: &[u8]) {
             for import in imports {
                 println!("  {import}");
             }
+            exports
         }
-        Err(reason) => field("interface", &format!("cannot be read: {reason}")),
+        Err(reason) => {
+            field("interface", &format!("cannot be read: {reason}"));
+            Vec::new()
+        }
     }
+}
+
+/// The language a component was written in, named by the toolchain that built it: the
+/// `producers` custom sections of the component and of the modules inside it.
+fn guest_language(wasm: &[u8]) -> String {
+    let mut tools: Vec<(String, String)> = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(Payload::CustomSection(section)) = payload else {
+            continue;
+        };
+        let KnownCustom::Producers(reader) = section.as_known() else {
+            continue;
+        };
+        for field in reader.into_iter().flatten() {
+            for value in field.values.into_iter().flatten() {
+                tools.push((value.name.to_string(), value.version.to_string()));
+            }
+        }
+    }
+    let version_of = |tool: &str| {
+        tools
+            .iter()
+            .find(|(name, _)| name == tool)
+            .map(|(_, version)| version.clone())
+    };
+    // The Python and JavaScript runtimes are Rust programs, and componentize-qjs does not
+    // name itself in a producers section: their runtimes' own names in the code tell them.
+    let holds = |marker: &[u8]| wasm.windows(marker.len()).any(|w| w == marker);
+    if let Some(version) = version_of("componentize-py") {
+        format!("Python (componentize-py {version})")
+    } else if holds(b"componentize_py_runtime") || holds(b"componentize-py") {
+        "Python (componentize-py)".to_string()
+    } else if holds(b"componentize_qjs_runtime") {
+        "JavaScript (QuickJS, componentize-qjs)".to_string()
+    } else if holds(b"StarlingMonkey") {
+        "JavaScript (StarlingMonkey, componentize-js)".to_string()
+    } else if let Some(version) = version_of("rustc") {
+        format!("Rust (rustc {version})")
+    } else if version_of("wit-bindgen-rust").is_some() {
+        // A stripped Rust component keeps only the tools that processed it: Rust's wasip2
+        // std is built with wit-bindgen-rust (Python's and QuickJS's runtimes too, whose
+        // own tools are matched above).
+        "Rust".to_string()
+    } else if let Some((name, version)) = tools.first() {
+        format!("unknown; built with {name} {version}")
+    } else {
+        "unknown (no producers section names it)".to_string()
+    }
+}
+
+/// A function of a connector world, as the host names it and as WIT declares it.
+struct WorldFunc {
+    /// The interface that exports it.
+    interface: &'static str,
+    /// Its name in the component (`[method]source-task.poll`).
+    export: &'static str,
+    /// What an author calls it.
+    author: &'static str,
+    /// Its WIT signature.
+    wit: &'static str,
+}
+
+const WORLD_FUNCS: &[WorldFunc] = &[
+    WorldFunc { interface: "connector", export: "describe", author: "connector function `describe`", wit: "describe: func() -> descriptor" },
+    WorldFunc { interface: "connector", export: "validate", author: "connector function `validate`", wit: "validate: func(config: config) -> result<_, list<config-error>>" },
+    WorldFunc { interface: "connector", export: "task-configs", author: "connector function `task-configs` (Python `task_configs`, JS `taskConfigs`)", wit: "task-configs: func(config: config, max-tasks: u32) -> result<list<config>, string>" },
+    WorldFunc { interface: "source", export: "[static]source-task.start", author: "source task's static `start`", wit: "start: static func(config: config) -> result<source-task, task-error>" },
+    WorldFunc { interface: "source", export: "[method]source-task.poll", author: "source task's method `poll`", wit: "poll: func(max-records: u32, max-bytes: u32) -> result<record-batch, task-error>" },
+    WorldFunc { interface: "source", export: "[method]source-task.commit", author: "source task's method `commit`", wit: "commit: func(positions: list<position>)" },
+    WorldFunc { interface: "source", export: "[method]source-task.stop", author: "source task's method `stop`", wit: "stop: func()" },
+    WorldFunc { interface: "sink", export: "[static]sink-task.start", author: "sink task's static `start`", wit: "start: static func(config: config) -> result<sink-task, task-error>" },
+    WorldFunc { interface: "sink", export: "[method]sink-task.put", author: "sink task's method `put`", wit: "put: func(topic: string, first-offset: u64, records: record-batch) -> result<_, task-error>" },
+    WorldFunc { interface: "sink", export: "[method]sink-task.flush", author: "sink task's method `flush`", wit: "flush: func() -> result<list<position>, task-error>" },
+    WorldFunc { interface: "sink", export: "[method]sink-task.stop", author: "sink task's method `stop`", wit: "stop: func()" },
+];
+
+/// The package every connector world belongs to.
+const PACKAGE: &str = "wasm-connect:connector";
+const PACKAGE_VERSION: &str = "0.1.0";
+
+/// Why a component matches no connector world, in the author's terms: from its export names
+/// and the linker's errors (`errors`, which name the function that did not match).
+fn explain_world_mismatch(exports: &[String], errors: &str) -> Vec<String> {
+    let ours = |interface: &str| format!("{PACKAGE}/{interface}@{PACKAGE_VERSION}");
+    let exported = |interface: &str| exports.iter().any(|e| *e == ours(interface));
+    let mut lines = Vec::new();
+    let other_versions: Vec<&String> = exports
+        .iter()
+        .filter(|e| {
+            e.starts_with(&format!("{PACKAGE}/")) && !e.ends_with(&format!("@{PACKAGE_VERSION}"))
+        })
+        .collect();
+    if !other_versions.is_empty() {
+        lines.push(format!(
+            "it targets another version of the connector API ({}); this host runs {PACKAGE}@{PACKAGE_VERSION}: rebuild against this host's wit/connector.wit",
+            other_versions.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !exported("connector") {
+        lines.push(format!(
+            "it does not export the `connector` interface ({}): Rust: call export_source!/export_sink!; Python: end app.py with `Connector = export_source(...)` or `export_sink(...)`; JS: build with sdk/build.sh, which exports it",
+            ours("connector")
+        ));
+    }
+    if !exported("source") && !exported("sink") {
+        lines.push(
+            "it exports neither the `source` nor the `sink` interface: build for the source-connector or sink-connector world (Rust: SDK feature `source` or `sink`; Python: `componentize-py -w source-connector|sink-connector`; JS: `sdk/build.sh app.js source|sink`)".to_string(),
+        );
+    }
+    let kinds: Vec<&str> = ["source", "sink"]
+        .into_iter()
+        .filter(|k| exported(k))
+        .collect();
+    for func in WORLD_FUNCS
+        .iter()
+        .filter(|f| f.interface == "connector" || kinds.contains(&f.interface))
+    {
+        if errors.contains(&format!("`{}`", func.export)) {
+            lines.push(format!(
+                "the {} is missing or has the wrong type; the host expects `{}`",
+                func.author, func.wit
+            ));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(
+            "its exports do not have the types of this host's wit/connector.wit: rebuild with the SDK of this host's version".to_string(),
+        );
+    }
+    lines
 }
 
 /// Top-level import and export names of a component.

@@ -280,6 +280,15 @@ async fn guarded<T>(
             written,
         });
     }
+    // Likewise a refused memory growth: a guest that turns it into an error of its own
+    // (Python raises MemoryError, which the SDK reports as a task error) still fails with
+    // the host's reason, like one that traps.
+    if store.data().limiter.memory_hit {
+        return Err(GuestFailure::Memory {
+            call,
+            limit: limits.memory_bytes,
+        });
+    }
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Err(_) => Err(GuestFailure::Timeout {
@@ -296,12 +305,7 @@ fn explain(
     state: &TaskState,
     limits: &Limits,
 ) -> GuestFailure {
-    if state.limiter.memory_hit {
-        GuestFailure::Memory {
-            call,
-            limit: limits.memory_bytes,
-        }
-    } else if state.cpu_exhausted {
+    if state.cpu_exhausted {
         GuestFailure::Cpu {
             call,
             budget: limits.cpu_per_call,

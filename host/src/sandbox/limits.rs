@@ -59,6 +59,7 @@ impl Limits {
             topics: 0,
             open_topic_files: 0,
             describe_timeout: Duration::ZERO,
+            compile_time: Duration::ZERO,
         };
         for limit in LIMITS {
             let (Some(key), Field::Connector { get, .. }) = (limit.key, &limit.field) else {
@@ -106,8 +107,6 @@ pub struct WorkerLimits {
     pub restart: RestartPolicy,
     /// The worker-only rows of [`LIMITS`].
     pub worker: WorkerFields,
-    /// Wall-clock and CPU-seconds limit of compiling one plugin component.
-    pub compile_time: Duration,
     /// Address space of the child process that compiles a plugin component.
     pub compile_memory: u64,
 }
@@ -121,6 +120,9 @@ pub struct WorkerFields {
     pub open_topic_files: usize,
     /// Wall-clock and CPU limit of a plugin's `describe` while it loads (`--describe-timeout-ms`).
     pub describe_timeout: Duration,
+    /// Wall-clock and CPU-seconds limit of compiling one plugin component
+    /// (`--compile-timeout-s`).
+    pub compile_time: Duration,
 }
 
 impl Default for WorkerFields {
@@ -158,6 +160,7 @@ impl WorkerLimits {
             topics: 0,
             open_topic_files: 0,
             describe_timeout: Duration::ZERO,
+            compile_time: Duration::ZERO,
         };
         for limit in LIMITS {
             limit.field.set(&mut limits, &mut worker, value_of(limit));
@@ -167,7 +170,6 @@ impl WorkerLimits {
             max_instances: 256,
             restart: RestartPolicy::default(),
             worker,
-            compile_time: Duration::from_secs(60),
             compile_memory: 4 << 30,
         }
     }
@@ -453,6 +455,20 @@ pub const LIMITS: &[Limit] = &[
         hit: "`broken plugin x.wasm: describe did not return within 2000 ms`",
         field: Field::Worker {
             set: |w, v| w.describe_timeout = Duration::from_millis(v as u64),
+        },
+    },
+    Limit {
+        key: None,
+        flag: "compile-timeout-s",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 60,
+        zero_is_unlimited: false,
+        max: 3_600,
+        help: "Wall-clock and CPU seconds compiling one plugin component may take, in s (an 18 MB Python component takes ~5 s on a free core); a slower one is reported broken",
+        hit: "`broken plugin x.wasm: compiling took longer than 60 s and was stopped; …`",
+        field: Field::Worker {
+            set: |w, v| w.compile_time = Duration::from_secs(v as u64),
         },
     },
 ];

@@ -146,7 +146,7 @@ impl Sandbox {
             &self.compiler,
             &self.engine,
             wasm,
-            self.limits.compile_time,
+            self.limits.worker.compile_time,
             self.limits.compile_memory,
         )
         .await?;
