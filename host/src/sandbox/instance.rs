@@ -16,7 +16,8 @@ use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
 use super::{
-    CompileError, Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE,
+    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, Redactor, Sandbox,
+    TaskState, STOP_GRACE,
 };
 
 /// A compiled, linked connector component and the world it targets.
@@ -30,6 +31,13 @@ pub enum ConnectorComponent {
 enum AnyInstance {
     Source(SourceConnector),
     Sink(SinkConnector),
+}
+
+/// A short-lived connector-level instance, its store and its slot (dropped in this order).
+struct ConnectorCall {
+    store: Store<TaskState>,
+    instance: AnyInstance,
+    _slot: InstanceSlot,
 }
 
 /// Runs `$call` (given the interface `$c` and the store `$s`) on the `connector` interface
@@ -95,8 +103,8 @@ impl ConnectorComponent {
             connector: String::new(),
             task: None,
         };
-        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut store, limits, "describe", &instance, |c, s| c
+        let mut call = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut call.store, limits, "describe", &call.instance, |c, s| c
             .call_describe(s))
     }
 
@@ -107,8 +115,8 @@ impl ConnectorComponent {
         limits: &Limits,
         config: &Config,
     ) -> Result<Result<(), Vec<ConfigError>>, GuestFailure> {
-        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut store, limits, "validate", &instance, |c, s| c
+        let mut call = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut call.store, limits, "validate", &call.instance, |c, s| c
             .call_validate(s, config))
     }
 
@@ -120,8 +128,8 @@ impl ConnectorComponent {
         config: &Config,
         max_tasks: u32,
     ) -> Result<Result<Vec<Config>, String>, GuestFailure> {
-        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut store, limits, "task-configs", &instance, |c, s| c
+        let mut call = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut call.store, limits, "task-configs", &call.instance, |c, s| c
             .call_task_configs(s, config, max_tasks))
     }
 
@@ -130,7 +138,8 @@ impl ConnectorComponent {
         sandbox: &Sandbox,
         identity: Identity,
         limits: &Limits,
-    ) -> Result<(Store<TaskState>, AnyInstance), GuestFailure> {
+    ) -> Result<ConnectorCall, GuestFailure> {
+        let slot = sandbox.call_slot().await?;
         let mut store = sandbox.store(
             TaskState::new(
                 identity,
@@ -152,7 +161,11 @@ impl ConnectorComponent {
                 .map(AnyInstance::Sink),
         };
         let instance = instance.map_err(instantiate_failure)?;
-        Ok((store, instance))
+        Ok(ConnectorCall {
+            store,
+            instance,
+            _slot: slot,
+        })
     }
 }
 
@@ -336,6 +349,8 @@ pub struct SourceInstance {
     task: ResourceAny,
     limits: Limits,
     cancel: Cancel,
+    /// Last: freed once the store is gone.
+    _slot: InstanceSlot,
 }
 
 impl SourceInstance {
@@ -345,6 +360,7 @@ impl SourceInstance {
         pre: &SourceConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
+        let slot = sandbox.task_slot().await?;
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
@@ -361,6 +377,7 @@ impl SourceInstance {
             task,
             limits,
             cancel,
+            _slot: slot,
         }))
     }
 
@@ -417,6 +434,8 @@ pub struct SinkInstance {
     task: ResourceAny,
     limits: Limits,
     cancel: Cancel,
+    /// Last: freed once the store is gone.
+    _slot: InstanceSlot,
 }
 
 impl SinkInstance {
@@ -426,6 +445,7 @@ impl SinkInstance {
         pre: &SinkConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
+        let slot = sandbox.task_slot().await?;
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
@@ -442,6 +462,7 @@ impl SinkInstance {
             task,
             limits,
             cancel,
+            _slot: slot,
         }))
     }
 

@@ -91,6 +91,9 @@ pub enum PutError {
     Guest(String),
     #[error("{0}")]
     Storage(String),
+    /// Its tasks would take this worker past `--max-instances`.
+    #[error("{0}")]
+    NoRoom(String),
 }
 
 /// A connector this worker runs.
@@ -313,7 +316,7 @@ impl Worker {
             })?;
         let tasks = self.check_config(name, &plugin, &config).await?;
         let timestamp = now_millis().to_string();
-        let tasks = tasks
+        let tasks: Vec<Properties> = tasks
             .into_iter()
             .map(|task| {
                 let mut task: Properties = task.into_iter().collect();
@@ -328,16 +331,17 @@ impl Worker {
             return Ok(attempt);
         }
         config.insert(UPDATE_TIMESTAMP.into(), timestamp);
-        let existing_target = self
-            .connectors
-            .lock()
-            .await
-            .get(name)
-            .map(|c| c.stored.target);
+        let target = {
+            let connectors = self.connectors.lock().await;
+            let existing = connectors.get(name).map(|c| c.stored.target);
+            let target = existing.or(initial).unwrap_or_default();
+            self.check_room(&connectors, name, target, tasks.len())?;
+            target
+        };
         let stored = StoredConnector {
             config,
             tasks,
-            target: existing_target.or(initial).unwrap_or_default(),
+            target,
         };
         let revision = self
             .persist(name, Some(&stored))
@@ -355,6 +359,35 @@ impl Worker {
         let put = self.answer(outcome, &running);
         connectors.insert(name.to_string(), running);
         Ok(Attempt::Done(put))
+    }
+
+    /// Refuses a put that would make this worker run more task instances than
+    /// `--max-instances`: `tasks` new ones for `name` in state `target`, beside the tasks of
+    /// every other connector that is not stopped. In a cluster the leader spreads the tasks
+    /// and a task that finds no slot fails with the same reason.
+    fn check_room(
+        &self,
+        connectors: &BTreeMap<String, RunningConnector>,
+        name: &str,
+        target: TargetState,
+        tasks: usize,
+    ) -> Result<(), PutError> {
+        if self.cluster.is_some() || target == TargetState::Stopped {
+            return Ok(());
+        }
+        let max = self.sandbox.limits().worker.instances;
+        let others: usize = connectors
+            .iter()
+            .filter(|(other, c)| *other != name && c.stored.target != TargetState::Stopped)
+            .map(|(_, c)| c.stored.tasks.len())
+            .sum();
+        if others + tasks <= max {
+            return Ok(());
+        }
+        Err(PutError::NoRoom(format!(
+            "connector {name} needs {tasks} task instance(s) and the other connectors run {others}: {} would be more than --max-instances {max} on this worker; raise --max-instances, or stop or delete connectors",
+            others + tasks
+        )))
     }
 
     /// Whether a put of `config` is refused or a no-op given what is stored now: None when

@@ -535,7 +535,7 @@ fn put_error(error: PutError) -> ApiError {
             "Connector configuration is invalid and contains the following 1 error(s):\n{error}\n\
              You can also find the above list of errors at the endpoint `/connector-plugins/{{connectorType}}/config/validate`"
         )),
-        PutError::InvalidName(_) | PutError::UnknownPlugin { .. } | PutError::Other(_) => ApiError::bad_request(error.to_string()),
+        PutError::InvalidName(_) | PutError::UnknownPlugin { .. } | PutError::Other(_) | PutError::NoRoom(_) => ApiError::bad_request(error.to_string()),
         PutError::Guest(_) | PutError::Storage(_) => ApiError::internal(error.to_string()),
     }
 }
