@@ -50,15 +50,17 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
     if !expand.contains(&"status") && !expand.contains(&"info") {
         return reply(StatusCode::OK, json!(configs.keys().collect::<Vec<_>>()));
     }
+    // One bulk read of every status, not one per connector.
+    let statuses = worker.statuses().await;
     let mut out = Map::new();
     for (name, stored) in &configs {
         // A connector deleted meanwhile is left out, as Kafka Connect does.
-        let Some(status) = worker.status(name).await else {
+        let Some(status) = statuses.get(name) else {
             continue;
         };
         let mut entry = Map::new();
         if expand.contains(&"status") {
-            entry.insert("status".into(), status_json(name, &status));
+            entry.insert("status".into(), status_json(name, status));
         }
         if expand.contains(&"info") {
             entry.insert("info".into(), info_json(name, stored, status.kind));
