@@ -183,7 +183,6 @@ async fn pipeline(
     let worker = Worker::new(
         "bench@0".into(),
         sandbox.clone(),
-        storage.clone(),
         (
             Arc::new(EmbeddedPlane(storage.clone())),
             Arc::new(EmbeddedControl(storage.clone())),

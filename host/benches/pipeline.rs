@@ -8,6 +8,8 @@
 //! Run: `cargo bench --bench pipeline` (N = 1,000,000; set `PIPELINE_LINES` to change).
 
 mod common;
+#[path = "../../tests/common/native.rs"]
+mod native;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,22 +18,22 @@ use std::time::{Duration, Instant};
 use common::{
     median, run_file_pipeline, sink_config, source_config, wait_for_bytes, write_input, LINE_BYTES,
 };
+use native::{NativeHost, NativeSink, NativeSource};
 use wasm_connect::plugins::PluginRegistry;
-use wasm_connect::sandbox::types::{Config, Position, RecordBatch, TaskError};
+use wasm_connect::sandbox::types::{Config, RecordBatch};
 use wasm_connect::sandbox::{
-    capabilities::DirGrant, Capabilities, ConnectorComponent, Grants, GuestFailure, Identity,
-    Limits, Redactor, Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
+    capabilities::DirGrant, Capabilities, ConnectorComponent, Grants, Identity, Limits, Redactor,
+    Sandbox, SinkInstance, SourceInstance, TaskSetup, WorkerLimits,
 };
 use wasm_connect::storage::{
     EmbeddedControl, EmbeddedPlane, OpenFiles, Producer, Properties, Storage, TopicLog,
 };
-use wasm_connect::worker::batch::Partitions;
 use wasm_connect::worker::control::ControlPlane;
 use wasm_connect::worker::plane::DataPlane;
-use wasm_connect::worker::sink::{self, SinkCalls};
-use wasm_connect::worker::source::{self, SourceCalls};
-use wasm_connect::worker::{CallResult, Stopping, TaskContext, TaskHandle, Worker};
-use wasm_connect_sdk::{BatchReader, BatchWriter, Host, LogLevel, Record, SinkTask, SourceTask};
+use wasm_connect::worker::sink::SinkCalls;
+use wasm_connect::worker::source::SourceCalls;
+use wasm_connect::worker::{Stopping, TaskContext, TaskHandle, Worker};
+use wasm_connect_sdk::{BatchWriter, Record, SinkTask, SourceTask};
 
 /// Runs of each measurement; the median is reported.
 const RUNS: usize = 3;
@@ -171,7 +173,6 @@ async fn wasm_pipeline(
     let worker = Worker::new(
         "bench@0".into(),
         sandbox.clone(),
-        storage.clone(),
         (
             Arc::new(EmbeddedPlane(storage.clone())),
             Arc::new(EmbeddedControl(storage)),
@@ -228,27 +229,13 @@ async fn native_pipeline(
         &runtime,
         Stopping::default(),
         context("source", "file-source", source_config(input)),
-        |ctx| async move {
-            let (committed, sequence) = source::resume_point(&ctx).await.expect("resume point");
-            let partitions = Partitions::new(committed.keys().cloned());
-            let task =
-                file_source::FileSourceTask::start(&sdk_config(&ctx), &NativeHost(committed))
-                    .expect("start");
-            let mut ctx = ctx;
-            source::drive(&mut ctx, NativeSource(task), sequence, partitions).await
-        },
+        |mut ctx| async move { native::file_source_task(&mut ctx).await },
     );
     let sink = TaskHandle::spawn(
         &runtime,
         Stopping::default(),
         context("sink", "file-sink", sink_config(&output)),
-        |ctx| async move {
-            let (committed, subscriptions) = sink::resume_point(&ctx).await.expect("resume point");
-            let task = file_sink::FileSinkTask::start(&sdk_config(&ctx), &NativeHost(committed))
-                .expect("start");
-            let mut ctx = ctx;
-            sink::drive(&mut ctx, NativeSink(task), subscriptions).await
-        },
+        |mut ctx| async move { native::file_sink_task(&mut ctx).await },
     );
     wait_for_bytes(&output, expected_bytes).await?;
     let elapsed = started.elapsed();
@@ -399,97 +386,6 @@ async fn put_only(
     Ok((wasm_ns, native_ns))
 }
 
-fn sdk_config(ctx: &TaskContext) -> wasm_connect_sdk::Config {
-    ctx.config
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 fn rate(records: usize, elapsed: Duration) -> f64 {
     records as f64 / elapsed.as_secs_f64()
-}
-
-/// The host interface for natively compiled connector code.
-struct NativeHost(std::collections::BTreeMap<String, String>);
-
-impl Host for NativeHost {
-    fn log(&self, _level: LogLevel, message: &str) {
-        println!("{message}");
-    }
-    fn committed_position(&self, partition: &str) -> Option<String> {
-        self.0.get(partition).cloned()
-    }
-    fn connector_name(&self) -> String {
-        "native".into()
-    }
-    fn task_id(&self) -> Option<u32> {
-        Some(0)
-    }
-}
-
-fn task_error(error: wasm_connect_sdk::TaskError) -> TaskError {
-    match error {
-        wasm_connect_sdk::TaskError::Retriable(m) => TaskError::Retriable(m),
-        wasm_connect_sdk::TaskError::Fatal(m) => TaskError::Fatal(m),
-    }
-}
-
-struct NativeSource(file_source::FileSourceTask);
-
-impl SourceCalls for NativeSource {
-    async fn poll(&mut self, max_records: u32, max_bytes: u32) -> CallResult<RecordBatch> {
-        let mut out = BatchWriter::new();
-        let polled = self
-            .0
-            .poll(&mut out, max_records, max_bytes)
-            .map_err(task_error);
-        let (count, frames) = out.into_parts();
-        Ok(polled.map(|()| RecordBatch { count, frames }))
-    }
-
-    async fn commit(&mut self, positions: &[Position]) -> Result<(), GuestFailure> {
-        let positions: Vec<_> = positions
-            .iter()
-            .map(|p| wasm_connect_sdk::Position {
-                partition: p.partition.clone(),
-                position: p.position.clone(),
-            })
-            .collect();
-        self.0.commit(&positions);
-        Ok(())
-    }
-
-    async fn stop(mut self) -> Result<(), GuestFailure> {
-        self.0.stop();
-        Ok(())
-    }
-}
-
-struct NativeSink(file_sink::FileSinkTask);
-
-impl SinkCalls for NativeSink {
-    async fn put(&mut self, topic: &str, first_offset: u64, batch: &RecordBatch) -> CallResult<()> {
-        Ok(self
-            .0
-            .put(topic, first_offset, BatchReader::new(&batch.frames))
-            .map_err(task_error))
-    }
-
-    async fn flush(&mut self) -> CallResult<Vec<Position>> {
-        let flushed = self.0.flush().map_err(task_error);
-        Ok(flushed.map(|ps| {
-            ps.into_iter()
-                .map(|p| Position {
-                    partition: p.partition,
-                    position: p.position,
-                })
-                .collect()
-        }))
-    }
-
-    async fn stop(mut self) -> Result<(), GuestFailure> {
-        self.0.stop();
-        Ok(())
-    }
 }

@@ -5,12 +5,14 @@
 //! - `sandbox`: wasmtime engine, WIT bindings, per-store state, every limit;
 //! - `plugins`: the plugin directory and which plugin serves a `connector-class`;
 //! - `worker`: connectors and their task actors (source and sink loops);
+//! - `config`: how config values are written (lists, `${…}` references);
 //! - `names`: the one rule for connector and plugin names, and escaping of untrusted text;
 //! - `storage`: durable state (redb) and topic logs;
 //! - `api`: the REST APIs; `server`: wiring and shutdown.
 
 pub mod api;
 pub mod cluster;
+pub mod config;
 pub mod names;
 pub mod plugins;
 pub mod sandbox;

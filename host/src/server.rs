@@ -19,7 +19,7 @@ use crate::cluster::{coordinator, Cluster, ClusterOptions};
 use crate::plugins::PluginRegistry;
 use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
 use crate::storage::{EmbeddedControl, EmbeddedPlane, Storage};
-use crate::worker::control::ControlPlane;
+use crate::worker::control::{ControlPlane, Reconcile};
 use crate::worker::plane::DataPlane;
 use crate::worker::Worker;
 
@@ -107,18 +107,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             Arc::new(EmbeddedControl(storage.clone())),
         ),
     };
-    let mut worker = Worker::new(
+    let worker = Arc::new(Worker::new(
         worker_id.clone(),
         sandbox,
-        storage,
         planes,
         plugins,
         tasks.handle(),
-    );
-    if let Some(cluster) = &cluster {
-        worker = worker.with_cluster(cluster.clone());
-    }
-    let worker = Arc::new(worker);
+    ));
     let restoring = worker.restore().await?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
 
@@ -167,7 +162,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .context("restoring the stored connectors crashed")?;
     let coordinator = match &cluster {
         Some(cluster) => {
-            Some(coordinator::start(cluster.clone(), worker.clone(), shutdown.subscribe()).await?)
+            let reconcile: Arc<dyn Reconcile> = worker.clone();
+            Some(coordinator::start(cluster.clone(), reconcile, shutdown.subscribe()).await?)
         }
         None => None,
     };

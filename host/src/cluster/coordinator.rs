@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::allocation::{allocate, Assignment};
-use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
+use super::{from_key_part, key_part, Cluster, ClusterError, HEARTBEAT, LIVE_TTL};
 use crate::storage::StoredConnector;
-use crate::worker::{RestartRequest, TaskStatus, Worker};
+use crate::worker::control::Reconcile;
+use crate::worker::{RestartRequest, TaskStatus};
 
 const CONNECTOR_PREFIX: &str = "connector.";
 const ASSIGNMENT_KEY: &str = "assignment";
@@ -49,38 +50,32 @@ impl Cluster {
         &self,
         name: &str,
         stored: Option<&StoredConnector>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ClusterError> {
         let key = format!("{CONNECTOR_PREFIX}{}", key_part(name));
-        let result = match stored {
+        let failed = |e: async_nats::Error| ClusterError::kv(&key, e);
+        match stored {
             Some(stored) => {
-                let json = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
-                self.config
-                    .put(&key, json.into())
-                    .await
-                    .map_err(|e| e.to_string())
+                let json = serde_json::to_vec(stored).map_err(|e| ClusterError::json(&key, e))?;
+                let put = self.config.put(&key, json.into()).await;
+                put.map_err(|e| failed(e.into()))
             }
-            None => match self.config.delete(&key).await {
-                Ok(()) => self
-                    .config
-                    .entry(&key)
-                    .await
-                    .map(|e| e.map_or(0, |e| e.revision))
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        result.map_err(|e| format!("cannot store connector {name} in the cluster: {e}"))
+            None => {
+                let deleted = self.config.delete(&key).await;
+                deleted.map_err(|e| failed(e.into()))?;
+                let entry = self.config.entry(&key).await;
+                let entry = entry.map_err(|e| failed(e.into()))?;
+                Ok(entry.map_or(0, |e| e.revision))
+            }
+        }
     }
 
     /// The current assignment (empty before the first leader wrote one).
-    pub async fn assignment(&self) -> Result<Assignment, String> {
-        match self
-            .config
-            .get(ASSIGNMENT_KEY)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("assignment: {e}")),
+    pub async fn stored_assignment(&self) -> Result<Assignment, ClusterError> {
+        let read = self.config.get(ASSIGNMENT_KEY).await;
+        match read.map_err(|e| ClusterError::kv(ASSIGNMENT_KEY, e))? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| ClusterError::json(ASSIGNMENT_KEY, e))
+            }
             None => Ok(Assignment::default()),
         }
     }
@@ -158,11 +153,11 @@ impl Cluster {
 /// being started.
 pub async fn start(
     cluster: Arc<Cluster>,
-    worker: Arc<Worker>,
+    worker: Arc<dyn Reconcile>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    cluster.heartbeat().await.map_err(anyhow::Error::msg)?;
-    let revision = load(&cluster, &worker).await?;
+    cluster.heartbeat().await?;
+    let revision = load(&cluster, worker.as_ref()).await?;
     let restarts = cluster
         .js
         .client()
@@ -192,25 +187,28 @@ fn spawn_until(
 }
 
 /// Applies every connector and the assignment the bucket holds; returns the newest revision.
-async fn load(cluster: &Cluster, worker: &Worker) -> anyhow::Result<u64> {
+async fn load(cluster: &Cluster, worker: &dyn Reconcile) -> anyhow::Result<u64> {
     let keys: Vec<String> = match cluster.config.keys().await {
         Ok(keys) => keys.try_collect().await?,
         Err(e) => anyhow::bail!("cannot list the cluster's connectors: {e}"),
     };
     let mut newest = 0;
+    let connectors = keys
+        .iter()
+        .filter(|k| k.starts_with(CONNECTOR_PREFIX))
+        .count();
     for key in keys {
         if let Some(entry) = cluster.config.entry(&key).await? {
             newest = newest.max(entry.revision);
-            apply(worker, entry).await;
+            apply(cluster, worker, entry).await;
         }
     }
-    let connectors = worker.connector_names().await.len();
     tracing::info!(connectors, "loaded the cluster's connectors");
     Ok(newest)
 }
 
 /// Follows the config bucket from `revision` on, for as long as the process runs.
-async fn follow_configs(cluster: Arc<Cluster>, worker: Arc<Worker>, mut revision: u64) {
+async fn follow_configs(cluster: Arc<Cluster>, worker: Arc<dyn Reconcile>, mut revision: u64) {
     loop {
         let mut watch = match cluster.config.watch_all_from_revision(revision + 1).await {
             Ok(watch) => watch,
@@ -224,7 +222,7 @@ async fn follow_configs(cluster: Arc<Cluster>, worker: Arc<Worker>, mut revision
             match next {
                 Ok(entry) => {
                     revision = revision.max(entry.revision);
-                    apply(&worker, entry).await;
+                    apply(&cluster, worker.as_ref(), entry).await;
                 }
                 Err(e) => {
                     tracing::warn!("watching the cluster's configs: {e}; watching again");
@@ -238,7 +236,7 @@ async fn follow_configs(cluster: Arc<Cluster>, worker: Arc<Worker>, mut revision
 /// Restarts what other workers ask this one to restart.
 async fn follow_restarts(
     cluster: Arc<Cluster>,
-    worker: Arc<Worker>,
+    worker: Arc<dyn Reconcile>,
     mut requests: async_nats::Subscriber,
 ) {
     while let Some(message) = requests.next().await {
@@ -260,11 +258,16 @@ async fn follow_restarts(
 }
 
 /// Applies one change of the config bucket to this worker.
-async fn apply(worker: &Worker, entry: kv::Entry) {
+async fn apply(cluster: &Cluster, worker: &dyn Reconcile, entry: kv::Entry) {
     let is_put = entry.operation == kv::Operation::Put;
     if entry.key == ASSIGNMENT_KEY {
         match serde_json::from_slice::<Assignment>(&entry.value) {
-            Ok(assignment) if is_put => worker.apply_assignment(assignment).await,
+            Ok(assignment) if is_put => {
+                let generation = assignment.generation;
+                cluster.set_applied(assignment);
+                tracing::info!(generation, "applying the cluster's assignment");
+                worker.placement_changed().await;
+            }
             Ok(_) => {}
             Err(e) => tracing::error!("unreadable assignment in the cluster: {e}"),
         }
@@ -291,7 +294,11 @@ async fn apply(worker: &Worker, entry: kv::Entry) {
 /// The leader rebalances only once its own heartbeats have succeeded for a whole
 /// [`LIVE_TTL`]: after NATS was unreachable (a failover), every heartbeat may have expired
 /// meanwhile, and the live workers are known again only when each has refreshed its own.
-async fn tick(cluster: Arc<Cluster>, worker: Arc<Worker>, mut shutdown: watch::Receiver<bool>) {
+async fn tick(
+    cluster: Arc<Cluster>,
+    worker: Arc<dyn Reconcile>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut lease = None;
     // `start` put this worker's heartbeat: the others' are current unless NATS fails over.
     let mut healthy_since = Instant::now()
@@ -310,7 +317,7 @@ async fn tick(cluster: Arc<Cluster>, worker: Arc<Worker>, mut shutdown: watch::R
             continue;
         }
         if cluster.hold_lease(&mut lease).await && healthy_since.elapsed() >= LIVE_TTL {
-            if let Err(e) = rebalance(&cluster, &worker).await {
+            if let Err(e) = rebalance(&cluster, worker.as_ref()).await {
                 tracing::warn!("rebalance: {e}");
             }
         }
@@ -319,21 +326,18 @@ async fn tick(cluster: Arc<Cluster>, worker: Arc<Worker>, mut shutdown: watch::R
 }
 
 /// Leader only: writes a new assignment when the live workers or the connectors changed.
-async fn rebalance(cluster: &Cluster, worker: &Worker) -> Result<(), String> {
+async fn rebalance(cluster: &Cluster, worker: &dyn Reconcile) -> Result<(), ClusterError> {
     let workers = cluster.live_workers().await?;
     let connectors = worker.task_counts().await;
     let mut next = allocate(cluster.options.strategy, &workers, &connectors);
-    let current = cluster.assignment().await?;
+    let current = cluster.stored_assignment().await?;
     if next.same_placement(&current) || workers.is_empty() {
         return Ok(());
     }
     next.generation = current.generation + 1;
-    let json = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
-    cluster
-        .config
-        .put(ASSIGNMENT_KEY, json.into())
-        .await
-        .map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&next).map_err(|e| ClusterError::json(ASSIGNMENT_KEY, e))?;
+    let put = cluster.config.put(ASSIGNMENT_KEY, json.into()).await;
+    put.map_err(|e| ClusterError::kv(ASSIGNMENT_KEY, e))?;
     let tasks: usize = next.tasks.values().map(Vec::len).sum();
     tracing::info!(
         generation = next.generation,

@@ -7,29 +7,31 @@
 //! - `task.<connector>.<n>`: the lock a worker takes before it starts a task, so a task never
 //!   runs on two workers at once, even while an assignment is moving it.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use async_nats::jetstream::kv;
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
-use super::{from_key_part, key_part, Cluster, HEARTBEAT, LIVE_TTL};
+use super::{from_key_part, key_part, Cluster, ClusterError, HEARTBEAT, LIVE_TTL};
 use crate::storage::StoredConnector;
-use crate::worker::control::{ControlError, ControlPlane, TaskLease};
-use crate::worker::TaskStatus;
+use crate::worker::control::{ControlError, ControlPlane, Owner, RemoteTask, TaskLease};
+use crate::worker::{RestartRequest, TaskStatus};
 
 const WORKER_PREFIX: &str = "worker.";
 const LEADER_KEY: &str = "leader";
 
 impl Cluster {
     /// Refreshes this worker's heartbeat.
-    pub async fn heartbeat(&self) -> Result<(), String> {
+    pub async fn heartbeat(&self) -> Result<(), ClusterError> {
         let key = format!("{WORKER_PREFIX}{}", key_part(self.worker_id()));
-        self.live
+        let put = self
+            .live
             .put(key, self.worker_id().to_string().into())
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("heartbeat: {e}"))
+            .await;
+        put.map(|_| ())
+            .map_err(|e| ClusterError::Heartbeat { source: e.into() })
     }
 
     /// Removes this worker's heartbeat, so the others rebalance at once (graceful leave).
@@ -41,15 +43,16 @@ impl Cluster {
     }
 
     /// The ids of the workers whose heartbeat has not expired, sorted.
-    pub async fn live_workers(&self) -> Result<Vec<String>, String> {
+    pub async fn live_workers(&self) -> Result<Vec<String>, ClusterError> {
+        let listing = |e: async_nats::Error| ClusterError::Workers { source: e };
         let keys: Vec<String> = self
             .live
             .keys()
             .await
-            .map_err(|e| format!("listing workers: {e}"))?
+            .map_err(|e| listing(e.into()))?
             .try_collect()
             .await
-            .map_err(|e| format!("listing workers: {e}"))?;
+            .map_err(|e| listing(e.into()))?;
         let mut workers: Vec<String> = keys
             .iter()
             .filter_map(|key| from_key_part(key.strip_prefix(WORKER_PREFIX)?))
@@ -62,20 +65,12 @@ impl Cluster {
     /// True while this worker leads.
     pub async fn hold_lease(&self, held: &mut Option<u64>) -> bool {
         let me = bytes::Bytes::from(self.worker_id().to_string());
-        let result = match *held {
-            Some(revision) => self
-                .live
-                .update(LEADER_KEY, me, revision)
-                .await
-                .map_err(|e| e.to_string()),
-            None => self
-                .live
-                .create(LEADER_KEY, me)
-                .await
-                .map_err(|e| e.to_string()),
+        let taken = match *held {
+            Some(revision) => self.live.update(LEADER_KEY, me, revision).await.ok(),
+            None => self.live.create(LEADER_KEY, me).await.ok(),
         };
         let was_leader = held.is_some();
-        *held = result.ok();
+        *held = taken;
         if held.is_some() != was_leader {
             let now = if held.is_some() {
                 "now leads"
@@ -190,7 +185,9 @@ impl TaskLease for TaskLock {
     }
 }
 
-/// Task leases are the task locks; states go to the `status` bucket.
+/// Configs live in the `config` bucket (the coordinator loads them), placement is the last
+/// assignment applied, task leases are the task locks, states go to the `status` bucket and
+/// restart requests to every worker.
 #[async_trait::async_trait]
 impl ControlPlane for Cluster {
     async fn persist_config(
@@ -199,7 +196,57 @@ impl ControlPlane for Cluster {
         stored: Option<&StoredConnector>,
     ) -> Result<u64, ControlError> {
         let revision = self.put_connector(name, stored).await;
-        revision.map_err(ControlError::Cluster)
+        revision.map_err(|e| e.persisting(name))
+    }
+
+    async fn stored_connectors(&self) -> Result<Vec<(String, StoredConnector)>, ControlError> {
+        Ok(Vec::new())
+    }
+
+    fn tasks_here(&self, connector: &str, tasks: usize) -> Vec<usize> {
+        self.applied()
+            .tasks_of(connector, self.worker_id())
+            .into_iter()
+            .filter(|task| *task < tasks)
+            .collect()
+    }
+
+    fn connector_owner(&self, connector: &str) -> Owner {
+        match self.applied().connectors.get(connector) {
+            Some(owner) if owner == self.worker_id() => Owner::Here,
+            Some(owner) => Owner::Worker(owner.clone()),
+            None => Owner::Unassigned,
+        }
+    }
+
+    async fn other_workers(&self) -> Vec<String> {
+        let mut workers = self.live_workers().await.unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            Vec::new()
+        });
+        workers.retain(|worker| worker != self.worker_id());
+        workers
+    }
+
+    async fn remote_tasks(&self, connector: &str, tasks: usize) -> BTreeMap<usize, RemoteTask> {
+        let assignment = self.applied();
+        let mut reports = self.task_reports(connector, tasks).await;
+        (0..tasks)
+            .map(|task| {
+                let owner = assignment.owner(connector, task).unwrap_or_default();
+                let reported = reports
+                    .remove(&task)
+                    .filter(|report| report.worker == owner)
+                    .map(|report| report.status);
+                let owner = owner.to_string();
+                (task, RemoteTask { owner, reported })
+            })
+            .collect()
+    }
+
+    async fn restart_elsewhere(&self, request: &RestartRequest) -> bool {
+        self.request_restart(request).await;
+        true
     }
 
     async fn lease_task(

@@ -13,6 +13,7 @@
 
 pub mod allocation;
 pub mod coordinator;
+pub mod error;
 pub mod membership;
 pub mod plane;
 
@@ -22,6 +23,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 
 pub use allocation::{Assignment, Strategy};
+pub use error::ClusterError;
 
 /// How often a worker refreshes its heartbeat, the lease and its task locks, and how often
 /// the leader looks at membership and configs.
@@ -65,6 +67,8 @@ pub struct Cluster {
     status: kv::Store,
     /// The topic streams opened so far, by topic.
     streams: std::sync::Mutex<std::collections::HashMap<String, jetstream::stream::Stream>>,
+    /// The assignment this worker last applied: which tasks run here.
+    applied: std::sync::Mutex<Assignment>,
 }
 
 impl Cluster {
@@ -94,18 +98,22 @@ impl Cluster {
         // Workers starting together race to create the buckets, and a request that loses
         // the race can time out: open what exists, create what does not, and try again.
         let open = async |config: kv::Config| {
-            let mut last_error = String::new();
+            let mut last_error = None;
             for _ in 0..CREATE_ATTEMPTS {
                 if let Ok(store) = js.get_key_value(&config.bucket).await {
                     return Ok(store);
                 }
                 match js.create_key_value(config.clone()).await {
                     Ok(store) => return Ok(store),
-                    Err(e) => last_error = e.to_string(),
+                    Err(e) => last_error = Some(e),
                 }
                 tokio::time::sleep(HEARTBEAT).await;
             }
-            Err(replicas_hint(&config.bucket, last_error, options.replicas)).with_context(|| {
+            let cause = match &last_error {
+                Some(e) => format!("{e}{}", error::replicas_hint(e, options.replicas)),
+                None => "no answer".to_string(),
+            };
+            Err(anyhow::anyhow!("cannot create {}: {cause}", config.bucket)).with_context(|| {
                 format!(
                     "cannot open the cluster's buckets: check that NATS at {} is reachable and runs JetStream (nats-server 2.11 or newer)",
                     options.servers
@@ -131,11 +139,25 @@ impl Cluster {
             offsets,
             status,
             streams: Default::default(),
+            applied: Default::default(),
         })
     }
 
     pub fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    /// The assignment this worker last applied.
+    pub fn applied(&self) -> Assignment {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `assignment` the one this worker applies.
+    pub(super) fn set_applied(&self, assignment: Assignment) {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = assignment;
     }
 }
 
@@ -151,17 +173,6 @@ fn validate_cluster_id(id: &str) -> anyhow::Result<()> {
         "invalid --cluster-id {id:?}: use 1 to 64 letters, digits, '-' or '_'"
     );
     Ok(())
-}
-
-/// A creation error, with the likely fix when the servers cannot hold the replicas asked for.
-fn replicas_hint(what: &str, error: String, replicas: usize) -> anyhow::Error {
-    if replicas > 1 && (error.contains("replicas") || error.contains("insufficient")) {
-        anyhow::anyhow!(
-            "cannot create {what} with {replicas} replicas: {error}; a single NATS server holds one copy only: pass --nats-replicas 1, or join more servers"
-        )
-    } else {
-        anyhow::anyhow!("cannot create {what}: {error}")
-    }
 }
 
 /// A KV key for any text (connector names hold characters keys cannot): lowercase hex.

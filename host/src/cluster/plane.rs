@@ -23,7 +23,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{key_part, Cluster};
+use super::error::NatsError;
+use super::{key_part, Cluster, ClusterError};
 use crate::sandbox::types::Position;
 use crate::storage::{LogRead, SinkState};
 use crate::worker::plane::{
@@ -63,7 +64,7 @@ pub struct SourceOffsets {
 
 impl Cluster {
     /// The stream of `topic`, created on first use.
-    async fn topic_stream(&self, topic: &str) -> Result<jetstream::stream::Stream, String> {
+    async fn topic_stream(&self, topic: &str) -> Result<jetstream::stream::Stream, ClusterError> {
         let opened = self
             .streams
             .lock()
@@ -79,7 +80,7 @@ impl Cluster {
                 topic: topic.to_string(),
                 max: self.options.max_topics,
             };
-            return Err(too_many.to_string());
+            return Err(too_many.into());
         }
         let name = format!("wc-{}-{}", self.options.cluster_id, topic.replace('.', "~"));
         let config = jetstream::stream::Config {
@@ -96,12 +97,13 @@ impl Cluster {
             self.js
                 .get_or_create_stream(config.clone())
                 .await
-                .map_err(|e| {
-                    let what = format!("stream {name}");
-                    super::replicas_hint(&what, e.to_string(), self.options.replicas).to_string()
+                .map_err(|source| ClusterError::Stream {
+                    stream: name.clone(),
+                    replicas: self.options.replicas,
+                    source,
                 })
         };
-        let stream = retrying(&name, create).await?;
+        let stream = retrying(create).await?;
         self.streams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -120,7 +122,7 @@ impl Cluster {
     /// Routes a polled batch ([`route`], as the embedded path does), publishes each record to
     /// its topic, waits until every record is stored, and commits the positions the batch
     /// completes. Returns them.
-    async fn publish_batch(&self, batch: &StoreBatch) -> Result<Vec<Position>, String> {
+    async fn publish_batch(&self, batch: &StoreBatch) -> Result<Vec<Position>, PlaneError> {
         let connector = &batch.connector;
         let epoch = self.source_state(connector).await?.epoch;
         let mut messages = Vec::with_capacity(batch.batch.count as usize);
@@ -152,7 +154,7 @@ impl Cluster {
                 messages.push((subject.clone(), message));
             },
         );
-        let positions = routed.map_err(|e| e.to_string())?;
+        let positions = routed?;
         for topic in topics.keys() {
             self.topic_stream(topic).await?;
         }
@@ -174,20 +176,20 @@ impl Cluster {
     async fn publish_all(
         &self,
         messages: &[(Subject, jetstream::message::PublishMessage)],
-    ) -> Result<(), String> {
+    ) -> Result<(), ClusterError> {
         let mut todo: Vec<usize> = (0..messages.len()).collect();
         let started = std::time::Instant::now();
         loop {
             let (failed, error) = self.publish_round(messages, &todo).await;
-            if failed.is_empty() {
+            let Some(error) = error else {
                 return Ok(());
-            }
+            };
             if started.elapsed() >= PUBLISH_RETRY_FOR {
-                return Err(format!(
-                    "{} records not stored in {} s: {error}",
-                    failed.len(),
-                    PUBLISH_RETRY_FOR.as_secs()
-                ));
+                return Err(ClusterError::Publish {
+                    failed: failed.len(),
+                    seconds: PUBLISH_RETRY_FOR.as_secs(),
+                    source: error,
+                });
             }
             tracing::warn!(
                 "{} records not stored yet ({error}); publishing them again",
@@ -199,21 +201,22 @@ impl Cluster {
     }
 
     /// One round of [`Cluster::publish_all`] over the messages numbered `todo` (ascending);
-    /// returns the ones to publish again, in order, and the last error.
+    /// returns the ones to publish again, in order, and the last error (None when every
+    /// message was stored).
     async fn publish_round(
         &self,
         messages: &[(Subject, jetstream::message::PublishMessage)],
         todo: &[usize],
-    ) -> (Vec<usize>, String) {
+    ) -> (Vec<usize>, Option<NatsError>) {
         let mut failed = Vec::new();
-        let mut last_error = String::new();
+        let mut last_error = None;
         let mut pending = FuturesUnordered::new();
         for (n, &i) in todo.iter().enumerate() {
             let window = if n == 1 { 1 } else { PUBLISH_WINDOW };
             while pending.len() >= window {
                 if let Some((i, Err(e))) = pending.next().await {
                     failed.push(i);
-                    last_error = e;
+                    last_error = Some(e);
                 }
             }
             if n == 1 && !failed.is_empty() {
@@ -223,18 +226,20 @@ impl Cluster {
             }
             let (subject, message) = &messages[i];
             match self.js.send_publish(subject.clone(), message.clone()).await {
-                Ok(ack) => pending
-                    .push(async move { (i, ack.await.map(|_| ()).map_err(|e| e.to_string())) }),
+                Ok(ack) => pending.push(async move {
+                    let acked = ack.await.map(|_| ()).map_err(NatsError::from);
+                    (i, acked)
+                }),
                 Err(e) => {
                     failed.push(i);
-                    last_error = e.to_string();
+                    last_error = Some(e.into());
                 }
             }
         }
         while let Some((i, result)) = pending.next().await {
             if let Err(e) = result {
                 failed.push(i);
-                last_error = e;
+                last_error = Some(e);
             }
         }
         failed.sort_unstable();
@@ -242,7 +247,7 @@ impl Cluster {
     }
 
     /// A source connector's committed positions and the topics it published to.
-    async fn source_state(&self, connector: &str) -> Result<SourceOffsets, String> {
+    async fn source_state(&self, connector: &str) -> Result<SourceOffsets, ClusterError> {
         read_json(&self.offsets, &source_key(connector)).await
     }
 }
@@ -259,7 +264,7 @@ struct TopicReader {
 impl TopicReader {
     /// (Re)creates the consumer so it delivers from `next_offset`: records delivered but
     /// never received (a fetch lost in a failover) are delivered again.
-    async fn reset(&mut self) -> Result<(), String> {
+    async fn reset(&mut self) -> Result<consumer::PullConsumer, ClusterError> {
         let _ = self.stream.delete_consumer(&self.name).await;
         let deliver_policy = match self.next_offset {
             0 => consumer::DeliverPolicy::All,
@@ -274,36 +279,40 @@ impl TopicReader {
             inactive_threshold: CONSUMER_IDLE,
             ..Default::default()
         };
-        let consumer = self
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| format!("cannot create consumer {}: {e}", self.name))?;
-        self.consumer = Some(consumer);
-        Ok(())
+        let consumer = self.stream.create_consumer(config).await;
+        consumer.map_err(|e| ClusterError::Consumer {
+            name: self.name.clone(),
+            source: e.into(),
+        })
     }
 
     /// The next records, up to the limits, waiting up to [`FETCH_WAIT`] for the first one.
     /// An error leaves the reader to be reset at the next read.
-    async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, String> {
-        if self.consumer.is_none() {
-            self.reset().await?;
-        }
-        let result = match self.fetch(max_records, Some(max_bytes)).await {
-            // The next record alone is larger than the byte budget: it goes alone.
-            Err(e) if e.contains("Exceeds MaxBytes") => self.fetch(1, None).await,
+    async fn read(&mut self, max_records: u32, max_bytes: usize) -> Result<LogRead, ClusterError> {
+        let consumer = match self.consumer.take() {
+            Some(consumer) => consumer,
+            None => self.reset().await?,
+        };
+        let result = match self.fetch(&consumer, max_records, Some(max_bytes)).await {
+            // Refused before any record: the next record alone may be larger than the byte
+            // budget, so it goes alone (any other cause fails this fetch too).
+            Err(ClusterError::FetchRefused { .. }) => self.fetch(&consumer, 1, None).await,
             other => other,
         };
-        match &result {
-            Ok(read) => self.next_offset = read.first_offset + u64::from(read.count),
-            Err(_) => self.consumer = None,
+        if let Ok(read) = &result {
+            self.next_offset = read.first_offset + u64::from(read.count);
+            self.consumer = Some(consumer);
         }
         result
     }
 
     /// One pull request for up to `max_records` records and (when set) `max_bytes` bytes.
-    async fn fetch(&self, max_records: u32, max_bytes: Option<usize>) -> Result<LogRead, String> {
-        let consumer = self.consumer.as_ref().ok_or("no consumer")?;
+    async fn fetch(
+        &self,
+        consumer: &consumer::PullConsumer,
+        max_records: u32,
+        max_bytes: Option<usize>,
+    ) -> Result<LogRead, ClusterError> {
         let mut request = consumer
             .batch()
             .max_messages(max_records.max(1) as usize)
@@ -314,7 +323,7 @@ impl TopicReader {
         let mut messages = request
             .messages()
             .await
-            .map_err(|e| format!("fetch: {e}"))?;
+            .map_err(|e| ClusterError::Fetch { source: e.into() })?;
         let mut frames = wasm_connect_sdk::BatchWriter::new();
         let mut expected = self.next_offset + 1;
         while let Some(message) = messages.next().await {
@@ -323,18 +332,17 @@ impl TopicReader {
                 // The server ends a request at its byte budget with an error status (409);
                 // any error after some records still leaves those records whole and in order.
                 Err(_) if !frames.is_empty() => break,
-                Err(e) => return Err(format!("fetch: {e}")),
+                Err(source) => return Err(ClusterError::FetchRefused { source }),
             };
             let sequence = message
                 .info()
-                .map_err(|e| format!("fetch: {e}"))?
+                .map_err(|source| ClusterError::Fetch { source })?
                 .stream_sequence;
             if sequence != expected {
-                return Err(format!(
-                    "fetch skipped from offset {} to {}; reading again",
-                    expected - 1,
-                    sequence - 1
-                ));
+                return Err(ClusterError::Skipped {
+                    from: expected - 1,
+                    to: sequence.saturating_sub(1),
+                });
             }
             expected += 1;
             let payload = &message.payload;
@@ -362,9 +370,7 @@ impl TopicRead for TopicReader {
         max_bytes: usize,
     ) -> Result<LogRead, PlaneError> {
         // The consumer knows where it stands.
-        TopicReader::read(self, max_records, max_bytes)
-            .await
-            .map_err(PlaneError::Cluster)
+        Ok(TopicReader::read(self, max_records, max_bytes).await?)
     }
 
     /// A full read may have left records behind; a short one did not.
@@ -391,14 +397,11 @@ impl DataPlane for Cluster {
     }
 
     async fn store_batch(&self, batch: StoreBatch) -> Result<Vec<Position>, PlaneError> {
-        self.publish_batch(&batch)
-            .await
-            .map_err(PlaneError::Cluster)
+        self.publish_batch(&batch).await
     }
 
     async fn sink_resume(&self, connector: &str) -> Result<SinkState, PlaneError> {
-        let state = read_json(&self.offsets, &sink_key(connector)).await;
-        state.map_err(PlaneError::Cluster)
+        Ok(read_json(&self.offsets, &sink_key(connector)).await?)
     }
 
     async fn topic_reader(
@@ -408,8 +411,7 @@ impl DataPlane for Cluster {
         topic: &str,
         next_offset: u64,
     ) -> Result<Box<dyn TopicRead>, PlaneError> {
-        let stream = self.topic_stream(topic).await;
-        let stream = stream.map_err(|e| PlaneError::Cluster(format!("topic {topic}: {e}")))?;
+        let stream = self.topic_stream(topic).await?;
         let digest =
             <sha2::Sha256 as sha2::Digest>::digest(format!("{connector}\0{task}\0{topic}"));
         // The consumer is created by the first read, which retries when it fails.
@@ -432,7 +434,7 @@ impl DataPlane for Cluster {
             state.offsets.extend(offsets.iter().cloned());
             state.positions.extend(positions.iter().cloned());
         });
-        committed.await.map_err(PlaneError::Cluster)
+        Ok(committed.await?)
     }
 
     async fn source_offsets(
@@ -440,10 +442,8 @@ impl DataPlane for Cluster {
         connector: &str,
         _producers: &[String],
     ) -> Result<Positions, PlaneError> {
-        let offsets = self.source_state(connector).await;
-        Ok(without_resets(
-            offsets.map_err(PlaneError::Cluster)?.positions,
-        ))
+        let offsets = self.source_state(connector).await?;
+        Ok(without_resets(offsets.positions))
     }
 
     async fn alter_source_offsets(
@@ -457,7 +457,7 @@ impl DataPlane for Cluster {
             offsets.epoch += 1;
             apply_changes(&mut offsets.positions, changes);
         });
-        changed.await.map_err(PlaneError::Cluster)
+        Ok(changed.await?)
     }
 
     async fn alter_sink_offsets(
@@ -469,7 +469,7 @@ impl DataPlane for Cluster {
         let changed = update_json(&self.offsets, &key, |state: &mut SinkState| {
             apply_changes(&mut state.offsets, changes);
         });
-        changed.await.map_err(PlaneError::Cluster)
+        Ok(changed.await?)
     }
 
     async fn source_topics(
@@ -477,12 +477,8 @@ impl DataPlane for Cluster {
         connector: &str,
         _producers: &[String],
     ) -> Result<Vec<String>, PlaneError> {
-        let offsets = self.source_state(connector).await;
-        Ok(offsets
-            .map_err(PlaneError::Cluster)?
-            .topics
-            .into_iter()
-            .collect())
+        let offsets = self.source_state(connector).await?;
+        Ok(offsets.topics.into_iter().collect())
     }
 }
 
@@ -510,10 +506,10 @@ fn apply_changes<V: Clone>(map: &mut BTreeMap<String, V>, changes: &[(String, Op
 async fn read_json<T: Default + DeserializeOwned>(
     store: &kv::Store,
     key: &str,
-) -> Result<T, String> {
-    retrying(key, || async {
-        match store.get(key).await.map_err(|e| e.to_string())? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+) -> Result<T, ClusterError> {
+    retrying(|| async {
+        match store.get(key).await.map_err(|e| ClusterError::kv(key, e))? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| ClusterError::json(key, e)),
             None => Ok(T::default()),
         }
     })
@@ -526,45 +522,49 @@ async fn update_json<T: Default + Serialize + DeserializeOwned>(
     store: &kv::Store,
     key: &str,
     change: impl Fn(&mut T),
-) -> Result<(), String> {
-    retrying(key, || async {
-        let entry = store.entry(key).await.map_err(|e| e.to_string())?;
+) -> Result<(), ClusterError> {
+    retrying(|| async {
+        let entry = store
+            .entry(key)
+            .await
+            .map_err(|e| ClusterError::kv(key, e))?;
         let (mut value, revision) = match entry {
             Some(entry) if entry.operation == kv::Operation::Put => (
-                serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?,
+                serde_json::from_slice(&entry.value).map_err(|e| ClusterError::json(key, e))?,
                 Some(entry.revision),
             ),
             Some(entry) => (T::default(), Some(entry.revision)),
             None => (T::default(), None),
         };
         change(&mut value);
-        let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(&value).map_err(|e| ClusterError::json(key, e))?;
         let written = match revision {
             Some(revision) => store
                 .update(key, bytes.into(), revision)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| ClusterError::kv(key, e)),
             None => store
                 .create(key, bytes.into())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| ClusterError::kv(key, e)),
         };
         written.map(|_| ())
     })
     .await
 }
 
-/// Runs a KV operation on `key` until it succeeds, for up to [`KV_RETRY_FOR`]: KV calls
-/// fail for a few seconds while NATS fails over, and that must not fail the task.
-async fn retrying<T, Op>(key: &str, mut op: impl FnMut() -> Op) -> Result<T, String>
+/// Runs a request until it succeeds, for up to [`KV_RETRY_FOR`], and returns its last error
+/// after that: requests fail for a few seconds while NATS fails over, and that must not fail
+/// the task.
+async fn retrying<T, Op>(mut op: impl FnMut() -> Op) -> Result<T, ClusterError>
 where
-    Op: std::future::Future<Output = Result<T, String>>,
+    Op: std::future::Future<Output = Result<T, ClusterError>>,
 {
     let started = std::time::Instant::now();
     loop {
         match op().await {
             Ok(value) => return Ok(value),
-            Err(e) if started.elapsed() >= KV_RETRY_FOR => return Err(format!("{key}: {e}")),
+            Err(e) if started.elapsed() >= KV_RETRY_FOR => return Err(e),
             Err(_) => tokio::time::sleep(KV_RETRY_PAUSE).await,
         }
     }

@@ -680,7 +680,7 @@ fn one_line(reason: &impl std::fmt::Display) -> String {
 mod tests {
     use super::*;
 
-    use crate::worker::keys::tests::props as config;
+    use crate::config::tests::props as config;
 
     #[test]
     fn semver_orders_by_precedence_and_beats_other_strings() {

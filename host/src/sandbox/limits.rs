@@ -684,7 +684,7 @@ pub fn parse_size(text: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    use crate::worker::keys::tests::props as config;
+    use crate::config::tests::props as config;
 
     #[test]
     fn a_connector_may_lower_limits_but_not_raise_them() {

@@ -1,13 +1,14 @@
 //! The control plane of one worker ([`ControlPlane`]): configs live in redb, every task runs
-//! here, so its lease is always held, and no other worker reads its states.
+//! here, so its lease is always held, and there is no other worker to report to or ask.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::{Storage, StoredConnector};
-use crate::worker::control::{ControlError, ControlPlane, TaskLease};
-use crate::worker::TaskStatus;
+use crate::worker::control::{ControlError, ControlPlane, Owner, RemoteTask, TaskLease};
+use crate::worker::{RestartRequest, TaskStatus};
 
 /// The embedded control plane.
 pub struct EmbeddedControl(pub Arc<Storage>);
@@ -24,6 +25,30 @@ impl ControlPlane for EmbeddedControl {
             None => self.0.state.delete_connector(name)?,
         }
         Ok(0)
+    }
+
+    async fn stored_connectors(&self) -> Result<Vec<(String, StoredConnector)>, ControlError> {
+        Ok(self.0.state.connectors()?.into_iter().collect())
+    }
+
+    fn tasks_here(&self, _connector: &str, tasks: usize) -> Vec<usize> {
+        (0..tasks).collect()
+    }
+
+    fn connector_owner(&self, _connector: &str) -> Owner {
+        Owner::Here
+    }
+
+    async fn other_workers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn remote_tasks(&self, _connector: &str, _tasks: usize) -> BTreeMap<usize, RemoteTask> {
+        BTreeMap::new()
+    }
+
+    async fn restart_elsewhere(&self, _request: &RestartRequest) -> bool {
+        false
     }
 
     async fn lease_task(

@@ -207,7 +207,7 @@ mod tests {
     use super::*;
     use wasm_connect_sdk::{BatchWriter, Record};
 
-    use crate::worker::keys::tests::props as config;
+    use crate::config::tests::props as config;
 
     fn batch(records: &[(&str, &str, &str)]) -> RecordBatch {
         let mut writer = BatchWriter::new();

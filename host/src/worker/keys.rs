@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use super::secrets::is_reference;
+use crate::config::{entries, is_reference};
 use crate::plugins::PLUGIN_VERSION;
 use crate::sandbox::types::{ConfigDef, PathAccess};
 use crate::sandbox::NETWORK_ALLOW_KEY;
@@ -142,21 +142,10 @@ fn as_path(entry: &str) -> PathBuf {
     std::path::absolute(entry).unwrap_or_else(|_| PathBuf::from(entry))
 }
 
-/// The entries of a list value: split on `,`, trimmed, empty ones dropped.
-pub fn entries(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|e| !e.is_empty())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    pub(crate) fn props(pairs: &[(&str, &str)]) -> Properties {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::tests::{def, props};
 
     #[test]
     fn host_keys_come_from_the_user_and_private_keys_from_the_task() {
@@ -188,18 +177,6 @@ pub(crate) mod tests {
         assert!(user_wrote(&user, "secret", "${env:S}"));
         assert!(!user_wrote(&user, "other", "${env:S}"));
         assert!(!user_wrote(&user, "secret", "${env:T}"));
-    }
-
-    pub(crate) fn def(name: &str, path: Option<PathAccess>) -> ConfigDef {
-        ConfigDef {
-            name: name.into(),
-            description: String::new(),
-            value_type: crate::sandbox::types::ValueType::Text,
-            required: false,
-            default_value: None,
-            secret: false,
-            path,
-        }
     }
 
     #[test]

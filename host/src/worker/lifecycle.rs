@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::control::Reconcile;
 use super::task::TaskStatus;
 use super::Worker;
 use crate::sandbox::types::ConnectorKind;
@@ -154,19 +155,18 @@ impl Worker {
             only_failed,
         };
         let mut restarted = self.restart_here(&request).await?;
-        if let Some(cluster) = &self.cluster {
-            let elsewhere = self.status(name).await.map(|s| s.tasks).unwrap_or_default();
-            restarted.extend(
-                elsewhere
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| {
-                        t.worker != self.id && (!only_failed || t.state == RunState::Failed)
-                    })
-                    .map(|(id, _)| id),
-            );
-            cluster.request_restart(&request).await;
-        }
+        // Tasks on other workers (none on a single worker), read before they are asked.
+        let elsewhere = self.status(name).await.map(|s| s.tasks).unwrap_or_default();
+        restarted.extend(
+            elsewhere
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    t.worker != self.id && (!only_failed || t.state == RunState::Failed)
+                })
+                .map(|(id, _)| id),
+        );
+        self.control.restart_elsewhere(&request).await;
         restarted.sort_unstable();
         Ok(restarted)
     }
@@ -186,20 +186,17 @@ impl Worker {
             .await
             .get(name)
             .is_some_and(|n| task < *n);
-        match &self.cluster {
-            Some(cluster) if exists => {
-                cluster.request_restart(&request).await;
-                Ok(())
-            }
-            _ => Err(LifecycleError::TaskNotFound {
-                connector: name.to_string(),
-                task,
-            }),
+        if exists && self.control.restart_elsewhere(&request).await {
+            return Ok(());
         }
+        Err(LifecycleError::TaskNotFound {
+            connector: name.to_string(),
+            task,
+        })
     }
 
     /// Restarts the tasks running on this worker that `request` names; returns their ids.
-    pub async fn restart_here(
+    pub(super) async fn restart_here(
         &self,
         request: &RestartRequest,
     ) -> Result<Vec<usize>, LifecycleError> {
@@ -282,15 +279,7 @@ impl Worker {
             (target, _) => (target.into(), None),
         };
         // In a cluster, the connector's owner by the assignment ("" until it has one).
-        let worker = match &self.cluster {
-            None => self.id.clone(),
-            Some(_) => self
-                .assignment()
-                .connectors
-                .get(name)
-                .cloned()
-                .unwrap_or_default(),
-        };
+        let worker = self.owner_id(name);
         Snapshot {
             target,
             state,
@@ -339,37 +328,35 @@ impl Worker {
                 worker: self.id.clone(),
             }
         };
-        let Some(cluster) = &self.cluster else {
-            return local.values().map(here).collect();
-        };
         if target == TargetState::Stopped {
-            return Vec::new();
+            return local.values().map(here).collect();
         }
-        let assignment = self.assignment();
-        let reports = cluster.task_reports(name, task_count).await;
-        (0..task_count)
-            .map(|task| {
-                if let Some(status) = local.get(&task) {
-                    return here(status);
-                }
-                let owner = assignment.owner(name, task).unwrap_or_default();
-                match reports.get(&task) {
-                    Some(report) if report.worker == owner => {
-                        let (state, trace) = task_state(&report.status, target);
+        let mut tasks: BTreeMap<usize, TaskView> = self
+            .control
+            .remote_tasks(name, task_count)
+            .await
+            .into_iter()
+            .map(|(task, remote)| {
+                let view = match remote.reported {
+                    Some(status) => {
+                        let (state, trace) = task_state(&status, target);
                         TaskView {
                             state,
                             trace,
-                            worker: report.worker.clone(),
+                            worker: remote.owner,
                         }
                     }
-                    _ => TaskView {
+                    None => TaskView {
                         state: RunState::Unassigned,
                         trace: None,
-                        worker: owner.to_string(),
+                        worker: remote.owner,
                     },
-                }
+                };
+                (task, view)
             })
-            .collect()
+            .collect();
+        tasks.extend(local.iter().map(|(task, status)| (*task, here(status))));
+        tasks.into_values().collect()
     }
 
     /// True when the connector exists and all its tasks are running (on any worker).

@@ -23,11 +23,10 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
-use crate::cluster::{Assignment, Cluster};
 use crate::plugins::{Plugin, PluginRegistry, SelectError, PLUGIN_VERSION};
 use crate::sandbox::types::{Config, ConnectorKind};
 use crate::sandbox::{capabilities, Identity, Limits, Sandbox};
-use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
+use crate::storage::{validate_topic_name, Properties, StoredConnector, TargetState};
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, RunState, TaskView};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
@@ -128,9 +127,8 @@ impl RunningConnector {
 pub struct Worker {
     id: String,
     sandbox: Arc<Sandbox>,
-    /// Where connector configs live (until the control plane takes them).
-    storage: Arc<Storage>,
-    /// Where topics and offsets live, and who may run which task: chosen once, at start.
+    /// Where topics and offsets live, and where configs live and who may run which task:
+    /// chosen once, at start.
     data: Arc<dyn DataPlane>,
     control: Arc<dyn ControlPlane>,
     plugins: Arc<PluginRegistry>,
@@ -140,17 +138,31 @@ pub struct Worker {
     slots: Slots,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
-    /// Set in cluster mode: configs live there, and this worker runs only the tasks
-    /// `assignment` gives it.
-    cluster: Option<Arc<Cluster>>,
-    assignment: std::sync::Mutex<Assignment>,
+    /// How tasks run: in the sandbox, unless replaced ([`Worker::with_task_runs`]).
+    runs: TaskRuns,
+}
+
+/// How the tasks of each kind run: the plugin's component in the sandbox, or (benches and
+/// in-process tests) the same task loops over natively compiled connector code.
+#[derive(Clone, Copy)]
+pub struct TaskRuns {
+    pub source: TaskRun,
+    pub sink: TaskRun,
+}
+
+impl Default for TaskRuns {
+    fn default() -> Self {
+        TaskRuns {
+            source: run_source,
+            sink: run_sink,
+        }
+    }
 }
 
 impl Worker {
     pub fn new(
         id: String,
         sandbox: Arc<Sandbox>,
-        storage: Arc<Storage>,
         (data, control): (Arc<dyn DataPlane>, Arc<dyn ControlPlane>),
         plugins: Arc<PluginRegistry>,
         tasks: tokio::runtime::Handle,
@@ -158,21 +170,20 @@ impl Worker {
         Worker {
             id,
             sandbox,
-            storage,
             data,
             control,
             plugins,
             connectors: Mutex::new(BTreeMap::new()),
             slots: Slots::default(),
             tasks,
-            cluster: None,
-            assignment: std::sync::Mutex::new(Assignment::default()),
+            runs: TaskRuns::default(),
         }
     }
 
-    /// Makes this worker one of a cluster (before anything runs).
-    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
-        self.cluster = Some(cluster);
+    /// Runs tasks with `runs` instead of in the sandbox (before anything runs). Configs are
+    /// still checked by the plugins' components.
+    pub fn with_task_runs(mut self, runs: TaskRuns) -> Self {
+        self.runs = runs;
         self
     }
 
@@ -189,21 +200,21 @@ impl Worker {
         &self.sandbox
     }
 
-    /// Puts every stored connector back (in cluster mode the coordinator loads the cluster's
-    /// connectors instead) and returns; their tasks start where they left off on the task
-    /// this returns, once the first scan of the plugin directory is done. A connector changed
-    /// through the API meanwhile is left as the API left it.
+    /// Puts every stored connector back (in cluster mode the control plane has none to give:
+    /// the coordinator loads the cluster's connectors instead) and returns; their tasks
+    /// start where they left off on the task this returns, once the first scan of the plugin
+    /// directory is done. A connector changed through the API meanwhile is left as the API
+    /// left it.
     pub async fn restore(self: &Arc<Self>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let mut waiting = Vec::new();
-        if self.cluster.is_none() {
-            let stored = self.storage.state.connectors()?;
-            let mut connectors = self.connectors.lock().await;
-            for (name, stored) in stored {
-                tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
-                waiting.push(name.clone());
-                connectors.insert(name, RunningConnector::idle(stored, 0));
-            }
+        let stored = self.control.stored_connectors().await?;
+        let mut connectors = self.connectors.lock().await;
+        for (name, stored) in stored {
+            tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
+            waiting.push(name.clone());
+            connectors.insert(name, RunningConnector::idle(stored, 0));
         }
+        drop(connectors);
         let worker = self.clone();
         Ok(tokio::spawn(async move {
             worker.plugins.started().await;
@@ -362,9 +373,9 @@ impl Worker {
     }
 
     /// Refuses a put that would make this worker run more task instances than
-    /// `--max-instances`: `tasks` new ones for `name` in state `target`, beside the tasks of
-    /// every other connector that is not stopped. In a cluster the leader spreads the tasks
-    /// and a task that finds no slot fails with the same reason.
+    /// `--max-instances`: the tasks of `name` (in state `target`) it would run, beside the
+    /// tasks it runs for every other connector. In a cluster only the tasks assigned here
+    /// count; a task assigned here later that finds no free slot fails with the same reason.
     fn check_room(
         &self,
         connectors: &BTreeMap<String, RunningConnector>,
@@ -372,14 +383,15 @@ impl Worker {
         target: TargetState,
         tasks: usize,
     ) -> Result<(), PutError> {
-        if self.cluster.is_some() || target == TargetState::Stopped {
+        if target == TargetState::Stopped {
             return Ok(());
         }
+        let tasks = self.my_tasks(name, tasks).len();
         let max = self.sandbox.limits().worker.instances;
         let others: usize = connectors
             .iter()
-            .filter(|(other, c)| *other != name && c.stored.target != TargetState::Stopped)
-            .map(|(_, c)| c.stored.tasks.len())
+            .filter(|(other, _)| *other != name)
+            .map(|(_, c)| c.tasks.len())
             .sum();
         if others + tasks <= max {
             return Ok(());
@@ -722,9 +734,9 @@ impl Worker {
                     paused: paused.subscribe(),
                     redactor: Default::default(),
                 };
-                let run: TaskRun = match kind {
-                    ConnectorKind::Source => run_source,
-                    ConnectorKind::Sink => run_sink,
+                let run = match kind {
+                    ConnectorKind::Source => self.runs.source,
+                    ConnectorKind::Sink => self.runs.sink,
                 };
                 let handle =
                     TaskHandle::spawn(&self.tasks, after.clone(), make_context, move |ctx| {

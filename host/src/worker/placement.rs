@@ -1,11 +1,13 @@
-//! Where a connector's config is kept and which of its tasks run here: everything, kept in
-//! redb, on a single worker; in cluster mode the cluster's config bucket and the share of
-//! tasks the leader's assignment gives this worker.
+//! Where a connector's config is kept and which of its tasks run here, as the control plane
+//! says ([`super::control`]): everything, kept in redb, on a single worker; in cluster mode
+//! the cluster's config bucket and the share of tasks the leader's assignment gives this
+//! worker. Changes made elsewhere arrive through [`Reconcile`].
 
 use std::collections::BTreeMap;
 
+use super::control::{Owner, Reconcile};
+use super::lifecycle::{LifecycleError, RestartRequest};
 use super::{RunningConnector, Worker};
-use crate::cluster::Assignment;
 use crate::storage::{StoredConnector, TargetState};
 
 impl Worker {
@@ -22,123 +24,41 @@ impl Worker {
 
     /// The task numbers of a connector (of `tasks`) this worker runs.
     pub(super) fn my_tasks(&self, name: &str, tasks: usize) -> Vec<usize> {
-        match &self.cluster {
-            None => (0..tasks).collect(),
-            Some(cluster) => self
-                .assignment()
-                .tasks_of(name, cluster.worker_id())
-                .into_iter()
-                .filter(|task| *task < tasks)
-                .collect(),
+        self.control.tasks_here(name, tasks)
+    }
+
+    /// The id of the worker that owns a connector ("" while it has none).
+    pub(super) fn owner_id(&self, name: &str) -> String {
+        match self.control.connector_owner(name) {
+            Owner::Here => self.id.clone(),
+            Owner::Worker(id) => id,
+            Owner::Unassigned => String::new(),
         }
     }
 
-    /// The assignment this worker last applied.
-    pub fn assignment(&self) -> Assignment {
-        self.assignment
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The ids of the cluster's live workers; without a cluster, this one.
+    /// The ids of the cluster's live workers, this one included, sorted.
     pub async fn live_workers(&self) -> Vec<String> {
-        let Some(cluster) = &self.cluster else {
-            return vec![self.id.clone()];
-        };
-        cluster.live_workers().await.unwrap_or_else(|e| {
-            tracing::warn!("{e}");
-            vec![self.id.clone()]
-        })
+        let mut workers = self.control.other_workers().await;
+        workers.push(self.id.clone());
+        workers.sort();
+        workers.dedup();
+        workers
     }
 
     /// This worker's share, by connector: whether it owns the connector itself, and the
     /// tasks it runs.
     pub async fn allocated(&self) -> BTreeMap<String, (bool, Vec<usize>)> {
-        let assignment = self.assignment();
         let connectors = self.connectors.lock().await;
         connectors
             .iter()
             .map(|(name, running)| {
-                let owns = match &self.cluster {
-                    None => true,
-                    Some(_) => assignment.connectors.get(name) == Some(&self.id),
-                };
+                let owns = self.control.connector_owner(name) == Owner::Here;
                 (
                     name.clone(),
                     (owns, running.tasks.keys().copied().collect()),
                 )
             })
             .collect()
-    }
-
-    /// Names of every connector this worker knows.
-    pub async fn connector_names(&self) -> Vec<String> {
-        self.connectors.lock().await.keys().cloned().collect()
-    }
-
-    /// For the leader: the number of tasks of every connector that should run.
-    pub async fn task_counts(&self) -> BTreeMap<String, usize> {
-        self.connectors
-            .lock()
-            .await
-            .iter()
-            .filter(|(_, c)| c.stored.target != TargetState::Stopped)
-            .map(|(name, c)| (name.clone(), c.stored.tasks.len()))
-            .collect()
-    }
-
-    /// Applies a connector config seen in the cluster (revision `revision`), unless this
-    /// worker already has that revision or a newer one.
-    pub async fn apply_stored(&self, name: &str, stored: StoredConnector, revision: u64) {
-        let change = self.slots.change(name).await;
-        let mut connectors = self.connectors.lock().await;
-        if let Some(existing) = connectors.get_mut(name) {
-            if existing.revision >= revision {
-                return;
-            }
-            if existing.stored == stored {
-                existing.revision = revision;
-                return;
-            }
-        }
-        tracing::info!(connector = %name, revision, "applying the cluster's config");
-        if let Some(old) = connectors.remove(name) {
-            change.stop_all(old.tasks.into_values());
-        }
-        let running = self.run(name, stored, revision, change.stopping());
-        connectors.insert(name.to_string(), running);
-    }
-
-    /// Applies a connector deletion seen in the cluster.
-    pub async fn apply_deleted(&self, name: &str, revision: u64) {
-        let change = self.slots.change(name).await;
-        let mut connectors = self.connectors.lock().await;
-        if connectors.get(name).is_none_or(|c| c.revision >= revision) {
-            return;
-        }
-        tracing::info!(connector = %name, revision, "connector deleted in the cluster");
-        if let Some(old) = connectors.remove(name) {
-            change.stop_all(old.tasks.into_values());
-        }
-    }
-
-    /// Starts the tasks `assignment` gives this worker and stops the ones it took away.
-    pub async fn apply_assignment(&self, assignment: Assignment) {
-        let generation = assignment.generation;
-        *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = assignment;
-        let mut connectors = self.connectors.lock().await;
-        let mut started = 0;
-        for (name, running) in connectors.iter_mut() {
-            started += self.reconcile(name, running);
-        }
-        let running: usize = connectors.values().map(|c| c.tasks.len()).sum();
-        tracing::info!(
-            generation,
-            running,
-            started,
-            "applied the cluster's assignment"
-        );
     }
 
     /// Makes the tasks running here those this worker is assigned; returns how many started.
@@ -174,5 +94,64 @@ impl Worker {
         let count = fresh.len();
         running.tasks.extend(fresh);
         count
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconcile for Worker {
+    async fn apply_stored(&self, name: &str, stored: StoredConnector, revision: u64) {
+        let change = self.slots.change(name).await;
+        let mut connectors = self.connectors.lock().await;
+        if let Some(existing) = connectors.get_mut(name) {
+            if existing.revision >= revision {
+                return;
+            }
+            if existing.stored == stored {
+                existing.revision = revision;
+                return;
+            }
+        }
+        tracing::info!(connector = %name, revision, "applying the cluster's config");
+        if let Some(old) = connectors.remove(name) {
+            change.stop_all(old.tasks.into_values());
+        }
+        let running = self.run(name, stored, revision, change.stopping());
+        connectors.insert(name.to_string(), running);
+    }
+
+    async fn apply_deleted(&self, name: &str, revision: u64) {
+        let change = self.slots.change(name).await;
+        let mut connectors = self.connectors.lock().await;
+        if connectors.get(name).is_none_or(|c| c.revision >= revision) {
+            return;
+        }
+        tracing::info!(connector = %name, revision, "connector deleted in the cluster");
+        if let Some(old) = connectors.remove(name) {
+            change.stop_all(old.tasks.into_values());
+        }
+    }
+
+    async fn placement_changed(&self) {
+        let mut connectors = self.connectors.lock().await;
+        let mut started = 0;
+        for (name, running) in connectors.iter_mut() {
+            started += self.reconcile(name, running);
+        }
+        let running: usize = connectors.values().map(|c| c.tasks.len()).sum();
+        tracing::info!(running, started, "applied the cluster's assignment");
+    }
+
+    async fn task_counts(&self) -> BTreeMap<String, usize> {
+        self.connectors
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, c)| c.stored.target != TargetState::Stopped)
+            .map(|(name, c)| (name.clone(), c.stored.tasks.len()))
+            .collect()
+    }
+
+    async fn restart_here(&self, request: &RestartRequest) -> Result<Vec<usize>, LifecycleError> {
+        Worker::restart_here(self, request).await
     }
 }

@@ -45,7 +45,7 @@ pub enum PlaneError {
     Thread(#[from] tokio::task::JoinError),
     /// The cluster's servers did not answer or refused (a failover passes: try again).
     #[error("{0}")]
-    Cluster(String),
+    Cluster(#[source] super::control::RemoteError),
 }
 
 impl PlaneError {

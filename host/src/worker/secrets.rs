@@ -3,6 +3,7 @@
 //! stored and shown as written, never resolved). Only references the user wrote are resolved
 //! (see `keys`); an error while resolving names the reference, never a value.
 
+use crate::config::is_reference;
 use crate::plugins::Plugin;
 use crate::storage::Properties;
 
@@ -40,11 +41,6 @@ pub fn mask(config: &Properties, plugin: Option<&Plugin>) -> Properties {
             (key.clone(), shown)
         })
         .collect()
-}
-
-/// True when `value` is written as a whole-value reference, `${…}`.
-pub fn is_reference(value: &str) -> bool {
-    value.starts_with("${") && value.ends_with('}')
 }
 
 /// Resolves a whole-value reference: `${env:NAME}` (an environment variable of the host) or

@@ -132,21 +132,23 @@ impl TaskContext {
         let mut config = Config::new();
         for (key, value) in &self.config {
             let is_path = path_keys.contains(&key.as_str());
-            let secret =
-                secrets::is_reference(value) && keys::user_wrote(&self.user_config, key, value);
+            let secret = crate::config::is_reference(value)
+                && keys::user_wrote(&self.user_config, key, value);
             let resolved = if secret {
                 secrets::resolve(value)?
             } else {
                 value.clone()
             };
             let shown = if is_path {
-                let absolute: Vec<String> = keys::entries(&resolved).map(absolute).collect();
+                let absolute: Vec<String> =
+                    crate::config::entries(&resolved).map(absolute).collect();
                 absolute.join(",")
             } else {
                 resolved.clone()
             };
             if secret && is_path {
-                let dirs = keys::entries(&shown).filter_map(|file| Path::new(file).parent());
+                let dirs =
+                    crate::config::entries(&shown).filter_map(|file| Path::new(file).parent());
                 resolved_values.extend(dirs.map(|dir| {
                     let dir = dir.to_string_lossy().into_owned();
                     (dir, format!("the directory of {value}"))

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::{Capabilities, Refusal};
+use crate::config::{entries, is_reference};
 use crate::sandbox::redact::Redactor;
 use crate::sandbox::types::{Config, ConfigDef, PathAccess};
 use crate::storage::Properties;
-use crate::worker::keys::entries;
-use crate::worker::secrets::is_reference;
 
 /// A directory an instance may open, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +141,7 @@ pub(super) fn canonical(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::keys::tests::{def, props};
+    use crate::config::tests::{def, props};
 
     #[test]
     fn create_refuses_each_path_entry_per_key_and_leaves_references_to_task_start() {

@@ -9,10 +9,9 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::Refusal;
+use crate::config::{entries, is_reference};
 use crate::sandbox::types::Config;
 use crate::storage::Properties;
-use crate::worker::keys::entries;
-use crate::worker::secrets::is_reference;
 
 /// The config key listing the addresses a connector may connect to.
 pub const NETWORK_ALLOW_KEY: &str = "network.allow";
