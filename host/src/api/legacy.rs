@@ -116,6 +116,7 @@ async fn create(
             e @ (PutError::UnknownPlugin { .. }
             | PutError::AlreadyExists(_)
             | PutError::Other(_)
+            | PutError::NoRoom(_)
             | PutError::Guest(_)
             | PutError::Storage(_)),
         ) => text(format!("failed: {e}")),

@@ -20,7 +20,8 @@ use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
 use super::{
-    CompileError, Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE,
+    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, Redactor, Sandbox,
+    TaskState, STOP_GRACE,
 };
 
 /// A compiled, linked connector component and the world it targets.
@@ -56,6 +57,13 @@ macro_rules! connector_call {
         })
         .await
     }};
+}
+
+/// A short-lived connector-level instance, its store and its slot (dropped in this order).
+struct ConnectorCall {
+    store: Store<TaskState>,
+    instance: AnyInstance,
+    _slot: InstanceSlot,
 }
 
 /// Runs `$call` (given the interface `$c` and the store `$s`) on the `connector` interface
@@ -130,8 +138,8 @@ impl ConnectorComponent {
             connector: String::new(),
             task: None,
         };
-        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut store, limits, "describe", &instance, |c, s| c
+        let mut call = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut call.store, limits, "describe", &call.instance, |c, s| c
             .call_describe(s))
     }
 
@@ -142,8 +150,8 @@ impl ConnectorComponent {
         limits: &Limits,
         config: &Config,
     ) -> Result<Result<(), Vec<ConfigError>>, GuestFailure> {
-        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut store, limits, "validate", &instance, |c, s| c
+        let mut call = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut call.store, limits, "validate", &call.instance, |c, s| c
             .call_validate(s, config))
     }
 
@@ -155,8 +163,8 @@ impl ConnectorComponent {
         config: &Config,
         max_tasks: u32,
     ) -> Result<Result<Vec<Config>, String>, GuestFailure> {
-        let (mut store, instance) = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut store, limits, "task-configs", &instance, |c, s| c
+        let mut call = self.instantiate(sandbox, identity, limits).await?;
+        on_connector!(&mut call.store, limits, "task-configs", &call.instance, |c, s| c
             .call_task_configs(s, config, max_tasks))
     }
 
@@ -165,7 +173,8 @@ impl ConnectorComponent {
         sandbox: &Sandbox,
         identity: Identity,
         limits: &Limits,
-    ) -> Result<(Store<TaskState>, AnyInstance), GuestFailure> {
+    ) -> Result<ConnectorCall, GuestFailure> {
+        let slot = sandbox.call_slot().await?;
         let mut store = sandbox.store(
             TaskState::new(
                 identity,
@@ -195,7 +204,11 @@ impl ConnectorComponent {
                 .map(AnyInstance::Transform),
         };
         let instance = instance.map_err(instantiate_failure)?;
-        Ok((store, instance))
+        Ok(ConnectorCall {
+            store,
+            instance,
+            _slot: slot,
+        })
     }
 }
 
@@ -383,6 +396,8 @@ pub struct SourceInstance {
     task: ResourceAny,
     limits: Limits,
     cancel: Cancel,
+    /// Last: freed once the store is gone.
+    _slot: InstanceSlot,
 }
 
 impl SourceInstance {
@@ -392,6 +407,7 @@ impl SourceInstance {
         pre: &SourceConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
+        let slot = sandbox.task_slot().await?;
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
@@ -408,6 +424,7 @@ impl SourceInstance {
             task,
             limits,
             cancel,
+            _slot: slot,
         }))
     }
 
@@ -471,6 +488,8 @@ pub struct SinkInstance {
     task: ResourceAny,
     limits: Limits,
     cancel: Cancel,
+    /// Last: freed once the store is gone.
+    _slot: InstanceSlot,
 }
 
 impl SinkInstance {
@@ -480,6 +499,7 @@ impl SinkInstance {
         pre: &SinkComponent,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
+        let slot = sandbox.task_slot().await?;
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let (bindings, started) = match pre {
             SinkComponent::V1(pre) => {
@@ -513,6 +533,7 @@ impl SinkInstance {
             task,
             limits,
             cancel,
+            _slot: slot,
         }))
     }
 

@@ -42,6 +42,9 @@ pub struct Limits {
     /// Bytes a task may write to files through its grants; 0 is unlimited
     /// (`limits.disk.bytes`).
     pub disk_bytes: u64,
+    /// Longest pause between two polls of a source that found nothing: each empty poll
+    /// doubles the pause up to this (`limits.poll.idle.ms`).
+    pub poll_idle: Duration,
 }
 
 impl Default for Limits {
@@ -55,12 +58,7 @@ impl Limits {
     /// the config's `limits.*` keys. A value above the worker's is an error naming both.
     pub fn for_connector(&self, config: &Properties) -> Result<Limits, LimitError> {
         let mut limits = self.clone();
-        let mut unused = WorkerFields {
-            topics: 0,
-            open_topic_files: 0,
-            describe_timeout: Duration::ZERO,
-            compile_time: Duration::ZERO,
-        };
+        let mut unused = WorkerFields::zero();
         for limit in LIMITS {
             let (Some(key), Field::Connector { get, .. }) = (limit.key, &limit.field) else {
                 continue;
@@ -101,8 +99,6 @@ pub struct LimitError {
 pub struct WorkerLimits {
     /// Defaults and ceilings of every connector.
     pub connector: Limits,
-    /// Most instances alive at once (tasks plus short-lived connector-level instances).
-    pub max_instances: u32,
     /// How failed tasks are restarted.
     pub restart: RestartPolicy,
     /// The worker-only rows of [`LIMITS`].
@@ -123,7 +119,27 @@ pub struct WorkerFields {
     /// Wall-clock and CPU-seconds limit of compiling one plugin component
     /// (`--compile-timeout-s`).
     pub compile_time: Duration,
+    /// Task instances alive at once (`--max-instances`); connector-level calls (validate,
+    /// task-configs, describe) have [`CONNECTOR_CALL_SLOTS`] slots of their own.
+    pub instances: usize,
 }
+
+impl WorkerFields {
+    fn zero() -> Self {
+        WorkerFields {
+            topics: 0,
+            open_topic_files: 0,
+            describe_timeout: Duration::ZERO,
+            compile_time: Duration::ZERO,
+            instances: 0,
+        }
+    }
+}
+
+/// Instances kept for connector-level calls (validate, task-configs, describe) beside the
+/// `--max-instances` task instances, so those calls never compete with running tasks; more
+/// such calls at once wait for a slot.
+pub const CONNECTOR_CALL_SLOTS: usize = 16;
 
 impl Default for WorkerFields {
     fn default() -> Self {
@@ -155,19 +171,14 @@ impl WorkerLimits {
             position_bytes: 0,
             partitions: 0,
             disk_bytes: 0,
+            poll_idle: Duration::ZERO,
         };
-        let mut worker = WorkerFields {
-            topics: 0,
-            open_topic_files: 0,
-            describe_timeout: Duration::ZERO,
-            compile_time: Duration::ZERO,
-        };
+        let mut worker = WorkerFields::zero();
         for limit in LIMITS {
             limit.field.set(&mut limits, &mut worker, value_of(limit));
         }
         WorkerLimits {
             connector: limits,
-            max_instances: 256,
             restart: RestartPolicy::default(),
             worker,
             compile_memory: 4 << 30,
@@ -413,6 +424,35 @@ pub const LIMITS: &[Limit] = &[
         field: Field::Connector {
             get: |l| usize::try_from(l.disk_bytes).unwrap_or(usize::MAX),
             set: |l, v| l.disk_bytes = v as u64,
+        },
+    },
+    Limit {
+        key: Some("limits.poll.idle.ms"),
+        flag: "max-poll-idle-ms",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 1_000,
+        zero_is_unlimited: false,
+        max: 3_600_000,
+        help: "Longest pause between polls of a source that finds nothing, in ms: each empty poll doubles the pause from 1 ms up to this, the first non-empty poll resets it",
+        hit: "an idle source is polled at most this often (each empty poll doubles the pause from 1 ms up to it; a poll that returns records resets it)",
+        field: Field::Connector {
+            get: |l| millis(l.poll_idle),
+            set: |l, v| l.poll_idle = Duration::from_millis(v as u64),
+        },
+    },
+    Limit {
+        key: None,
+        flag: "max-instances",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 1_024,
+        zero_is_unlimited: false,
+        max: 8_192,
+        help: "Task instances this worker runs at once (one per task); validation and other connector-level calls have slots of their own",
+        hit: "`connector c needs 1 task instance(s) and the other connectors run 1024: 1025 would be more than --max-instances 1024 on this worker; …`: the create is refused (a task that finds no slot within 5 s fails naming the flag)",
+        field: Field::Worker {
+            set: |w, v| w.instances = v,
         },
     },
     Limit {

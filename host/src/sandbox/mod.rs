@@ -19,6 +19,7 @@ mod output;
 mod redact;
 mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -38,7 +39,7 @@ pub use bindings::since_v0_2_0::transform_world::exports::wasm_connect::connecto
 };
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,
-    WorkerLimits, EPOCH_TICK, LIMITS, MAX_BACKOFF, STOP_GRACE,
+    WorkerLimits, CONNECTOR_CALL_SLOTS, EPOCH_TICK, LIMITS, MAX_BACKOFF, STOP_GRACE,
 };
 pub use redact::Redactor;
 pub use state::{Identity, TaskState};
@@ -75,7 +76,18 @@ pub enum GuestFailure {
     Cancelled { call: &'static str },
     #[error("cannot instantiate the component: {0}")]
     Instantiate(String),
+    /// Every task instance slot stayed taken for [`TASK_SLOT_WAIT`].
+    #[error("no free instance slot: this worker runs its --max-instances {max} task instances already; raise --max-instances, or stop or delete connectors")]
+    NoInstanceSlot { max: usize },
 }
+
+/// How long a starting task waits for a task instance slot (one may be held by a task still
+/// stopping, which ends within [`STOP_GRACE`] plus its last commit) before it fails.
+pub const TASK_SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// What one instance holds while it lives: a slot of the pooling allocator, counted by the
+/// semaphore of its kind. Dropped after the instance's store (keep it the last field).
+pub type InstanceSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// The engine, the linker, the limits and the capability settings shared by every connector.
 pub struct Sandbox {
@@ -86,6 +98,10 @@ pub struct Sandbox {
     compiler: Compiler,
     /// One permit per core: compilations running at once.
     compiling: tokio::sync::Semaphore,
+    /// One permit per task instance (`--max-instances`).
+    task_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per connector-level instance ([`CONNECTOR_CALL_SLOTS`]).
+    call_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sandbox {
@@ -106,12 +122,32 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             linker,
-            limits,
             capabilities,
             compiler: Compiler::default(),
             compiling: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
+            task_slots: Arc::new(tokio::sync::Semaphore::new(limits.worker.instances)),
+            call_slots: Arc::new(tokio::sync::Semaphore::new(CONNECTOR_CALL_SLOTS)),
+            limits,
+        })
+    }
+
+    /// A slot for a task instance, waiting up to [`TASK_SLOT_WAIT`] for one to free up.
+    async fn task_slot(&self) -> Result<InstanceSlot, GuestFailure> {
+        let max = self.limits.worker.instances;
+        let acquire = self.task_slots.clone().acquire_owned();
+        match tokio::time::timeout(TASK_SLOT_WAIT, acquire).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_)) | Err(_) => Err(GuestFailure::NoInstanceSlot { max }),
+        }
+    }
+
+    /// A slot for a connector-level instance: these never take a task's slot, and wait
+    /// for one another.
+    async fn call_slot(&self) -> Result<InstanceSlot, GuestFailure> {
+        self.call_slots.clone().acquire_owned().await.map_err(|_| {
+            GuestFailure::Instantiate("the sandbox is shutting down".into())
         })
     }
 
@@ -210,13 +246,16 @@ impl Sandbox {
 }
 
 fn engine_config(limits: &WorkerLimits) -> Config {
+    // Every task instance and every connector-level call has its slot (see `task_slot`,
+    // `call_slot`), so the pool is never what refuses an instance.
+    let instances = u32::try_from(limits.worker.instances + CONNECTOR_CALL_SLOTS).unwrap_or(u32::MAX);
     let mut pooling = PoolingAllocationConfig::default();
     pooling
-        .total_component_instances(limits.max_instances)
-        .total_core_instances(limits.max_instances * 8)
-        .total_memories(limits.max_instances * 2)
-        .total_tables(limits.max_instances * 8)
-        .total_stacks(limits.max_instances)
+        .total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(8))
+        .total_stacks(instances)
         .max_memories_per_component(8)
         .max_tables_per_component(16)
         .max_core_instances_per_component(16)

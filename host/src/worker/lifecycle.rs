@@ -81,6 +81,18 @@ pub struct ConnectorStatus {
     pub kind: Option<ConnectorKind>,
 }
 
+/// A connector's status as read under the connector map's lock, before its tasks' states
+/// are completed (in a cluster, from the other workers' reports).
+struct Snapshot {
+    target: TargetState,
+    state: (RunState, Option<String>),
+    worker: String,
+    /// The states of the tasks this worker runs.
+    local: BTreeMap<usize, TaskStatus>,
+    task_count: usize,
+    kind: Option<ConnectorKind>,
+}
+
 /// What the status routes show for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskView {
@@ -214,8 +226,33 @@ impl Worker {
 
     /// The connector's and its tasks' states; None if there is no such connector.
     pub async fn status(&self, name: &str) -> Option<ConnectorStatus> {
-        let connectors = self.connectors.lock().await;
-        let running = connectors.get(name)?;
+        let snapshot = {
+            let connectors = self.connectors.lock().await;
+            self.snapshot(name, connectors.get(name)?)
+        };
+        Some(self.with_tasks(name, snapshot).await)
+    }
+
+    /// The states of every connector, read in one step (one look at the connector map;
+    /// in a cluster, the other workers' task reports are then read per connector).
+    pub async fn statuses(&self) -> BTreeMap<String, ConnectorStatus> {
+        let snapshots: Vec<(String, Snapshot)> = {
+            let connectors = self.connectors.lock().await;
+            connectors
+                .iter()
+                .map(|(name, running)| (name.clone(), self.snapshot(name, running)))
+                .collect()
+        };
+        let mut statuses = BTreeMap::new();
+        for (name, snapshot) in snapshots {
+            let status = self.with_tasks(&name, snapshot).await;
+            statuses.insert(name, status);
+        }
+        statuses
+    }
+
+    /// What the status of `running` needs from under the connector map's lock.
+    fn snapshot(&self, name: &str, running: &super::RunningConnector) -> Snapshot {
         let class = running
             .stored
             .tasks
@@ -231,7 +268,6 @@ impl Worker {
             .iter()
             .map(|(id, t)| (*id, t.status.borrow().clone()))
             .collect();
-        let task_count = running.stored.tasks.len();
         let state = match (target, &running.plugin) {
             (TargetState::Running | TargetState::Paused, None) => (
                 RunState::Failed,
@@ -242,18 +278,36 @@ impl Worker {
             ),
             (target, _) => (target.into(), None),
         };
-        let kind = plugin.map(|p| p.kind());
-        drop(connectors);
-        let tasks = self.task_states(name, target, local, task_count).await;
         // In a cluster, the connector's owner by the assignment ("" until it has one).
         let worker = self.owner_id(name);
-        Some(ConnectorStatus {
+        Snapshot {
+            target,
+            state,
+            worker,
+            local,
+            task_count: running.stored.tasks.len(),
+            kind: plugin.map(|p| p.kind()),
+        }
+    }
+
+    /// A snapshot made into a status with the states of all its tasks.
+    async fn with_tasks(&self, name: &str, snapshot: Snapshot) -> ConnectorStatus {
+        let Snapshot {
+            target,
+            state,
+            worker,
+            local,
+            task_count,
+            kind,
+        } = snapshot;
+        let tasks = self.task_states(name, target, local, task_count).await;
+        ConnectorStatus {
             target,
             state,
             worker,
             tasks,
             kind,
-        })
+        }
     }
 
     /// The state of every task of a connector: from this worker's actors, and in cluster

@@ -92,6 +92,9 @@ pub enum PutError {
     Guest(String),
     #[error("{0}")]
     Storage(String),
+    /// Its tasks would take this worker past `--max-instances`.
+    #[error("{0}")]
+    NoRoom(String),
 }
 
 /// A connector this worker runs.
@@ -326,7 +329,7 @@ impl Worker {
             })?;
         let tasks = self.check_config(name, &plugin, &config).await?;
         let timestamp = now_millis().to_string();
-        let tasks = tasks
+        let tasks: Vec<Properties> = tasks
             .into_iter()
             .map(|task| {
                 let mut task: Properties = task.into_iter().collect();
@@ -341,16 +344,17 @@ impl Worker {
             return Ok(attempt);
         }
         config.insert(UPDATE_TIMESTAMP.into(), timestamp);
-        let existing_target = self
-            .connectors
-            .lock()
-            .await
-            .get(name)
-            .map(|c| c.stored.target);
+        let target = {
+            let connectors = self.connectors.lock().await;
+            let existing = connectors.get(name).map(|c| c.stored.target);
+            let target = existing.or(initial).unwrap_or_default();
+            self.check_room(&connectors, name, target, tasks.len())?;
+            target
+        };
         let stored = StoredConnector {
             config,
             tasks,
-            target: existing_target.or(initial).unwrap_or_default(),
+            target,
         };
         let revision = self
             .persist(name, Some(&stored))
@@ -368,6 +372,36 @@ impl Worker {
         let put = self.answer(outcome, &running);
         connectors.insert(name.to_string(), running);
         Ok(Attempt::Done(put))
+    }
+
+    /// Refuses a put that would make this worker run more task instances than
+    /// `--max-instances`: the tasks of `name` (in state `target`) it would run, beside the
+    /// tasks it runs for every other connector. In a cluster only the tasks assigned here
+    /// count; a task assigned here later that finds no free slot fails with the same reason.
+    fn check_room(
+        &self,
+        connectors: &BTreeMap<String, RunningConnector>,
+        name: &str,
+        target: TargetState,
+        tasks: usize,
+    ) -> Result<(), PutError> {
+        if target == TargetState::Stopped {
+            return Ok(());
+        }
+        let tasks = self.my_tasks(name, tasks).len();
+        let max = self.sandbox.limits().worker.instances;
+        let others: usize = connectors
+            .iter()
+            .filter(|(other, _)| *other != name)
+            .map(|(_, c)| c.tasks.len())
+            .sum();
+        if others + tasks <= max {
+            return Ok(());
+        }
+        Err(PutError::NoRoom(format!(
+            "connector {name} needs {tasks} task instance(s) and the other connectors run {others}: {} would be more than --max-instances {max} on this worker; raise --max-instances, or stop or delete connectors",
+            others + tasks
+        )))
     }
 
     /// Whether a put of `config` is refused or a no-op given what is stored now: None when

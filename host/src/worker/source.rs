@@ -15,8 +15,9 @@ use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
 
-/// Longest pause between polls of a source that has nothing new.
-const MAX_IDLE_PAUSE: Duration = Duration::from_millis(100);
+/// The pause after the first empty poll; each further one doubles it, up to the
+/// connector's `limits.poll.idle.ms`.
+const FIRST_IDLE_PAUSE: Duration = Duration::from_millis(1);
 /// How often the copy of the positions the APIs show is made durable (the records always are).
 const DURABLE_POSITIONS_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a retriable error.
@@ -80,7 +81,7 @@ pub async fn drive(
         .unwrap_or_default();
     let limits = ctx.limits.clone();
     let partitions = Arc::new(Mutex::new(partitions));
-    let mut idle = Duration::from_millis(1);
+    let mut idle = FIRST_IDLE_PAUSE;
     let mut storing: Option<Storing> = None;
     let mut last_durable = Instant::now();
     let mut pacer = Pacer::new(limits.records_per_second);
@@ -114,11 +115,12 @@ pub async fn drive(
         }
         // A count of 0 with bytes is checked (and refused) like any other batch.
         if batch.count == 0 && batch.frames.is_empty() {
-            ctx.pause(idle).await;
-            idle = (idle * 2).min(MAX_IDLE_PAUSE);
+            let pause = idle.min(limits.poll_idle);
+            ctx.pause(pause).await;
+            idle = (pause * 2).min(limits.poll_idle);
             continue;
         }
-        idle = Duration::from_millis(1);
+        idle = FIRST_IDLE_PAUSE;
         let batch = match through_stages(ctx, &policy, batch, &default_topic).await {
             Ok(batch) if batch.count == 0 => continue,
             Ok(batch) => batch,

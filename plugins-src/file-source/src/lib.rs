@@ -4,8 +4,8 @@
 //! is the byte offset just after the last line delivered, so a restart resumes exactly
 //! there. A last line without terminator is delivered once the file has stopped growing
 //! for [`UNTERMINATED_QUIET`]; a `\n` that arrives for it later is not a new line.
-//! At end of file the task closes the file and reopens it at the same offset on the next
-//! poll, which is how it tails (and sees a file that is created later).
+//! At end of file the task closes the file and reopens it at the same offset once a `stat`
+//! shows it longer, which is how it tails (and sees a file that is created later).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -110,6 +110,9 @@ impl SourceTask for FileSourceTask {
         max_records: u32,
         max_bytes: u32,
     ) -> Result<(), TaskError> {
+        if self.file.is_none() && !self.grown() {
+            return self.flush_unterminated(out);
+        }
         self.open_if_needed()?;
         loop {
             self.emit_lines(out, max_records, max_bytes as usize)?;
@@ -125,6 +128,14 @@ impl SourceTask for FileSourceTask {
 }
 
 impl FileSourceTask {
+    /// Whether the file may hold bytes past those already read: one `stat`, which costs an
+    /// idle poll less than reopening the file to read nothing. A file that cannot be
+    /// stat'ed counts as grown, so that opening it reports why.
+    fn grown(&self) -> bool {
+        let read = self.position + self.pending.len() as u64;
+        std::fs::metadata(&self.path).map_or(true, |meta| meta.len() > read)
+    }
+
     fn open_if_needed(&mut self) -> Result<(), TaskError> {
         if self.file.is_some() {
             return Ok(());

@@ -50,15 +50,17 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
     if !expand.contains(&"status") && !expand.contains(&"info") {
         return reply(StatusCode::OK, json!(configs.keys().collect::<Vec<_>>()));
     }
+    // One bulk read of every status, not one per connector.
+    let statuses = worker.statuses().await;
     let mut out = Map::new();
     for (name, stored) in &configs {
         // A connector deleted meanwhile is left out, as Kafka Connect does.
-        let Some(status) = worker.status(name).await else {
+        let Some(status) = statuses.get(name) else {
             continue;
         };
         let mut entry = Map::new();
         if expand.contains(&"status") {
-            entry.insert("status".into(), status_json(name, &status));
+            entry.insert("status".into(), status_json(name, status));
         }
         if expand.contains(&"info") {
             entry.insert("info".into(), info_json(name, stored, status.kind));
@@ -539,7 +541,7 @@ fn put_error(error: PutError) -> ApiError {
             "Connector configuration is invalid and contains the following 1 error(s):\n{error}\n\
              You can also find the above list of errors at the endpoint `/connector-plugins/{{connectorType}}/config/validate`"
         )),
-        PutError::InvalidName(_) | PutError::UnknownPlugin { .. } | PutError::Other(_) => ApiError::bad_request(error.to_string()),
+        PutError::InvalidName(_) | PutError::UnknownPlugin { .. } | PutError::Other(_) | PutError::NoRoom(_) => ApiError::bad_request(error.to_string()),
         PutError::Guest(_) | PutError::Storage(_) => ApiError::internal(error.to_string()),
     }
 }
