@@ -48,8 +48,13 @@ pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
         }
         Err(reason) => {
             field("runnable", &format!("no: {}", one_line(&reason)));
-            if let PluginError::Compile(CompileError::NoWorld { as_source, as_sink }) = &reason {
-                let errors = format!("{as_source:#} {as_sink:#}");
+            if let PluginError::Compile(CompileError::NoWorld {
+                as_source,
+                as_sink,
+                as_transform,
+            }) = &reason
+            {
+                let errors = format!("{as_source:#} {as_sink:#} {as_transform:#}");
                 for line in explain_world_mismatch(&exports, &errors) {
                     println!("  {line}");
                 }
@@ -161,24 +166,31 @@ const WORLD_FUNCS: &[WorldFunc] = &[
 
 /// The package every connector world belongs to.
 const PACKAGE: &str = "wasm-connect:connector";
-const PACKAGE_VERSION: &str = "0.1.0";
+/// The contract versions this host runs (one binding module each in `sandbox/bindings/`).
+const PACKAGE_VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// Why a component matches no connector world, in the author's terms: from its export names
 /// and the linker's errors (`errors`, which name the function that did not match).
 fn explain_world_mismatch(exports: &[String], errors: &str) -> Vec<String> {
-    let ours = |interface: &str| format!("{PACKAGE}/{interface}@{PACKAGE_VERSION}");
-    let exported = |interface: &str| exports.iter().any(|e| *e == ours(interface));
+    let ours = |interface: &str| format!("{PACKAGE}/{interface}@{}", PACKAGE_VERSIONS[0]);
+    let exported = |interface: &str| {
+        PACKAGE_VERSIONS
+            .iter()
+            .any(|v| exports.contains(&format!("{PACKAGE}/{interface}@{v}")))
+    };
     let mut lines = Vec::new();
     let other_versions: Vec<&String> = exports
         .iter()
         .filter(|e| {
-            e.starts_with(&format!("{PACKAGE}/")) && !e.ends_with(&format!("@{PACKAGE_VERSION}"))
+            e.starts_with(&format!("{PACKAGE}/"))
+                && !PACKAGE_VERSIONS.iter().any(|v| e.ends_with(&format!("@{v}")))
         })
         .collect();
     if !other_versions.is_empty() {
         lines.push(format!(
-            "it targets another version of the connector API ({}); this host runs {PACKAGE}@{PACKAGE_VERSION}: rebuild against this host's wit/connector.wit",
-            other_versions.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+            "it targets another version of the connector API ({}); this host runs {PACKAGE}@{}: rebuild against this host's wit/connector.wit",
+            other_versions.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "),
+            PACKAGE_VERSIONS.join(" and ")
         ));
     }
     if !exported("connector") {
