@@ -11,20 +11,10 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{mqtt_workspace as workspace, start_host, Mosquitto};
 use common::neighbourhood::wait_failed_with;
-use common::{bundled_plugins, free_port, json_create, read_lines, serial, wait_for, Workspace};
+use common::{free_port, json_create, read_lines, serial, wait_for};
 use serde_json::json;
-
-/// A workspace whose plugin dir also holds the bundled MQTT connectors.
-fn workspace() -> Workspace {
-    let ws = Workspace::new();
-    for name in ["mqtt-source.wasm", "mqtt-sink.wasm"] {
-        std::fs::copy(bundled_plugins().join(name), ws.plugin_dir().join(name))
-            .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
-    }
-    ws
-}
 
 /// `count` message payloads tagged with `tag`.
 fn payloads(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -37,7 +27,7 @@ fn messages_cross_mqtt_source_topic_and_mqtt_sink_exactly() {
     let inbound = Mosquitto::start();
     let outbound = Mosquitto::start();
     let ws = workspace();
-    let host = ws.start();
+    let host = start_host(&ws);
     let (a, b) = (payloads("a", 0..1500), payloads("b", 0..1500));
     let expected: Vec<String> = a
         .iter()
@@ -100,7 +90,7 @@ fn a_kill_9_mid_stream_loses_no_message() {
     let broker = Mosquitto::start();
     let ws = workspace();
     let out = ws.path("out.txt");
-    let host = ws.start();
+    let host = start_host(&ws);
     let source = json!({
         "connector-class": "mqtt-source",
         "mqtt.server.uri": broker.uri(),
@@ -152,13 +142,17 @@ fn a_kill_9_mid_stream_loses_no_message() {
     drop(stdin);
     assert!(publisher.wait().expect("mosquitto_pub").success());
 
-    let host = ws.start();
+    let host = start_host(&ws);
     let expected: BTreeSet<&String> = all.iter().collect();
-    wait_for(Duration::from_secs(90), "every message after the restart", || {
-        let lines = read_lines(&out);
-        let seen: BTreeSet<&String> = lines.iter().collect();
-        expected.iter().all(|m| seen.contains(m))
-    });
+    wait_for(
+        Duration::from_secs(90),
+        "every message after the restart",
+        || {
+            let lines = read_lines(&out);
+            let seen: BTreeSet<&String> = lines.iter().collect();
+            expected.iter().all(|m| seen.contains(m))
+        },
+    );
     // Settle: duplicates still in flight land now.
     std::thread::sleep(Duration::from_millis(500));
     let lines = read_lines(&out);
@@ -190,7 +184,7 @@ fn a_broker_missing_from_network_allow_is_never_connected_to() {
     let _turn = serial();
     let broker = Mosquitto::start();
     let ws = workspace();
-    let host = ws.start();
+    let host = start_host(&ws);
     let elsewhere = format!("127.0.0.1:{}", free_port());
     let source = json!({
         "connector.class": "mqtt-source",
@@ -199,15 +193,20 @@ fn a_broker_missing_from_network_allow_is_never_connected_to() {
         "kafka.topic": "t",
         "network.allow": elsewhere,
     });
-    assert_eq!(json_create(&host, "src", source).status, 201);
+    let created = json_create(&host, "src", source);
+    assert_eq!(created.status, 201, "{}", created.body);
     // No network.allow at all: the task may open no socket.
     let sink = json!({
         "connector.class": "io.confluent.connect.mqtt.MqttSinkConnector",
         "mqtt.server.uri": broker.uri(),
         "topics": "t",
     });
-    assert_eq!(json_create(&host, "dst", sink).status, 201);
-    let refused = format!("connect to {} refused: not in network.allow", broker.address());
+    let created = json_create(&host, "dst", sink);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let refused = format!(
+        "connect to {} refused: not in network.allow",
+        broker.address()
+    );
     let limit = Duration::from_secs(30);
     wait_failed_with(&host, "src", &[&refused], limit);
     wait_failed_with(&host, "dst", &[&refused], limit);

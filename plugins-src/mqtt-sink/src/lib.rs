@@ -102,12 +102,12 @@ impl SinkConnector for MqttSink {
 fn target(config: &Config) -> Result<Option<String>, ConfigError> {
     match config.get(TARGET) {
         None => Ok(None),
-        Some(topic) => check_topic(topic).map(|()| Some(topic.to_string())).map_err(|m| {
-            ConfigError {
+        Some(topic) => check_topic(topic)
+            .map(|()| Some(topic.to_string()))
+            .map_err(|m| ConfigError {
                 key: TARGET.into(),
                 message: format!("{TARGET}: {m}"),
-            }
-        }),
+            }),
     }
 }
 
@@ -329,7 +329,9 @@ mod tests {
     fn the_key_names_the_topic_unless_it_cannot() {
         assert_eq!(topic_of_key(Some(b"sensors/a")).unwrap(), "sensors/a");
         assert!(topic_of_key(None).unwrap_err().contains("no key"));
-        assert!(topic_of_key(Some(b"a/+")).unwrap_err().contains("no + or #"));
+        assert!(topic_of_key(Some(b"a/+"))
+            .unwrap_err()
+            .contains("no + or #"));
         assert!(topic_of_key(Some(&[0xff])).unwrap_err().contains("UTF-8"));
     }
 
