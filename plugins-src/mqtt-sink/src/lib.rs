@@ -177,8 +177,7 @@ impl SinkTask for MqttSinkTask {
         first_offset: u64,
         records: BatchReader<'_>,
     ) -> Result<(), TaskError> {
-        let mut offset = first_offset;
-        for record in records {
+        for (offset, record) in (first_offset..).zip(records) {
             let record =
                 record.map_err(|e| TaskError::Fatal(format!("bad batch from the host: {e}")))?;
             let mqtt_topic = match &self.target {
@@ -191,7 +190,6 @@ impl SinkTask for MqttSinkTask {
             };
             self.publish(mqtt_topic, Bytes::copy_from_slice(record.value))
                 .map_err(|e| self.failed(e))?;
-            offset += 1;
         }
         self.send().map_err(|e| self.failed(e))
     }
