@@ -158,18 +158,8 @@ impl Mosquitto {
     /// A `mosquitto_pub -l` on `topic` (QoS 1) that publishes each line written to its
     /// stdin and exits when stdin closes.
     pub fn publisher(&self, topic: &str) -> Child {
-        Command::new(require("mosquitto_pub"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-l",
-            ])
+        self.client("mosquitto_pub")
+            .args(["-t", topic, "-l"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -180,23 +170,24 @@ impl Mosquitto {
     /// messages or `timeout_s` seconds; its stdout lines are `<topic> <payload>`. Returns
     /// once the broker logged the subscription.
     pub fn subscriber(&self, id: &str, filter: &str, count: usize, timeout_s: u32) -> Child {
-        let child = Command::new(require("mosquitto_sub"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-v",
-            ])
-            .args(["-i", id, "-t", filter, "-C", &count.to_string(), "-W"])
+        let child = self
+            .client("mosquitto_sub")
+            .args(["-v", "-i", id, "-t", filter, "-C", &count.to_string(), "-W"])
             .arg(timeout_s.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start mosquitto_sub");
         self.wait_subscribed(id, filter);
         child
+    }
+}
+
+impl Mosquitto {
+    /// `program` (a mosquitto client) aimed at this broker with QoS 1.
+    fn client(&self, program: &str) -> Command {
+        let mut command = Command::new(require(program));
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1"]);
+        command
     }
 }
 
