@@ -2,7 +2,8 @@
 //! process: `mosquitto_pub` → mqtt-source → topic → mqtt-sink → `mosquitto_sub` exactly;
 //! a `kill -9` of the host mid-stream loses no message (duplicates are counted and
 //! reported); a connector whose `network.allow` does not list the broker fails with
-//! `not in network.allow` and the broker sees no connection.
+//! `not in network.allow` and the broker sees no connection; and the connector code itself
+//! acknowledges a message only in `commit`.
 //! Needs `mosquitto` and `mosquitto-clients` (the "MQTT connectors" block of `.ci/run`).
 
 mod common;
@@ -215,4 +216,87 @@ fn a_broker_missing_from_network_allow_is_never_connected_to() {
         "the broker saw a connection:\n{}",
         broker.log()
     );
+}
+
+/// The source's task host for the test below: no committed positions.
+struct NoPositions;
+
+impl wasm_connect_sdk::Host for NoPositions {
+    fn log(&self, _level: wasm_connect_sdk::LogLevel, message: &str) {
+        eprintln!("{message}");
+    }
+    fn committed_position(&self, _partition: &str) -> Option<String> {
+        None
+    }
+    fn connector_name(&self) -> String {
+        "acks".into()
+    }
+    fn task_id(&self) -> Option<u32> {
+        Some(0)
+    }
+}
+
+/// Polls `task` until it returned `count` records or `limit` passed; returns their values
+/// and the last record's position.
+fn poll_values(
+    task: &mut mqtt_source::MqttSourceTask,
+    count: usize,
+    limit: Duration,
+) -> (Vec<String>, Vec<wasm_connect_sdk::Position>) {
+    use wasm_connect_sdk::{BatchReader, BatchWriter, Position, SourceTask};
+    let (mut values, mut last) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + limit;
+    while values.len() < count && std::time::Instant::now() < deadline {
+        let mut out = BatchWriter::new();
+        task.poll(&mut out, 100, 1 << 20).expect("poll");
+        let (n, frames) = out.into_parts();
+        for record in BatchReader::read_all(&frames, n).expect("batch") {
+            values.push(String::from_utf8_lossy(record.value).into_owned());
+            last = vec![Position {
+                partition: record.partition.to_string(),
+                position: record.position.to_string(),
+            }];
+        }
+    }
+    (values, last)
+}
+
+/// The connector code itself (compiled natively) against a real broker: a message is
+/// acknowledged only by `commit`, so one polled but not committed comes again in the next
+/// session, and one committed never does.
+#[test]
+fn a_message_is_acknowledged_only_when_committed() {
+    use mqtt_source::MqttSourceTask;
+    use wasm_connect_sdk::{Config, SourceTask};
+    let _turn = serial();
+    let broker = Mosquitto::start();
+    let config: Config = [
+        ("mqtt.server.uri", broker.uri()),
+        ("mqtt.topics", "acks/#".to_string()),
+        ("kafka.topic", "t".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let start = || MqttSourceTask::start(&config, &NoPositions).expect("start");
+    let sent = ["one".to_string(), "two".to_string()];
+
+    let mut task = start();
+    broker.publish_lines("acks/x", &sent);
+    let (values, _) = poll_values(&mut task, 2, Duration::from_secs(10));
+    assert_eq!(values, sent);
+    task.stop(); // no commit
+
+    let mut task = start();
+    let (values, positions) = poll_values(&mut task, 2, Duration::from_secs(10));
+    assert_eq!(values, sent, "uncommitted messages must come again");
+    task.commit(&positions);
+    task.stop();
+
+    let mut task = start();
+    let (values, _) = poll_values(&mut task, 1, Duration::from_secs(1));
+    assert!(
+        values.is_empty(),
+        "committed messages came again: {values:?}"
+    );
+    task.stop();
 }
