@@ -2,7 +2,8 @@
 //! process: `mosquitto_pub` → mqtt-source → topic → mqtt-sink → `mosquitto_sub` exactly;
 //! a `kill -9` of the host mid-stream loses no message (duplicates are counted and
 //! reported); a connector whose `network.allow` does not list the broker fails with
-//! `not in network.allow` and the broker sees no connection.
+//! `not in network.allow` and the broker sees no connection; and the connector code itself
+//! acknowledges a message only in `commit`.
 //! Needs `mosquitto` and `mosquitto-clients` (the "MQTT connectors" block of `.ci/run`).
 
 mod common;
@@ -11,20 +12,10 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{mqtt_workspace as workspace, start_host, Mosquitto};
 use common::neighbourhood::wait_failed_with;
-use common::{bundled_plugins, free_port, json_create, read_lines, serial, wait_for, Workspace};
+use common::{free_port, json_create, read_lines, serial, wait_for};
 use serde_json::json;
-
-/// A workspace whose plugin dir also holds the bundled MQTT connectors.
-fn workspace() -> Workspace {
-    let ws = Workspace::new();
-    for name in ["mqtt-source.wasm", "mqtt-sink.wasm"] {
-        std::fs::copy(bundled_plugins().join(name), ws.plugin_dir().join(name))
-            .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
-    }
-    ws
-}
 
 /// `count` message payloads tagged with `tag`.
 fn payloads(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -37,7 +28,7 @@ fn messages_cross_mqtt_source_topic_and_mqtt_sink_exactly() {
     let inbound = Mosquitto::start();
     let outbound = Mosquitto::start();
     let ws = workspace();
-    let host = ws.start();
+    let host = start_host(&ws);
     let (a, b) = (payloads("a", 0..1500), payloads("b", 0..1500));
     let expected: Vec<String> = a
         .iter()
@@ -100,7 +91,7 @@ fn a_kill_9_mid_stream_loses_no_message() {
     let broker = Mosquitto::start();
     let ws = workspace();
     let out = ws.path("out.txt");
-    let host = ws.start();
+    let host = start_host(&ws);
     let source = json!({
         "connector-class": "mqtt-source",
         "mqtt.server.uri": broker.uri(),
@@ -152,13 +143,17 @@ fn a_kill_9_mid_stream_loses_no_message() {
     drop(stdin);
     assert!(publisher.wait().expect("mosquitto_pub").success());
 
-    let host = ws.start();
+    let host = start_host(&ws);
     let expected: BTreeSet<&String> = all.iter().collect();
-    wait_for(Duration::from_secs(90), "every message after the restart", || {
-        let lines = read_lines(&out);
-        let seen: BTreeSet<&String> = lines.iter().collect();
-        expected.iter().all(|m| seen.contains(m))
-    });
+    wait_for(
+        Duration::from_secs(90),
+        "every message after the restart",
+        || {
+            let lines = read_lines(&out);
+            let seen: BTreeSet<&String> = lines.iter().collect();
+            expected.iter().all(|m| seen.contains(m))
+        },
+    );
     // Settle: duplicates still in flight land now.
     std::thread::sleep(Duration::from_millis(500));
     let lines = read_lines(&out);
@@ -190,7 +185,7 @@ fn a_broker_missing_from_network_allow_is_never_connected_to() {
     let _turn = serial();
     let broker = Mosquitto::start();
     let ws = workspace();
-    let host = ws.start();
+    let host = start_host(&ws);
     let elsewhere = format!("127.0.0.1:{}", free_port());
     let source = json!({
         "connector.class": "mqtt-source",
@@ -199,15 +194,20 @@ fn a_broker_missing_from_network_allow_is_never_connected_to() {
         "kafka.topic": "t",
         "network.allow": elsewhere,
     });
-    assert_eq!(json_create(&host, "src", source).status, 201);
+    let created = json_create(&host, "src", source);
+    assert_eq!(created.status, 201, "{}", created.body);
     // No network.allow at all: the task may open no socket.
     let sink = json!({
         "connector.class": "io.confluent.connect.mqtt.MqttSinkConnector",
         "mqtt.server.uri": broker.uri(),
         "topics": "t",
     });
-    assert_eq!(json_create(&host, "dst", sink).status, 201);
-    let refused = format!("connect to {} refused: not in network.allow", broker.address());
+    let created = json_create(&host, "dst", sink);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let refused = format!(
+        "connect to {} refused: not in network.allow",
+        broker.address()
+    );
     let limit = Duration::from_secs(30);
     wait_failed_with(&host, "src", &[&refused], limit);
     wait_failed_with(&host, "dst", &[&refused], limit);
@@ -216,4 +216,87 @@ fn a_broker_missing_from_network_allow_is_never_connected_to() {
         "the broker saw a connection:\n{}",
         broker.log()
     );
+}
+
+/// The source's task host for the test below: no committed positions.
+struct NoPositions;
+
+impl wasm_connect_sdk::Host for NoPositions {
+    fn log(&self, _level: wasm_connect_sdk::LogLevel, message: &str) {
+        eprintln!("{message}");
+    }
+    fn committed_position(&self, _partition: &str) -> Option<String> {
+        None
+    }
+    fn connector_name(&self) -> String {
+        "acks".into()
+    }
+    fn task_id(&self) -> Option<u32> {
+        Some(0)
+    }
+}
+
+/// Polls `task` until it returned `count` records or `limit` passed; returns their values
+/// and the last record's position.
+fn poll_values(
+    task: &mut mqtt_source::MqttSourceTask,
+    count: usize,
+    limit: Duration,
+) -> (Vec<String>, Vec<wasm_connect_sdk::Position>) {
+    use wasm_connect_sdk::{BatchReader, BatchWriter, Position, SourceTask};
+    let (mut values, mut last) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + limit;
+    while values.len() < count && std::time::Instant::now() < deadline {
+        let mut out = BatchWriter::new();
+        task.poll(&mut out, 100, 1 << 20).expect("poll");
+        let (n, frames) = out.into_parts();
+        for record in BatchReader::read_all(&frames, n).expect("batch") {
+            values.push(String::from_utf8_lossy(record.value).into_owned());
+            last = vec![Position {
+                partition: record.partition.to_string(),
+                position: record.position.to_string(),
+            }];
+        }
+    }
+    (values, last)
+}
+
+/// The connector code itself (compiled natively) against a real broker: a message is
+/// acknowledged only by `commit`, so one polled but not committed comes again in the next
+/// session, and one committed never does.
+#[test]
+fn a_message_is_acknowledged_only_when_committed() {
+    use mqtt_source::MqttSourceTask;
+    use wasm_connect_sdk::{Config, SourceTask};
+    let _turn = serial();
+    let broker = Mosquitto::start();
+    let config: Config = [
+        ("mqtt.server.uri", broker.uri()),
+        ("mqtt.topics", "acks/#".to_string()),
+        ("kafka.topic", "t".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let start = || MqttSourceTask::start(&config, &NoPositions).expect("start");
+    let sent = ["one".to_string(), "two".to_string()];
+
+    let mut task = start();
+    broker.publish_lines("acks/x", &sent);
+    let (values, _) = poll_values(&mut task, 2, Duration::from_secs(10));
+    assert_eq!(values, sent);
+    task.stop(); // no commit
+
+    let mut task = start();
+    let (values, positions) = poll_values(&mut task, 2, Duration::from_secs(10));
+    assert_eq!(values, sent, "uncommitted messages must come again");
+    task.commit(&positions);
+    task.stop();
+
+    let mut task = start();
+    let (values, _) = poll_values(&mut task, 1, Duration::from_secs(1));
+    assert!(
+        values.is_empty(),
+        "committed messages came again: {values:?}"
+    );
+    task.stop();
 }

@@ -8,19 +8,57 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Says which `.ci/run` block installs `program`, when it is missing.
-pub fn require(program: &str) {
-    let found = Command::new(program)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "{program} is not installed: the \"MQTT connectors\" block of .ci/run installs it \
-         (apt-get install -y --no-install-recommends mosquitto mosquitto-clients)"
+/// A workspace whose plugin dir also holds the bundled MQTT connectors.
+pub fn mqtt_workspace() -> super::Workspace {
+    let ws = super::Workspace::new();
+    for name in ["mqtt-source.wasm", "mqtt-sink.wasm"] {
+        std::fs::copy(
+            super::bundled_plugins().join(name),
+            ws.plugin_dir().join(name),
+        )
+        .unwrap_or_else(|e| panic!("copy {name} (run scripts/build-plugins.sh): {e}"));
+    }
+    ws
+}
+
+/// Starts a host on `ws` and waits until the MQTT connectors are loaded (on a busy
+/// machine their compilation may outlast the host's `ready`).
+pub fn start_host(ws: &super::Workspace) -> super::Host {
+    let host = ws.start();
+    super::wait_for(
+        Duration::from_secs(120),
+        "the MQTT connectors to load",
+        || {
+            let body = super::json_get(&host, "/connector-plugins").body;
+            body.contains("mqtt-source") && body.contains("mqtt-sink") && !body.contains("loading")
+        },
     );
+    host
+}
+
+/// The path of `program` (on PATH, or in `/usr/sbin` where Debian puts the broker);
+/// panics naming the `.ci/run` block that installs it when it is missing.
+pub fn require(program: &str) -> PathBuf {
+    let runs = |path: &PathBuf| {
+        Command::new(path)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    [
+        PathBuf::from(program),
+        PathBuf::from("/usr/sbin").join(program),
+    ]
+    .into_iter()
+    .find(runs)
+    .unwrap_or_else(|| {
+        panic!(
+            "{program} is not installed: the \"MQTT connectors\" block of .ci/run installs it \
+                 (apt-get install -y --no-install-recommends mosquitto mosquitto-clients)"
+        )
+    })
 }
 
 /// One broker process.
@@ -40,7 +78,7 @@ impl Mosquitto {
 
     /// Starts a broker with extra config lines.
     pub fn start_with(extra: &str) -> Mosquitto {
-        require("mosquitto");
+        let mosquitto = require("mosquitto");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = super::free_port();
         let log = dir.path().join("mosquitto.log");
@@ -54,7 +92,7 @@ impl Mosquitto {
             log.display()
         );
         std::fs::write(&config, text).expect("write mosquitto config");
-        let child = Command::new("mosquitto")
+        let child = Command::new(mosquitto)
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())
@@ -120,9 +158,8 @@ impl Mosquitto {
     /// A `mosquitto_pub -l` on `topic` (QoS 1) that publishes each line written to its
     /// stdin and exits when stdin closes.
     pub fn publisher(&self, topic: &str) -> Child {
-        require("mosquitto_pub");
-        Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-l"])
+        self.client("mosquitto_pub")
+            .args(["-t", topic, "-l"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -133,10 +170,9 @@ impl Mosquitto {
     /// messages or `timeout_s` seconds; its stdout lines are `<topic> <payload>`. Returns
     /// once the broker logged the subscription.
     pub fn subscriber(&self, id: &str, filter: &str, count: usize, timeout_s: u32) -> Child {
-        require("mosquitto_sub");
-        let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-v"])
-            .args(["-i", id, "-t", filter, "-C", &count.to_string(), "-W"])
+        let child = self
+            .client("mosquitto_sub")
+            .args(["-v", "-i", id, "-t", filter, "-C", &count.to_string(), "-W"])
             .arg(timeout_s.to_string())
             .stdout(Stdio::piped())
             .spawn()
@@ -146,10 +182,23 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// `program` (a mosquitto client) aimed at this broker with QoS 1.
+    fn client(&self, program: &str) -> Command {
+        let mut command = Command::new(require(program));
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1"]);
+        command
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- mosquitto log (port {}) ----\n{}", self.port, self.log());
+            eprintln!(
+                "---- mosquitto log (port {}) ----\n{}",
+                self.port,
+                self.log()
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

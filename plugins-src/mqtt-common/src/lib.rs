@@ -53,10 +53,12 @@ pub mod defs {
     )
     .typed(ValueType::Boolean)
     .default_value("false");
-    pub const KEEPALIVE_S: ConfigDef =
-        ConfigDef::optional(KEEPALIVE, "Keep-alive interval in seconds (0 turns it off).")
-            .typed(ValueType::Integer)
-            .default_value("60");
+    pub const KEEPALIVE_S: ConfigDef = ConfigDef::optional(
+        KEEPALIVE,
+        "Keep-alive interval in seconds (0 turns it off).",
+    )
+    .typed(ValueType::Integer)
+    .default_value("60");
     pub const CONNECT_TIMEOUT_S: ConfigDef = ConfigDef::optional(
         CONNECT_TIMEOUT,
         "Seconds to connect and get the broker's CONNACK (at most 25, below the host's call timeout).",
@@ -156,6 +158,7 @@ impl Settings {
                 message,
             })
         };
+        let mut bad_uri = false;
         let servers: Vec<Server> = config
             .get(SERVER_URI)
             .unwrap_or_default()
@@ -164,20 +167,25 @@ impl Settings {
             .filter(|uri| !uri.is_empty())
             .filter_map(|uri| {
                 Server::parse(uri)
-                    .map_err(|m| error(SERVER_URI, format!("{SERVER_URI}: {m}")))
+                    .map_err(|m| {
+                        bad_uri = true;
+                        error(SERVER_URI, format!("{SERVER_URI}: {m}"))
+                    })
                     .ok()
             })
             .collect();
-        if servers.is_empty() && config.get(SERVER_URI).is_none_or(|v| v.trim().is_empty()) {
+        if servers.is_empty() && !bad_uri {
             error(SERVER_URI, format!("Request config key: {SERVER_URI}"));
         }
         let login = match (config.get(USERNAME), config.get(PASSWORD)) {
-            (Some(user), password) => Some((
-                user.to_string(),
-                password.unwrap_or_default().to_string(),
-            )),
+            (Some(user), password) => {
+                Some((user.to_string(), password.unwrap_or_default().to_string()))
+            }
             (None, Some(_)) => {
-                error(PASSWORD, format!("{PASSWORD} needs {USERNAME} (MQTT 3.1.1 sends no password alone)"));
+                error(
+                    PASSWORD,
+                    format!("{PASSWORD} needs {USERNAME} (MQTT 3.1.1 sends no password alone)"),
+                );
                 None
             }
             (None, None) => None,
@@ -186,7 +194,10 @@ impl Settings {
             "0" => Qos::AtMostOnce,
             "1" => Qos::AtLeastOnce,
             other => {
-                error(QOS, format!("{QOS}: {other:?} is not supported; use 0 or 1"));
+                error(
+                    QOS,
+                    format!("{QOS}: {other:?} is not supported; use 0 or 1"),
+                );
                 Qos::AtLeastOnce
             }
         };
@@ -194,7 +205,10 @@ impl Settings {
             "true" => true,
             "false" => false,
             other => {
-                error(CLEAN_SESSION, format!("{CLEAN_SESSION}: {other:?} is not true or false"));
+                error(
+                    CLEAN_SESSION,
+                    format!("{CLEAN_SESSION}: {other:?} is not true or false"),
+                );
                 false
             }
         };
@@ -204,7 +218,10 @@ impl Settings {
                 Some(text) => match text.parse::<u64>() {
                     Ok(n) if n <= max => n,
                     _ => {
-                        error(key, format!("{key}: {text:?} is not a number of seconds from 0 to {max}"));
+                        error(
+                            key,
+                            format!("{key}: {text:?} is not a number of seconds from 0 to {max}"),
+                        );
                         default
                     }
                 },
@@ -213,7 +230,10 @@ impl Settings {
         let keepalive = seconds(KEEPALIVE, 60, u64::from(u16::MAX));
         let connect_timeout = seconds(CONNECT_TIMEOUT, 10, MAX_CONNECT_TIMEOUT_S).max(1);
         let client_id = config.get(CLIENT_ID).map(str::to_string);
-        if client_id.as_deref().is_some_and(|id| id.is_empty() || id.len() > 65_535) {
+        if client_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 65_535)
+        {
             error(CLIENT_ID, format!("{CLIENT_ID}: must be 1 to 65535 bytes"));
         }
         if !errors.is_empty() {
@@ -276,7 +296,12 @@ pub enum MqttError {
         waiting_for: &'static str,
     },
     /// The broker refused a subscription.
-    SubscriptionRefused { server: String, filter: String },
+    SubscriptionRefused {
+        server: String,
+        filter: String,
+    },
+    /// `mqtt.server.uri` names no broker.
+    NoServer,
 }
 
 impl fmt::Display for MqttError {
@@ -285,7 +310,9 @@ impl fmt::Display for MqttError {
             MqttError::Tcp(e) => e.fmt(f),
             MqttError::Refused { server, code } => {
                 let fix = match code {
-                    ConnectReturnCode::BadUserNamePassword => "check mqtt.username and mqtt.password",
+                    ConnectReturnCode::BadUserNamePassword => {
+                        "check mqtt.username and mqtt.password"
+                    }
                     ConnectReturnCode::NotAuthorized => "the broker's ACL must allow this client",
                     ConnectReturnCode::BadClientId => "set another mqtt.client.id",
                     ConnectReturnCode::RefusedProtocolVersion => "the broker must speak MQTT 3.1.1",
@@ -293,7 +320,10 @@ impl fmt::Display for MqttError {
                         "retrying"
                     }
                 };
-                write!(f, "broker {server} refused the connection ({code:?}); {fix}")
+                write!(
+                    f,
+                    "broker {server} refused the connection ({code:?}); {fix}"
+                )
             }
             MqttError::Malformed { server, error } => {
                 write!(f, "broker {server} sent a malformed packet: {error:?}")
@@ -312,6 +342,7 @@ impl fmt::Display for MqttError {
                 server,
                 waiting_for,
             } => write!(f, "broker {server} sent another packet than {waiting_for}"),
+            MqttError::NoServer => write!(f, "{SERVER_URI} names no broker; write tcp://host:port"),
             MqttError::SubscriptionRefused { server, filter } => write!(
                 f,
                 "broker {server} refused the subscription to {filter:?} (check its ACL)"
@@ -338,7 +369,7 @@ impl From<MqttError> for TaskError {
             {
                 TaskError::Fatal(error.to_string())
             }
-            MqttError::Encode(_) | MqttError::SubscriptionRefused { .. } => {
+            MqttError::Encode(_) | MqttError::SubscriptionRefused { .. } | MqttError::NoServer => {
                 TaskError::Fatal(error.to_string())
             }
             _ => TaskError::Retriable(error.to_string()),
@@ -376,11 +407,7 @@ impl Client {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(MqttError::NoAnswer {
-            server: String::new(),
-            waiting_for: "server to connect to",
-            after: Duration::ZERO,
-        }))
+        Err(last.unwrap_or(MqttError::NoServer))
     }
 
     fn connect_to(
@@ -422,7 +449,12 @@ impl Client {
     }
 
     /// Subscribes to `filters` and waits for the SUBACK.
-    pub fn subscribe(&mut self, filters: &[String], qos: Qos, timeout: Duration) -> Result<(), MqttError> {
+    pub fn subscribe(
+        &mut self,
+        filters: &[String],
+        qos: Qos,
+        timeout: Duration,
+    ) -> Result<(), MqttError> {
         let mut subscribe = v4::Subscribe::new_many(
             filters
                 .iter()
@@ -605,16 +637,26 @@ mod tests {
 
     #[test]
     fn server_uris_take_tcp_host_port_and_refuse_tls_with_the_fix() {
-        let settings =
-            Settings::from_config(&config(&[(SERVER_URI, "tcp://127.0.0.1:1884, mqtt://broker")]))
-                .unwrap();
-        let addresses: Vec<&str> = settings.servers.iter().map(|s| s.address.as_str()).collect();
+        let settings = Settings::from_config(&config(&[(
+            SERVER_URI,
+            "tcp://127.0.0.1:1884, mqtt://broker",
+        )]))
+        .unwrap();
+        let addresses: Vec<&str> = settings
+            .servers
+            .iter()
+            .map(|s| s.address.as_str())
+            .collect();
         assert_eq!(addresses, ["127.0.0.1:1884", "broker:1883"]);
         assert_eq!(settings.qos, Qos::AtLeastOnce);
         assert!(!settings.clean_session);
         let errors = Settings::from_config(&config(&[(SERVER_URI, "ssl://b:8883")])).unwrap_err();
         assert_eq!(errors[0].key, SERVER_URI);
-        assert!(errors[0].message.contains("TLS is not supported"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("TLS is not supported"),
+            "{}",
+            errors[0].message
+        );
         let errors = Settings::from_config(&config(&[(SERVER_URI, "tcp://b:x")])).unwrap_err();
         assert!(errors[0].message.contains("not a port number"));
     }
@@ -629,7 +671,12 @@ mod tests {
         ]))
         .unwrap_err();
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, [SERVER_URI, PASSWORD, QOS, CLEAN_SESSION, CONNECT_TIMEOUT]);
+        assert_eq!(
+            keys,
+            [SERVER_URI, PASSWORD, QOS, CLEAN_SESSION, CONNECT_TIMEOUT]
+        );
+        let errors = Settings::from_config(&config(&[(SERVER_URI, " , ")])).unwrap_err();
+        assert_eq!(errors[0].message, "Request config key: mqtt.server.uri");
     }
 
     #[test]

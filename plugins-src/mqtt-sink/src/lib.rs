@@ -102,12 +102,12 @@ impl SinkConnector for MqttSink {
 fn target(config: &Config) -> Result<Option<String>, ConfigError> {
     match config.get(TARGET) {
         None => Ok(None),
-        Some(topic) => check_topic(topic).map(|()| Some(topic.to_string())).map_err(|m| {
-            ConfigError {
+        Some(topic) => check_topic(topic)
+            .map(|()| Some(topic.to_string()))
+            .map_err(|m| ConfigError {
                 key: TARGET.into(),
                 message: format!("{TARGET}: {m}"),
-            }
-        }),
+            }),
     }
 }
 
@@ -177,8 +177,7 @@ impl SinkTask for MqttSinkTask {
         first_offset: u64,
         records: BatchReader<'_>,
     ) -> Result<(), TaskError> {
-        let mut offset = first_offset;
-        for record in records {
+        for (offset, record) in (first_offset..).zip(records) {
             let record =
                 record.map_err(|e| TaskError::Fatal(format!("bad batch from the host: {e}")))?;
             let mqtt_topic = match &self.target {
@@ -191,7 +190,6 @@ impl SinkTask for MqttSinkTask {
             };
             self.publish(mqtt_topic, Bytes::copy_from_slice(record.value))
                 .map_err(|e| self.failed(e))?;
-            offset += 1;
         }
         self.send().map_err(|e| self.failed(e))
     }
@@ -329,7 +327,9 @@ mod tests {
     fn the_key_names_the_topic_unless_it_cannot() {
         assert_eq!(topic_of_key(Some(b"sensors/a")).unwrap(), "sensors/a");
         assert!(topic_of_key(None).unwrap_err().contains("no key"));
-        assert!(topic_of_key(Some(b"a/+")).unwrap_err().contains("no + or #"));
+        assert!(topic_of_key(Some(b"a/+"))
+            .unwrap_err()
+            .contains("no + or #"));
         assert!(topic_of_key(Some(&[0xff])).unwrap_err().contains("UTF-8"));
     }
 

@@ -79,7 +79,10 @@ impl Connector for MqttSource {
         if let Err(e) = filters(config) {
             errors.push(e);
         }
-        if config.get_any(&TOPIC_KEYS).is_none_or(|t| t.trim().is_empty()) {
+        if config
+            .get_any(&TOPIC_KEYS)
+            .is_none_or(|t| t.trim().is_empty())
+        {
             errors.push(ConfigError {
                 key: "kafka.topic".into(),
                 message: "Request config key: kafka.topic (or topic)".into(),
@@ -137,7 +140,10 @@ fn filters(config: &Config) -> Result<Vec<String>, ConfigError> {
     if filters.is_empty() {
         return Err(error(format!("Request config key: {TOPICS}")));
     }
-    match filters.iter().find(|f| !valid_filter(f) || f.len() > 65_535) {
+    match filters
+        .iter()
+        .find(|f| !valid_filter(f) || f.len() > 65_535)
+    {
         Some(bad) => Err(error(format!(
             "{TOPICS}: {bad:?} is not a topic filter (+ must be a whole level, # the last one)"
         ))),

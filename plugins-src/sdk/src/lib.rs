@@ -47,10 +47,10 @@
 //! ```
 
 pub mod batch;
-pub mod tcp;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
+pub mod tcp;
 
 pub use batch::{BatchReader, BatchWriter, FrameError, Record, RecordRef};
 
