@@ -64,14 +64,21 @@ fn creates_beyond_max_instances_are_refused_naming_the_flag() {
         "/connector-plugins/file-source/config/validate",
         &json!({"connector.class": "file-source", "topic": "t"}),
     );
-    assert_eq!(answer.status, 200, "validate at the ceiling: {}", answer.body);
+    assert_eq!(
+        answer.status, 200,
+        "validate at the ceiling: {}",
+        answer.body
+    );
     assert!(
         answer.body.contains("Request config key: filename"),
         "the connector's own validation ran: {}",
         answer.body
     );
     let (status, body) = create_source(&host, &ws, "d", &[]);
-    assert_eq!(status, 400, "a create beyond the ceiling is refused: {body}");
+    assert_eq!(
+        status, 400,
+        "a create beyond the ceiling is refused: {body}"
+    );
     assert!(
         body.contains("--max-instances 3") && body.contains("4 would be more"),
         "the refusal names the flag and the count: {body}"
@@ -82,7 +89,11 @@ fn creates_beyond_max_instances_are_refused_naming_the_flag() {
         &json!({"connector-class": "file-source", "filename": ws.path("a.txt").to_string_lossy(), "topic": "x"}).to_string(),
     );
     assert!(body.contains("--max-instances 3"), "legacy API: {body}");
-    assert_eq!(json_get(&host, "/connectors/d").status, 404, "nothing stored");
+    assert_eq!(
+        json_get(&host, "/connectors/d").status,
+        404,
+        "nothing stored"
+    );
     // A stopped connector frees its slot: the next create runs (its task waits for the
     // stopping one to end).
     let stop = json_send(&host, "PUT", "/connectors/a/stop", &json!({}));
@@ -93,12 +104,16 @@ fn creates_beyond_max_instances_are_refused_naming_the_flag() {
     // Resuming the stopped one now has no slot: its task fails naming the flag.
     let resume = json_send(&host, "PUT", "/connectors/a/resume", &json!({}));
     assert_eq!(resume.status, 202, "resume a: {}", resume.body);
-    wait_for(Duration::from_secs(30), "a's task to fail for lack of a slot", || {
-        let status = json_get(&host, "/connectors/a/status").json();
-        status["tasks"][0]["trace"]
-            .as_str()
-            .is_some_and(|trace| trace.contains("--max-instances 3"))
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "a's task to fail for lack of a slot",
+        || {
+            let status = json_get(&host, "/connectors/a/status").json();
+            status["tasks"][0]["trace"]
+                .as_str()
+                .is_some_and(|trace| trace.contains("--max-instances 3"))
+        },
+    );
 }
 
 #[test]
@@ -110,8 +125,12 @@ fn idle_sources_back_off_and_still_pick_up_new_lines() {
         let ws = Workspace::new();
         let host = ws.start();
         for i in 0..SOURCES {
-            let (status, body) =
-                create_source(&host, &ws, &format!("s{i}"), &[("limits.poll.idle.ms", "10")]);
+            let (status, body) = create_source(
+                &host,
+                &ws,
+                &format!("s{i}"),
+                &[("limits.poll.idle.ms", "10")],
+            );
             assert_eq!(status, 201, "{body}");
         }
         (0..SOURCES).for_each(|i| wait_running(&host, &format!("s{i}")));
@@ -139,8 +158,14 @@ fn idle_sources_back_off_and_still_pick_up_new_lines() {
     // After the idle spell, a new line still arrives (the pause never exceeds its ceiling).
     let appended = Instant::now();
     common::append(&ws.path("s0.txt"), "hello\n");
-    wait_for(Duration::from_secs(10), "the appended line to be read", || {
-        json_get(&host, "/connectors/s0/offsets").body.contains("\"6\"")
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the appended line to be read",
+        || {
+            json_get(&host, "/connectors/s0/offsets")
+                .body
+                .contains("\"6\"")
+        },
+    );
     eprintln!("line read {:?} after it was appended", appended.elapsed());
 }

@@ -44,14 +44,22 @@ fn main() {
     write_input(&input, lines).expect("write input");
 
     let alone = pipeline(&host, &ws, &input, "alone", lines);
-    println!("pipeline alone: {:.0} rec/s", lines as f64 / alone.as_secs_f64());
+    println!(
+        "pipeline alone: {:.0} rec/s",
+        lines as f64 / alone.as_secs_f64()
+    );
 
     let started = Instant::now();
     for i in 0..connectors {
         let file = ws.path(&format!("idle{i}.txt"));
         std::fs::write(&file, "").expect("idle input");
         let config = json!({"connector.class": "file-source", "file": file, "topic": "idle"});
-        let answer = json_send(&host, "PUT", &format!("/connectors/idle{i}/config"), &config);
+        let answer = json_send(
+            &host,
+            "PUT",
+            &format!("/connectors/idle{i}/config"),
+            &config,
+        );
         assert_eq!(answer.status, 201, "create idle{i}: {}", answer.body);
     }
     let created = started.elapsed();
@@ -125,19 +133,31 @@ fn pipeline(host: &Host, ws: &Workspace, input: &Path, name: &str, lines: usize)
             json!({"connector.class": "file-sink", "file": output, "topics": name}),
         ),
     ] {
-        let answer = json_send(host, "PUT", &format!("/connectors/{connector}/config"), &config);
+        let answer = json_send(
+            host,
+            "PUT",
+            &format!("/connectors/{connector}/config"),
+            &config,
+        );
         assert_eq!(answer.status, 201, "create {connector}: {}", answer.body);
     }
     let expected = (lines * (LINE_BYTES + 1)) as u64;
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::fs::metadata(&output).map_or(0, |m| m.len()) < expected {
-        assert!(Instant::now() < deadline, "the {name} pipeline did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "the {name} pipeline did not finish"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = started.elapsed();
     for connector in [format!("{name}-src"), format!("{name}-sink")] {
         let url = format!("{}/connectors/{connector}", host.kafka);
-        assert_eq!(call("DELETE", &url, None, &[]).status, 204, "delete {connector}");
+        assert_eq!(
+            call("DELETE", &url, None, &[]).status,
+            204,
+            "delete {connector}"
+        );
     }
     elapsed
 }
@@ -159,7 +179,10 @@ fn wait_all_running(host: &Host, count: usize) {
         if running >= count {
             return;
         }
-        assert!(Instant::now() < deadline, "only {running} of {count} connectors run");
+        assert!(
+            Instant::now() < deadline,
+            "only {running} of {count} connectors run"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

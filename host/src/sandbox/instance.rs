@@ -139,8 +139,13 @@ impl ConnectorComponent {
             task: None,
         };
         let mut call = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut call.store, limits, "describe", &call.instance, |c, s| c
-            .call_describe(s))
+        on_connector!(
+            &mut call.store,
+            limits,
+            "describe",
+            &call.instance,
+            |c, s| c.call_describe(s)
+        )
     }
 
     pub async fn validate(
@@ -151,8 +156,13 @@ impl ConnectorComponent {
         config: &Config,
     ) -> Result<Result<(), Vec<ConfigError>>, GuestFailure> {
         let mut call = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut call.store, limits, "validate", &call.instance, |c, s| c
-            .call_validate(s, config))
+        on_connector!(
+            &mut call.store,
+            limits,
+            "validate",
+            &call.instance,
+            |c, s| c.call_validate(s, config)
+        )
     }
 
     pub async fn task_configs(
@@ -164,8 +174,13 @@ impl ConnectorComponent {
         max_tasks: u32,
     ) -> Result<Result<Vec<Config>, String>, GuestFailure> {
         let mut call = self.instantiate(sandbox, identity, limits).await?;
-        on_connector!(&mut call.store, limits, "task-configs", &call.instance, |c, s| c
-            .call_task_configs(s, config, max_tasks))
+        on_connector!(
+            &mut call.store,
+            limits,
+            "task-configs",
+            &call.instance,
+            |c, s| c.call_task_configs(s, config, max_tasks)
+        )
     }
 
     async fn instantiate(
@@ -407,7 +422,7 @@ impl SourceInstance {
         pre: &SourceConnectorPre<TaskState>,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let slot = sandbox.task_slot().await?;
+        let slot = sandbox.task_slot(setup.stop.clone()).await?;
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
@@ -499,7 +514,7 @@ impl SinkInstance {
         pre: &SinkComponent,
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
-        let slot = sandbox.task_slot().await?;
+        let slot = sandbox.task_slot(setup.stop.clone()).await?;
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let (bindings, started) = match pre {
             SinkComponent::V1(pre) => {

@@ -133,22 +133,39 @@ impl Sandbox {
         })
     }
 
-    /// A slot for a task instance, waiting up to [`TASK_SLOT_WAIT`] for one to free up.
-    async fn task_slot(&self) -> Result<InstanceSlot, GuestFailure> {
+    /// A slot for a task instance, waiting up to [`TASK_SLOT_WAIT`] for one to free up;
+    /// a task told to stop meanwhile (`stop`) gives up at once.
+    async fn task_slot(
+        &self,
+        stop: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<InstanceSlot, GuestFailure> {
         let max = self.limits.worker.instances;
         let acquire = self.task_slots.clone().acquire_owned();
-        match tokio::time::timeout(TASK_SLOT_WAIT, acquire).await {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_)) | Err(_) => Err(GuestFailure::NoInstanceSlot { max }),
+        let stopped = async {
+            if let Some(mut stop) = stop {
+                if stop.wait_for(|stop| *stop).await.is_ok() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            waited = tokio::time::timeout(TASK_SLOT_WAIT, acquire) => match waited {
+                Ok(Ok(slot)) => Ok(slot),
+                Ok(Err(_)) | Err(_) => Err(GuestFailure::NoInstanceSlot { max }),
+            },
+            () = stopped => Err(GuestFailure::Cancelled { call: "start" }),
         }
     }
 
     /// A slot for a connector-level instance: these never take a task's slot, and wait
     /// for one another.
     async fn call_slot(&self) -> Result<InstanceSlot, GuestFailure> {
-        self.call_slots.clone().acquire_owned().await.map_err(|_| {
-            GuestFailure::Instantiate("the sandbox is shutting down".into())
-        })
+        self.call_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| GuestFailure::Instantiate("the sandbox is shutting down".into()))
     }
 
     /// Compiles plugin components as `compiler` says (in process by default).
@@ -248,7 +265,8 @@ impl Sandbox {
 fn engine_config(limits: &WorkerLimits) -> Config {
     // Every task instance and every connector-level call has its slot (see `task_slot`,
     // `call_slot`), so the pool is never what refuses an instance.
-    let instances = u32::try_from(limits.worker.instances + CONNECTOR_CALL_SLOTS).unwrap_or(u32::MAX);
+    let instances =
+        u32::try_from(limits.worker.instances + CONNECTOR_CALL_SLOTS).unwrap_or(u32::MAX);
     let mut pooling = PoolingAllocationConfig::default();
     pooling
         .total_component_instances(instances)
