@@ -408,12 +408,19 @@ fn cdc_replicates_changes_answers_keepalives_and_survives_kill_9_exactly_once() 
         "some rows were delivered twice"
     );
     // Once the host stored the changes, the slot lets go of the WAL behind them.
-    wait_for(
-        Duration::from_secs(30),
-        "the slot's flush position to advance",
-        || {
-            pg.sql(&format!("SELECT confirmed_flush_lsn > '{before}' FROM pg_replication_slots WHERE slot_name = 'wc_slot'")) == "t"
-        },
-    );
+    let flushed = || {
+        pg.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'wc_slot'")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg.sql(&format!("SELECT '{}'::pg_lsn > '{before}'", flushed())) != "t" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot's flush position {} stayed at or before {before}; offsets {}; now {}",
+            flushed(),
+            json_get(&host, "/connectors/cdc/offsets").body,
+            pg.sql("SELECT pg_current_wal_lsn()")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(host);
 }
