@@ -4,7 +4,7 @@
 //! that does not answer keepalives is cut off within the tests), `psql` for the test's own statements, stopped when dropped.
 //! The server refuses to run as root: as root, every command runs as the `postgres` user.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// The password of the `postgres` superuser in the test cluster.
