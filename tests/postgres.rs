@@ -92,10 +92,16 @@ fn digest(pg: &Postgres, table: &str) -> String {
 /// Starts a host and waits until it has loaded the PostgreSQL connectors.
 fn start_host(ws: &Workspace) -> Host {
     let host = ws.start();
-    wait_for(Duration::from_secs(120), "the PostgreSQL plugins loaded", || {
-        let plugins = json_get(&host, "/connector-plugins").body;
-        PLUGINS.iter().all(|p| plugins.contains(&format!("\"{p}\"")))
-    });
+    wait_for(
+        Duration::from_secs(120),
+        "the PostgreSQL plugins loaded",
+        || {
+            let plugins = json_get(&host, "/connector-plugins").body;
+            PLUGINS
+                .iter()
+                .all(|p| plugins.contains(&format!("\"{p}\"")))
+        },
+    );
     host
 }
 
@@ -252,6 +258,14 @@ fn a_wrong_password_fails_with_the_servers_reason_and_is_never_shown() {
     bad["auto.create"] = json!("true");
     bad["insert.mode"] = json!("update");
     bad["pk.mode"] = json!("none");
+    let answer = json_create(&host, "bad-keys", bad.clone());
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains("need a primary key"),
+        "{}",
+        answer.body
+    );
+    bad["insert.mode"] = json!("insert");
     let answer = json_create(&host, "bad-keys", bad);
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(
@@ -347,7 +361,11 @@ fn cdc_replicates_changes_answers_keepalives_and_survives_kill_9_exactly_once() 
     insert_rows(&pg, 300);
     pg.sql("UPDATE src SET name = 'changed', tags = NULL WHERE id % 10 = 0");
     pg.sql("DELETE FROM src WHERE id % 7 = 0");
-    wait_same_tables(&pg, &host, "inserts, updates and deletes replicated into dst");
+    wait_same_tables(
+        &pg,
+        &host,
+        "inserts, updates and deletes replicated into dst",
+    );
     assert_eq!(
         pg.sql("SELECT count(*) FROM dst WHERE name = 'changed'"),
         "26"

@@ -482,12 +482,15 @@ impl PostgresCdcTask {
     }
 
     /// The transaction committed: its changes become events, less those already stored.
+    /// A transaction with nothing left to deliver (stored before a restart, or with no
+    /// change of a captured table) is flushed to the slot at once when nothing before it is
+    /// pending, so the slot does not hold WAL for it.
     fn release(&mut self, end_lsn: Lsn) {
         let Some(transaction) = self.transaction.take() else {
             return;
         };
         let skip = match self.resume {
-            Some(resume) if end_lsn < resume.end_lsn => return,
+            Some(resume) if end_lsn < resume.end_lsn => u64::MAX,
             Some(resume) if end_lsn == resume.end_lsn => resume.delivered,
             _ => 0,
         };
@@ -495,7 +498,10 @@ impl PostgresCdcTask {
             self.resume = None;
         }
         let total = transaction.changes.len() as u64;
-        if total == 0 {
+        if skip >= total {
+            if self.totals.is_empty() {
+                self.flushed = self.flushed.max(end_lsn);
+            }
             return;
         }
         self.totals.insert(end_lsn, total);
