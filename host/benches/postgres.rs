@@ -43,6 +43,14 @@ fn main() {
             .expect("copy plugin (run scripts/build-plugins.sh)");
     }
     let host = ws.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the PostgreSQL plugins loaded",
+        || {
+            let plugins = json_get(&host, "/connector-plugins").body;
+            plugins.contains("\"postgres-source\"") && plugins.contains("\"postgres-sink\"")
+        },
+    );
     let connection = |config: Value| {
         let mut config = config;
         config["connection.url"] = json!(pg.jdbc_url());

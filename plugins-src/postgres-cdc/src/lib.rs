@@ -258,13 +258,57 @@ pub struct PostgresCdcTask {
     relations: HashMap<u32, Relation>,
     transaction: Option<Transaction>,
     ready: VecDeque<Event>,
-    resume: Option<Resume>,
-    /// The furthest WAL position received, and the furthest flushed to the slot.
+    ledger: Ledger,
+    /// The furthest WAL position received.
     received: Lsn,
-    flushed: Lsn,
-    /// Changes per transaction (by commit end LSN) released and not yet committed.
-    totals: BTreeMap<Lsn, u64>,
     last_status: Instant,
+}
+
+/// Which transactions are released and stored: decides what a (restarted) task delivers
+/// and how far the slot may be flushed.
+#[derive(Debug, Default)]
+struct Ledger {
+    resume: Option<Resume>,
+    /// Changes per transaction (by commit end LSN) released and not yet stored whole.
+    totals: BTreeMap<Lsn, u64>,
+    /// The furthest LSN the slot may let go of.
+    flushed: Lsn,
+}
+
+impl Ledger {
+    /// A transaction of `total` changes committed at `end_lsn`: how many of its first
+    /// changes were stored before a restart (skip them), or `None` when nothing is left to
+    /// deliver. Such a transaction (stored before a restart, or with no change of a
+    /// captured table) is flushed at once when nothing before it is pending, so the slot
+    /// does not hold WAL for it.
+    fn release(&mut self, end_lsn: Lsn, total: u64) -> Option<u64> {
+        let skip = match self.resume {
+            Some(resume) if end_lsn < resume.end_lsn => u64::MAX,
+            Some(resume) if end_lsn == resume.end_lsn => resume.delivered,
+            _ => 0,
+        };
+        if self.resume.is_some_and(|r| end_lsn >= r.end_lsn) {
+            self.resume = None;
+        }
+        if skip >= total {
+            if self.totals.is_empty() {
+                self.flushed = self.flushed.max(end_lsn);
+            }
+            return None;
+        }
+        self.totals.insert(end_lsn, total);
+        Some(skip)
+    }
+
+    /// The host stored everything up to `stored`: a whole transaction may be flushed.
+    fn stored(&mut self, stored: Resume) {
+        if self.totals.get(&stored.end_lsn) == Some(&stored.delivered) {
+            self.flushed = self.flushed.max(stored.end_lsn);
+            self.totals.retain(|lsn, _| *lsn > stored.end_lsn);
+        } else {
+            self.totals.retain(|lsn, _| *lsn >= stored.end_lsn);
+        }
+    }
 }
 
 /// How long one poll waits for a transaction to complete.
@@ -306,10 +350,11 @@ impl SourceTask for PostgresCdcTask {
             relations: HashMap::new(),
             transaction: None,
             ready: VecDeque::new(),
-            resume,
+            ledger: Ledger {
+                resume,
+                ..Ledger::default()
+            },
             received: Lsn(0),
-            flushed: Lsn(0),
-            totals: BTreeMap::new(),
             last_status: Instant::now(),
         })
     }
@@ -376,13 +421,7 @@ impl SourceTask for PostgresCdcTask {
             let Some(stored) = parse_position(&position.position) else {
                 continue;
             };
-            if self.totals.get(&stored.end_lsn) == Some(&stored.delivered) {
-                // The whole transaction is stored: the slot may let go of it.
-                self.flushed = self.flushed.max(stored.end_lsn);
-                self.totals.retain(|lsn, _| *lsn > stored.end_lsn);
-            } else {
-                self.totals.retain(|lsn, _| *lsn >= stored.end_lsn);
-            }
+            self.ledger.stored(stored);
         }
         // A failed status update surfaces on the next poll's read.
         let _ = self.status();
@@ -397,7 +436,7 @@ impl PostgresCdcTask {
     fn status(&mut self) -> Result<(), TaskError> {
         self.last_status = Instant::now();
         self.stream
-            .standby_status(self.received.0, self.flushed.0)
+            .standby_status(self.received.0, self.ledger.flushed.0)
             .map_err(task_error)
     }
 
@@ -486,19 +525,10 @@ impl PostgresCdcTask {
         let Some(transaction) = self.transaction.take() else {
             return;
         };
-        let skip = match self.resume {
-            Some(resume) if end_lsn < resume.end_lsn => return,
-            Some(resume) if end_lsn == resume.end_lsn => resume.delivered,
-            _ => 0,
-        };
-        if self.resume.is_some_and(|r| end_lsn >= r.end_lsn) {
-            self.resume = None;
-        }
         let total = transaction.changes.len() as u64;
-        if total == 0 {
+        let Some(skip) = self.ledger.release(end_lsn, total) else {
             return;
-        }
-        self.totals.insert(end_lsn, total);
+        };
         for (n, (topic, key, value)) in transaction
             .changes
             .into_iter()
@@ -650,6 +680,42 @@ mod tests {
             json!({"id": 7})
         );
         assert_eq!(typed(1700, "1.50"), json!("1.50"));
+    }
+
+    #[test]
+    fn a_restart_skips_what_was_stored_and_the_slot_advances_only_over_stored_transactions() {
+        let (a, b, c) = (Lsn(100), Lsn(200), Lsn(300));
+        let mut ledger = Ledger {
+            resume: Some(Resume {
+                end_lsn: b,
+                delivered: 2,
+            }),
+            ..Ledger::default()
+        };
+        assert_eq!(ledger.release(a, 4), None, "stored before the restart");
+        assert_eq!(ledger.flushed, a);
+        assert_eq!(ledger.release(b, 5), Some(2), "the first 2 were stored");
+        assert_eq!(ledger.release(c, 0), None, "no captured change");
+        assert_eq!(ledger.flushed, a, "b is still pending");
+        ledger.stored(Resume {
+            end_lsn: b,
+            delivered: 4,
+        });
+        assert_eq!(ledger.flushed, a, "b is stored only in part");
+        ledger.stored(Resume {
+            end_lsn: b,
+            delivered: 5,
+        });
+        assert_eq!(ledger.flushed, b);
+        let mut done = Ledger {
+            resume: Some(Resume {
+                end_lsn: c,
+                delivered: 3,
+            }),
+            ..Ledger::default()
+        };
+        assert_eq!(done.release(c, 3), None, "a transaction stored whole");
+        assert_eq!(done.flushed, c, "the slot moves past it at once");
     }
 
     #[test]

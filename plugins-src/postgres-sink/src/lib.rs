@@ -345,13 +345,14 @@ impl PostgresSinkTask {
             }
             return Ok(None);
         };
-        let mut row =
-            match json_object(value) {
-                Ok(row) => row,
-                Err(why) => return Err(at(format!(
+        let mut row = match json_object(value) {
+            Ok(row) => row,
+            Err(why) => {
+                return Err(at(format!(
                     "the value is {why}; the sink writes JSON objects whose keys are column names"
-                ))),
-            };
+                )))
+            }
+        };
         // A Debezium change event: write its `after` row, or delete for op `d`.
         if let (Some(Value::String(op)), true) =
             (row.get("op").cloned(), row.contains_key("source"))
