@@ -258,7 +258,12 @@ fn new_project(parent: &Path, name: &str, lang: &str, kind: &str, language: &str
     let dir = parent.join(name);
     run(&dir, "./build.sh", &[]);
     let wasm = dir.join(format!("{name}.wasm"));
-    let check = run(&dir, binary, &["plugin", "check", &format!("{name}.wasm")]);
+    let file = format!("{name}.wasm");
+    let check = run(
+        &dir,
+        binary,
+        &["plugin", "check", &file, "--compile-timeout-s", "600"],
+    );
     for expected in [
         format!("world        {kind}-connector"),
         format!("plugin       {name} 0.1.0 ({kind})"),

@@ -58,6 +58,10 @@ enum PluginCommand {
     Check {
         /// The component file (`*.wasm`).
         file: PathBuf,
+        /// Seconds compiling it may take (default: the serving default, 60); a Python
+        /// component needs ~5 s of CPU, more on a busy machine.
+        #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        compile_timeout_s: Option<u64>,
     },
 }
 
@@ -335,8 +339,15 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         None => serve_checked(cli.serve).await,
         Some(Command::Serve(args)) => serve_checked(*args).await,
-        Some(Command::Plugin(PluginCommand::Check { file })) => {
-            wasm_connect::plugins::check::run(&file, own_compiler()).await
+        Some(Command::Plugin(PluginCommand::Check {
+            file,
+            compile_timeout_s,
+        })) => {
+            let mut limits = WorkerLimits::default();
+            if let Some(seconds) = compile_timeout_s {
+                limits.worker.compile_time = Duration::from_secs(seconds);
+            }
+            wasm_connect::plugins::check::run(&file, own_compiler(), limits).await
         }
         Some(Command::New { name, lang, kind }) => new_project(&name, lang, kind),
         Some(Command::Compile) => Ok(()),

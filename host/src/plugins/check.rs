@@ -18,7 +18,8 @@ use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
 use crate::sandbox::{Capabilities, CompileError, Compiler, Sandbox, WorkerLimits};
 
 /// Checks `file` and prints what it declares; an error says why this host cannot run it.
-pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
+/// `limits` are the worker limits it is checked under (the compile limit matters).
+pub async fn run(file: &Path, compiler: Compiler, limits: WorkerLimits) -> anyhow::Result<()> {
     let cannot = |reason: &PluginError| {
         anyhow!(
             "{} cannot run on this host: {}",
@@ -33,9 +34,7 @@ pub async fn run(file: &Path, compiler: Compiler) -> anyhow::Result<()> {
     field("sha256", &hash);
     field("language", &guest_language(&wasm));
     let exports = print_interface(&wasm);
-    let sandbox = Arc::new(
-        Sandbox::new(WorkerLimits::default(), Capabilities::default())?.with_compiler(compiler),
-    );
+    let sandbox = Arc::new(Sandbox::new(limits, Capabilities::default())?.with_compiler(compiler));
     let cache = Arc::new(CodeCache::off(&sandbox));
     match validate(&sandbox, &cache, wasm, &hash, file).await {
         Ok((plugin, _)) => {
@@ -311,4 +310,53 @@ fn traits(def: &ConfigDef) -> String {
         .to_string()
     }));
     format!("[{}]", traits.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(exports: &[&str]) -> Vec<String> {
+        exports.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn a_missing_method_is_named_with_its_wit_signature() {
+        let exports = names(&[
+            "wasm-connect:connector/connector@0.1.0",
+            "wasm-connect:connector/source@0.1.0",
+        ]);
+        let errors = "instance export `wasm-connect:connector/source@0.1.0` does not have export \
+                      `[method]source-task.poll` no exported instance named \
+                      `wasm-connect:connector/sink@0.1.0`";
+        let lines = explain_world_mismatch(&exports, errors);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("source task's method `poll` is missing"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("max-records: u32"), "{}", lines[0]);
+    }
+
+    #[test]
+    fn missing_interfaces_and_other_versions_are_explained() {
+        let lines = explain_world_mismatch(
+            &names(&["wasm-connect:connector/source@0.2.0"]),
+            "no exported instance named `wasm-connect:connector/connector@0.1.0`",
+        );
+        let text = lines.join("\n");
+        assert!(
+            text.contains("another version of the connector API"),
+            "{text}"
+        );
+        assert!(
+            text.contains("does not export the `connector` interface"),
+            "{text}"
+        );
+        assert!(
+            text.contains("neither the `source` nor the `sink`"),
+            "{text}"
+        );
+    }
 }
