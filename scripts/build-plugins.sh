@@ -12,6 +12,8 @@ rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup ta
 bundled=(
     file-source
     file-sink
+    http-sink
+    http-source
 )
 for crate in "${bundled[@]}"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$crate"

@@ -514,3 +514,11 @@ pub fn json_create(host: &Host, name: &str, config: serde_json::Value) -> Answer
         &serde_json::json!({"name": name, "config": config}),
     )
 }
+
+impl Workspace {
+    /// Copies the bundled connector `plugins/<file>` into the plugin dir.
+    pub fn add_bundled_plugin(&self, file: &str) {
+        std::fs::copy(bundled_plugins().join(file), self.plugin_dir().join(file))
+            .unwrap_or_else(|e| panic!("copy {file} (run scripts/build-plugins.sh): {e}"));
+    }
+}

@@ -138,6 +138,7 @@ impl ConnectorComponent {
                 BTreeMap::new(),
                 limits,
                 Redactor::default(),
+                Default::default(),
             ),
             limits,
         );
@@ -313,12 +314,14 @@ pub struct TaskSetup<'a> {
 impl<'a> TaskSetup<'a> {
     /// A store for this task, its limits, its cancellation and its config.
     fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, Cancel, &'a Config) {
+        let rates = sandbox.connector_rates(&self.identity.connector, &self.limits);
         let state = TaskState::new(
             self.identity,
             self.grants,
             self.committed,
             &self.limits,
             self.redactor,
+            rates,
         );
         let store = sandbox.store(state, &self.limits);
         (store, self.limits, Cancel::new(self.stop), self.config)

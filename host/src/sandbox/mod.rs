@@ -1,24 +1,28 @@
 //! The WebAssembly sandbox: one wasmtime `Engine` for the process, one `Linker` that offers
-//! only the `host` interface and a WASI context built from nothing, one `Store` per
-//! instance, and a timeout plus epoch-based yielding around every guest call.
+//! only the `host` interface, a WASI context built from nothing and outgoing wasi:http, one
+//! `Store` per instance, and a timeout plus epoch-based yielding around every guest call.
 //!
 //! `bindings` holds the generated code of each WIT world, `compiler` compiles untrusted
 //! components (in a child process under rlimits), `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach (one
 //! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
-//! secrets out of messages, `disk` the disk budget, `instance` the typed calls into a
+//! secrets out of messages, `disk` the disk budget, `http` outgoing wasi:http requests
+//! (through the network grant), `instance` the typed calls into a
 //! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
 pub mod capabilities;
 mod compiler;
 mod disk;
+mod http;
 mod instance;
 mod limits;
 mod output;
 mod redact;
 mod state;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -28,7 +32,7 @@ use wasmtime::{
 
 pub use bindings::types;
 pub use capabilities::network::NETWORK_ALLOW_KEY;
-pub use capabilities::{Capabilities, Grants, HostDirKind};
+pub use capabilities::{Capabilities, Grants, HostDirKind, NetworkCounters};
 pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{ConnectorComponent, SinkInstance, SourceInstance, TaskSetup};
 pub use limits::{
@@ -79,6 +83,9 @@ pub struct Sandbox {
     compiler: Compiler,
     /// One permit per core: compilations running at once.
     compiling: tokio::sync::Semaphore,
+    /// Each connector's wasi:http byte rates, shared by its tasks, with the limits they
+    /// were made for.
+    rates: std::sync::Mutex<HashMap<String, ((u64, u64), http::ConnectorRates)>>,
 }
 
 impl Sandbox {
@@ -88,6 +95,8 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup_error)?;
         disk::shadow_file_writes(&mut linker).map_err(setup_error)?;
+        capabilities::network::shadow_name_lookup(&mut linker).map_err(setup_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup_error)?;
         SourceConnector::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
             .map_err(setup_error)?;
         Ok(Sandbox {
@@ -99,6 +108,7 @@ impl Sandbox {
             compiling: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
+            rates: Default::default(),
         })
     }
 
@@ -150,6 +160,27 @@ impl Sandbox {
             .instantiate_pre(component)
             .map_err(CompileError::Imports)?;
         ConnectorComponent::from_pre(pre)
+    }
+
+    /// The byte rates `connector`'s tasks share under `limits` (made anew when its limits
+    /// changed; rates no task holds any more are forgotten).
+    fn connector_rates(&self, connector: &str, limits: &Limits) -> http::ConnectorRates {
+        let wanted = (limits.network_bytes_out, limits.network_bytes_in);
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates.retain(|_, (_, held)| {
+            [&held.sent, &held.received]
+                .into_iter()
+                .any(|rate| rate.as_ref().is_some_and(|r| Arc::strong_count(r) > 1))
+        });
+        if let Some((_, held)) = rates.get(connector).filter(|(made, _)| *made == wanted) {
+            return held.clone();
+        }
+        let made = http::ConnectorRates {
+            sent: http::ByteRate::new(wanted.0),
+            received: http::ByteRate::new(wanted.1),
+        };
+        rates.insert(connector.to_string(), (wanted, made.clone()));
+        made
     }
 
     /// A fresh store for one instance, under `limits`.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{source_world::wasm_connect::connector::host, types, LogLevel};
-use super::capabilities::Grants;
+use super::capabilities::{Grants, NetworkCounters, NetworkGrant};
 use super::disk::DiskBudget;
+use super::http::{ConnectorRates, HttpHooks};
 use super::output::{escape_line, GuestOutput, LineRate};
 use super::redact::Redactor;
 use super::Limits;
@@ -50,6 +52,12 @@ pub struct TaskState {
     log_rate: LineRate,
     /// What the task may still write to files (`limits.disk.bytes`; None: unlimited).
     pub(super) disk: Option<Arc<DiskBudget>>,
+    /// What `network.allow` grants (to wasi:sockets and wasi:http alike).
+    network: Arc<NetworkGrant>,
+    /// Bytes sent and received over wasi:http.
+    network_counters: Arc<NetworkCounters>,
+    http: WasiHttpCtx,
+    http_hooks: HttpHooks,
 }
 
 impl TaskState {
@@ -61,6 +69,7 @@ impl TaskState {
         committed: BTreeMap<String, String>,
         limits: &Limits,
         redactor: Redactor,
+        rates: ConnectorRates,
     ) -> Self {
         let task = identity.to_string();
         let stderr = GuestOutput::new(task.clone(), "stderr", redactor.clone());
@@ -74,6 +83,16 @@ impl TaskState {
         grants.apply(&mut wasi, &task, &redactor);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
+        let network = Arc::new(grants.network.clone());
+        let network_counters = Arc::new(NetworkCounters::default());
+        let http_hooks = HttpHooks::new(
+            network.clone(),
+            network_counters.clone(),
+            rates,
+            limits.call_timeout,
+            limits.network_connections,
+            task,
+        );
         TaskState {
             wasi: wasi.build(),
             table,
@@ -89,7 +108,21 @@ impl TaskState {
             redactor,
             log_rate: LineRate::new(),
             disk: DiskBudget::new(limits.disk_bytes),
+            network,
+            network_counters,
+            http: WasiHttpCtx::new(),
+            http_hooks,
         }
+    }
+
+    /// What the task's `network.allow` grants.
+    pub(super) fn network_grant(&self) -> &NetworkGrant {
+        &self.network
+    }
+
+    /// The bytes this task sent and received over the network so far.
+    pub fn network_counters(&self) -> &Arc<NetworkCounters> {
+        &self.network_counters
     }
 
     pub fn identity(&self) -> &Identity {
@@ -154,6 +187,16 @@ impl WasiView for TaskState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for TaskState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

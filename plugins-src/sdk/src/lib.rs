@@ -47,6 +47,11 @@
 //! ```
 
 pub mod batch;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "json")]
+pub mod json;
+pub mod retry;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
@@ -182,6 +187,15 @@ pub struct Descriptor {
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A source or sink position in one partition of the outside system.
