@@ -121,6 +121,19 @@ fn workspace() -> Workspace {
     ws
 }
 
+/// Starts a host on `ws` and waits until its four plugins are loaded (compiling them takes
+/// seconds on a busy machine; the host answers before).
+fn start(ws: &Workspace) -> Host {
+    let host = ws.start();
+    wait_for(Duration::from_secs(120), "the four plugins loaded", || {
+        let plugins = json_get(&host, "/connector-plugins").body;
+        ["file-source", "file-sink", "http-sink", "http-source"]
+            .iter()
+            .all(|name| plugins.contains(&format!("\"{name}\"")))
+    });
+    host
+}
+
 fn create(host: &Host, name: &str, config: Value) {
     let answer = json_create(host, name, config);
     assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
@@ -178,7 +191,7 @@ fn delivered(server: &TestServer) -> Vec<String> {
 #[test]
 fn http_sink_delivers_every_line_once_per_2xx_and_retries_503_429_and_slow_answers() {
     let ws = workspace();
-    let host = ws.start();
+    let host = start(&ws);
     // Request 1 is answered 503, request 3 429, request 5 too late (after the request
     // timeout), every other one 200.
     let server = TestServer::start(|n, _| match n {
@@ -258,7 +271,7 @@ fn http_sink_delivers_every_line_once_per_2xx_and_retries_503_429_and_slow_answe
 #[test]
 fn http_sink_fails_with_the_answer_on_400() {
     let ws = workspace();
-    let host = ws.start();
+    let host = start(&ws);
     let server = TestServer::start(|_, _| (400, "field 'n' is required".into(), Duration::ZERO));
     source_of_lines(&host, &ws, "bad", &["{}".to_string()]);
     create(
@@ -279,7 +292,7 @@ fn http_sink_fails_with_the_answer_on_400() {
 #[test]
 fn a_sink_reaches_only_what_network_allow_lists() {
     let ws = workspace();
-    let host = ws.start();
+    let host = start(&ws);
     let server = TestServer::start(|_, _| (200, "ok".into(), Duration::ZERO));
     let other = common::free_port();
     source_of_lines(&host, &ws, "t", &["1".to_string()]);
@@ -347,7 +360,7 @@ fn http_source_pages_a_cursor_api_into_a_topic_and_resumes_after_a_restart() {
     let served = items.clone();
     let server = TestServer::start(move |_, request| cursor_page(&served.lock().unwrap(), &request.uri));
     let out = ws.path("items.out");
-    let host = ws.start();
+    let host = start(&ws);
     create(
         &host,
         "api-in",
@@ -377,7 +390,7 @@ fn http_source_pages_a_cursor_api_into_a_topic_and_resumes_after_a_restart() {
     // While the host is down, the API grows: a next page appears.
     items.lock().unwrap().extend(["item8".to_string(), "item9".to_string()]);
     let before = server.received().len();
-    let host = ws.start();
+    let host = start(&ws);
     wait_for(Duration::from_secs(30), "10 items in the file", || {
         read_lines(&out).len() >= 10
     });
