@@ -53,7 +53,9 @@ struct TestServer {
 }
 
 impl TestServer {
-    fn start(script: impl Fn(usize, &Received) -> (u16, String, Duration) + Send + Sync + 'static) -> Self {
+    fn start(
+        script: impl Fn(usize, &Received) -> (u16, String, Duration) + Send + Sync + 'static,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -152,17 +154,25 @@ fn task(host: &Host, name: &str) -> (String, String) {
 /// Waits until task 0 of `name` is FAILED with `word` in its trace; returns the trace.
 fn failed_with(host: &Host, name: &str, word: &str) -> String {
     let mut last = (String::new(), String::new());
-    wait_for(Duration::from_secs(30), &format!("{name} FAILED with {word:?}"), || {
-        last = task(host, name);
-        last.0 == "FAILED" && last.1.contains(word)
-    });
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{name} FAILED with {word:?}"),
+        || {
+            last = task(host, name);
+            last.0 == "FAILED" && last.1.contains(word)
+        },
+    );
     last.1
 }
 
 /// A file-source writing `lines` into topic `topic`.
 fn source_of_lines(host: &Host, ws: &Workspace, topic: &str, lines: &[String]) {
     let input = ws.path(&format!("{topic}.txt"));
-    std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &input,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
     create(
         host,
         &format!("{topic}-in"),
@@ -251,10 +261,17 @@ fn http_sink_delivers_every_line_once_per_2xx_and_retries_503_429_and_slow_answe
     }
     assert_eq!(once, expected, "records delivered by 2xx answers, in order");
     let statuses: Vec<u16> = received.iter().map(|r| r.status).collect();
-    assert_eq!(&statuses[..6], [200, 503, 200, 429, 200, 200], "{statuses:?}");
+    assert_eq!(
+        &statuses[..6],
+        [200, 503, 200, 429, 200, 200],
+        "{statuses:?}"
+    );
     assert_eq!(received[1].body, received[2].body, "the 503 was retried");
     assert_eq!(received[3].body, received[4].body, "the 429 was retried");
-    assert_eq!(received[5].body, received[6].body, "the timed-out request was retried");
+    assert_eq!(
+        received[5].body, received[6].body,
+        "the timed-out request was retried"
+    );
     let first = &received[0];
     assert_eq!(first.method, "PUT");
     assert_eq!(first.uri, "/ingest?x=1");
@@ -262,8 +279,13 @@ fn http_sink_delivers_every_line_once_per_2xx_and_retries_503_429_and_slow_answe
     assert_eq!(first.headers["x-trace"], "t");
     assert_eq!(first.headers["content-type"], "application/json");
     for request in &received {
-        let records = serde_json::from_str::<Vec<Value>>(&request.body).unwrap().len();
-        assert!((1..=10).contains(&records), "{records} records in one request");
+        let records = serde_json::from_str::<Vec<Value>>(&request.body)
+            .unwrap()
+            .len();
+        assert!(
+            (1..=10).contains(&records),
+            "{records} records in one request"
+        );
     }
     assert_eq!(task(&host, "to-api").0, "RUNNING");
 }
@@ -283,7 +305,10 @@ fn http_sink_fails_with_the_answer_on_400() {
     );
     let trace = failed_with(&host, "rejected", "answered 400");
     assert!(trace.contains("field 'n' is required"), "{trace}");
-    assert!(trace.contains(&format!("POST {}", server.url("/in"))), "{trace}");
+    assert!(
+        trace.contains(&format!("POST {}", server.url("/in"))),
+        "{trace}"
+    );
     let received = server.received();
     assert_eq!(received[0].headers["authorization"], "Bearer tok");
     assert!(!trace.contains("tok\""), "{trace}");
@@ -304,14 +329,25 @@ fn a_sink_reaches_only_what_network_allow_lists() {
         }
         create(&host, name, config);
     };
-    sink("other-port", server.url("/"), Some(format!("127.0.0.1:{other}")));
+    sink(
+        "other-port",
+        server.url("/"),
+        Some(format!("127.0.0.1:{other}")),
+    );
     sink("nothing", server.url("/"), None);
     let port = server.address.port();
     let localhost = format!("http://localhost:{port}/");
-    sink("by-name", localhost.clone(), Some(format!("localhost:{port}")));
+    sink(
+        "by-name",
+        localhost.clone(),
+        Some(format!("localhost:{port}")),
+    );
     let trace = failed_with(&host, "other-port", "not in network.allow");
     assert!(
-        trace.contains(&format!("connect to {} refused: not in network.allow", server.address)),
+        trace.contains(&format!(
+            "connect to {} refused: not in network.allow",
+            server.address
+        )),
         "{trace}"
     );
     failed_with(&host, "nothing", "network.allow is not set");
@@ -327,7 +363,10 @@ fn a_sink_reaches_only_what_network_allow_lists() {
         !server.received().is_empty()
     });
     assert_eq!(delivered(&server), ["1"]);
-    assert_eq!(server.received()[0].headers["host"], format!("localhost:{port}"));
+    assert_eq!(
+        server.received()[0].headers["host"],
+        format!("localhost:{port}")
+    );
 }
 
 /// A cursor API over `items`: page `c<k>` holds items `2k` and `2k+1` and names `c<k+1>`
@@ -340,10 +379,7 @@ fn cursor_page(items: &[String], uri: &str) -> (u16, String, Duration) {
         .unwrap_or(0);
     let start = (page * 2).min(items.len());
     let end = (start + 2).min(items.len());
-    let data: Vec<Value> = items[start..end]
-        .iter()
-        .map(|i| json!({"id": i}))
-        .collect();
+    let data: Vec<Value> = items[start..end].iter().map(|i| json!({"id": i})).collect();
     let next = if end < items.len() {
         json!(format!("c{}", page + 1))
     } else {
@@ -356,9 +392,11 @@ fn cursor_page(items: &[String], uri: &str) -> (u16, String, Duration) {
 #[test]
 fn http_source_pages_a_cursor_api_into_a_topic_and_resumes_after_a_restart() {
     let ws = workspace();
-    let items: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new((0..7).map(|i| format!("item{i}")).collect()));
+    let items: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new((0..7).map(|i| format!("item{i}")).collect()));
     let served = items.clone();
-    let server = TestServer::start(move |_, request| cursor_page(&served.lock().unwrap(), &request.uri));
+    let server =
+        TestServer::start(move |_, request| cursor_page(&served.lock().unwrap(), &request.uri));
     let out = ws.path("items.out");
     let host = start(&ws);
     create(
@@ -376,7 +414,9 @@ fn http_source_pages_a_cursor_api_into_a_topic_and_resumes_after_a_restart() {
         json!({"connector.class": "file-sink", "topics": "items", "file": out.display().to_string()}),
     );
     let expected = |n: usize| -> Vec<String> {
-        (0..n).map(|i| json!({"id": format!("item{i}")}).to_string()).collect()
+        (0..n)
+            .map(|i| json!({"id": format!("item{i}")}).to_string())
+            .collect()
     };
     wait_for(Duration::from_secs(30), "7 items in the file", || {
         read_lines(&out).len() >= 7
@@ -384,11 +424,16 @@ fn http_source_pages_a_cursor_api_into_a_topic_and_resumes_after_a_restart() {
     assert_eq!(read_lines(&out), expected(7));
     // An item appended to the last page is picked up without repeating the others.
     items.lock().unwrap().push("item7".into());
-    wait_for(Duration::from_secs(30), "item7 in the file", || read_lines(&out).len() >= 8);
+    wait_for(Duration::from_secs(30), "item7 in the file", || {
+        read_lines(&out).len() >= 8
+    });
     assert_eq!(read_lines(&out), expected(8));
     host.terminate();
     // While the host is down, the API grows: a next page appears.
-    items.lock().unwrap().extend(["item8".to_string(), "item9".to_string()]);
+    items
+        .lock()
+        .unwrap()
+        .extend(["item8".to_string(), "item9".to_string()]);
     let before = server.received().len();
     let host = start(&ws);
     wait_for(Duration::from_secs(30), "10 items in the file", || {

@@ -44,7 +44,10 @@ async fn measure(records: usize) -> anyhow::Result<()> {
         "http benchmark: {records} records of {VALUE_BYTES} B, {PER_REQUEST} per request, to http://{address}/"
     );
     let sandbox = Sandbox::new(WorkerLimits::default(), Capabilities::default())?;
-    let wasm = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/http-sink.wasm"))?;
+    let wasm = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/http-sink.wasm"
+    ))?;
     let (ConnectorComponent::Sink(pre), _) = sandbox.compile(wasm).await? else {
         anyhow::bail!("http-sink.wasm is not a sink")
     };
@@ -124,21 +127,29 @@ fn native_body(value: &[u8]) -> Vec<u8> {
 
 fn check_received(received: &AtomicU64, before: u64, records: usize) -> anyhow::Result<()> {
     let got = received.load(Ordering::Relaxed) - before;
-    anyhow::ensure!(got == records as u64, "the server received {got} records, not {records}");
+    anyhow::ensure!(
+        got == records as u64,
+        "the server received {got} records, not {records}"
+    );
     Ok(())
 }
 
 /// One POST on a new connection, as the host sends a guest's request.
 async fn post(address: SocketAddr, body: Bytes) -> anyhow::Result<()> {
     let stream = tokio::net::TcpStream::connect(address).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);
     let request = hyper::Request::post("/ingest")
         .header("host", address.to_string())
         .header("content-type", "application/json")
         .body(Full::new(body))?;
     let response = sender.send_request(request).await?;
-    anyhow::ensure!(response.status().is_success(), "answered {}", response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "answered {}",
+        response.status()
+    );
     response.into_body().collect().await?;
     drop(sender);
     connection.await??;

@@ -9,6 +9,7 @@
 //! counts the body bytes in the task's [`NetworkCounters`], and paces bodies to the
 //! connector's byte rates ([`ByteRate`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -30,8 +31,15 @@ use super::capabilities::{NetworkCounters, NetworkGrant};
 
 /// The future `send_request` returns.
 type Sent = Box<
-    dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
-        + Send,
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
 >;
 
 /// How one task's wasi:http requests are sent.
@@ -80,7 +88,11 @@ impl WasiHttpHooks for HttpHooks {
             first_byte: bound(options.and_then(|o| o.first_byte_timeout)),
             between_bytes: bound(options.and_then(|o| o.between_bytes_timeout)),
         };
-        let (grant, counters, rates) = (self.grant.clone(), self.counters.clone(), self.rates.clone());
+        let (grant, counters, rates) = (
+            self.grant.clone(),
+            self.counters.clone(),
+            self.rates.clone(),
+        );
         let (connections, task) = (self.connections.clone(), self.task.clone());
         Box::new(async move {
             let (response, io) = send(&grant, counters, &rates, &connections, timeouts, request)
@@ -110,7 +122,13 @@ async fn send(
     connections: &Arc<Semaphore>,
     timeouts: Timeouts,
     mut request: http::Request<WasiBody>,
-) -> Result<(http::Response<WasiBody>, impl Future<Output = Result<(), Error>> + Send), Error> {
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        impl Future<Output = Result<(), Error>> + Send,
+    ),
+    Error,
+> {
     let uri = request.uri().clone();
     let tls = uri.scheme() == Some(&Scheme::HTTPS);
     let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
@@ -124,7 +142,10 @@ async fn send(
         .map_err(|_| Error::ConnectionLimitReached)?;
     let stream = connect(&addresses, timeouts.connect).await?;
     let stream: Box<dyn Stream> = if tls {
-        let name = match host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+        let name = match host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+        {
             Ok(ip) => rustls::pki_types::ServerName::from(ip),
             Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())?,
         };
@@ -149,18 +170,25 @@ async fn send(
     // The request line carries the path only (the authority is in the Host header).
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
-    let request = request.map(|body| {
-        Metered::new(body, Direction::Sent, counters.clone(), rates.sent.clone())
-    });
+    let request = request
+        .map(|body| Metered::new(body, Direction::Sent, counters.clone(), rates.sent.clone()));
     let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
     let response = response.map(|incoming| {
-        Metered::new(incoming, Direction::Received, counters, rates.received.clone())
-            .quiet_after(timeouts.between_bytes)
-            .boxed_unsync()
+        Metered::new(
+            incoming,
+            Direction::Received,
+            counters,
+            rates.received.clone(),
+        )
+        .quiet_after(timeouts.between_bytes)
+        .boxed_unsync()
     });
-    Ok((response, async move { connection.await.map_err(Error::from) }))
+    Ok((
+        response,
+        async move { connection.await.map_err(Error::from) },
+    ))
 }
 
 /// A TCP connection to the first of `addresses` that answers within `timeout`.
@@ -240,8 +268,37 @@ impl ByteRate {
 /// The byte rates of one connector, both directions.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectorRates {
+    /// Bytes per second (sent, received) they were made for; 0 is unlimited.
+    limits: (u64, u64),
     pub sent: Option<Arc<ByteRate>>,
     pub received: Option<Arc<ByteRate>>,
+}
+
+/// Each connector's byte rates.
+#[derive(Debug, Default)]
+pub struct RateTable(Mutex<HashMap<String, ConnectorRates>>);
+
+impl RateTable {
+    /// The rates `connector`'s tasks share at `limits` bytes per second (sent, received):
+    /// made anew when its limits changed; rates no task holds any more are forgotten.
+    pub fn of(&self, connector: &str, limits: (u64, u64)) -> ConnectorRates {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        table.retain(|_, held| {
+            [&held.sent, &held.received]
+                .into_iter()
+                .any(|rate| rate.as_ref().is_some_and(|r| Arc::strong_count(r) > 1))
+        });
+        if let Some(held) = table.get(connector).filter(|held| held.limits == limits) {
+            return held.clone();
+        }
+        let made = ConnectorRates {
+            limits,
+            sent: ByteRate::new(limits.0),
+            received: ByteRate::new(limits.1),
+        };
+        table.insert(connector.to_string(), made.clone());
+        made
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +323,12 @@ struct Metered<B> {
 }
 
 impl<B> Metered<B> {
-    fn new(inner: B, direction: Direction, counters: Arc<NetworkCounters>, rate: Option<Arc<ByteRate>>) -> Self {
+    fn new(
+        inner: B,
+        direction: Direction,
+        counters: Arc<NetworkCounters>,
+        rate: Option<Arc<ByteRate>>,
+    ) -> Self {
         Metered {
             inner,
             direction,
@@ -311,13 +373,17 @@ where
                     Direction::Received => this.counters.received(bytes),
                 }
                 if let Some((timeout, deadline)) = this.quiet.as_mut() {
-                    deadline.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + *timeout);
                 }
                 let wait = this.rate.as_ref().map_or(Duration::ZERO, |r| r.take(bytes));
                 if wait.is_zero() {
                     return Poll::Ready(Some(Ok(frame)));
                 }
-                this.pause.as_mut().reset(tokio::time::Instant::now() + wait);
+                this.pause
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + wait);
                 this.held = Some(frame);
                 match this.pause.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(this.held.take().map(Ok)),

@@ -21,8 +21,6 @@ mod output;
 mod redact;
 mod state;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -83,9 +81,8 @@ pub struct Sandbox {
     compiler: Compiler,
     /// One permit per core: compilations running at once.
     compiling: tokio::sync::Semaphore,
-    /// Each connector's wasi:http byte rates, shared by its tasks, with the limits they
-    /// were made for.
-    rates: std::sync::Mutex<HashMap<String, ((u64, u64), http::ConnectorRates)>>,
+    /// Each connector's wasi:http byte rates, shared by its tasks.
+    rates: http::RateTable,
 }
 
 impl Sandbox {
@@ -162,25 +159,12 @@ impl Sandbox {
         ConnectorComponent::from_pre(pre)
     }
 
-    /// The byte rates `connector`'s tasks share under `limits` (made anew when its limits
-    /// changed; rates no task holds any more are forgotten).
+    /// The byte rates `connector`'s tasks share under `limits`.
     fn connector_rates(&self, connector: &str, limits: &Limits) -> http::ConnectorRates {
-        let wanted = (limits.network_bytes_out, limits.network_bytes_in);
-        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates.retain(|_, (_, held)| {
-            [&held.sent, &held.received]
-                .into_iter()
-                .any(|rate| rate.as_ref().is_some_and(|r| Arc::strong_count(r) > 1))
-        });
-        if let Some((_, held)) = rates.get(connector).filter(|(made, _)| *made == wanted) {
-            return held.clone();
-        }
-        let made = http::ConnectorRates {
-            sent: http::ByteRate::new(wanted.0),
-            received: http::ByteRate::new(wanted.1),
-        };
-        rates.insert(connector.to_string(), (wanted, made.clone()));
-        made
+        self.rates.of(
+            connector,
+            (limits.network_bytes_out, limits.network_bytes_in),
+        )
     }
 
     /// A fresh store for one instance, under `limits`.

@@ -156,7 +156,9 @@ impl StatusSet {
     }
 
     fn contains(&self, status: u16) -> bool {
-        self.0.iter().any(|(low, high)| (*low..=*high).contains(&status))
+        self.0
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&status))
     }
 }
 
@@ -196,10 +198,9 @@ struct Settings {
 fn number<T: std::str::FromStr>(config: &Config, key: &str, default: T) -> Result<T, ConfigError> {
     match config.get(key) {
         None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::new(key, format!("{key} must be a whole number, not {text:?}"))),
+        Some(text) => text.trim().parse().map_err(|_| {
+            ConfigError::new(key, format!("{key} must be a whole number, not {text:?}"))
+        }),
     }
 }
 
@@ -209,7 +210,8 @@ impl Settings {
             .get("http.api.url")
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| ConfigError::new("http.api.url", "Request config key: http.api.url"))?;
-        http::Url::parse(url).map_err(|e| ConfigError::new("http.api.url", format!("http.api.url: {e}")))?;
+        http::Url::parse(url)
+            .map_err(|e| ConfigError::new("http.api.url", format!("http.api.url: {e}")))?;
         let method = config.get("request.method").unwrap_or("POST");
         let method = Method::parse(method)
             .filter(|m| matches!(m, Method::Post | Method::Put | Method::Patch))
@@ -219,10 +221,7 @@ impl Settings {
                     format!("request.method must be POST, PUT or PATCH, not {method:?}"),
                 )
             })?;
-        let mut headers = vec![(
-            "content-type".to_string(),
-            "application/json".to_string(),
-        )];
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         let separator = config.get("header.separator").unwrap_or("|");
         let listed = http::parse_headers(config.get("headers").unwrap_or_default(), separator)
             .map_err(|entry| {
@@ -397,8 +396,10 @@ impl HttpSinkTask {
                 }
                 Outcome::Rejected(reason) => return Err(TaskError::Fatal(reason)),
                 Outcome::Retry(reason) if self.backoff.attempts() >= self.settings.max_retries => {
-                    let reason =
-                        format!("{reason} (gave up after {} retries)", self.settings.max_retries);
+                    let reason = format!(
+                        "{reason} (gave up after {} retries)",
+                        self.settings.max_retries
+                    );
                     self.backoff.reset();
                     return match self.settings.on_error {
                         OnError::Fail => Err(TaskError::Fatal(reason)),
@@ -509,8 +510,12 @@ mod tests {
         let url = ("http.api.url", "http://127.0.0.1:1/x");
         let json = Settings::read(&config(&[url])).unwrap();
         assert_eq!(json.body(&values), br#"[{"a":1},"plain"]"#);
-        let joined =
-            Settings::read(&config(&[url, ("batch.prefix", "<"), ("batch.suffix", ">")])).unwrap();
+        let joined = Settings::read(&config(&[
+            url,
+            ("batch.prefix", "<"),
+            ("batch.suffix", ">"),
+        ]))
+        .unwrap();
         assert_eq!(joined.body(&values), br#"<{"a":1},plain>"#);
     }
 
@@ -533,7 +538,10 @@ mod tests {
         };
         assert_eq!(header("x-one"), Some("1"));
         assert_eq!(header("x-two"), Some("two"));
-        assert_eq!(header("authorization"), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+        assert_eq!(
+            header("authorization"),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
         let refused = Settings::read(&config(&[
             ("http.api.url", "http://h/"),
             ("request.method", "GET"),

@@ -33,10 +33,16 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 pub struct HttpSource;
 
 const CONFIG_DEFS: &[ConfigDef] = &[
-    ConfigDef::required("url", "The URL to poll; `${offset}` is replaced by the offset or cursor."),
+    ConfigDef::required(
+        "url",
+        "The URL to poll; `${offset}` is replaced by the offset or cursor.",
+    ),
     ConfigDef::required("topic", "The topic records are written to."),
-    ConfigDef::optional("http.offset.mode", "SIMPLE_INCREMENTING or CURSOR_PAGINATION.")
-        .default_value("SIMPLE_INCREMENTING"),
+    ConfigDef::optional(
+        "http.offset.mode",
+        "SIMPLE_INCREMENTING or CURSOR_PAGINATION.",
+    )
+    .default_value("SIMPLE_INCREMENTING"),
     ConfigDef::optional("http.initial.offset", "The offset or cursor to start from."),
     ConfigDef::optional(
         "http.response.data.json.pointer",
@@ -55,9 +61,12 @@ const CONFIG_DEFS: &[ConfigDef] = &[
         "Separates the entries of `http.request.headers`.",
     )
     .default_value("|"),
-    ConfigDef::optional("request.interval.ms", "Wait before asking again when nothing is new.")
-        .typed(ValueType::Integer)
-        .default_value("1000"),
+    ConfigDef::optional(
+        "request.interval.ms",
+        "Wait before asking again when nothing is new.",
+    )
+    .typed(ValueType::Integer)
+    .default_value("1000"),
     ConfigDef::optional(
         "http.request.timeout.ms",
         "Bound of the connect and of each wait for the answer.",
@@ -72,7 +81,8 @@ impl Connector for HttpSource {
             name: "http-source",
             version: env!("CARGO_PKG_VERSION"),
             kind: Kind::Source,
-            description: "Polls an HTTP API (incrementing offset or cursor pagination) into a topic.",
+            description:
+                "Polls an HTTP API (incrementing offset or cursor pagination) into a topic.",
             aliases: &["io.confluent.connect.http.HttpSourceConnector"],
             config_defs: CONFIG_DEFS,
         }
@@ -109,11 +119,9 @@ struct Settings {
 fn millis(config: &Config, key: &str, default: u64) -> Result<Duration, ConfigError> {
     match config.get(key) {
         None => Ok(Duration::from_millis(default)),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|_| ConfigError::new(key, format!("{key} must be a whole number, not {text:?}"))),
+        Some(text) => text.trim().parse().map(Duration::from_millis).map_err(|_| {
+            ConfigError::new(key, format!("{key} must be a whole number, not {text:?}"))
+        }),
     }
 }
 
@@ -153,7 +161,9 @@ impl Settings {
             }
             Mode::CursorPagination => initial.to_string(),
         };
-        let next_pointer = config.get("http.next.page.json.pointer").unwrap_or_default();
+        let next_pointer = config
+            .get("http.next.page.json.pointer")
+            .unwrap_or_default();
         if mode == Mode::CursorPagination && next_pointer.trim().is_empty() {
             return Err(ConfigError::new(
                 "http.next.page.json.pointer",
@@ -236,9 +246,14 @@ impl HttpSourceTask {
             body: &[],
             timeout: self.settings.timeout,
         };
-        let response = http::send(&request).map_err(|e| TaskError::Retriable(format!("GET {url}: {e}")))?;
+        let response =
+            http::send(&request).map_err(|e| TaskError::Retriable(format!("GET {url}: {e}")))?;
         if !response.is_success() {
-            let reason = format!("GET {url} answered {}: {}", response.status, response.body_excerpt());
+            let reason = format!(
+                "GET {url} answered {}: {}",
+                response.status,
+                response.body_excerpt()
+            );
             return Err(match response.status {
                 429 | 500..=599 => TaskError::Retriable(reason),
                 _ => TaskError::Fatal(reason),
@@ -257,7 +272,8 @@ impl HttpSourceTask {
                 let start: u64 = self.cursor.offset.parse().unwrap_or(0);
                 for (i, value) in values.into_iter().enumerate() {
                     let offset = (start + i as u64 + 1).to_string();
-                    self.pending.push_back((value, Cursor { offset, emitted: 0 }));
+                    self.pending
+                        .push_back((value, Cursor { offset, emitted: 0 }));
                 }
                 if let Some((_, last)) = self.pending.back() {
                     self.cursor = last.clone();

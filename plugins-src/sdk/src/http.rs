@@ -101,10 +101,9 @@ impl std::fmt::Display for HttpError {
         match self {
             HttpError::Url(m) => write!(f, "bad URL: {m}"),
             HttpError::Transport(m) => f.write_str(m),
-            HttpError::TooLarge => write!(
-                f,
-                "the response is larger than {MAX_RESPONSE_BYTES} bytes"
-            ),
+            HttpError::TooLarge => {
+                write!(f, "the response is larger than {MAX_RESPONSE_BYTES} bytes")
+            }
             HttpError::Unsupported => f.write_str("wasi:http is only available in a component"),
         }
     }
@@ -233,7 +232,11 @@ mod wasi {
             super::Method::Patch => WasiMethod::Patch,
             super::Method::Delete => WasiMethod::Delete,
         };
-        let scheme = if url.https { Scheme::Https } else { Scheme::Http };
+        let scheme = if url.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         outgoing
             .set_method(&method)
             .map_err(|()| refused("the method"))?;
@@ -341,7 +344,10 @@ mod tests {
     fn headers_parse_and_components_encode() {
         assert_eq!(
             parse_headers("X-A: 1| b:two:2 |", "|").unwrap(),
-            [("x-a".to_string(), "1".to_string()), ("b".into(), "two:2".into())]
+            [
+                ("x-a".to_string(), "1".to_string()),
+                ("b".into(), "two:2".into())
+            ]
         );
         assert_eq!(parse_headers("novalue", "|").unwrap_err(), "novalue");
         assert_eq!(encode_component("a b/c~"), "a%20b%2Fc~");

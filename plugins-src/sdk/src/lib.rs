@@ -47,14 +47,14 @@
 //! ```
 
 pub mod batch;
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod guest;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "json")]
 pub mod json;
 pub mod retry;
-#[cfg(target_arch = "wasm32")]
-#[doc(hidden)]
-pub mod guest;
 
 pub use batch::{BatchReader, BatchWriter, FrameError, Record, RecordRef};
 

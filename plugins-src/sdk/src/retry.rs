@@ -70,13 +70,15 @@ pub fn retry<T, E>(
     mut retryable: impl FnMut(&E) -> bool,
     mut attempt: impl FnMut() -> Result<T, E>,
 ) -> Result<T, E> {
+    let mut retries = 0;
     loop {
         match attempt() {
             Ok(value) => {
                 backoff.reset();
                 return Ok(value);
             }
-            Err(e) if retryable(&e) && backoff.attempts() < max_retries => {
+            Err(e) if retryable(&e) && retries < max_retries => {
+                retries += 1;
                 std::thread::sleep(backoff.next_delay());
             }
             Err(e) => return Err(e),
@@ -95,7 +97,10 @@ mod tests {
         for ceiling in ceilings {
             let delay = backoff.next_delay();
             let ceiling = Duration::from_millis(ceiling);
-            assert!(delay >= ceiling / 2 && delay <= ceiling, "{delay:?} vs {ceiling:?}");
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
         }
     }
 
@@ -103,16 +108,26 @@ mod tests {
     fn retry_stops_at_success_at_a_fatal_error_and_after_max_retries() {
         let mut backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
         let mut calls = 0;
-        let result: Result<(), u32> = retry(3, &mut backoff, |_| true, || {
-            calls += 1;
-            Err(calls)
-        });
+        let result: Result<(), u32> = retry(
+            3,
+            &mut backoff,
+            |_| true,
+            || {
+                calls += 1;
+                Err(calls)
+            },
+        );
         assert_eq!(result, Err(4));
         let mut calls = 0;
-        let result: Result<u32, u32> = retry(3, &mut backoff, |e| *e != 2, || {
-            calls += 1;
-            Err(calls)
-        });
+        let result: Result<u32, u32> = retry(
+            3,
+            &mut backoff,
+            |e| *e != 2,
+            || {
+                calls += 1;
+                Err(calls)
+            },
+        );
         assert_eq!(result, Err(2));
         let result: Result<u32, u32> = retry(3, &mut backoff, |_| true, || Ok(7));
         assert_eq!(result, Ok(7));

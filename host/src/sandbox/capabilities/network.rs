@@ -100,7 +100,9 @@ impl Range {
         if width != ip_width {
             return false;
         }
-        let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0);
         base & mask == ip & mask
     }
 }
@@ -394,10 +396,7 @@ mod tests {
             grant.connect_to("10.0.0.2", 80).unwrap_err().to_string(),
             "connect to 10.0.0.2:80 refused: not in network.allow"
         );
-        assert_eq!(
-            grant.connect_to("::1", 80).unwrap(),
-            [address("[::1]:80")]
-        );
+        assert_eq!(grant.connect_to("::1", 80).unwrap(), [address("[::1]:80")]);
     }
 
     #[tokio::test]
@@ -406,7 +405,10 @@ mod tests {
         assert!(refused.contains("not a public address"), "{refused}");
         let grant = resolve("localhost:8080, 127.0.0.1, ::1").await.unwrap();
         let addresses = grant.connect_to("LOCALHOST.", 8080).unwrap();
-        assert!(addresses.iter().all(|a| a.ip().is_loopback()), "{addresses:?}");
+        assert!(
+            addresses.iter().all(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
         assert!(grant.may_resolve("localhost"));
         assert!(!grant.may_resolve("example.com"));
         assert!(grant.connect_to("localhost", 8081).is_err());
@@ -425,8 +427,17 @@ mod tests {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-            "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
@@ -437,9 +448,14 @@ mod tests {
         let config = |value: &str| -> Properties {
             [(NETWORK_ALLOW_KEY.to_string(), value.to_string())].into()
         };
-        assert!(check(&config("127.0.0.1:9000, [::1], db.example:5432, 10.0.0.0/8")).is_empty());
+        assert!(check(&config(
+            "127.0.0.1:9000, [::1], db.example:5432, 10.0.0.0/8"
+        ))
+        .is_empty());
         assert!(check(&config("${env:HOSTS}")).is_empty());
-        let refused = check(&config("10.0.0.1, db.example, :80, db.example:http, 10.0.0.0/33"));
+        let refused = check(&config(
+            "10.0.0.1, db.example, :80, db.example:http, 10.0.0.0/33",
+        ));
         let keys: Vec<&str> = refused.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, [NETWORK_ALLOW_KEY; 4]);
         assert_eq!(
