@@ -4,6 +4,7 @@
 //! its task is stopping (after [`STOP_GRACE`]) and explains a failure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -16,7 +17,8 @@ use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
 use super::{
-    CompileError, Grants, GuestFailure, Identity, Limits, Redactor, Sandbox, TaskState, STOP_GRACE,
+    CompileError, Grants, GuestFailure, Identity, Limits, NetworkCounters, Redactor, Sandbox,
+    TaskState, STOP_GRACE,
 };
 
 /// A compiled, linked connector component and the world it targets.
@@ -342,6 +344,11 @@ pub struct SourceInstance {
 }
 
 impl SourceInstance {
+    /// The bytes this task sent and received over the network so far.
+    pub fn network_counters(&self) -> Arc<NetworkCounters> {
+        self.store.data().network_counters().clone()
+    }
+
     /// Instantiates `pre` and calls `source-task.start`.
     pub async fn start(
         sandbox: &Sandbox,
@@ -423,6 +430,11 @@ pub struct SinkInstance {
 }
 
 impl SinkInstance {
+    /// The bytes this task sent and received over the network so far.
+    pub fn network_counters(&self) -> Arc<NetworkCounters> {
+        self.store.data().network_counters().clone()
+    }
+
     /// Instantiates `pre` and calls `sink-task.start`.
     pub async fn start(
         sandbox: &Sandbox,
