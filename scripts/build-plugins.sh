@@ -17,6 +17,8 @@ bundled=(
     postgres-sink
     postgres-source
     postgres-cdc
+    http-sink
+    http-source
 )
 for crate in "${bundled[@]}"; do
     cargo build --quiet --profile plugin --target wasm32-wasip2 -p "$crate"

@@ -542,3 +542,11 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc status")
 }
+
+impl Workspace {
+    /// Copies the bundled connector `plugins/<file>` into the plugin dir.
+    pub fn add_bundled_plugin(&self, file: &str) {
+        std::fs::copy(bundled_plugins().join(file), self.plugin_dir().join(file))
+            .unwrap_or_else(|e| panic!("copy {file} (run scripts/build-plugins.sh): {e}"));
+    }
+}

@@ -4,6 +4,7 @@
 //! its task is stopping (after [`STOP_GRACE`]) and explains a failure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,7 +21,7 @@ use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
 use super::{
-    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, Redactor, Sandbox,
+    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, NetworkCounters, Redactor, Sandbox,
     TaskState, STOP_GRACE,
 };
 
@@ -197,6 +198,7 @@ impl ConnectorComponent {
                 BTreeMap::new(),
                 limits,
                 Redactor::default(),
+                Default::default(),
             ),
             limits,
         );
@@ -388,12 +390,14 @@ pub struct TaskSetup<'a> {
 impl<'a> TaskSetup<'a> {
     /// A store for this task, its limits, its cancellation and its config.
     fn into_store(self, sandbox: &Sandbox) -> (Store<TaskState>, Limits, Cancel, &'a Config) {
+        let rates = sandbox.connector_rates(&self.identity.connector, &self.limits);
         let state = TaskState::new(
             self.identity,
             self.grants,
             self.committed,
             &self.limits,
             self.redactor,
+            rates,
         );
         let store = sandbox.store(state, &self.limits);
         (store, self.limits, Cancel::new(self.stop), self.config)
@@ -416,6 +420,11 @@ pub struct SourceInstance {
 }
 
 impl SourceInstance {
+    /// The bytes this task sent and received over the network so far.
+    pub fn network_counters(&self) -> Arc<NetworkCounters> {
+        self.store.data().network_counters().clone()
+    }
+
     /// Instantiates `pre` and calls `source-task.start`.
     pub async fn start(
         sandbox: &Sandbox,
@@ -508,6 +517,11 @@ pub struct SinkInstance {
 }
 
 impl SinkInstance {
+    /// The bytes this task sent and received over the network so far.
+    pub fn network_counters(&self) -> Arc<NetworkCounters> {
+        self.store.data().network_counters().clone()
+    }
+
     /// Instantiates `pre` and calls `sink-task.start`.
     pub async fn start(
         sandbox: &Sandbox,

@@ -45,6 +45,14 @@ pub struct Limits {
     /// Longest pause between two polls of a source that found nothing: each empty poll
     /// doubles the pause up to this (`limits.poll.idle.ms`).
     pub poll_idle: Duration,
+    /// Connections a task may hold open at once over wasi:http
+    /// (`limits.network.connections`).
+    pub network_connections: usize,
+    /// Bytes per second the connector's tasks may send over wasi:http; 0 is unlimited
+    /// (`limits.network.bytes.out.per.second`).
+    pub network_bytes_out: u64,
+    /// Bytes per second they may receive; 0 is unlimited (`limits.network.bytes.in.per.second`).
+    pub network_bytes_in: u64,
 }
 
 impl Default for Limits {
@@ -172,6 +180,9 @@ impl WorkerLimits {
             partitions: 0,
             disk_bytes: 0,
             poll_idle: Duration::ZERO,
+            network_connections: 0,
+            network_bytes_out: 0,
+            network_bytes_in: 0,
         };
         let mut worker = WorkerFields::zero();
         for limit in LIMITS {
@@ -453,6 +464,51 @@ pub const LIMITS: &[Limit] = &[
         hit: "`connector c needs 1 task instance(s) and the other connectors run 1024: 1025 would be more than --max-instances 1024 on this worker; …`: the create is refused (a task that finds no slot within 5 s fails naming the flag)",
         field: Field::Worker {
             set: |w, v| w.instances = v,
+        },
+    },
+    Limit {
+        key: Some("limits.network.connections"),
+        flag: "max-network-connections",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 16,
+        zero_is_unlimited: false,
+        max: 4096,
+        help: "Connections a task may hold open at once over wasi:http",
+        hit: "the request beyond it fails with `connection-limit-reached`",
+        field: Field::Connector {
+            get: |l| l.network_connections,
+            set: |l, v| l.network_connections = v,
+        },
+    },
+    Limit {
+        key: Some("limits.network.bytes.out.per.second"),
+        flag: "max-network-bytes-out-per-second",
+        unit: Unit::Size,
+        flag_unit: Unit::Size,
+        default: 0,
+        zero_is_unlimited: true,
+        max: usize::MAX,
+        help: "Bytes per second a connector's tasks may send over wasi:http, e.g. 10MiB; 0 is unlimited",
+        hit: "request bodies are paced",
+        field: Field::Connector {
+            get: |l| usize::try_from(l.network_bytes_out).unwrap_or(usize::MAX),
+            set: |l, v| l.network_bytes_out = v as u64,
+        },
+    },
+    Limit {
+        key: Some("limits.network.bytes.in.per.second"),
+        flag: "max-network-bytes-in-per-second",
+        unit: Unit::Size,
+        flag_unit: Unit::Size,
+        default: 0,
+        zero_is_unlimited: true,
+        max: usize::MAX,
+        help: "Bytes per second a connector's tasks may receive over wasi:http, e.g. 10MiB; 0 is unlimited",
+        hit: "response bodies are paced",
+        field: Field::Connector {
+            get: |l| usize::try_from(l.network_bytes_in).unwrap_or(usize::MAX),
+            set: |l, v| l.network_bytes_in = v as u64,
         },
     },
     Limit {

@@ -1,18 +1,20 @@
 //! The WebAssembly sandbox: one wasmtime `Engine` for the process, one `Linker` that offers
-//! only the `host` interface and a WASI context built from nothing, one `Store` per
-//! instance, and a timeout plus epoch-based yielding around every guest call.
+//! only the `host` interface, a WASI context built from nothing and outgoing wasi:http, one
+//! `Store` per instance, and a timeout plus epoch-based yielding around every guest call.
 //!
 //! `bindings` holds the generated code of each WIT world, `compiler` compiles untrusted
 //! components (in a child process under rlimits), `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach (one
 //! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
-//! secrets out of messages, `disk` the disk budget, `instance` the typed calls into a
+//! secrets out of messages, `disk` the disk budget, `http` outgoing wasi:http requests
+//! (through the network grant), `instance` the typed calls into a
 //! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
 pub mod capabilities;
 mod compiler;
 mod disk;
+mod http;
 mod instance;
 mod limits;
 mod output;
@@ -29,7 +31,7 @@ use wasmtime::{
 
 pub use bindings::types;
 pub use capabilities::network::NETWORK_ALLOW_KEY;
-pub use capabilities::{Capabilities, Grants, HostDirKind};
+pub use capabilities::{Capabilities, Grants, HostDirKind, NetworkCounters};
 pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{
     ConnectorComponent, SinkComponent, SinkInstance, SourceInstance, TaskSetup, TransformInstance,
@@ -102,6 +104,8 @@ pub struct Sandbox {
     task_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per connector-level instance ([`CONNECTOR_CALL_SLOTS`]).
     call_slots: Arc<tokio::sync::Semaphore>,
+    /// Each connector's wasi:http byte rates, shared by its tasks.
+    rates: http::RateTable,
 }
 
 impl Sandbox {
@@ -111,6 +115,8 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup_error)?;
         disk::shadow_file_writes(&mut linker).map_err(setup_error)?;
+        capabilities::network::shadow_name_lookup(&mut linker).map_err(setup_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup_error)?;
         SourceConnector::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
             .map_err(setup_error)?;
         TransformComponent::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| {
@@ -129,6 +135,7 @@ impl Sandbox {
             ),
             task_slots: Arc::new(tokio::sync::Semaphore::new(limits.worker.instances)),
             call_slots: Arc::new(tokio::sync::Semaphore::new(CONNECTOR_CALL_SLOTS)),
+            rates: Default::default(),
             limits,
         })
     }
@@ -216,6 +223,14 @@ impl Sandbox {
             .instantiate_pre(component)
             .map_err(CompileError::Imports)?;
         ConnectorComponent::from_pre(pre)
+    }
+
+    /// The byte rates `connector`'s tasks share under `limits`.
+    fn connector_rates(&self, connector: &str, limits: &Limits) -> http::ConnectorRates {
+        self.rates.of(
+            connector,
+            (limits.network_bytes_out, limits.network_bytes_in),
+        )
     }
 
     /// A fresh store for one instance, under `limits`.

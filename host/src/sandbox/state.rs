@@ -7,13 +7,15 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::since_v0_1_0::{self as v1, source_world::wasm_connect::connector as v1_api};
 use super::bindings::since_v0_2_0::sink_world::wasm_connect::connector::errant;
 use super::bindings::since_v0_2_0::transform_world::wasm_connect::connector::host;
 use super::bindings::{types, LogLevel};
-use super::capabilities::Grants;
+use super::capabilities::{Grants, NetworkCounters, NetworkGrant};
 use super::disk::DiskBudget;
+use super::http::{ConnectorRates, HttpHooks};
 use super::output::{escape_line, GuestOutput, LineRate};
 use super::redact::Redactor;
 use super::Limits;
@@ -56,6 +58,12 @@ pub struct TaskState {
     /// Records the sink reported errant during the `put` in flight (None outside `put`),
     /// and how many records that batch has.
     errant: Option<(u32, Vec<(u32, String)>)>,
+    /// What `network.allow` grants (to wasi:sockets and wasi:http alike).
+    network: Arc<NetworkGrant>,
+    /// Bytes sent and received over wasi:http.
+    network_counters: Arc<NetworkCounters>,
+    http: WasiHttpCtx,
+    http_hooks: HttpHooks,
 }
 
 impl TaskState {
@@ -67,6 +75,7 @@ impl TaskState {
         committed: BTreeMap<String, String>,
         limits: &Limits,
         redactor: Redactor,
+        rates: ConnectorRates,
     ) -> Self {
         let task = identity.to_string();
         let stderr = GuestOutput::new(task.clone(), "stderr", redactor.clone());
@@ -80,6 +89,16 @@ impl TaskState {
         grants.apply(&mut wasi, &task, &redactor);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_resources);
+        let network = Arc::new(grants.network.clone());
+        let network_counters = Arc::new(NetworkCounters::default());
+        let http_hooks = HttpHooks::new(
+            network.clone(),
+            network_counters.clone(),
+            rates,
+            limits.call_timeout,
+            limits.network_connections,
+            task,
+        );
         TaskState {
             wasi: wasi.build(),
             table,
@@ -96,6 +115,10 @@ impl TaskState {
             log_rate: LineRate::new(),
             disk: DiskBudget::new(limits.disk_bytes),
             errant: None,
+            network,
+            network_counters,
+            http: WasiHttpCtx::new(),
+            http_hooks,
         }
     }
 
@@ -108,6 +131,17 @@ impl TaskState {
     /// The records reported errant since [`TaskState::errant_open`], at most one per record.
     pub(super) fn errant_close(&mut self) -> Vec<(u32, String)> {
         self.errant.take().map(|(_, errant)| errant).unwrap_or_default()
+
+    }
+
+    /// What the task's `network.allow` grants.
+    pub(super) fn network_grant(&self) -> &NetworkGrant {
+        &self.network
+    }
+
+    /// The bytes this task sent and received over the network so far.
+    pub fn network_counters(&self) -> &Arc<NetworkCounters> {
+        &self.network_counters
     }
 
     pub fn identity(&self) -> &Identity {
@@ -172,6 +206,16 @@ impl WasiView for TaskState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for TaskState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

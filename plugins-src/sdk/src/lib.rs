@@ -51,6 +51,11 @@ pub mod batch;
 #[doc(hidden)]
 pub mod guest;
 pub mod tcp;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "json")]
+pub mod json;
+pub mod retry;
 
 pub use batch::{BatchReader, BatchWriter, FrameError, Record, RecordRef};
 
@@ -185,6 +190,15 @@ pub struct Descriptor {
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A source or sink position in one partition of the outside system.

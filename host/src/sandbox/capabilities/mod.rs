@@ -8,7 +8,6 @@
 pub mod files;
 pub mod network;
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use wasmtime_wasi::WasiCtxBuilder;
@@ -17,13 +16,14 @@ use super::redact::Redactor;
 use super::types::{Config, ConfigDef};
 use crate::storage::Properties;
 pub use files::DirGrant;
+pub use network::{ConnectRefusal, NetworkCounters, NetworkGrant};
 
 /// Everything one instance is granted.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
-    /// Addresses it may connect to; a port of None allows every port of that address.
-    pub network: Vec<(IpAddr, Option<u16>)>,
+    /// Addresses it may connect to and names it may resolve.
+    pub network: NetworkGrant,
 }
 
 /// A directory the host itself owns; no grant may reach it.
