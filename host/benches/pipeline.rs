@@ -204,6 +204,7 @@ async fn native_pipeline(
             sandbox,
             data,
             stages: Default::default(),
+            errors: Default::default(),
             control,
             status,
             stop,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::errors::ErrorTotals;
 use super::task::TaskStatus;
 use super::Worker;
 use crate::sandbox::types::ConnectorKind;
@@ -88,6 +89,9 @@ pub struct TaskView {
     pub trace: Option<String>,
     /// The worker running it.
     pub worker: String,
+    /// Its records that failed and were skipped or dead-lettered (`errors.*`); counted by
+    /// the worker running it (zero for tasks of other workers in a cluster).
+    pub errors: ErrorTotals,
 }
 
 impl Worker {
@@ -229,10 +233,10 @@ impl Worker {
             .clone()
             .or_else(|| self.plugin_for_display(&running.stored));
         let target = running.stored.target;
-        let local: BTreeMap<usize, TaskStatus> = running
+        let local: BTreeMap<usize, (TaskStatus, ErrorTotals)> = running
             .tasks
             .iter()
-            .map(|(id, t)| (*id, t.status.borrow().clone()))
+            .map(|(id, t)| (*id, (t.status.borrow().clone(), t.errors.totals())))
             .collect();
         let task_count = running.stored.tasks.len();
         let state = match (target, &running.plugin) {
@@ -274,15 +278,16 @@ impl Worker {
         &self,
         name: &str,
         target: TargetState,
-        local: BTreeMap<usize, TaskStatus>,
+        local: BTreeMap<usize, (TaskStatus, ErrorTotals)>,
         task_count: usize,
     ) -> Vec<TaskView> {
-        let here = |status: &TaskStatus| {
+        let here = |(status, errors): &(TaskStatus, ErrorTotals)| {
             let (state, trace) = task_state(status, target);
             TaskView {
                 state,
                 trace,
                 worker: self.id.clone(),
+                errors: *errors,
             }
         };
         let Some(cluster) = &self.cluster else {
@@ -306,12 +311,14 @@ impl Worker {
                             state,
                             trace,
                             worker: report.worker.clone(),
+                            errors: ErrorTotals::default(),
                         }
                     }
                     _ => TaskView {
                         state: RunState::Unassigned,
                         trace: None,
                         worker: owner.to_string(),
+                        errors: ErrorTotals::default(),
                     },
                 }
             })

@@ -64,7 +64,10 @@ fn config_error(key: impl Into<String>, message: impl Into<String>) -> StageConf
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("transform {alias}: {failure}")]
-    Guest { alias: String, failure: GuestFailure },
+    Guest {
+        alias: String,
+        failure: GuestFailure,
+    },
     #[error("transform {alias} failed: {reason}")]
     Fatal { alias: String, reason: String },
     #[error("transform {alias}: {reason} (retriable)")]
@@ -140,7 +143,10 @@ impl Predicate {
                 let key = format!("{prefix}pattern");
                 let pattern = required("pattern")?;
                 let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                    config_error(key, format!("not a valid regex ({e}); write e.g. `orders-.*`"))
+                    config_error(
+                        key,
+                        format!("not a valid regex ({e}); write e.g. `orders-.*`"),
+                    )
                 })?;
                 Predicate::TopicNameMatches(regex)
             }
@@ -228,7 +234,10 @@ impl Stages {
         }
         for stage in &mut self.stages {
             let ConnectorComponent::Transform(pre) = &stage.plugin.component else {
-                return Err(format!("transform {}: the plugin is not a transform", stage.alias));
+                return Err(format!(
+                    "transform {}: the plugin is not a transform",
+                    stage.alias
+                ));
             };
             let setup = TaskSetup {
                 identity: ctx.identity.clone(),
@@ -333,7 +342,8 @@ impl Stage {
             return Err(StageError::NotStarted(alias.clone()));
         };
         let instance = instance.get_mut().unwrap_or_else(|e| e.into_inner());
-        let records = BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
+        let records =
+            BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
         // The records the transform sees, by their index in `records`.
         let selected: Vec<usize> = match &self.guard {
             None => (0..records.len()).collect(),
@@ -456,7 +466,10 @@ fn check_output(out: &TransformOutput, inputs: usize) -> Result<Vec<&[u8]>, Stri
 }
 
 /// The stages `config` names, resolved against `plugins`.
-fn configure(plugins: &PluginRegistry, config: &Properties) -> Result<Vec<Stage>, StageConfigError> {
+fn configure(
+    plugins: &PluginRegistry,
+    config: &Properties,
+) -> Result<Vec<Stage>, StageConfigError> {
     let no_pin = Properties::new();
     aliases(config, TRANSFORMS)
         .map(|alias| {
@@ -466,7 +479,9 @@ fn configure(plugins: &PluginRegistry, config: &Properties) -> Result<Vec<Stage>
                 .get(&type_key)
                 .map(|c| c.trim())
                 .filter(|c| !c.is_empty())
-                .ok_or_else(|| config_error(&type_key, format!("Request config key: {type_key}")))?;
+                .ok_or_else(|| {
+                    config_error(&type_key, format!("Request config key: {type_key}"))
+                })?;
             let plugin = plugins
                 .resolve(class, &no_pin, None)
                 .map_err(|e| config_error(&type_key, e.to_string()))?;
@@ -539,6 +554,10 @@ pub async fn config_errors(
     limits: &Limits,
     config: &Properties,
 ) -> Vec<StageConfigError> {
+    if aliases(config, TRANSFORMS).next().is_some() {
+        // A create right after the host starts finds the transforms present at start.
+        plugins.started().await;
+    }
     let stages = match configure(plugins, config) {
         Ok(stages) => stages,
         Err(e) => return vec![e],
