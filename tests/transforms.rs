@@ -27,6 +27,22 @@ fn workspace_with(names: &[&str]) -> Workspace {
     ws
 }
 
+/// Waits until the host lists every plugin of `names` (transforms included): plugins
+/// compile in the background after the host starts.
+fn wait_plugins(host: &Host, names: &[&str]) {
+    wait_for(Duration::from_secs(60), "the plugins loaded", || {
+        let listed = json_get(host, "/connector-plugins?connectorsOnly=false").json();
+        let loaded: Vec<&str> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"] == "loaded")
+            .filter_map(|p| p["class"].as_str())
+            .collect();
+        names.iter().all(|n| loaded.contains(n))
+    });
+}
+
 /// Creates connector `name` on the JSON API; panics unless it is created.
 fn create(host: &Host, name: &str, config: Value) {
     let answer = json_create(host, name, config);
@@ -66,6 +82,10 @@ fn regex_router_and_mask_field_deliver_exactly_the_transformed_lines() {
         .collect();
     append(&input, &lines);
     let host = ws.start();
+    wait_plugins(
+        &host,
+        &["file-source", "file-sink", "regex-router", "mask-field"],
+    );
     create(
         &host,
         "source",
@@ -108,6 +128,7 @@ fn a_filter_guarded_by_a_predicate_drops_exactly_the_matching_records() {
         .collect();
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "filter"]);
     let filtered = |name: &str, topic: &str, negate: bool| {
         json!({
             "connector.class": "file-source", "file": input, "topic": topic,
@@ -161,6 +182,7 @@ fn with_tolerance_all_failed_records_go_to_the_dead_letter_queue_with_context_he
     let lines = numbered(1000);
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "hostile-transform"]);
     let errors = json!({
         "errors.tolerance": "all",
         "errors.deadletterqueue.topic.name": "dlq",
@@ -205,6 +227,7 @@ fn with_tolerance_none_the_task_fails_at_the_failed_record_and_commits_nothing_a
     let lines: Vec<String> = (1..=50).map(|i| format!("line {i}")).collect();
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "hostile-transform"]);
     create(&host, "source", failing_source(&input, "events", json!({})));
     sink(&host, "sink", "events", &output);
     wait_for(Duration::from_secs(30), "the source FAILED", || {
@@ -242,6 +265,7 @@ fn a_hostile_transform_is_contained_like_a_hostile_connector() {
     let input = ws.path("in.txt");
     append(&input, &(numbered(20).join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "hostile-transform"]);
     // The transform runs under its connector's limits.
     for (behaviour, limit, value) in [
         ("loop", "limits.cpu.ms", "50"),
@@ -291,6 +315,7 @@ fn a_hostile_transform_is_contained_like_a_hostile_connector() {
 fn transform_plugins_are_listed_only_with_connectors_only_false_and_validated_per_key() {
     let ws = workspace_with(&["mask-field"]);
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "mask-field"]);
     let listed = |query: &str| -> Vec<String> {
         json_get(&host, &format!("/connector-plugins{query}"))
             .json()
@@ -337,6 +362,7 @@ fn records_a_sink_reports_errant_go_to_the_dead_letter_queue_and_the_rest_is_com
         .collect();
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "errant-sink"]);
     create(
         &host,
         "source",

@@ -260,10 +260,12 @@ impl Stages {
         Ok(())
     }
 
-    /// Stops every started transform.
+    /// Stops every started transform; the stages stay configured, so a restart of the task
+    /// starts them again.
     pub async fn stop(ctx: &mut TaskContext) {
-        for stage in std::mem::take(&mut ctx.stages).stages {
-            if let Some(instance) = stage.instance {
+        let mut stages = std::mem::take(&mut ctx.stages);
+        for stage in &mut stages.stages {
+            if let Some(instance) = stage.instance.take() {
                 let instance = instance.into_inner().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = instance.stop().await {
                     let reason = format!("transform {}: stop: {e}", stage.alias);
@@ -271,6 +273,7 @@ impl Stages {
                 }
             }
         }
+        ctx.stages = stages;
     }
 
     /// `batch` through every stage, in order. Failed records are left out of the output
