@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    append, bundled_plugins, files_containing, json_create, json_get, read_lines, wait_for,
-    Host, Workspace,
+    append, bundled_plugins, files_containing, json_create, json_get, read_lines, wait_for, Host,
+    Workspace,
 };
 use serde_json::{json, Value};
 
@@ -25,6 +25,22 @@ fn workspace_with(names: &[&str]) -> Workspace {
             .unwrap_or_else(|e| panic!("copy {file} (run scripts/build-plugins.sh): {e}"));
     }
     ws
+}
+
+/// Waits until the host lists every plugin of `names` (transforms included): plugins
+/// compile in the background after the host starts.
+fn wait_plugins(host: &Host, names: &[&str]) {
+    wait_for(Duration::from_secs(60), "the plugins loaded", || {
+        let listed = json_get(host, "/connector-plugins?connectorsOnly=false").json();
+        let loaded: Vec<&str> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"] == "loaded")
+            .filter_map(|p| p["class"].as_str())
+            .collect();
+        names.iter().all(|n| loaded.contains(n))
+    });
 }
 
 /// Creates connector `name` on the JSON API; panics unless it is created.
@@ -60,10 +76,16 @@ fn regex_router_and_mask_field_deliver_exactly_the_transformed_lines() {
     let ws = workspace_with(&["regex-router", "mask-field"]);
     let (input, output) = (ws.path("in.jsonl"), ws.path("out.jsonl"));
     let lines: String = (0..500)
-        .map(|i| format!("{{\"user\":\"u{i}\",\"password\":\"secret{i}\",\"n\":{i},\"ok\":true}}\n"))
+        .map(|i| {
+            format!("{{\"user\":\"u{i}\",\"password\":\"secret{i}\",\"n\":{i},\"ok\":true}}\n")
+        })
         .collect();
     append(&input, &lines);
     let host = ws.start();
+    wait_plugins(
+        &host,
+        &["file-source", "file-sink", "regex-router", "mask-field"],
+    );
     create(
         &host,
         "source",
@@ -96,10 +118,17 @@ fn a_filter_guarded_by_a_predicate_drops_exactly_the_matching_records() {
     let (input, output, kept) = (ws.path("in.txt"), ws.path("out.txt"), ws.path("kept.txt"));
     // Every third line is empty: a tombstone (empty value).
     let lines: Vec<String> = (0..300)
-        .map(|i| if i % 3 == 0 { String::new() } else { format!("line {i}") })
+        .map(|i| {
+            if i % 3 == 0 {
+                String::new()
+            } else {
+                format!("line {i}")
+            }
+        })
         .collect();
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "filter"]);
     let filtered = |name: &str, topic: &str, negate: bool| {
         json!({
             "connector.class": "file-source", "file": input, "topic": topic,
@@ -153,6 +182,7 @@ fn with_tolerance_all_failed_records_go_to_the_dead_letter_queue_with_context_he
     let lines = numbered(1000);
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "hostile-transform"]);
     let errors = json!({
         "errors.tolerance": "all",
         "errors.deadletterqueue.topic.name": "dlq",
@@ -161,10 +191,8 @@ fn with_tolerance_all_failed_records_go_to_the_dead_letter_queue_with_context_he
     create(&host, "source", failing_source(&input, "events", errors));
     sink(&host, "sink", "events", &output);
     sink(&host, "dead", "dlq", &dead);
-    let (passed, failed): (Vec<String>, Vec<String>) = lines
-        .iter()
-        .cloned()
-        .partition(|l| !l.ends_with('0'));
+    let (passed, failed): (Vec<String>, Vec<String>) =
+        lines.iter().cloned().partition(|l| !l.ends_with('0'));
     wait_for(Duration::from_secs(60), "90% out, 10% dead", || {
         read_lines(&output).len() >= passed.len() && read_lines(&dead).len() >= failed.len()
     });
@@ -186,6 +214,8 @@ fn with_tolerance_all_failed_records_go_to_the_dead_letter_queue_with_context_he
     }
     assert!(!files_containing(&ws.data_dir(), b"refusing line 990: divisible by ten").is_empty());
     assert_eq!(task_state(&host, "source").0, "RUNNING");
+    let task = &status(&host, "source")["tasks"][0];
+    assert_eq!(task["errors"], json!({"failed": 100, "dead_lettered": 100}));
 }
 
 #[test]
@@ -197,6 +227,7 @@ fn with_tolerance_none_the_task_fails_at_the_failed_record_and_commits_nothing_a
     let lines: Vec<String> = (1..=50).map(|i| format!("line {i}")).collect();
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "hostile-transform"]);
     create(&host, "source", failing_source(&input, "events", json!({})));
     sink(&host, "sink", "events", &output);
     wait_for(Duration::from_secs(30), "the source FAILED", || {
@@ -207,7 +238,10 @@ fn with_tolerance_none_the_task_fails_at_the_failed_record_and_commits_nothing_a
     assert!(trace.contains("refusing line 10"), "{trace}");
     // Its position: the byte offset after `line 10`.
     let position = lines[..10].iter().map(|l| l.len() + 1).sum::<usize>();
-    assert!(trace.contains(&format!("position \"{position}\"")), "{trace}");
+    assert!(
+        trace.contains(&format!("position \"{position}\"")),
+        "{trace}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     let delivered = read_lines(&output);
     assert!(
@@ -231,11 +265,16 @@ fn a_hostile_transform_is_contained_like_a_hostile_connector() {
     let input = ws.path("in.txt");
     append(&input, &(numbered(20).join("\n") + "\n"));
     let host = ws.start();
-    for behaviour in ["loop", "memory", "malformed"] {
-        // The transform runs under its connector's limits.
+    wait_plugins(&host, &["file-source", "hostile-transform"]);
+    // The transform runs under its connector's limits.
+    for (behaviour, limit, value) in [
+        ("loop", "limits.cpu.ms", "50"),
+        ("memory", "limits.memory", "64MiB"),
+        ("malformed", "limits.memory", "64MiB"),
+    ] {
         let config = json!({
             "connector.class": "file-source", "file": input, "topic": behaviour,
-            "limits.cpu.ms": "50", "limits.memory": "64MiB",
+            limit: value,
             "transforms": "bad",
             "transforms.bad.type": "hostile-transform",
             "transforms.bad.behaviour": behaviour,
@@ -254,7 +293,11 @@ fn a_hostile_transform_is_contained_like_a_hostile_connector() {
         "{}",
         trace("loop")
     );
-    assert!(trace("memory").contains("memory limit"), "{}", trace("memory"));
+    assert!(
+        trace("memory").contains("memory limit"),
+        "{}",
+        trace("memory")
+    );
     assert!(
         trace("malformed").contains("malformed answer"),
         "{}",
@@ -272,6 +315,7 @@ fn a_hostile_transform_is_contained_like_a_hostile_connector() {
 fn transform_plugins_are_listed_only_with_connectors_only_false_and_validated_per_key() {
     let ws = workspace_with(&["mask-field"]);
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "mask-field"]);
     let listed = |query: &str| -> Vec<String> {
         json_get(&host, &format!("/connector-plugins{query}"))
             .json()
@@ -291,7 +335,11 @@ fn transform_plugins_are_listed_only_with_connectors_only_false_and_validated_pe
                "transforms": "m", "transforms.m.type": "mask-field"}),
     );
     assert_eq!(answer.status, 400, "{}", answer.body);
-    assert!(answer.body.contains("transforms.m.fields"), "{}", answer.body);
+    assert!(
+        answer.body.contains("transforms.m.fields"),
+        "{}",
+        answer.body
+    );
     // A transform is no connector.
     let answer = json_create(&host, "t", json!({"connector.class": "mask-field"}));
     assert_eq!(answer.status, 400, "{}", answer.body);
@@ -304,10 +352,17 @@ fn records_a_sink_reports_errant_go_to_the_dead_letter_queue_and_the_rest_is_com
     ws.add_hostile_plugin("errant-sink.wasm");
     let (input, dead) = (ws.path("in.txt"), ws.path("dead.txt"));
     let lines: Vec<String> = (0..200)
-        .map(|i| if i % 10 == 3 { format!("bad line {i}") } else { format!("line {i}") })
+        .map(|i| {
+            if i % 10 == 3 {
+                format!("bad line {i}")
+            } else {
+                format!("line {i}")
+            }
+        })
         .collect();
     append(&input, &(lines.join("\n") + "\n"));
     let host = ws.start();
+    wait_plugins(&host, &["file-source", "file-sink", "errant-sink"]);
     create(
         &host,
         "source",
@@ -324,10 +379,16 @@ fn records_a_sink_reports_errant_go_to_the_dead_letter_queue_and_the_rest_is_com
         }),
     );
     sink(&host, "dead", "sink-dlq", &dead);
-    let bad: Vec<String> = lines.iter().filter(|l| l.contains("bad")).cloned().collect();
-    wait_for(Duration::from_secs(60), "the errant records in the DLQ", || {
-        read_lines(&dead).len() >= bad.len()
-    });
+    let bad: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("bad"))
+        .cloned()
+        .collect();
+    wait_for(
+        Duration::from_secs(60),
+        "the errant records in the DLQ",
+        || read_lines(&dead).len() >= bad.len(),
+    );
     assert_eq!(read_lines(&dead), bad);
     assert!(!files_containing(&ws.data_dir(), b"TASK_PUT").is_empty());
     wait_for(Duration::from_secs(30), "every offset committed", || {

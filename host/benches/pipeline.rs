@@ -206,6 +206,7 @@ async fn native_pipeline(
             sandbox,
             data,
             stages: Default::default(),
+            errors: Default::default(),
             control,
             status,
             stop,

@@ -68,10 +68,16 @@ fn add_transforms(source: &mut Properties, sink: &mut Properties) {
     for (key, value) in [
         ("topics.allow", "routed-.*"),
         ("transforms", "route,header"),
-        ("transforms.route.type", "org.apache.kafka.connect.transforms.RegexRouter"),
+        (
+            "transforms.route.type",
+            "org.apache.kafka.connect.transforms.RegexRouter",
+        ),
         ("transforms.route.regex", "(.*)"),
         ("transforms.route.replacement", "routed-$1"),
-        ("transforms.header.type", "org.apache.kafka.connect.transforms.InsertHeader"),
+        (
+            "transforms.header.type",
+            "org.apache.kafka.connect.transforms.InsertHeader",
+        ),
         ("transforms.header.header", "origin"),
         ("transforms.header.value.literal", "bench"),
     ] {

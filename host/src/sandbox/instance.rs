@@ -541,7 +541,10 @@ impl SinkInstance {
                     api.call_start(s, config).await
                 })
                 .await?;
-                (SinkBindings::V1(bindings), started.map_err(Upgrade::upgrade))
+                (
+                    SinkBindings::V1(bindings),
+                    started.map_err(Upgrade::upgrade),
+                )
             }
             SinkComponent::V2(pre) => {
                 let bindings = pre
@@ -682,7 +685,10 @@ impl TransformInstance {
         &mut self,
         batch: &RecordBatch,
     ) -> Result<Result<TransformOutput, TaskError>, GuestFailure> {
-        let api = self.bindings.wasm_connect_connector_transform().transform_task();
+        let api = self
+            .bindings
+            .wasm_connect_connector_transform()
+            .transform_task();
         let task = self.task;
         guarded(
             &mut self.store,
@@ -696,7 +702,10 @@ impl TransformInstance {
 
     /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
-        let api = self.bindings.wasm_connect_connector_transform().transform_task();
+        let api = self
+            .bindings
+            .wasm_connect_connector_transform()
+            .transform_task();
         let task = self.task;
         let call_stop = async |s: &mut Store<TaskState>| api.call_stop(s, task).await;
         stop_task(

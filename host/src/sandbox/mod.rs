@@ -29,15 +29,15 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
+pub use bindings::since_v0_2_0::transform_world::exports::wasm_connect::connector::transform::{
+    RecordFailure, TransformOutput,
+};
 pub use bindings::types;
 pub use capabilities::network::NETWORK_ALLOW_KEY;
 pub use capabilities::{Capabilities, Grants, HostDirKind, NetworkCounters};
 pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{
     ConnectorComponent, SinkComponent, SinkInstance, SourceInstance, TaskSetup, TransformInstance,
-};
-pub use bindings::since_v0_2_0::transform_world::exports::wasm_connect::connector::transform::{
-    RecordFailure, TransformOutput,
 };
 pub use limits::{
     parse_size, show_size, Field, Limit, LimitError, Limits, RestartPolicy, Unit, WorkerFields,

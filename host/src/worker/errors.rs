@@ -68,13 +68,29 @@ pub struct PolicyError {
     pub message: String,
 }
 
-/// Failed and dead-lettered records of one task, for its status.
+/// Failed and dead-lettered records of one task, shared with its handle for the status.
 #[derive(Debug, Default)]
 pub struct ErrorCounts {
     /// Records that failed (and were skipped, with `errors.tolerance=all`).
-    pub failed: AtomicU64,
+    failed: AtomicU64,
     /// Of those, the records written to the dead letter queue.
-    pub dead_lettered: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl ErrorCounts {
+    pub fn totals(&self) -> ErrorTotals {
+        ErrorTotals {
+            failed: self.failed.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// [`ErrorCounts`] at one moment, as the status shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorTotals {
+    pub failed: u64,
+    pub dead_lettered: u64,
 }
 
 /// One failed record: its index in the batch as the task got it, where and why it failed.
@@ -97,11 +113,16 @@ pub struct ErrorPolicy {
     pub log_messages: bool,
     pub dead_letter_topic: Option<String>,
     pub context_headers: bool,
-    pub counts: Arc<ErrorCounts>,
+    /// The task's counts (see [`ErrorCounts`]).
+    counts: Arc<ErrorCounts>,
 }
 
 impl ErrorPolicy {
-    pub fn from_config(config: &Properties) -> Result<ErrorPolicy, PolicyError> {
+    /// The policy `config` sets; failures are counted in `counts`.
+    pub fn from_config(
+        config: &Properties,
+        counts: Arc<ErrorCounts>,
+    ) -> Result<ErrorPolicy, PolicyError> {
         let value = |key: &str| config.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
         let tolerance = match value(TOLERANCE) {
             None | Some("none") => Tolerance::None,
@@ -148,7 +169,7 @@ impl ErrorPolicy {
             log_messages: flag(LOG_INCLUDE_MESSAGES)?,
             dead_letter_topic,
             context_headers: flag(DLQ_CONTEXT_HEADERS)?,
-            counts: Arc::default(),
+            counts,
         })
     }
 
@@ -236,7 +257,10 @@ impl ErrorPolicy {
             let task = identity.task.map(|t| t.to_string()).unwrap_or_default();
             headers.extend([
                 (HEADER_TOPIC, original_topic.as_bytes().to_vec()),
-                (HEADER_STAGE, failure.failed_in.kafka_name().as_bytes().to_vec()),
+                (
+                    HEADER_STAGE,
+                    failure.failed_in.kafka_name().as_bytes().to_vec(),
+                ),
                 (HEADER_CONNECTOR, identity.connector.as_bytes().to_vec()),
                 (HEADER_TASK, task.into_bytes()),
                 (HEADER_MESSAGE, failure.message.as_bytes().to_vec()),

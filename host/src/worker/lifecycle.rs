@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::control::Reconcile;
+use super::errors::ErrorTotals;
 use super::task::TaskStatus;
 use super::Worker;
 use crate::sandbox::types::ConnectorKind;
@@ -101,6 +102,9 @@ pub struct TaskView {
     pub trace: Option<String>,
     /// The worker running it.
     pub worker: String,
+    /// Its records that failed and were skipped or dead-lettered (`errors.*`); counted by
+    /// the worker running it (zero for tasks of other workers in a cluster).
+    pub errors: ErrorTotals,
 }
 
 impl Worker {
@@ -263,10 +267,10 @@ impl Worker {
             .clone()
             .or_else(|| self.plugin_for_display(&running.stored));
         let target = running.stored.target;
-        let local: BTreeMap<usize, TaskStatus> = running
+        let local: BTreeMap<usize, (TaskStatus, ErrorTotals)> = running
             .tasks
             .iter()
-            .map(|(id, t)| (*id, t.status.borrow().clone()))
+            .map(|(id, t)| (*id, (t.status.borrow().clone(), t.errors.totals())))
             .collect();
         let state = match (target, &running.plugin) {
             (TargetState::Running | TargetState::Paused, None) => (
@@ -317,15 +321,16 @@ impl Worker {
         &self,
         name: &str,
         target: TargetState,
-        local: BTreeMap<usize, TaskStatus>,
+        local: BTreeMap<usize, (TaskStatus, ErrorTotals)>,
         task_count: usize,
     ) -> Vec<TaskView> {
-        let here = |status: &TaskStatus| {
+        let here = |(status, errors): &(TaskStatus, ErrorTotals)| {
             let (state, trace) = task_state(status, target);
             TaskView {
                 state,
                 trace,
                 worker: self.id.clone(),
+                errors: *errors,
             }
         };
         if target == TargetState::Stopped {
@@ -344,12 +349,14 @@ impl Worker {
                             state,
                             trace,
                             worker: remote.owner,
+                            errors: ErrorTotals::default(),
                         }
                     }
                     None => TaskView {
                         state: RunState::Unassigned,
                         trace: None,
                         worker: remote.owner,
+                        errors: ErrorTotals::default(),
                     },
                 };
                 (task, view)

@@ -17,8 +17,8 @@ pub mod plane;
 pub mod secrets;
 pub mod sink;
 pub mod source;
-pub mod transforms;
 mod task;
+pub mod transforms;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -638,6 +638,14 @@ impl Worker {
             key: e.key,
             problem: KeyProblem::Invalid,
         }));
+        if let Err(e) = crate::worker::errors::ErrorPolicy::from_config(config, Default::default())
+        {
+            errors.push(KeyError {
+                key: e.key.to_string(),
+                message: e.to_string(),
+                problem: KeyProblem::Invalid,
+            });
+        }
         if !errors.is_empty() {
             return Ok(errors);
         }
@@ -757,6 +765,7 @@ impl Worker {
                     sandbox: self.sandbox.clone(),
                     data: self.data.clone(),
                     stages: transforms::Stages::configured(&self.plugins, &stored.config),
+                    errors: Default::default(),
                     control: self.control.clone(),
                     status,
                     stop,

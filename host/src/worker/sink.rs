@@ -8,8 +8,8 @@ use super::batch::{BatchChecks, TopicPolicy};
 use super::errors::{ErrorPolicy, FailedIn, Failure};
 use super::keys;
 use super::plane::{PlaneError, StoreBatch, TopicRead};
-use super::transforms::{through_stages, Stages};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
+use super::transforms::{through_stages, Stages};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
 use crate::storage::LogRead;
@@ -347,7 +347,8 @@ struct DeadLetters {
 
 impl DeadLetters {
     async fn new(ctx: &TaskContext) -> Result<DeadLetters, String> {
-        let policy = ErrorPolicy::from_config(&ctx.config).map_err(|e| e.to_string())?;
+        let policy =
+            ErrorPolicy::from_config(&ctx.config, ctx.errors.clone()).map_err(|e| e.to_string())?;
         let producer = format!("{}/dead-letters", ctx.identity);
         let sequence = match policy.dead_letter_topic {
             Some(_) => {

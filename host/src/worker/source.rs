@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use super::batch::{BatchChecks, Partitions, TopicPolicy};
 use super::errors::ErrorPolicy;
 use super::keys;
-use super::transforms::{through_stages, Stages};
 use super::plane::{PlaneError, StoreBatch};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
+use super::transforms::{through_stages, Stages};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
+use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
 
 /// The pause after the first empty poll; each further one doubles it, up to the
 /// connector's `limits.poll.idle.ms`.
@@ -68,7 +69,7 @@ pub async fn drive(
         Ok(topics) => Arc::new(topics),
         Err(reason) => return ctx.set(TaskStatus::Failed(reason)),
     };
-    let policy = match ErrorPolicy::from_config(&ctx.config) {
+    let policy = match ErrorPolicy::from_config(&ctx.config, ctx.errors.clone()) {
         Ok(policy) => policy,
         Err(e) => return ctx.set(TaskStatus::Failed(e.to_string())),
     };
@@ -121,7 +122,7 @@ pub async fn drive(
             continue;
         }
         idle = FIRST_IDLE_PAUSE;
-        let batch = match through_stages(ctx, &policy, batch, &default_topic).await {
+        let batch = match transform(ctx, &policy, batch, &default_topic).await {
             Ok(batch) if batch.count == 0 => continue,
             Ok(batch) => batch,
             Err(reason) => break Err(reason),
@@ -287,4 +288,33 @@ fn spawn_store(
         batch,
     };
     tokio::spawn(async move { data.store_batch(store).await })
+}
+
+/// `batch` through the task's transforms (see [`through_stages`]); first, records that name
+/// no topic get `default_topic`, so a transform sees every record's topic.
+async fn transform(
+    ctx: &mut TaskContext,
+    policy: &ErrorPolicy,
+    batch: RecordBatch,
+    default_topic: &str,
+) -> Result<RecordBatch, String> {
+    if ctx.stages.is_empty() {
+        return Ok(batch);
+    }
+    let mut named = BatchWriter::with_capacity(batch.frames.len());
+    for record in BatchReader::new(&batch.frames) {
+        let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
+        if !record.topic.is_empty() {
+            named.push_frame(record.frame);
+            continue;
+        }
+        let headers: Vec<(&str, &[u8])> = record.headers().collect();
+        let with_topic = Record {
+            topic: default_topic,
+            ..record.to_record(&headers)
+        };
+        named.push(&with_topic).map_err(|e| e.to_string())?;
+    }
+    let (count, frames) = named.into_parts();
+    through_stages(ctx, policy, RecordBatch { count, frames }, default_topic).await
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::control::ControlPlane;
+use super::errors::ErrorCounts;
 use super::plane::DataPlane;
 use super::transforms::Stages;
 use super::{keys, secrets};
@@ -49,6 +50,8 @@ pub struct TaskContext {
     pub data: Arc<dyn DataPlane>,
     /// The transforms a batch passes through: after a source's poll, before a sink's put.
     pub stages: Stages,
+    /// The task's failed and dead-lettered records (set by [`TaskHandle::spawn`]).
+    pub errors: Arc<ErrorCounts>,
     /// Who may run the task: it runs only while this worker holds its lease.
     pub control: Arc<dyn ControlPlane>,
     pub status: watch::Sender<TaskStatus>,
@@ -236,6 +239,8 @@ fn absolute(path: &str) -> String {
 /// The worker's handle on a running task actor. Dropping it stops the actor.
 pub struct TaskHandle {
     pub status: watch::Receiver<TaskStatus>,
+    /// The task's failed and dead-lettered records.
+    pub errors: Arc<ErrorCounts>,
     stop: watch::Sender<bool>,
     ended: Stopping,
 }
@@ -257,7 +262,10 @@ impl TaskHandle {
         let (status_tx, status) = watch::channel(TaskStatus::Starting);
         let (stop, stop_rx) = watch::channel(false);
         let mut stopped = stop_rx.clone();
-        let run = actor(make_context(status_tx, stop_rx));
+        let errors = Arc::new(ErrorCounts::default());
+        let mut ctx = make_context(status_tx, stop_rx);
+        ctx.errors = errors.clone();
+        let run = actor(ctx);
         let join: JoinHandle<()> = runtime.spawn(async move {
             let stopped_first = tokio::select! {
                 () = after.wait() => false,
@@ -277,6 +285,7 @@ impl TaskHandle {
         });
         TaskHandle {
             status,
+            errors,
             stop,
             ended: Stopping(vec![ended]),
         }

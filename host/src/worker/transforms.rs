@@ -63,7 +63,10 @@ fn config_error(key: impl Into<String>, message: impl Into<String>) -> StageConf
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error("transform {alias}: {failure}")]
-    Guest { alias: String, failure: GuestFailure },
+    Guest {
+        alias: String,
+        failure: GuestFailure,
+    },
     #[error("transform {alias} failed: {reason}")]
     Fatal { alias: String, reason: String },
     #[error("transform {alias}: {reason} (retriable)")]
@@ -139,7 +142,10 @@ impl Predicate {
                 let key = format!("{prefix}pattern");
                 let pattern = required("pattern")?;
                 let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                    config_error(key, format!("not a valid regex ({e}); write e.g. `orders-.*`"))
+                    config_error(
+                        key,
+                        format!("not a valid regex ({e}); write e.g. `orders-.*`"),
+                    )
                 })?;
                 Predicate::TopicNameMatches(regex)
             }
@@ -227,7 +233,10 @@ impl Stages {
         }
         for stage in &mut self.stages {
             let ConnectorComponent::Transform(pre) = &stage.plugin.component else {
-                return Err(format!("transform {}: the plugin is not a transform", stage.alias));
+                return Err(format!(
+                    "transform {}: the plugin is not a transform",
+                    stage.alias
+                ));
             };
             let setup = TaskSetup {
                 identity: ctx.identity.clone(),
@@ -250,10 +259,12 @@ impl Stages {
         Ok(())
     }
 
-    /// Stops every started transform.
+    /// Stops every started transform; the stages stay configured, so a restart of the task
+    /// starts them again.
     pub async fn stop(ctx: &mut TaskContext) {
-        for stage in std::mem::take(&mut ctx.stages).stages {
-            if let Some(instance) = stage.instance {
+        let mut stages = std::mem::take(&mut ctx.stages);
+        for stage in &mut stages.stages {
+            if let Some(instance) = stage.instance.take() {
                 let instance = instance.into_inner().unwrap_or_else(|e| e.into_inner());
                 if let Err(e) = instance.stop().await {
                     let reason = format!("transform {}: stop: {e}", stage.alias);
@@ -261,6 +272,7 @@ impl Stages {
                 }
             }
         }
+        ctx.stages = stages;
     }
 
     /// `batch` through every stage, in order. Failed records are left out of the output
@@ -332,7 +344,8 @@ impl Stage {
             return Err(StageError::NotStarted(alias.clone()));
         };
         let instance = instance.get_mut().unwrap_or_else(|e| e.into_inner());
-        let records = BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
+        let records =
+            BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
         // The records the transform sees, by their index in `records`.
         let selected: Vec<usize> = match &self.guard {
             None => (0..records.len()).collect(),
@@ -455,7 +468,10 @@ fn check_output(out: &TransformOutput, inputs: usize) -> Result<Vec<&[u8]>, Stri
 }
 
 /// The stages `config` names, resolved against `plugins`.
-fn configure(plugins: &PluginRegistry, config: &Properties) -> Result<Vec<Stage>, StageConfigError> {
+fn configure(
+    plugins: &PluginRegistry,
+    config: &Properties,
+) -> Result<Vec<Stage>, StageConfigError> {
     let no_pin = Properties::new();
     aliases(config, TRANSFORMS)
         .map(|alias| {
@@ -465,7 +481,9 @@ fn configure(plugins: &PluginRegistry, config: &Properties) -> Result<Vec<Stage>
                 .get(&type_key)
                 .map(|c| c.trim())
                 .filter(|c| !c.is_empty())
-                .ok_or_else(|| config_error(&type_key, format!("Request config key: {type_key}")))?;
+                .ok_or_else(|| {
+                    config_error(&type_key, format!("Request config key: {type_key}"))
+                })?;
             let plugin = plugins
                 .resolve(class, &no_pin, None)
                 .map_err(|e| config_error(&type_key, e.to_string()))?;
@@ -538,6 +556,10 @@ pub async fn config_errors(
     limits: &Limits,
     config: &Properties,
 ) -> Vec<StageConfigError> {
+    if aliases(config, TRANSFORMS).next().is_some() {
+        // A create right after the host starts finds the transforms present at start.
+        plugins.started().await;
+    }
     let stages = match configure(plugins, config) {
         Ok(stages) => stages,
         Err(e) => return vec![e],

@@ -65,7 +65,10 @@ plugin!(
         opt("static.value", "The static value."),
         opt("topic.field", "Field for the topic."),
         opt("timestamp.field", "Field for the timestamp (ms)."),
-        opt("offset.field", "Field for the offset (a sink's) or position (a source's)."),
+        opt(
+            "offset.field",
+            "Field for the offset (a sink's) or position (a source's)."
+        ),
     ]
 );
 
@@ -386,7 +389,10 @@ plugin!(
         "org.apache.kafka.connect.transforms.Cast$Value",
         "org.apache.kafka.connect.transforms.Cast$Key"
     ],
-    &[req("spec", "A type (casts the whole), or field:type,… pairs.")]
+    &[req(
+        "spec",
+        "A type (casts the whole), or field:type,… pairs."
+    )]
 );
 
 /// Flatten: nested objects become fields joined by `delimiter` (`.`).

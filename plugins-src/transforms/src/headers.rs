@@ -10,7 +10,8 @@ fn with_headers(
     headers: &[(&str, &[u8])],
     out: &mut BatchWriter,
 ) -> Result<(), String> {
-    out.push(&record.to_record(headers)).map_err(|e| e.to_string())
+    out.push(&record.to_record(headers))
+        .map_err(|e| e.to_string())
 }
 
 /// InsertHeader: adds header `header` with the text `value.literal`.
@@ -21,7 +22,11 @@ pub struct InsertHeaderTask {
 
 impl TransformTask for InsertHeaderTask {
     fn start(config: &Config, _host: &dyn wasm_connect_sdk::Host) -> Result<Self, TaskError> {
-        let get = |k| required(config, k).map(str::to_string).map_err(TaskError::Fatal);
+        let get = |k| {
+            required(config, k)
+                .map(str::to_string)
+                .map_err(TaskError::Fatal)
+        };
         Ok(InsertHeaderTask {
             header: get("header")?,
             value: get("value.literal")?,
@@ -124,7 +129,11 @@ impl TransformTask for HeaderFromTask {
             };
             values.push((header.as_str(), text));
         }
-        let data = if self.moves { data } else { self.part.read(record) };
+        let data = if self.moves {
+            data
+        } else {
+            self.part.read(record)
+        };
         let mut with = BatchWriter::new();
         self.part.write(record, &data, &mut with)?;
         let written = wasm_connect_sdk::BatchReader::new(with.frames())

@@ -185,7 +185,12 @@ pub fn validate<T: wasm_connect_sdk::TransformTask>(
     T::start(config, &NoHost).map(drop).map_err(|e| {
         let message = e.to_string();
         // Messages start with the key they are about (`key: …`).
-        let key = message.split(':').next().unwrap_or("type").trim().to_string();
+        let key = message
+            .split(':')
+            .next()
+            .unwrap_or("type")
+            .trim()
+            .to_string();
         vec![wasm_connect_sdk::ConfigError { key, message }]
     })
 }

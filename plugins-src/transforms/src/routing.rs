@@ -104,10 +104,10 @@ impl TransformTask for TimestampRouterTask {
     }
 
     fn apply(&mut self, record: &RecordRef<'_>, out: &mut BatchWriter) -> Result<(), String> {
-        let topic = self
-            .topic_format
-            .replace("${topic}", record.topic)
-            .replace("${timestamp}", &self.timestamp_format.format(record.timestamp));
+        let topic = self.topic_format.replace("${topic}", record.topic).replace(
+            "${timestamp}",
+            &self.timestamp_format.format(record.timestamp),
+        );
         route(record, &topic, out)
     }
 }
@@ -119,8 +119,14 @@ plugin!(
     "Routes records to a topic named after the topic and the record's timestamp.",
     ["org.apache.kafka.connect.transforms.TimestampRouter"],
     &[
-        opt("topic.format", "The topic; ${topic} and ${timestamp} are replaced."),
-        opt("timestamp.format", "The timestamp's format (default yyyyMMdd)."),
+        opt(
+            "topic.format",
+            "The topic; ${topic} and ${timestamp} are replaced."
+        ),
+        opt(
+            "timestamp.format",
+            "The timestamp's format (default yyyyMMdd)."
+        ),
     ]
 );
 
@@ -201,7 +207,10 @@ impl MapPart for TimestampConvert {
             None => None,
         };
         Ok(TimestampConvert {
-            field: config.get("field").filter(|f| !f.is_empty()).map(str::to_string),
+            field: config
+                .get("field")
+                .filter(|f| !f.is_empty())
+                .map(str::to_string),
             target,
             format,
             unit_per_ms,
@@ -231,9 +240,15 @@ plugin!(
     ],
     &[
         req("target.type", "string, unix, Date, Time or Timestamp."),
-        opt("field", "The field holding the timestamp (the whole when empty)."),
+        opt(
+            "field",
+            "The field holding the timestamp (the whole when empty)."
+        ),
         opt("format", "A SimpleDateFormat pattern for text timestamps."),
-        opt("unix.precision", "seconds, milliseconds, microseconds or nanoseconds."),
+        opt(
+            "unix.precision",
+            "seconds, milliseconds, microseconds or nanoseconds."
+        ),
     ]
 );
 

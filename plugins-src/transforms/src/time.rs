@@ -43,7 +43,11 @@ impl Format {
         while let Some(c) = chars.next() {
             if c == '\'' {
                 let literal: String = chars.by_ref().take_while(|c| *c != '\'').collect();
-                pieces.push(Piece::Literal(if literal.is_empty() { "'".into() } else { literal }));
+                pieces.push(Piece::Literal(if literal.is_empty() {
+                    "'".into()
+                } else {
+                    literal
+                }));
             } else if c.is_ascii_alphabetic() {
                 if !"yMdHmsS".contains(c) {
                     return Err(format!(
@@ -98,9 +102,20 @@ impl Format {
                 Piece::Literal(l) => rest = rest.strip_prefix(l.as_str()).ok_or_else(bad)?,
                 Piece::Field(c, n) => {
                     let digits = rest.chars().take_while(char::is_ascii_digit).count();
-                    let take = if *c == 'y' && *n != 2 { digits } else { (*n).max(1).min(digits) };
-                    let take = if *n >= 2 && *c != 'y' { (*n).min(digits) } else { take };
-                    let value: i64 = rest.get(..take).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+                    let take = if *c == 'y' && *n != 2 {
+                        digits
+                    } else {
+                        (*n).max(1).min(digits)
+                    };
+                    let take = if *n >= 2 && *c != 'y' {
+                        (*n).min(digits)
+                    } else {
+                        take
+                    };
+                    let value: i64 = rest
+                        .get(..take)
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(bad)?;
                     rest = &rest[take..];
                     match c {
                         'y' if *n == 2 => y = 2000 + value,
@@ -130,7 +145,10 @@ mod tests {
     fn formats_and_parses_back() {
         let f = Format::parse("yyyy-MM-dd'T'HH:mm:ss.SSS").unwrap();
         assert_eq!(f.format(1_700_000_000_123), "2023-11-14T22:13:20.123");
-        assert_eq!(f.parse_text("2023-11-14T22:13:20.123"), Ok(1_700_000_000_123));
+        assert_eq!(
+            f.parse_text("2023-11-14T22:13:20.123"),
+            Ok(1_700_000_000_123)
+        );
         assert_eq!(Format::parse("yyyyMMdd").unwrap().format(0), "19700101");
     }
 }

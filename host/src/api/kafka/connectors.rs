@@ -511,6 +511,10 @@ fn task_json(id: usize, task: &TaskView) -> Value {
     if let Some(trace) = &task.trace {
         json["trace"] = Value::String(trace.clone());
     }
+    let errors = task.errors;
+    if errors.failed > 0 {
+        json["errors"] = json!({"failed": errors.failed, "dead_lettered": errors.dead_lettered});
+    }
     json
 }
 

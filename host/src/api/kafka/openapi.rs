@@ -221,6 +221,10 @@ impl Body {
                     "state": {"type": "string", "enum": RunState::ALL},
                     "worker_id": string(),
                     "trace": string(),
+                    "errors": object(&["failed", "dead_lettered"], json!({
+                        "failed": {"type": "integer", "minimum": 0},
+                        "dead_lettered": {"type": "integer", "minimum": 0},
+                    })),
                 }),
             ),
             Body::Tasks => json!({"type": "array", "items": object(&["id", "config"], json!({
@@ -254,7 +258,7 @@ impl Body {
             Body::Plugins => {
                 json!({"type": "array", "items": object(&["class", "type", "version", "file", "status"], json!({
                     "class": {"type": "string", "nullable": true},
-                    "type": {"type": "string", "nullable": true, "enum": ["source", "sink", null]},
+                    "type": {"type": "string", "nullable": true, "enum": ["source", "sink", "transformation", null]},
                     "version": {"type": "string", "nullable": true},
                     "aliases": {"type": "array", "items": string()},
                     "file": string(),
