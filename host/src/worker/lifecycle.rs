@@ -88,8 +88,8 @@ struct Snapshot {
     target: TargetState,
     state: (RunState, Option<String>),
     worker: String,
-    /// The states of the tasks this worker runs.
-    local: BTreeMap<usize, TaskStatus>,
+    /// The states and error counts of the tasks this worker runs.
+    local: BTreeMap<usize, (TaskStatus, ErrorTotals)>,
     task_count: usize,
     kind: Option<ConnectorKind>,
 }
