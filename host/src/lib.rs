@@ -7,13 +7,17 @@
 //! - `worker`: connectors and their task actors (source and sink loops);
 //! - `names`: the one rule for connector and plugin names, and escaping of untrusted text;
 //! - `storage`: durable state (redb) and topic logs;
-//! - `api`: the REST APIs; `server`: wiring and shutdown.
+//! - `metrics`: Prometheus metrics and the dashboard's rates; `ui`: the dashboard;
+//! - `api`: the REST APIs (with the health routes and the dashboard); `server`: wiring and
+//!   shutdown.
 
 pub mod api;
 pub mod cluster;
+pub mod metrics;
 pub mod names;
 pub mod plugins;
 pub mod sandbox;
 pub mod server;
 pub mod storage;
+pub mod ui;
 pub mod worker;

@@ -394,6 +394,11 @@ impl SourceInstance {
         .await
     }
 
+    /// The instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_used
+    }
+
     /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
@@ -474,6 +479,11 @@ impl SinkInstance {
             async |s| api.call_flush(s, task).await,
         )
         .await
+    }
+
+    /// The instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_used
     }
 
     /// Calls `stop` and drops the task resource (see [`stop_task`]).

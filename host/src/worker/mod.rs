@@ -10,6 +10,7 @@ mod change;
 pub mod control;
 pub mod keys;
 mod lifecycle;
+pub mod observe;
 mod offsets;
 mod placement;
 pub mod plane;
@@ -30,6 +31,10 @@ use crate::sandbox::{capabilities, Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, Storage, StoredConnector, TargetState};
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, RunState, TaskView};
+pub use observe::{
+    ConnectorView, InspectError, PluginView, RecordView, TopicRecords, TopicView, WorkerView,
+    SHOWN_CHARS,
+};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
@@ -141,6 +146,10 @@ pub struct Worker {
     /// `assignment` gives it.
     cluster: Option<Arc<Cluster>>,
     assignment: std::sync::Mutex<Assignment>,
+    /// What tasks count into; None: metrics off.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Set once the stored connectors were attempted after the first plugin scan.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -164,12 +173,20 @@ impl Worker {
             tasks,
             cluster: None,
             assignment: std::sync::Mutex::new(Assignment::default()),
+            metrics: None,
+            ready: Default::default(),
         }
     }
 
     /// Makes this worker one of a cluster (before anything runs).
     pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Makes the tasks count into `metrics` (before anything runs).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -404,6 +421,7 @@ impl Worker {
         }
         self.persist(name, None).await?;
         if let Some(running) = self.connectors.lock().await.remove(name) {
+            self.forget_metrics(name, &running.stored);
             change.stop_all(running.tasks.into_values());
         }
         Ok(true)
@@ -683,6 +701,7 @@ impl Worker {
                     sandbox: self.sandbox.clone(),
                     data: self.data.clone(),
                     stages: Default::default(),
+                    meter: self.meter(name, i, &limits),
                     control: self.control.clone(),
                     status,
                     stop,

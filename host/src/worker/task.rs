@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::control::ControlPlane;
 use super::plane::{DataPlane, Stages};
 use super::{keys, secrets};
+use crate::metrics::TaskMeter;
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, TaskError};
 use crate::sandbox::{
@@ -48,6 +49,8 @@ pub struct TaskContext {
     pub data: Arc<dyn DataPlane>,
     /// What a polled batch passes through before it is routed (source tasks).
     pub stages: Arc<Stages>,
+    /// What the task counts into, once per batch (the default counts nothing).
+    pub meter: TaskMeter,
     /// Who may run the task: it runs only while this worker holds its lease.
     pub control: Arc<dyn ControlPlane>,
     pub status: watch::Sender<TaskStatus>,
@@ -403,13 +406,15 @@ async fn restart_on_failure(ctx: &mut TaskContext, run: TaskRun) {
             .saturating_mul(1 << (count - 1).min(16))
             .min(MAX_BACKOFF);
         ctx.status.send_replace(TaskStatus::Failed(format!(
-            "{reason} (restart {count} in {} ms)",
-            backoff.as_millis()
+            "{reason} (restarting in {} s (failure {count} of {}))",
+            backoff.as_secs_f64(),
+            policy.quarantine_after
         )));
         ctx.pause(backoff).await;
         if ctx.stopping() {
             return;
         }
+        ctx.meter.restarted();
         ctx.status.send_replace(TaskStatus::Starting);
     }
 }
