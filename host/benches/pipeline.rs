@@ -3,7 +3,8 @@
 //!   (1) the raw topic-log append rate (batches of 1000, one fdatasync each),
 //!   (2) the pipeline with the bundled wasm components (`plugins/`),
 //!   (3) the same pipeline loops with the connector code compiled natively,
-//! plus a poll-only comparison that bounds the per-record cost of the wasm boundary.
+//! plus a poll-only comparison that bounds the per-record cost of the wasm boundary, and
+//! the wasm pipeline with metrics on and off side by side (the cost of counting).
 //!
 //! Run: `cargo bench --bench pipeline` (N = 1,000,000; set `PIPELINE_LINES` to change).
 
@@ -66,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Runs alternate between wasm and native so both see the same machine; medians reported.
     let (mut wasm_rates, mut native_rates) = (Vec::new(), Vec::new());
+    let mut metered_rates = Vec::new();
     // PIPELINE_ONLY=wasm|native runs one side (for profiling); the ratios then mean nothing.
     let only = std::env::var("PIPELINE_ONLY").unwrap_or_default();
     for run in 0..RUNS {
@@ -79,6 +81,21 @@ async fn main() -> anyhow::Result<()> {
                     lines,
                     &sandbox,
                     &plugins,
+                    Metered::Off,
+                )
+                .await?,
+            );
+        }
+        if only.is_empty() {
+            metered_rates.push(
+                wasm_pipeline(
+                    &dir.join("metered"),
+                    &input,
+                    expected_bytes,
+                    lines,
+                    &sandbox,
+                    &plugins,
+                    Metered::On,
                 )
                 .await?,
             );
@@ -98,6 +115,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (wasm_rate, native_rate) = (median(&mut wasm_rates), median(&mut native_rates));
+    if !metered_rates.is_empty() {
+        let metered = median(&mut metered_rates);
+        println!("file pipeline, wasm, metrics off (median of {RUNS}):    {wasm_rate:>12.0} rec/s");
+        println!("file pipeline, wasm, metrics on (median of {RUNS}):     {metered:>12.0} rec/s");
+        println!(
+            "metrics on/off {:.3} (cost {:+.1}%; the budget is 3%)",
+            metered / wasm_rate,
+            (1.0 - metered / wasm_rate) * 100.0
+        );
+    }
     println!("file pipeline, wasm connectors (median of {RUNS}):          {wasm_rate:>12.0} rec/s");
     println!("file pipeline, same connectors compiled natively:        {native_rate:>12.0} rec/s");
     println!(
@@ -161,6 +188,13 @@ fn raw_append(path: &Path, records: usize) -> anyhow::Result<f64> {
     Ok(rate(records / 1000 * 1000, started.elapsed()))
 }
 
+/// Whether the tasks count into a metrics registry, as the binary runs them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metered {
+    On,
+    Off,
+}
+
 async fn wasm_pipeline(
     data: &Path,
     input: &Path,
@@ -168,8 +202,13 @@ async fn wasm_pipeline(
     lines: usize,
     sandbox: &Arc<Sandbox>,
     plugins: &Arc<PluginRegistry>,
+    metered: Metered,
 ) -> anyhow::Result<f64> {
     let worker = embedded_worker(data, sandbox, plugins)?;
+    let worker = match metered {
+        Metered::On => worker.with_metrics(Arc::new(wasm_connect::metrics::Metrics::new())),
+        Metered::Off => worker,
+    };
     let output = data.join("out.txt");
     let elapsed = run_file_pipeline(&worker, input, &output, expected_bytes).await?;
     worker.shutdown().await;
@@ -207,6 +246,7 @@ async fn native_pipeline(
             data,
             stages: Default::default(),
             errors: Default::default(),
+            meter: Default::default(),
             control,
             status,
             stop,

@@ -8,16 +8,20 @@
 //! - `config`: how config values are written (lists, `${…}` references);
 //! - `names`: the one rule for connector and plugin names, and escaping of untrusted text;
 //! - `storage`: durable state (redb) and topic logs;
-//! - `api`: the REST APIs; `server`: wiring and shutdown;
+//! - `metrics`: Prometheus metrics and the dashboard's rates; `ui`: the dashboard;
+//! - `api`: the REST APIs (with the health routes and the dashboard); `server`: wiring and
+//!   shutdown;
 //! - `scaffold`: `wasm-connect new`, connector projects in Rust, Python and JavaScript.
 
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod names;
 pub mod plugins;
 pub mod sandbox;
 pub mod scaffold;
 pub mod server;
 pub mod storage;
+pub mod ui;
 pub mod worker;

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::api::observe::counted;
 use crate::cluster::{coordinator, Cluster, ClusterOptions};
+use crate::metrics::{Api, Metrics};
 use crate::plugins::PluginRegistry;
 use crate::sandbox::{Capabilities, Compiler, Sandbox, WorkerLimits};
 use crate::storage::{EmbeddedControl, EmbeddedPlane, Storage};
@@ -107,13 +109,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             Arc::new(EmbeddedControl(storage.clone())),
         ),
     };
-    let worker = Arc::new(Worker::new(
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn(metrics.rates.clone().run_sampler());
+    let worker = Arc::new(
+        Worker::new(
         worker_id.clone(),
         sandbox,
         planes,
         plugins,
         tasks.handle(),
-    ));
+        )
+        .with_metrics(metrics.clone()),
+    );
     let restoring = worker.restore().await?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
 
@@ -129,8 +136,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "RocketMQ-Connect REST API",
     )
     .await?;
-    let legacy_app =
-        crate::api::auth::require_token(crate::api::legacy::router(worker.clone()), token.clone());
+    let legacy_routes = counted(
+        crate::api::legacy::router(worker.clone()),
+        Api::Legacy,
+        metrics.clone(),
+    );
+    let legacy_app = crate::api::auth::require_token(legacy_routes, token.clone());
     let mut listeners = vec![(legacy, legacy_app)];
     if let Some(port) = options.kafka_api_port {
         let kafka = Listener::bind(
@@ -138,10 +149,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             "Kafka Connect JSON API",
         )
         .await?;
-        let kafka_app = crate::api::auth::require_token(
+        let kafka_routes = counted(
             crate::api::kafka::router(worker.clone(), token.is_some()),
-            token,
+            Api::Json,
+            metrics.clone(),
         );
+        let kafka_app = crate::api::auth::require_token(kafka_routes, token);
         listeners.push((kafka, kafka_app));
     }
     let max_connections = fit_connections(&options.listener, open_files, listeners.len());
@@ -160,6 +173,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     restoring
         .await
         .context("restoring the stored connectors crashed")?;
+    worker.mark_ready();
     let coordinator = match &cluster {
         Some(cluster) => {
             let reconcile: Arc<dyn Reconcile> = worker.clone();

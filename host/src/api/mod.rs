@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod kafka;
 pub mod legacy;
+pub mod observe;
 
 use serde_json::{Map, Value};
 

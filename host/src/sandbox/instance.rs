@@ -483,6 +483,11 @@ impl SourceInstance {
         .await
     }
 
+    /// The instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_used
+    }
+
     /// Calls `stop` and drops the task resource (see [`stop_task`]).
     pub async fn stop(mut self) -> Result<(), GuestFailure> {
         let api = self.bindings.wasm_connect_connector_source().source_task();
@@ -517,6 +522,11 @@ pub struct SinkInstance {
 }
 
 impl SinkInstance {
+    /// The instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_used
+    }
+
     /// The bytes this task sent and received over the network so far.
     pub fn network_counters(&self) -> Arc<NetworkCounters> {
         self.store.data().network_counters().clone()
@@ -698,6 +708,11 @@ impl TransformInstance {
             async |s| api.call_apply(s, task, batch).await,
         )
         .await
+    }
+
+    /// The instance's linear memory now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_used
     }
 
     /// Calls `stop` and drops the task resource (see [`stop_task`]).

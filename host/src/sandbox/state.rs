@@ -105,6 +105,7 @@ impl TaskState {
             limiter: GuestLimiter {
                 memory_bytes: limits.memory_bytes,
                 memory_hit: false,
+                memory_used: 0,
             },
             identity,
             committed,
@@ -158,17 +159,22 @@ impl TaskState {
 pub(super) struct GuestLimiter {
     memory_bytes: usize,
     pub(super) memory_hit: bool,
+    /// Linear memory the instance's memories hold now, in bytes.
+    pub(super) memory_used: usize,
 }
 
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_bytes;
         self.memory_hit |= !allowed;
+        if allowed {
+            self.memory_used += desired.saturating_sub(current);
+        }
         Ok(allowed)
     }
 

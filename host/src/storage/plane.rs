@@ -167,6 +167,10 @@ impl DataPlane for EmbeddedPlane {
         used.sort();
         Ok(used)
     }
+
+    fn local_topics(&self) -> Vec<(String, Arc<TopicLog>)> {
+        self.0.topics.all()
+    }
 }
 
 /// Routes a batch, appends it to its topic logs and commits its positions (blocking).

@@ -217,6 +217,11 @@ impl TopicLog {
         Ok(out)
     }
 
+    /// Bytes of the log file on disk (0 when it cannot be read).
+    pub fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     /// The offset the next record will get.
     pub fn end_offset(&self) -> u64 {
         *self.end.borrow()

@@ -32,7 +32,7 @@ pub struct RestartRequest {
 
 /// The state of a connector or of a task as the APIs name it (Kafka Connect's
 /// `AbstractStatus.State`: one list for both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RunState {
     /// A task that has no owner yet, or is still starting.
@@ -55,6 +55,20 @@ impl RunState {
         RunState::Failed,
         RunState::Restarting,
     ];
+}
+
+impl RunState {
+    /// The state as the APIs spell it (`FAILED`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Unassigned => "UNASSIGNED",
+            RunState::Running => "RUNNING",
+            RunState::Paused => "PAUSED",
+            RunState::Stopped => "STOPPED",
+            RunState::Failed => "FAILED",
+            RunState::Restarting => "RESTARTING",
+        }
+    }
 }
 
 impl From<TargetState> for RunState {
@@ -222,6 +236,7 @@ impl Worker {
         for id in &chosen {
             tracing::info!(task = %format!("{name}/{id}"), "restarting");
         }
+        self.count_operator_restarts(name, &chosen);
         change.stop_all(chosen.iter().filter_map(|id| running.tasks.remove(id)));
         let fresh = self.start_tasks_subset(name, running, &chosen, change.stopping());
         running.tasks.extend(fresh);

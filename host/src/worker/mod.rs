@@ -11,6 +11,7 @@ pub mod control;
 pub mod errors;
 pub mod keys;
 mod lifecycle;
+pub mod observe;
 mod offsets;
 mod placement;
 pub mod plane;
@@ -31,6 +32,10 @@ use crate::sandbox::{capabilities, Identity, Limits, Sandbox};
 use crate::storage::{validate_topic_name, Properties, StoredConnector, TargetState};
 use keys::{CLASS_KEYS, MAX_TASK_KEYS};
 pub use lifecycle::{ConnectorStatus, LifecycleError, RestartRequest, RunState, TaskView};
+pub use observe::{
+    ConnectorView, InspectError, PluginView, RecordView, TopicRecords, TopicView, WorkerView,
+    SHOWN_CHARS,
+};
 pub use offsets::{ConnectorOffsets, OffsetChanges, OffsetsError};
 pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun, TaskStatus};
 
@@ -140,6 +145,10 @@ pub struct Worker {
     slots: Slots,
     /// Where task actors run: a runtime of their own, so busy guests never delay the APIs.
     tasks: tokio::runtime::Handle,
+    /// What tasks count into; None: metrics off.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Set once the stored connectors were attempted after the first plugin scan.
+    ready: std::sync::atomic::AtomicBool,
     /// How tasks run: in the sandbox, unless replaced ([`Worker::with_task_runs`]).
     runs: TaskRuns,
 }
@@ -179,6 +188,8 @@ impl Worker {
             slots: Slots::default(),
             tasks,
             runs: TaskRuns::default(),
+            metrics: None,
+            ready: Default::default(),
         }
     }
 
@@ -186,6 +197,12 @@ impl Worker {
     /// still checked by the plugins' components.
     pub fn with_task_runs(mut self, runs: TaskRuns) -> Self {
         self.runs = runs;
+        self
+    }
+
+    /// Makes the tasks count into `metrics` (before anything runs).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -451,6 +468,7 @@ impl Worker {
         }
         self.persist(name, None).await?;
         if let Some(running) = self.connectors.lock().await.remove(name) {
+            self.forget_metrics(name, &running.stored);
             change.stop_all(running.tasks.into_values());
         }
         Ok(true)
@@ -766,6 +784,7 @@ impl Worker {
                     data: self.data.clone(),
                     stages: transforms::Stages::configured(&self.plugins, &stored.config),
                     errors: Default::default(),
+                    meter: self.meter(name, i, &limits),
                     control: self.control.clone(),
                     status,
                     stop,

@@ -9,13 +9,14 @@
 //! records that carry none.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use wasm_connect_sdk::RecordRef;
 
 use super::batch::BatchChecks;
 use super::task::Positions;
 use crate::sandbox::types::{Position, RecordBatch};
-use crate::storage::{LogRead, SinkState, StateError, TopicError};
+use crate::storage::{LogRead, SinkState, StateError, TopicError, TopicLog};
 
 /// Why the data plane could not do what a task or the API asked.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,12 @@ pub trait DataPlane: Send + Sync + 'static {
         connector: &str,
         producers: &[String],
     ) -> Result<Vec<String>, PlaneError>;
+
+    /// The topic logs this worker holds itself, for metrics and the dashboard (topic sizes,
+    /// sink lag, the record inspector). A plane whose topics live elsewhere (NATS) holds none.
+    fn local_topics(&self) -> Vec<(String, Arc<TopicLog>)> {
+        Vec::new()
+    }
 }
 
 /// One sink task's position in one topic.

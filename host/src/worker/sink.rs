@@ -2,7 +2,7 @@
 //! offset together with the positions the flush returned (one redb transaction).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::batch::{BatchChecks, TopicPolicy};
 use super::errors::{ErrorPolicy, FailedIn, Failure};
@@ -10,6 +10,7 @@ use super::keys;
 use super::plane::{PlaneError, StoreBatch, TopicRead};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use super::transforms::{through_stages, Stages};
+use crate::metrics::{Op, Stage};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
 use crate::storage::LogRead;
@@ -173,6 +174,11 @@ pub trait SinkCalls: Send {
     fn take_errant(&mut self) -> Vec<(u32, String)> {
         Vec::new()
     }
+
+    /// The task's linear memory now (0 when it has none to report).
+    fn memory_bytes(&self) -> usize {
+        0
+    }
 }
 
 impl SinkCalls for SinkInstance {
@@ -195,6 +201,10 @@ impl SinkCalls for SinkInstance {
 
     fn take_errant(&mut self) -> Vec<(u32, String)> {
         SinkInstance::take_errant(self)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        SinkInstance::memory_bytes(self)
     }
 }
 
@@ -255,6 +265,7 @@ async fn put_next(
         return Ok(0);
     }
     let bytes = read.frames.len();
+    ctx.meter.received(read.count, bytes);
     let batch = RecordBatch {
         count: read.count,
         frames: read.frames,
@@ -273,7 +284,11 @@ async fn put_next(
         without_routing(&transformed).map_err(Delivery::Fail)?
     };
     if batch.count > 0 {
-        guest_result("put", task.put(&sub.topic, read.first_offset, &batch).await)?;
+        let putting = Instant::now();
+        let put = task.put(&sub.topic, read.first_offset, &batch).await;
+        ctx.meter.call(Op::Put, putting.elapsed());
+        ctx.meter.memory(task.memory_bytes());
+        guest_result(ctx, Stage::Put, batch.count, put)?;
         let errant = task.take_errant();
         if !errant.is_empty() {
             let failures = errant
@@ -293,6 +308,7 @@ async fn put_next(
             errors.write(ctx, dead).await.map_err(Delivery::Fail)?;
         }
     }
+    ctx.meter.delivered(batch.count, bytes);
     sub.next_offset = read.first_offset + u64::from(read.count);
     Ok(bytes)
 }
@@ -427,7 +443,10 @@ async fn flush_and_commit(
     task: &mut impl SinkCalls,
     subs: &mut [Subscription],
 ) -> Result<(), Delivery> {
-    let positions = guest_result("flush", task.flush().await)?;
+    let flushing = Instant::now();
+    let flushed = task.flush().await;
+    ctx.meter.call(Op::Flush, flushing.elapsed());
+    let positions = guest_result(ctx, Stage::Flush, 0, flushed)?;
     let positions: Vec<(String, String)> = positions
         .into_iter()
         .map(|p| (p.partition, p.position))
@@ -436,19 +455,37 @@ async fn flush_and_commit(
         .iter()
         .map(|s| (s.topic.clone(), s.next_offset))
         .collect();
-    ctx.data
+    let committing = Instant::now();
+    let committed = (ctx.data)
         .commit_sink(&ctx.identity.connector, offsets, positions)
-        .await
-        .map_err(|e| Delivery::Fail(e.to_string()))
+        .await;
+    ctx.meter.call(Op::Commit, committing.elapsed());
+    committed.map_err(|e| {
+        ctx.meter.failed(Stage::Commit, 0);
+        Delivery::Fail(e.to_string())
+    })
 }
 
-fn guest_result<T>(call: &str, result: CallResult<T>) -> Result<T, Delivery> {
+/// The outcome of the guest call of `stage` over `records`, counted when it failed.
+fn guest_result<T>(
+    ctx: &TaskContext,
+    stage: Stage,
+    records: u32,
+    result: CallResult<T>,
+) -> Result<T, Delivery> {
+    let call = stage.name();
+    if !matches!(result, Ok(Ok(_))) {
+        ctx.meter.failed(stage, records);
+    }
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(TaskError::Retriable(reason))) => Err(Delivery::Retry(format!("{call}: {reason}"))),
         Ok(Err(TaskError::Fatal(reason))) => {
             Err(Delivery::Fail(format!("{call} failed: {reason}")))
         }
-        Err(e) => Err(Delivery::Fail(e.to_string())),
+        Err(e) => {
+            ctx.meter.guest_failed(&e);
+            Err(Delivery::Fail(e.to_string()))
+        }
     }
 }

@@ -12,6 +12,7 @@ use super::keys;
 use super::plane::{PlaneError, StoreBatch};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use super::transforms::{through_stages, Stages};
+use crate::metrics::{Op, Stage, TaskMeter};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
 use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
@@ -89,31 +90,43 @@ pub async fn drive(
     let poll_records = pacer.batch_records(limits.batch_records);
     let outcome: Result<(), String> = loop {
         if ctx.stopping() {
-            break finish(&mut task, storing.take()).await;
+            break finish(&ctx.meter, &mut task, storing.take()).await;
         }
         if ctx.paused() {
-            if let Err(reason) = finish(&mut task, storing.take()).await {
+            if let Err(reason) = finish(&ctx.meter, &mut task, storing.take()).await {
                 break Err(reason);
             }
             ctx.wait_while_paused().await;
             continue;
         }
-        let batch = match task.poll(poll_records, limits.batch_bytes).await {
+        let polling = Instant::now();
+        let polled = task.poll(poll_records, limits.batch_bytes).await;
+        ctx.meter.call(Op::Poll, polling.elapsed());
+        ctx.meter.memory(task.memory_bytes());
+        let batch = match polled {
             Ok(Ok(batch)) => batch,
             Ok(Err(TaskError::Retriable(reason))) => {
                 tracing::debug!(task = %ctx.identity, "poll: {}", ctx.redact(&reason));
-                if let Err(reason) = finish(&mut task, storing.take()).await {
+                if let Err(reason) = finish(&ctx.meter, &mut task, storing.take()).await {
                     break Err(reason);
                 }
                 ctx.pause(RETRY_PAUSE).await;
                 continue;
             }
-            Ok(Err(TaskError::Fatal(reason))) => break Err(format!("poll failed: {reason}")),
-            Err(e) => break Err(e.to_string()),
+            Ok(Err(TaskError::Fatal(reason))) => {
+                ctx.meter.failed(Stage::Poll, 0);
+                break Err(format!("poll failed: {reason}"));
+            }
+            Err(e) => {
+                ctx.meter.guest_failed(&e);
+                ctx.meter.failed(Stage::Poll, 0);
+                break Err(e.to_string());
+            }
         };
-        if let Err(reason) = finish(&mut task, storing.take()).await {
+        if let Err(reason) = finish(&ctx.meter, &mut task, storing.take()).await {
             break Err(reason);
         }
+        ctx.meter.received(batch.count, batch.frames.len());
         // A count of 0 with bytes is checked (and refused) like any other batch.
         if batch.count == 0 && batch.frames.is_empty() {
             let pause = idle.min(limits.poll_idle);
@@ -213,7 +226,11 @@ impl Pacer {
 type Storing = tokio::task::JoinHandle<Result<Vec<Position>, PlaneError>>;
 
 /// Waits for the batch being stored, if any, and tells the task its positions are durable.
-async fn finish(task: &mut impl SourceCalls, storing: Option<Storing>) -> Result<(), String> {
+async fn finish(
+    meter: &TaskMeter,
+    task: &mut impl SourceCalls,
+    storing: Option<Storing>,
+) -> Result<(), String> {
     let Some(storing) = storing else {
         return Ok(());
     };
@@ -221,7 +238,14 @@ async fn finish(task: &mut impl SourceCalls, storing: Option<Storing>) -> Result
         .await
         .map_err(|e| format!("storage thread crashed: {e}"))?
         .map_err(|e| e.to_string())?;
-    task.commit(&positions).await.map_err(|e| e.to_string())
+    let committing = Instant::now();
+    let committed = task.commit(&positions).await;
+    meter.call(Op::Commit, committing.elapsed());
+    committed.map_err(|e| {
+        meter.guest_failed(&e);
+        meter.failed(Stage::Commit, 0);
+        e.to_string()
+    })
 }
 
 /// The calls the source loop makes on a started task. The wasm instance implements it; a
@@ -237,6 +261,10 @@ pub trait SourceCalls: Send {
         positions: &[Position],
     ) -> impl Future<Output = Result<(), GuestFailure>> + Send;
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
+    /// The task's linear memory now (0 when it has none to report).
+    fn memory_bytes(&self) -> usize {
+        0
+    }
 }
 
 impl SourceCalls for SourceInstance {
@@ -257,6 +285,10 @@ impl SourceCalls for SourceInstance {
 
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send {
         SourceInstance::stop(self)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        SourceInstance::memory_bytes(self)
     }
 }
 
@@ -287,7 +319,13 @@ fn spawn_store(
         checks,
         batch,
     };
-    tokio::spawn(async move { data.store_batch(store).await })
+    let meter = ctx.meter.clone();
+    tokio::spawn(async move {
+        let (records, bytes) = (store.batch.count, store.batch.frames.len());
+        (data.store_batch(store).await)
+            .inspect(|_| meter.delivered(records, bytes))
+            .inspect_err(|_| meter.failed(Stage::Store, records))
+    })
 }
 
 /// `batch` through the task's transforms (see [`through_stages`]); first, records that name
@@ -316,5 +354,7 @@ async fn transform(
         named.push(&with_topic).map_err(|e| e.to_string())?;
     }
     let (count, frames) = named.into_parts();
-    through_stages(ctx, policy, RecordBatch { count, frames }, default_topic).await
+    through_stages(ctx, policy, RecordBatch { count, frames }, default_topic)
+        .await
+        .inspect_err(|_| ctx.meter.failed(Stage::Transform, count))
 }

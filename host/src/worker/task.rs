@@ -16,6 +16,7 @@ use super::errors::ErrorCounts;
 use super::plane::DataPlane;
 use super::transforms::Stages;
 use super::{keys, secrets};
+use crate::metrics::TaskMeter;
 use crate::plugins::Plugin;
 use crate::sandbox::types::{Config, TaskError};
 use crate::sandbox::{
@@ -52,6 +53,8 @@ pub struct TaskContext {
     pub stages: Stages,
     /// The task's failed and dead-lettered records (set by [`TaskHandle::spawn`]).
     pub errors: Arc<ErrorCounts>,
+    /// What the task counts into, once per batch (the default counts nothing).
+    pub meter: TaskMeter,
     /// Who may run the task: it runs only while this worker holds its lease.
     pub control: Arc<dyn ControlPlane>,
     pub status: watch::Sender<TaskStatus>,
@@ -415,13 +418,15 @@ async fn restart_on_failure(ctx: &mut TaskContext, run: TaskRun) {
             .saturating_mul(1 << (count - 1).min(16))
             .min(MAX_BACKOFF);
         ctx.status.send_replace(TaskStatus::Failed(format!(
-            "{reason} (restart {count} in {} ms)",
-            backoff.as_millis()
+            "{reason} (restarting in {} s (failure {count} of {}))",
+            backoff.as_secs_f64(),
+            policy.quarantine_after
         )));
         ctx.pause(backoff).await;
         if ctx.stopping() {
             return;
         }
+        ctx.meter.restarted();
         ctx.status.send_replace(TaskStatus::Starting);
     }
 }

@@ -30,12 +30,6 @@ pub async fn server_info() -> ApiResult {
 }
 
 /// `GET /health`: the listener only opens once the worker has restored its connectors.
-pub async fn health() -> ApiResult {
-    reply(
-        StatusCode::OK,
-        json!({"status": "healthy", "message": "Worker has completed startup and is ready to handle requests."}),
-    )
-}
 
 /// `GET /connectors[?expand=status&expand=info]`.
 pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) -> ApiResult {

@@ -75,8 +75,14 @@ macro_rules! routes {
 routes! {
     get "/" => connectors::server_info, "Version of this worker",
         query [], body [], answers [200 ServerInfo];
-    get "/health" => connectors::health, "Whether the worker is ready",
-        query [], body [], answers [200 Health];
+    get "/health" => crate::api::observe::health, "Kafka Connect's health check (KIP-1017): 503 starting, 200 healthy, 500 unhealthy",
+        query [], body [], answers [200 Health, 500 Health, 503 Health];
+    get "/livez" => crate::api::observe::livez, "Liveness: the worker's control state and task runtime answer",
+        query [], body [], answers [200 Live, 500 Live];
+    get "/readyz" => crate::api::observe::readyz, "Readiness: 503 until the stored connectors were attempted; then counts and failed connectors",
+        query [], body [], answers [200 Ready, 503 Ready];
+    get "/metrics" => crate::api::observe::metrics, "Prometheus metrics: text 0.0.4, or OpenMetrics when Accept asks for it",
+        query [], body [], answers [200 Metrics];
     get "/openapi.json" => openapi::document, "This API as an OpenAPI 3 document",
         query [], body [], answers [200 Document];
     get "/connectors" => connectors::list, "Connector names, or with expand=status|info a map of details",
@@ -117,6 +123,8 @@ routes! {
         query [], body [], answers [200 Message];
     get "/connectors/{connector}/topics" => connectors::topics, "Topics the connector uses",
         query [], body [], answers [200 Topics];
+    get "/topics/{topic}/records" => crate::api::observe::topic_records, "Records of a topic for inspection: the latest limit (20), or limit from offset; values cut for display",
+        query [Offset, Limit], body [], answers [200 TopicRecords];
     get "/connector-plugins" => plugins::list, "Installed connector plugins (with connectorsOnly=false, transforms too)",
         query [ConnectorsOnly], body [], answers [200 Plugins];
     get "/connector-plugins/{plugin}/config" => plugins::config_defs, "Config keys a plugin understands",
@@ -129,6 +137,7 @@ routes! {
 /// document then declares it).
 pub fn router(worker: Arc<Worker>, secured: bool) -> Router {
     handlers()
+        .merge(crate::ui::router())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

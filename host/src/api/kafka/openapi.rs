@@ -32,6 +32,10 @@ pub enum Query {
     OnlyFailed,
     /// `connectorsOnly=true|false`: false lists transforms too.
     ConnectorsOnly,
+    /// `offset=N`: the first record to show.
+    Offset,
+    /// `limit=N`: how many records.
+    Limit,
 }
 
 impl Query {
@@ -42,6 +46,8 @@ impl Query {
             Query::IncludeTasks => "includeTasks",
             Query::OnlyFailed => "onlyFailed",
             Query::ConnectorsOnly => "connectorsOnly",
+            Query::Offset => "offset",
+            Query::Limit => "limit",
         }
     }
 
@@ -63,6 +69,14 @@ impl Query {
                 json!({"type": "boolean", "default": true}),
                 "false: list transform plugins too",
             ),
+            Query::Offset => (
+                json!({"type": "integer", "minimum": 0}),
+                "the offset of the first record (default: the latest `limit` records)",
+            ),
+            Query::Limit => (
+                json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 20}),
+                "how many records",
+            ),
         };
         json!({"name": self.name(), "in": "query", "required": false, "schema": schema,
                "style": "form", "explode": true, "description": description})
@@ -74,6 +88,11 @@ impl Query {
 pub enum Body {
     ServerInfo,
     Health,
+    Live,
+    Ready,
+    /// Prometheus text (0.0.4) or OpenMetrics: not JSON.
+    Metrics,
+    TopicRecords,
     Document,
     ConnectorList,
     CreateRequest,
@@ -101,6 +120,10 @@ pub enum Body {
 const BODIES: &[Body] = &[
     Body::ServerInfo,
     Body::Health,
+    Body::Live,
+    Body::Ready,
+    Body::Metrics,
+    Body::TopicRecords,
     Body::Document,
     Body::ConnectorList,
     Body::CreateRequest,
@@ -156,7 +179,42 @@ impl Body {
             ),
             Body::Health => object(
                 &["status", "message"],
-                json!({"status": {"type": "string", "enum": ["healthy"]}, "message": string()}),
+                json!({"status": {"type": "string", "enum": ["starting", "healthy", "unhealthy"]}, "message": string()}),
+            ),
+            Body::Live => object(
+                &["status"],
+                json!({"status": {"type": "string", "enum": ["alive", "stuck"]}, "message": string()}),
+            ),
+            Body::Ready => object(
+                &["status"],
+                json!({
+                    "status": {"type": "string", "enum": ["starting", "ready"]},
+                    "message": string(),
+                    "connectors": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+                    "failed": {"type": "array", "items": object(&["name", "state"], json!({
+                        "name": string(),
+                        "state": {"type": "string", "enum": RunState::ALL},
+                        "reason": {"type": "string", "nullable": true},
+                    }))},
+                }),
+            ),
+            Body::Metrics => string(),
+            Body::TopicRecords => object(
+                &["topic", "end_offset", "records"],
+                json!({
+                    "topic": string(),
+                    "end_offset": {"type": "integer", "minimum": 0},
+                    "records": {"type": "array", "items": object(
+                        &["offset", "timestamp", "key", "value", "headers"],
+                        json!({
+                            "offset": {"type": "integer", "minimum": 0},
+                            "timestamp": {"type": "integer"},
+                            "key": {"type": "string", "nullable": true},
+                            "value": string(),
+                            "headers": {"type": "object", "additionalProperties": string()},
+                        }),
+                    )},
+                }),
             ),
             Body::Document => json!({"type": "object", "required": ["openapi", "paths"]}),
             Body::ConnectorList => json!({"oneOf": [
@@ -329,6 +387,17 @@ fn json_content(body: Body) -> Value {
     json!({"application/json": {"schema": reference(body)}})
 }
 
+/// The media types of an answer: the metrics' two text formats, JSON for the rest.
+fn answer_content(body: Body) -> Value {
+    match body {
+        Body::Metrics => json!({
+            "text/plain": {"schema": reference(body)},
+            "application/openmetrics-text": {"schema": reference(body)},
+        }),
+        _ => json_content(body),
+    }
+}
+
 /// A request body, with an example where one helps a reader (and a fuzzer) past the
 /// connector's own checks.
 fn request_content(body: Body) -> Value {
@@ -381,7 +450,7 @@ fn operation(route: &Route) -> Value {
     for (status, body) in route.answers {
         let mut answer = json!({"description": "success"});
         if let Some(body) = body {
-            answer["content"] = json_content(*body);
+            answer["content"] = answer_content(*body);
         }
         if *status == 201 {
             answer["headers"] = json!({"Location": {
