@@ -383,10 +383,12 @@ impl Stage {
                 })
             }
             Err(failure) => {
+                // A trapped or cancelled instance takes no further call, `stop` included.
+                self.instance = None;
                 return Err(StageError::Guest {
                     alias: alias.clone(),
                     failure,
-                })
+                });
             }
         };
         let malformed = |reason: String| StageError::Malformed {
