@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn missing_interfaces_and_other_versions_are_explained() {
         let lines = explain_world_mismatch(
-            &names(&["wasm-connect:connector/source@0.2.0"]),
+            &names(&["wasm-connect:connector/source@0.9.0"]),
             "no exported instance named `wasm-connect:connector/connector@0.1.0`",
         );
         let text = lines.join("\n");

@@ -66,6 +66,7 @@ const fn program(path: &'static str, text: &'static str) -> File {
 }
 
 const CONNECTOR_WIT: &str = include_str!("../../../wit/connector.wit");
+const CONNECTOR_WIT_V0_2_0: &str = include_str!("../../../wit/v0.2.0/connector.wit");
 const README: &str = include_str!("templates/README.md");
 
 const RUST: &[File] = &[
@@ -73,6 +74,8 @@ const RUST: &[File] = &[
     program("build.sh", include_str!("templates/rust/build.sh")),
     file(".gitignore", "target/\n*.wasm\n"),
     file("wit/connector.wit", CONNECTOR_WIT),
+    // Sinks and transforms build against package 0.2.0 (see the SDK's guest.rs).
+    file("wit/v0.2.0/connector.wit", CONNECTOR_WIT_V0_2_0),
     file(
         "vendor/wasm-connect-sdk/Cargo.toml",
         include_str!("templates/rust/sdk-Cargo.toml"),
@@ -88,6 +91,22 @@ const RUST: &[File] = &[
     file(
         "vendor/wasm-connect-sdk/src/guest.rs",
         include_str!("../../../plugins-src/sdk/src/guest.rs"),
+    ),
+    file(
+        "vendor/wasm-connect-sdk/src/http.rs",
+        include_str!("../../../plugins-src/sdk/src/http.rs"),
+    ),
+    file(
+        "vendor/wasm-connect-sdk/src/json.rs",
+        include_str!("../../../plugins-src/sdk/src/json.rs"),
+    ),
+    file(
+        "vendor/wasm-connect-sdk/src/retry.rs",
+        include_str!("../../../plugins-src/sdk/src/retry.rs"),
+    ),
+    file(
+        "vendor/wasm-connect-sdk/src/tcp.rs",
+        include_str!("../../../plugins-src/sdk/src/tcp.rs"),
     ),
 ];
 const RUST_SOURCE: &[File] = &[file("src/lib.rs", include_str!("templates/rust/source.rs"))];
@@ -368,5 +387,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The Rust project vendors the SDK: every file of `plugins-src/sdk/src` and every
+    /// feature of its Cargo.toml must be there, or a generated project stops building when
+    /// the SDK grows a module.
+    #[test]
+    fn the_vendored_rust_sdk_is_the_whole_sdk() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins-src/sdk");
+        for entry in std::fs::read_dir(sdk.join("src")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let vendored = format!("vendor/wasm-connect-sdk/src/{name}");
+            assert!(
+                RUST.iter().any(|f| f.path == vendored),
+                "{vendored} is missing from scaffold::RUST"
+            );
+        }
+        let features = |text: &str| -> Vec<String> {
+            text.split("[features]")
+                .nth(1)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains('=') && !l.trim_start().starts_with('#'))
+                .map(|l| l.trim().to_string())
+                .collect()
+        };
+        let ours = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap();
+        assert_eq!(
+            features(include_str!("templates/rust/sdk-Cargo.toml")),
+            features(&ours),
+            "templates/rust/sdk-Cargo.toml has other features than plugins-src/sdk/Cargo.toml"
+        );
     }
 }

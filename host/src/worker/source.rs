@@ -136,7 +136,9 @@ pub async fn drive(
         }
         idle = FIRST_IDLE_PAUSE;
         let batch = match transform(ctx, &policy, batch, &default_topic).await {
-            Ok(batch) if batch.count == 0 => continue,
+            // Every record dropped by a transform (a count of 0 with bytes goes on to the
+            // batch checks, which refuse it).
+            Ok(batch) if batch.count == 0 && batch.frames.is_empty() => continue,
             Ok(batch) => batch,
             Err(reason) => break Err(reason),
         };

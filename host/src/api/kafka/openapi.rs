@@ -70,7 +70,7 @@ impl Query {
                 "false: list transform plugins too",
             ),
             Query::Offset => (
-                json!({"type": "integer", "minimum": 0}),
+                json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
                 "the offset of the first record (default: the latest `limit` records)",
             ),
             Query::Limit => (
