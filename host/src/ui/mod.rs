@@ -4,13 +4,16 @@
 //!
 //! Pages: overview (failures pinned first), connectors (filter, actions), connector detail
 //! (live chart from the host's ring buffer of rates, tasks, config with secrets masked,
-//! offsets), create (a form from the plugin's config definitions, validated per field),
+//! offsets, the event log of state changes), create (a form from the plugin's config definitions, validated per field),
 //! plugins, topics with an inspector. Every action is a `POST` that needs the `HX-Request`
-//! header, which a cross-site form cannot send (and the bearer token, when one is set).
+//! header, which a cross-site form cannot send (and, when a token is set, the bearer token
+//! or the session cookie of [`login`]).
+
+pub mod login;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use askama::Template;
 use axum::body::Bytes;
@@ -24,6 +27,7 @@ use crate::api::kafka::connector_location;
 use crate::metrics::rates::Sample;
 use crate::sandbox::Identity;
 use crate::storage::TargetState;
+use crate::worker::events::{Event, Subject};
 use crate::worker::{
     ConnectorOffsets, ConnectorView, PutError, PutMode, RecordView, RunState, Worker, WorkerView,
 };
@@ -300,6 +304,48 @@ struct TaskRow {
     first_line: String,
 }
 
+/// One row of a connector's event log.
+struct EventRow {
+    at: String,
+    subject: String,
+    from: &'static str,
+    to: &'static str,
+    reason: String,
+}
+
+impl EventRow {
+    fn new(event: &Event) -> Self {
+        EventRow {
+            at: utc(event.at),
+            subject: match event.subject {
+                Subject::Connector => "connector".into(),
+                Subject::Task(task) => format!("task {task}"),
+            },
+            from: event.from.map_or("—", RunState::name),
+            to: event.to.name(),
+            reason: event.reason.clone(),
+        }
+    }
+}
+
+/// `at` as `YYYY-MM-DD HH:MM:SS` in UTC.
+fn utc(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, time) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (h, m, s) = (time / 3600, time / 60 % 60, time % 60);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}
+
 #[derive(Template)]
 #[template(path = "connector.html")]
 struct Detail {
@@ -308,6 +354,7 @@ struct Detail {
     tasks: Vec<TaskRow>,
     config: Vec<(String, String)>,
     offsets: String,
+    events: Vec<EventRow>,
 }
 
 async fn connector(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
@@ -354,12 +401,14 @@ async fn connector(State(worker): State<Arc<Worker>>, Path(name): Path<String>) 
             .join("\n"),
         Err(e) => format!("offsets unavailable: {e}"),
     };
+    let events = worker.events(&name).await.unwrap_or_default();
     page(&Detail {
         worker: view.worker.clone(),
         c: ConnectorRow::new(c, &samples),
         tasks,
         config: c.config.clone().into_iter().collect(),
         offsets,
+        events: events.iter().map(EventRow::new).collect(),
     })
 }
 
@@ -740,5 +789,20 @@ async fn topic(State(worker): State<Arc<Worker>>, Path(topic): Path<String>) -> 
             records: read.records,
         }),
         Err(e) => not_found(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_show_as_utc_dates() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let leap_day = UNIX_EPOCH + Duration::from_secs(951_827_696);
+        assert_eq!(utc(leap_day), "2000-02-29 12:34:56");
+        let later = UNIX_EPOCH + Duration::from_secs(1_796_094_000);
+        assert_eq!(utc(later), "2026-12-01 03:00:00");
     }
 }
