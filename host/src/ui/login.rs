@@ -101,6 +101,10 @@ impl Sessions {
     }
 }
 
+/// Marks a request [`gate`] let through on a session (the pages then offer to log out).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIn;
+
 /// True for the paths the session cookie may open: `/ui` and below.
 pub fn is_dashboard(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
@@ -127,7 +131,12 @@ pub async fn gate(sessions: &Sessions, token: &str, request: Request, next: Next
         let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0");
         return see_other("/ui/login", Some(clear));
     }
-    if path.starts_with("/ui/assets/") || session.is_some_and(|s| sessions.touch(&s)) {
+    if path.starts_with("/ui/assets/") {
+        return next.run(request).await;
+    }
+    if session.is_some_and(|s| sessions.touch(&s)) {
+        let mut request = request;
+        request.extensions_mut().insert(SignedIn);
         return next.run(request).await;
     }
     let back = request

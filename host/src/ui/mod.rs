@@ -31,6 +31,7 @@ use crate::worker::events::{Event, Subject};
 use crate::worker::{
     ConnectorOffsets, ConnectorView, PutError, PutMode, RecordView, RunState, Worker, WorkerView,
 };
+use login::SignedIn;
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "src/ui/assets/"]
@@ -58,6 +59,22 @@ pub fn router() -> Router<Arc<Worker>> {
         .route("/ui/topics", get(topics))
         .route("/ui/topics/{topic}", get(topic))
         .layer(Extension(Arc::new(UiState::default())))
+}
+
+/// What the layout shows on every page: the worker, and a logout button when the page was
+/// opened through a session of [`login`].
+struct Head {
+    worker: String,
+    signed_in: bool,
+}
+
+impl Head {
+    fn new(worker: &str, signed_in: Option<Extension<SignedIn>>) -> Head {
+        Head {
+            worker: worker.to_string(),
+            signed_in: signed_in.is_some(),
+        }
+    }
 }
 
 /// A rendered page, or a 500 naming the template error (a bug, never guest input).
@@ -209,7 +226,7 @@ struct Failure {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview {
-    worker: String,
+    head: Head,
     counts: Vec<(&'static str, usize)>,
     memory: String,
     cpu: String,
@@ -222,6 +239,7 @@ struct Overview {
 async fn overview(
     State(worker): State<Arc<Worker>>,
     Extension(ui): Extension<Arc<UiState>>,
+    signed_in: Option<Extension<SignedIn>>,
 ) -> Response {
     let view = worker.view().await;
     let connectors = rows(&worker, &view);
@@ -267,7 +285,7 @@ async fn overview(
         .filter_map(|p| Some((p.file.clone(), p.broken.clone()?)))
         .collect();
     page(&Overview {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         counts,
         memory: size(u64::try_from(resident).unwrap_or(0)),
         cpu: format!("{:.1} s", crate::metrics::process::cpu_seconds()),
@@ -281,14 +299,17 @@ async fn overview(
 #[derive(Template)]
 #[template(path = "connectors.html")]
 struct Connectors {
-    worker: String,
+    head: Head,
     connectors: Vec<ConnectorRow>,
 }
 
-async fn connectors(State(worker): State<Arc<Worker>>) -> Response {
+async fn connectors(
+    State(worker): State<Arc<Worker>>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     page(&Connectors {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         connectors: rows(&worker, &view),
     })
 }
@@ -349,7 +370,7 @@ fn utc(at: SystemTime) -> String {
 #[derive(Template)]
 #[template(path = "connector.html")]
 struct Detail {
-    worker: String,
+    head: Head,
     c: ConnectorRow,
     tasks: Vec<TaskRow>,
     config: Vec<(String, String)>,
@@ -357,7 +378,11 @@ struct Detail {
     events: Vec<EventRow>,
 }
 
-async fn connector(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
+async fn connector(
+    State(worker): State<Arc<Worker>>,
+    Path(name): Path<String>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     let Some(c) = view.connectors.iter().find(|c| c.name == name) else {
         return not_found(format!("no connector {name}"));
@@ -403,7 +428,7 @@ async fn connector(State(worker): State<Arc<Worker>>, Path(name): Path<String>) 
     };
     let events = worker.events(&name).await.unwrap_or_default();
     page(&Detail {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         c: ConnectorRow::new(c, &samples),
         tasks,
         config: c.config.clone().into_iter().collect(),
@@ -516,7 +541,7 @@ struct CreateForm {
 #[derive(Template)]
 #[template(path = "create.html")]
 struct CreatePage {
-    worker: String,
+    head: Head,
     plugins: Vec<String>,
     plugin: String,
     name: String,
@@ -554,6 +579,7 @@ struct CreateQuery {
 async fn create_page(
     State(worker): State<Arc<Worker>>,
     Query(query): Query<CreateQuery>,
+    signed_in: Option<Extension<SignedIn>>,
 ) -> Response {
     let plugins = worker.plugins().names();
     let plugin = query
@@ -562,7 +588,7 @@ async fn create_page(
         .or_else(|| plugins.first().cloned())
         .unwrap_or_default();
     page(&CreatePage {
-        worker: worker.id().to_string(),
+        head: Head::new(worker.id(), signed_in),
         fields: fields(&worker, &plugin, &BTreeMap::new()),
         plugins,
         plugin,
@@ -671,12 +697,15 @@ struct PluginRow {
 #[derive(Template)]
 #[template(path = "plugins.html")]
 struct Plugins {
-    worker: String,
+    head: Head,
     plugins: Vec<PluginRow>,
     broken: Vec<(String, String)>,
 }
 
-async fn plugins(State(worker): State<Arc<Worker>>) -> Response {
+async fn plugins(
+    State(worker): State<Arc<Worker>>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     let plugins = (view.plugins.iter())
         .filter_map(|p| {
@@ -710,7 +739,7 @@ async fn plugins(State(worker): State<Arc<Worker>>) -> Response {
         .filter_map(|p| Some((p.file.clone(), p.broken.clone()?)))
         .collect();
     page(&Plugins {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         plugins,
         broken,
     })
@@ -728,7 +757,7 @@ struct TopicRow {
 #[derive(Template)]
 #[template(path = "topics.html")]
 struct Topics {
-    worker: String,
+    head: Head,
     topics: Vec<TopicRow>,
 }
 
@@ -739,7 +768,10 @@ fn names_topic(c: &ConnectorView, keys: &[&str], topic: &str) -> bool {
         .any(|v| v.split(',').any(|t| t.trim() == topic))
 }
 
-async fn topics(State(worker): State<Arc<Worker>>) -> Response {
+async fn topics(
+    State(worker): State<Arc<Worker>>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     let mut topics: Vec<TopicRow> = (view.topics.iter())
         .map(|t| {
@@ -762,7 +794,7 @@ async fn topics(State(worker): State<Arc<Worker>>) -> Response {
         .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     page(&Topics {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         topics,
     })
 }
@@ -770,7 +802,7 @@ async fn topics(State(worker): State<Arc<Worker>>) -> Response {
 #[derive(Template)]
 #[template(path = "topic.html")]
 struct TopicPage {
-    worker: String,
+    head: Head,
     topic: String,
     link: String,
     end_offset: u64,
@@ -778,10 +810,14 @@ struct TopicPage {
     records: Vec<RecordView>,
 }
 
-async fn topic(State(worker): State<Arc<Worker>>, Path(topic): Path<String>) -> Response {
+async fn topic(
+    State(worker): State<Arc<Worker>>,
+    Path(topic): Path<String>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     match worker.topic_records(&topic, None, 20) {
         Ok(read) => page(&TopicPage {
-            worker: worker.id().to_string(),
+            head: Head::new(worker.id(), signed_in),
             link: link(&topic),
             topic,
             end_offset: read.end_offset,
