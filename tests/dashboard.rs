@@ -253,6 +253,16 @@ fn the_dashboard_shows_failures_first_charts_pauses_and_creates_in_a_real_browse
         "{failure}"
     );
     browser.screenshot("overview");
+    // The failed connector's event log shows its task failing, with the first line of the
+    // guest's trace as the reason.
+    browser.open(&format!("{ui}/connectors/bomb"));
+    let events = browser.eval("document.querySelector('[data-testid=events]').textContent");
+    assert!(
+        events.as_str().is_some_and(|e| e.contains("task 0")
+            && e.contains("FAILED")
+            && e.contains("memory limit")),
+        "{events}"
+    );
 
     browser.open(&format!("{ui}/connectors"));
     browser.screenshot("connectors");
@@ -473,6 +483,22 @@ fn with_a_token_the_dashboard_asks_for_it_once_and_its_cookie_opens_only_the_das
         ],
     );
     assert_eq!(forged.status, 403, "{}", forged.body);
+
+    // A wrong token waits before its answer, against guessing.
+    let started = Instant::now();
+    let guess = common::call(
+        "POST",
+        &format!("{ui}/login"),
+        Some("token=guess&next=%2Fui"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(guess.status, 401, "{}", guess.body);
+    assert!(guess.body.contains("wrong token"), "{}", guess.body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Logging out ends the session: the same cookie no longer opens anything.
     browser.eval("document.querySelector('[data-testid=logout]').click()");
