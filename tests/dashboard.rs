@@ -253,6 +253,16 @@ fn the_dashboard_shows_failures_first_charts_pauses_and_creates_in_a_real_browse
         "{failure}"
     );
     browser.screenshot("overview");
+    // The failed connector's event log shows its task failing, with the first line of the
+    // guest's trace as the reason.
+    browser.open(&format!("{ui}/connectors/bomb"));
+    let events = browser.eval("document.querySelector('[data-testid=events]').textContent");
+    assert!(
+        events.as_str().is_some_and(|e| e.contains("task 0")
+            && e.contains("FAILED")
+            && e.contains("memory limit")),
+        "{events}"
+    );
 
     browser.open(&format!("{ui}/connectors"));
     browser.screenshot("connectors");
@@ -277,6 +287,24 @@ fn the_dashboard_shows_failures_first_charts_pauses_and_creates_in_a_real_browse
     wait_for(Duration::from_secs(10), "the API says PAUSED", || {
         get(&host, "/connectors/aaa-lines/status").json()["connector"]["state"] == "PAUSED"
     });
+    // The event log records the operator's pause (newest first: above the connector's
+    // creation, the first event).
+    let rows = browser.eval(
+        "Array.from(document.querySelectorAll('[data-testid=event-row]')).map(r => Array.from(r.cells).slice(1).map(c => c.textContent).join(' | '))",
+    );
+    let rows: Vec<&str> = (rows.as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let paused = rows
+        .iter()
+        .position(|r| *r == "connector | RUNNING | PAUSED | operator: pause");
+    let created = rows
+        .iter()
+        .position(|r| *r == "connector | — | RUNNING | created");
+    assert!(
+        paused.is_some() && created.is_some() && paused < created,
+        "{rows:?}"
+    );
     browser.screenshot("paused");
 
     browser.open(&format!("{ui}/create?plugin=file-source"));
@@ -352,4 +380,138 @@ fn dashboard_actions_need_the_dashboard_header_and_topic_records_answer_as_json(
         get(&host, "/connectors/src/status").json()["connector"]["state"],
         "RUNNING"
     );
+}
+
+#[test]
+fn with_a_token_the_dashboard_asks_for_it_once_and_its_cookie_opens_only_the_dashboard() {
+    const TOKEN: &str = "dashboard-s3cret";
+    let ws = Workspace::new();
+    let host = common::Host::start_env(
+        &ws.data_dir(),
+        &ws.plugin_dir(),
+        &[],
+        &[("WASM_CONNECT_AUTH_TOKEN", TOKEN)],
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let input = ws.path("in.txt");
+    std::fs::write(&input, "a\nb\n").expect("input");
+    let config = json!({"name": "lines", "config": {"connector.class": "file-source", "file": input, "topic": "lines"}});
+    let made = common::call(
+        "POST",
+        &format!("{}/connectors", host.kafka),
+        Some(&config.to_string()),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+
+    let mut browser = Browser::launch();
+    let ui = format!("{}/ui", host.kafka);
+    browser.open(&format!("{ui}/connectors/lines"));
+    browser.wait(
+        "the login page asks for the token",
+        "document.querySelector('[data-testid=login] input[type=password]')",
+    );
+    browser.screenshot("login");
+    // A wrong token: the form again, with the error.
+    browser.eval(
+        "document.getElementById('f-token').value = 'wrong'; document.querySelector('[data-testid=sign-in]').click()",
+    );
+    browser.wait(
+        "the wrong token is refused",
+        "document.readyState === 'complete' && document.querySelector('[data-testid=login-error]')",
+    );
+    browser.eval(&format!(
+        "document.getElementById('f-token').value = {}; document.querySelector('[data-testid=sign-in]').click()",
+        json!(TOKEN)
+    ));
+    browser.wait(
+        "signed in, the page asked for first opens",
+        "location.pathname === '/ui/connectors/lines' && document.readyState === 'complete' && document.querySelector('[data-testid=connector-state]')",
+    );
+    browser.open(&ui);
+    assert!(browser
+        .eval("document.querySelector('[data-testid=connector-row]').dataset.name")
+        .as_str()
+        .is_some_and(|name| name == "lines"));
+    browser.screenshot("signed-in");
+    browser.eval("document.querySelector('a[href=\"/ui/connectors/lines\"]').click()");
+    browser.wait(
+        "the cookie opens the next page too",
+        "location.pathname === '/ui/connectors/lines' && document.readyState === 'complete' && document.querySelector('[data-testid=connector-state]')",
+    );
+
+    let cookies = browser.call("Network.getCookies", json!({"urls": [ui]}));
+    let cookie = cookies["cookies"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == "wasm_connect_session"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no session cookie: {cookies}"));
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    assert_eq!(cookie["path"], "/ui", "{cookie}");
+    let value = cookie["value"].as_str().unwrap_or_default();
+    assert!(value.len() >= 64 && !value.contains(TOKEN), "{cookie}");
+    let with_cookie = format!("wasm_connect_session={value}");
+    let page = common::call(
+        "GET",
+        &format!("{ui}/connectors/lines"),
+        None,
+        &[("Cookie", &with_cookie)],
+    );
+    assert_eq!(page.status, 200, "the cookie opens the dashboard");
+    for api in ["/connectors", "/connectors/lines/status", "/metrics"] {
+        let answer = common::call(
+            "GET",
+            &format!("{}{api}", host.kafka),
+            None,
+            &[("Cookie", &with_cookie)],
+        );
+        assert_eq!(
+            answer.status, 401,
+            "{api} with only the cookie: {}",
+            answer.body
+        );
+    }
+    // Mutations still need the dashboard's header, cookie or not.
+    let forged = common::call(
+        "POST",
+        &format!("{ui}/connectors/lines/pause"),
+        Some(""),
+        &[
+            ("Cookie", &with_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+
+    // A wrong token waits before its answer, against guessing.
+    let started = Instant::now();
+    let guess = common::call(
+        "POST",
+        &format!("{ui}/login"),
+        Some("token=guess&next=%2Fui"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    );
+    assert_eq!(guess.status, 401, "{}", guess.body);
+    assert!(guess.body.contains("wrong token"), "{}", guess.body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Logging out ends the session: the same cookie no longer opens anything.
+    browser.eval("document.querySelector('[data-testid=logout]').click()");
+    browser.wait(
+        "logged out, the login page shows",
+        "location.pathname === '/ui/login' && document.readyState === 'complete'",
+    );
+    let after = common::call(
+        "GET",
+        &format!("{ui}/connectors/lines"),
+        None,
+        &[("Cookie", &with_cookie)],
+    );
+    assert_eq!(after.status, 401, "{}", after.body);
+    assert!(after.body.contains("f-token"), "{}", after.body);
 }

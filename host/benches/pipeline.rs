@@ -249,6 +249,7 @@ async fn native_pipeline(
             meter: Default::default(),
             control,
             status,
+            events: Default::default(),
             stop,
             paused: tokio::sync::watch::channel(false).1,
             redactor: Redactor::default(),

@@ -112,14 +112,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     tokio::spawn(metrics.rates.clone().run_sampler());
     let worker = Arc::new(
-        Worker::new(
-        worker_id.clone(),
-        sandbox,
-        planes,
-        plugins,
-        tasks.handle(),
-        )
-        .with_metrics(metrics.clone()),
+        Worker::new(worker_id.clone(), sandbox, planes, plugins, tasks.handle())
+            .with_metrics(metrics.clone()),
     );
     let restoring = worker.restore().await?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -141,7 +135,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Api::Legacy,
         metrics.clone(),
     );
-    let legacy_app = crate::api::auth::require_token(legacy_routes, token.clone());
+    let legacy_app = crate::api::auth::require_token(legacy_routes, token.clone(), false);
     let mut listeners = vec![(legacy, legacy_app)];
     if let Some(port) = options.kafka_api_port {
         let kafka = Listener::bind(
@@ -154,7 +148,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             Api::Json,
             metrics.clone(),
         );
-        let kafka_app = crate::api::auth::require_token(kafka_routes, token);
+        let kafka_app = crate::api::auth::require_token(kafka_routes, token, true);
         listeners.push((kafka, kafka_app));
     }
     let max_connections = fit_connections(&options.listener, open_files, listeners.len());

@@ -1,4 +1,6 @@
 //! Optional bearer-token check shared by both listeners, and the rules a token must meet.
+//! On the JSON API listener a `/ui` request without the header goes on to the dashboard's
+//! sign-in ([`crate::ui::login`]): its session cookie counts there and nowhere else.
 
 use std::sync::Arc;
 
@@ -7,6 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+
+use crate::ui::login::{self, Sessions};
 
 /// Why a `--auth-token` value is refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,24 +35,41 @@ pub fn parse_token(text: &str) -> Result<String, TokenError> {
     }
 }
 
-/// Wraps `router` so every request must carry `Authorization: Bearer <token>`; without a
-/// token configured the router is returned unchanged.
-pub fn require_token(router: Router, token: Option<Arc<str>>) -> Router {
+/// What a request may show instead of the bearer token.
+struct Guard {
+    token: Arc<str>,
+    /// The dashboard's sessions, on the listener serving `/ui`.
+    dashboard: Option<Sessions>,
+}
+
+/// Wraps `router` so every request must carry `Authorization: Bearer <token>`, except the
+/// dashboard's (`/ui`) when `dashboard` is true: those may sign in and then carry the session
+/// cookie instead. Without a token configured the router is returned unchanged.
+pub fn require_token(router: Router, token: Option<Arc<str>>, dashboard: bool) -> Router {
     match token {
-        Some(token) => router.layer(axum::middleware::from_fn_with_state(token, check)),
+        Some(token) => {
+            let guard = Arc::new(Guard {
+                token,
+                dashboard: dashboard.then(Sessions::default),
+            });
+            router.layer(axum::middleware::from_fn_with_state(guard, check))
+        }
         None => router,
     }
 }
 
-async fn check(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
+    match (presented, &guard.dashboard) {
+        (Some(presented), _) if constant_time_eq(presented.as_bytes(), guard.token.as_bytes()) => {
             next.run(request).await
+        }
+        (_, Some(sessions)) if login::is_dashboard(request.uri().path()) => {
+            login::gate(sessions, &guard.token, request, next).await
         }
         _ => {
             let body = r#"{"error_code":401,"message":"missing or wrong bearer token: send 'Authorization: Bearer <token>'"}"#;
@@ -63,7 +84,7 @@ async fn check(State(token): State<Arc<str>>, request: Request, next: Next) -> R
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut difference = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

@@ -4,13 +4,16 @@
 //!
 //! Pages: overview (failures pinned first), connectors (filter, actions), connector detail
 //! (live chart from the host's ring buffer of rates, tasks, config with secrets masked,
-//! offsets), create (a form from the plugin's config definitions, validated per field),
+//! offsets, the event log of state changes), create (a form from the plugin's config definitions, validated per field),
 //! plugins, topics with an inspector. Every action is a `POST` that needs the `HX-Request`
-//! header, which a cross-site form cannot send (and the bearer token, when one is set).
+//! header, which a cross-site form cannot send (and, when a token is set, the bearer token
+//! or the session cookie of [`login`]).
+
+pub mod login;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use askama::Template;
 use axum::body::Bytes;
@@ -24,9 +27,11 @@ use crate::api::kafka::connector_location;
 use crate::metrics::rates::Sample;
 use crate::sandbox::Identity;
 use crate::storage::TargetState;
+use crate::worker::events::{Event, Subject};
 use crate::worker::{
     ConnectorOffsets, ConnectorView, PutError, PutMode, RecordView, RunState, Worker, WorkerView,
 };
+use login::SignedIn;
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "src/ui/assets/"]
@@ -54,6 +59,22 @@ pub fn router() -> Router<Arc<Worker>> {
         .route("/ui/topics", get(topics))
         .route("/ui/topics/{topic}", get(topic))
         .layer(Extension(Arc::new(UiState::default())))
+}
+
+/// What the layout shows on every page: the worker, and a logout button when the page was
+/// opened through a session of [`login`].
+struct Head {
+    worker: String,
+    signed_in: bool,
+}
+
+impl Head {
+    fn new(worker: &str, signed_in: Option<Extension<SignedIn>>) -> Head {
+        Head {
+            worker: worker.to_string(),
+            signed_in: signed_in.is_some(),
+        }
+    }
 }
 
 /// A rendered page, or a 500 naming the template error (a bug, never guest input).
@@ -205,7 +226,7 @@ struct Failure {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview {
-    worker: String,
+    head: Head,
     counts: Vec<(&'static str, usize)>,
     memory: String,
     cpu: String,
@@ -218,6 +239,7 @@ struct Overview {
 async fn overview(
     State(worker): State<Arc<Worker>>,
     Extension(ui): Extension<Arc<UiState>>,
+    signed_in: Option<Extension<SignedIn>>,
 ) -> Response {
     let view = worker.view().await;
     let connectors = rows(&worker, &view);
@@ -263,7 +285,7 @@ async fn overview(
         .filter_map(|p| Some((p.file.clone(), p.broken.clone()?)))
         .collect();
     page(&Overview {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         counts,
         memory: size(u64::try_from(resident).unwrap_or(0)),
         cpu: format!("{:.1} s", crate::metrics::process::cpu_seconds()),
@@ -277,14 +299,17 @@ async fn overview(
 #[derive(Template)]
 #[template(path = "connectors.html")]
 struct Connectors {
-    worker: String,
+    head: Head,
     connectors: Vec<ConnectorRow>,
 }
 
-async fn connectors(State(worker): State<Arc<Worker>>) -> Response {
+async fn connectors(
+    State(worker): State<Arc<Worker>>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     page(&Connectors {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         connectors: rows(&worker, &view),
     })
 }
@@ -300,17 +325,64 @@ struct TaskRow {
     first_line: String,
 }
 
+/// One row of a connector's event log.
+struct EventRow {
+    at: String,
+    subject: String,
+    from: &'static str,
+    to: &'static str,
+    reason: String,
+}
+
+impl EventRow {
+    fn new(event: &Event) -> Self {
+        EventRow {
+            at: utc(event.at),
+            subject: match event.subject {
+                Subject::Connector => "connector".into(),
+                Subject::Task(task) => format!("task {task}"),
+            },
+            from: event.from.map_or("—", RunState::name),
+            to: event.to.name(),
+            reason: event.reason.clone(),
+        }
+    }
+}
+
+/// `at` as `YYYY-MM-DD HH:MM:SS` in UTC.
+fn utc(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, time) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (h, m, s) = (time / 3600, time / 60 % 60, time % 60);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}
+
 #[derive(Template)]
 #[template(path = "connector.html")]
 struct Detail {
-    worker: String,
+    head: Head,
     c: ConnectorRow,
     tasks: Vec<TaskRow>,
     config: Vec<(String, String)>,
     offsets: String,
+    events: Vec<EventRow>,
 }
 
-async fn connector(State(worker): State<Arc<Worker>>, Path(name): Path<String>) -> Response {
+async fn connector(
+    State(worker): State<Arc<Worker>>,
+    Path(name): Path<String>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     let Some(c) = view.connectors.iter().find(|c| c.name == name) else {
         return not_found(format!("no connector {name}"));
@@ -354,12 +426,14 @@ async fn connector(State(worker): State<Arc<Worker>>, Path(name): Path<String>) 
             .join("\n"),
         Err(e) => format!("offsets unavailable: {e}"),
     };
+    let events = worker.events(&name).await.unwrap_or_default();
     page(&Detail {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         c: ConnectorRow::new(c, &samples),
         tasks,
         config: c.config.clone().into_iter().collect(),
         offsets,
+        events: events.iter().map(EventRow::new).collect(),
     })
 }
 
@@ -467,7 +541,7 @@ struct CreateForm {
 #[derive(Template)]
 #[template(path = "create.html")]
 struct CreatePage {
-    worker: String,
+    head: Head,
     plugins: Vec<String>,
     plugin: String,
     name: String,
@@ -505,6 +579,7 @@ struct CreateQuery {
 async fn create_page(
     State(worker): State<Arc<Worker>>,
     Query(query): Query<CreateQuery>,
+    signed_in: Option<Extension<SignedIn>>,
 ) -> Response {
     let plugins = worker.plugins().names();
     let plugin = query
@@ -513,7 +588,7 @@ async fn create_page(
         .or_else(|| plugins.first().cloned())
         .unwrap_or_default();
     page(&CreatePage {
-        worker: worker.id().to_string(),
+        head: Head::new(worker.id(), signed_in),
         fields: fields(&worker, &plugin, &BTreeMap::new()),
         plugins,
         plugin,
@@ -622,12 +697,15 @@ struct PluginRow {
 #[derive(Template)]
 #[template(path = "plugins.html")]
 struct Plugins {
-    worker: String,
+    head: Head,
     plugins: Vec<PluginRow>,
     broken: Vec<(String, String)>,
 }
 
-async fn plugins(State(worker): State<Arc<Worker>>) -> Response {
+async fn plugins(
+    State(worker): State<Arc<Worker>>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     let plugins = (view.plugins.iter())
         .filter_map(|p| {
@@ -661,7 +739,7 @@ async fn plugins(State(worker): State<Arc<Worker>>) -> Response {
         .filter_map(|p| Some((p.file.clone(), p.broken.clone()?)))
         .collect();
     page(&Plugins {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         plugins,
         broken,
     })
@@ -679,7 +757,7 @@ struct TopicRow {
 #[derive(Template)]
 #[template(path = "topics.html")]
 struct Topics {
-    worker: String,
+    head: Head,
     topics: Vec<TopicRow>,
 }
 
@@ -690,7 +768,10 @@ fn names_topic(c: &ConnectorView, keys: &[&str], topic: &str) -> bool {
         .any(|v| v.split(',').any(|t| t.trim() == topic))
 }
 
-async fn topics(State(worker): State<Arc<Worker>>) -> Response {
+async fn topics(
+    State(worker): State<Arc<Worker>>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     let view = worker.view().await;
     let mut topics: Vec<TopicRow> = (view.topics.iter())
         .map(|t| {
@@ -713,7 +794,7 @@ async fn topics(State(worker): State<Arc<Worker>>) -> Response {
         .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     page(&Topics {
-        worker: view.worker.clone(),
+        head: Head::new(&view.worker, signed_in),
         topics,
     })
 }
@@ -721,7 +802,7 @@ async fn topics(State(worker): State<Arc<Worker>>) -> Response {
 #[derive(Template)]
 #[template(path = "topic.html")]
 struct TopicPage {
-    worker: String,
+    head: Head,
     topic: String,
     link: String,
     end_offset: u64,
@@ -729,10 +810,14 @@ struct TopicPage {
     records: Vec<RecordView>,
 }
 
-async fn topic(State(worker): State<Arc<Worker>>, Path(topic): Path<String>) -> Response {
+async fn topic(
+    State(worker): State<Arc<Worker>>,
+    Path(topic): Path<String>,
+    signed_in: Option<Extension<SignedIn>>,
+) -> Response {
     match worker.topic_records(&topic, None, 20) {
         Ok(read) => page(&TopicPage {
-            worker: worker.id().to_string(),
+            head: Head::new(worker.id(), signed_in),
             link: link(&topic),
             topic,
             end_offset: read.end_offset,
@@ -740,5 +825,20 @@ async fn topic(State(worker): State<Arc<Worker>>, Path(topic): Path<String>) -> 
             records: read.records,
         }),
         Err(e) => not_found(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_show_as_utc_dates() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let leap_day = UNIX_EPOCH + Duration::from_secs(951_827_696);
+        assert_eq!(utc(leap_day), "2000-02-29 12:34:56");
+        let later = UNIX_EPOCH + Duration::from_secs(1_796_094_000);
+        assert_eq!(utc(later), "2026-12-01 03:00:00");
     }
 }

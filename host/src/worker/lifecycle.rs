@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::control::Reconcile;
 use super::errors::ErrorTotals;
+use super::events::Subject;
 use super::task::TaskStatus;
 use super::Worker;
 use crate::sandbox::types::ConnectorKind;
@@ -145,6 +146,13 @@ impl Worker {
         // Still there: every delete holds the change this holds.
         let running = connectors.get_mut(name).ok_or_else(not_found)?;
         running.revision = revision;
+        let action = match target {
+            TargetState::Running => "operator: resume",
+            TargetState::Paused => "operator: pause",
+            TargetState::Stopped => "operator: stop",
+        };
+        let from = Some(running.stored.target.into());
+        (running.events).record(Subject::Connector, from, target.into(), action);
         running.stored.target = target;
         running.paused.send_replace(target == TargetState::Paused);
         match target {
@@ -235,6 +243,10 @@ impl Worker {
             .collect();
         for id in &chosen {
             tracing::info!(task = %format!("{name}/{id}"), "restarting");
+            if let Some(task) = running.tasks.get(id) {
+                let task_id = u32::try_from(*id).unwrap_or(u32::MAX);
+                (running.events).restarted(task_id, &task.status.borrow());
+            }
         }
         self.count_operator_restarts(name, &chosen);
         change.stop_all(chosen.iter().filter_map(|id| running.tasks.remove(id)));

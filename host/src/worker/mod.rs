@@ -9,6 +9,7 @@ pub mod batch;
 mod change;
 pub mod control;
 pub mod errors;
+pub mod events;
 pub mod keys;
 mod lifecycle;
 pub mod observe;
@@ -41,6 +42,7 @@ pub use task::{CallResult, Positions, Stopping, TaskContext, TaskHandle, TaskRun
 
 use change::Slots;
 use control::ControlPlane;
+use events::{EventLog, Subject};
 use plane::DataPlane;
 
 /// Key the runtime stamps on stored configs; not part of the "same config" comparison.
@@ -115,18 +117,28 @@ struct RunningConnector {
     /// The plugin version its tasks run (kept even if its file is removed meanwhile); None
     /// when no loaded version fits.
     plugin: Option<Arc<Plugin>>,
+    /// Its state changes and those of its tasks here; kept across config updates.
+    events: Arc<EventLog>,
 }
 
 impl RunningConnector {
-    /// `stored`, with no task started yet.
-    fn idle(stored: StoredConnector, revision: u64) -> RunningConnector {
+    /// `stored`, with no task started yet, logging into `events`, where `why` it is (re)made
+    /// is recorded first.
+    fn idle(
+        stored: StoredConnector,
+        revision: u64,
+        events: Arc<EventLog>,
+        why: &str,
+    ) -> RunningConnector {
         let paused = watch::Sender::new(stored.target == TargetState::Paused);
+        events.record(Subject::Connector, None, stored.target.into(), why);
         RunningConnector {
             stored,
             tasks: BTreeMap::new(),
             revision,
             paused,
             plugin: None,
+            events,
         }
     }
 }
@@ -231,7 +243,8 @@ impl Worker {
         for (name, stored) in stored {
             tracing::info!(connector = %name, state = ?stored.target, "restoring stored connector");
             waiting.push(name.clone());
-            connectors.insert(name, RunningConnector::idle(stored, 0));
+            let running = RunningConnector::idle(stored, 0, Arc::default(), "restored at start");
+            connectors.insert(name, running);
         }
         drop(connectors);
         let worker = self.clone();
@@ -378,14 +391,15 @@ impl Worker {
             .await
             .map_err(PutError::Storage)?;
         let mut connectors = self.connectors.lock().await;
-        let outcome = match connectors.remove(name) {
+        let (outcome, events, why) = match connectors.remove(name) {
             Some(old) => {
                 change.stop_all(old.tasks.into_values());
-                PutOutcome::Updated
+                (PutOutcome::Updated, old.events, "config updated")
             }
-            None => PutOutcome::Created,
+            None => (PutOutcome::Created, Arc::default(), "created"),
         };
-        let running = self.run(name, stored, revision, change.stopping());
+        let running = RunningConnector::idle(stored, revision, events, why);
+        let running = self.run(name, running, change.stopping());
         let put = self.answer(outcome, &running);
         connectors.insert(name.to_string(), running);
         Ok(Attempt::Done(put))
@@ -708,16 +722,9 @@ impl Worker {
         })
     }
 
-    /// Runs a stored connector as its target state says; its tasks start once those in
-    /// `after` have ended.
-    fn run(
-        &self,
-        name: &str,
-        stored: StoredConnector,
-        revision: u64,
-        after: Stopping,
-    ) -> RunningConnector {
-        let mut running = RunningConnector::idle(stored, revision);
+    /// Runs a connector not started yet as its target state says; its tasks start once
+    /// those in `after` have ended.
+    fn run(&self, name: &str, mut running: RunningConnector, after: Stopping) -> RunningConnector {
         if running.stored.target != TargetState::Stopped {
             self.start_tasks(name, &mut running, after);
         }
@@ -727,14 +734,16 @@ impl Worker {
     /// Starts every task of a connector this worker runs, on the plugin version it should
     /// run, once the tasks in `after` have ended.
     fn start_tasks(&self, name: &str, running: &mut RunningConnector, after: Stopping) {
-        running.plugin = self.plugin_for(name, &running.stored);
+        running.plugin = self.plugin_for(name, running);
         let mine = self.my_tasks(name, running.stored.tasks.len());
         running.tasks = self.start_tasks_subset(name, running, &mine, after);
     }
 
     /// The plugin version a stored connector runs: the one its class pins, else the one its
-    /// tasks recorded while it is loaded, else the newest.
-    fn plugin_for(&self, name: &str, stored: &StoredConnector) -> Option<Arc<Plugin>> {
+    /// tasks recorded while it is loaded, else the newest. None, logged and recorded in the
+    /// connector's events, when no loaded version fits.
+    fn plugin_for(&self, name: &str, running: &RunningConnector) -> Option<Arc<Plugin>> {
+        let stored = &running.stored;
         let class = CLASS_KEYS
             .iter()
             .find_map(|k| stored.config.get(*k))
@@ -748,6 +757,8 @@ impl Worker {
             Ok(plugin) => Some(plugin),
             Err(e) => {
                 tracing::error!(connector = %name, "{e}; the connector stays stopped");
+                let from = Some(stored.target.into());
+                (running.events).record(Subject::Connector, from, RunState::Failed, &e.to_string());
                 None
             }
         }
@@ -787,6 +798,7 @@ impl Worker {
                     meter: self.meter(name, i, &limits),
                     control: self.control.clone(),
                     status,
+                    events: running.events.clone(),
                     stop,
                     paused: paused.subscribe(),
                     redactor: Default::default(),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use super::events::Event;
 use super::lifecycle::{ConnectorStatus, RunState, TaskView};
 use super::{keys, Worker};
 use crate::metrics::TaskMeter;
@@ -143,6 +144,12 @@ impl Worker {
     /// Answers once the task runtime runs a no-op: guests do not hold every task thread.
     pub async fn ping_tasks(&self) -> bool {
         self.tasks.spawn(async {}).await.is_ok()
+    }
+
+    /// The connector's event log, newest first; None if there is no such connector.
+    pub async fn events(&self, name: &str) -> Option<Vec<Event>> {
+        let connectors = self.connectors.lock().await;
+        Some(connectors.get(name)?.events.newest_first())
     }
 
     /// Every connector, plugin and topic as observers see them.

@@ -84,7 +84,7 @@ impl Worker {
             gone.iter().filter_map(|task| running.tasks.remove(task)),
         );
         if running.plugin.is_none() {
-            running.plugin = self.plugin_for(name, &running.stored);
+            running.plugin = self.plugin_for(name, running);
         }
         let new: Vec<usize> = mine
             .into_iter()
@@ -112,10 +112,15 @@ impl Reconcile for Worker {
             }
         }
         tracing::info!(connector = %name, revision, "applying the cluster's config");
-        if let Some(old) = connectors.remove(name) {
-            change.stop_all(old.tasks.into_values());
-        }
-        let running = self.run(name, stored, revision, change.stopping());
+        let (events, why) = match connectors.remove(name) {
+            Some(old) => {
+                change.stop_all(old.tasks.into_values());
+                (old.events, "config updated in the cluster")
+            }
+            None => (Default::default(), "created in the cluster"),
+        };
+        let running = RunningConnector::idle(stored, revision, events, why);
+        let running = self.run(name, running, change.stopping());
         connectors.insert(name.to_string(), running);
     }
 

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::control::ControlPlane;
 use super::errors::ErrorCounts;
+use super::events::EventLog;
 use super::plane::DataPlane;
 use super::transforms::Stages;
 use super::{keys, secrets};
@@ -58,6 +59,8 @@ pub struct TaskContext {
     /// Who may run the task: it runs only while this worker holds its lease.
     pub control: Arc<dyn ControlPlane>,
     pub status: watch::Sender<TaskStatus>,
+    /// The connector's event log, where each change of `status` is recorded.
+    pub events: Arc<EventLog>,
     pub stop: watch::Receiver<bool>,
     /// True while the connector is paused.
     pub paused: watch::Receiver<bool>,
@@ -76,7 +79,15 @@ impl TaskContext {
             }
             other => other,
         };
-        self.status.send_replace(status);
+        self.publish(status);
+    }
+
+    /// Makes `status` the task's status and records the change in the connector's event
+    /// log: every status change goes through here.
+    pub fn publish(&self, status: TaskStatus) {
+        let old = self.status.send_replace(status.clone());
+        let task = self.identity.task.unwrap_or(0);
+        self.events.task(task, &old, &status);
     }
 
     /// `text` (a guest's message) with resolved secrets shown as their references.
@@ -417,7 +428,7 @@ async fn restart_on_failure(ctx: &mut TaskContext, run: TaskRun) {
             .backoff
             .saturating_mul(1 << (count - 1).min(16))
             .min(MAX_BACKOFF);
-        ctx.status.send_replace(TaskStatus::Failed(format!(
+        ctx.publish(TaskStatus::Failed(format!(
             "{reason} (restarting in {} s (failure {count} of {}))",
             backoff.as_secs_f64(),
             policy.quarantine_after
@@ -427,7 +438,7 @@ async fn restart_on_failure(ctx: &mut TaskContext, run: TaskRun) {
             return;
         }
         ctx.meter.restarted();
-        ctx.status.send_replace(TaskStatus::Starting);
+        ctx.publish(TaskStatus::Starting);
     }
 }
 
