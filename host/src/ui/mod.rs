@@ -143,7 +143,9 @@ fn size(bytes: u64) -> String {
 struct ConnectorRow {
     name: String,
     link: String,
-    state: &'static str,
+    state: RunState,
+    /// Paused or stopped: the row offers resume instead of pause.
+    resumable: bool,
     kind: &'static str,
     class: String,
     running: usize,
@@ -162,7 +164,8 @@ impl ConnectorRow {
         ConnectorRow {
             name: c.name.clone(),
             link: link(&c.name),
-            state: state.name(),
+            state,
+            resumable: matches!(state, RunState::Paused | RunState::Stopped),
             kind: c.kind_name(),
             class: c.class.clone(),
             running: (c.status.tasks.iter())
@@ -212,7 +215,7 @@ fn rows(worker: &Worker, view: &WorkerView) -> Vec<ConnectorRow> {
         .iter()
         .map(|c| ConnectorRow::new(c, &samples(&c.name)))
         .collect();
-    rows.sort_by_key(|r| (r.state != RunState::Failed.name(), r.name.clone()));
+    rows.sort_by_key(|r| (r.state != RunState::Failed, r.name.clone()));
     rows
 }
 
@@ -247,12 +250,12 @@ async fn overview(
     let failures = {
         let mut since = ui.failed_since.lock().unwrap_or_else(|e| e.into_inner());
         let failed = |name: &String| {
-            (connectors.iter()).any(|c| &c.name == name && c.state == RunState::Failed.name())
+            (connectors.iter()).any(|c| &c.name == name && c.state == RunState::Failed)
         };
         since.retain(|name, _| failed(name));
         connectors
             .iter()
-            .filter(|c| c.state == RunState::Failed.name())
+            .filter(|c| c.state == RunState::Failed)
             .map(|c| {
                 let at = *since.entry(c.name.clone()).or_insert(now);
                 let minutes = now.duration_since(at).unwrap_or_default().as_secs() / 60;
@@ -275,7 +278,7 @@ async fn overview(
     .map(|state| {
         let n = connectors
             .iter()
-            .filter(|c| c.state == state.name())
+            .filter(|c| c.state == state)
             .count();
         (state.name(), n)
     })
