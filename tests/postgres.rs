@@ -592,3 +592,81 @@ fn initial_snapshot_reads_existing_rows_once_then_streams_changes_and_never_skip
     );
     drop(host);
 }
+
+#[test]
+fn kill_9_mid_snapshot_takes_the_snapshot_again_on_a_new_slot() {
+    const EXISTING: u64 = 20_000;
+    let pg = Postgres::start();
+    pg.sql(SOURCE_TABLE);
+    insert_rows(&pg, EXISTING as usize);
+    let ws = workspace();
+    let out = ws.path("snapshot.jsonl");
+    let host = start_host(&ws);
+    create(
+        &host,
+        "events-file",
+        json!({"connector.class": "file-sink", "topics": "cdc.public.src", "file": out.display().to_string()}),
+    );
+    let mut config = cdc_config(&pg);
+    config["snapshot.mode"] = json!("initial");
+    config["snapshot.fetch.size"] = json!("20"); // 1000 batches: the kill lands mid-snapshot
+    create(&host, "cdc", config);
+    wait_for(Duration::from_secs(60), "part of the snapshot out", || {
+        read_lines(&out).len() > 300
+    });
+    host.kill9();
+    let at_kill = read_lines(&out).len() as u64;
+    assert!(at_kill < EXISTING, "the snapshot was over at the kill");
+
+    // While the host is down: changes the new snapshot must show.
+    pg.sql("UPDATE src SET name = 'changed' WHERE id % 1000 = 0");
+    insert_rows(&pg, 5);
+    let host = start_host(&ws);
+    wait_for(Duration::from_secs(30), "the new slot", || {
+        pg.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'wc_slot' AND confirmed_flush_lsn IS NOT NULL AND active") == "1"
+    });
+    insert_rows(&pg, 1);
+    let rows = EXISTING + 5;
+    wait_for(
+        Duration::from_secs(90),
+        "the new snapshot and the change",
+        || events(&read_lines(&out)).last() == Some(&("c".to_string(), rows + 1)),
+    );
+
+    // The interrupted snapshot's reads, then a whole snapshot read at a later point, then
+    // the change: each once.
+    let all = parsed_events(&read_lines(&out));
+    let lsn = |e: &Value| e["source"]["lsn"].as_u64();
+    let first = lsn(&all[0]).expect("a snapshot read first");
+    let interrupted = all.iter().take_while(|e| lsn(e) == Some(first)).count();
+    assert!(
+        (at_kill as usize..EXISTING as usize).contains(&interrupted),
+        "{interrupted} reads of the interrupted snapshot ({at_kill} in the file at the kill)"
+    );
+    let (again, changes) = all[interrupted..].split_at(rows as usize);
+    let second = lsn(&again[0]).expect("a snapshot read");
+    assert!(second > first, "the new snapshot is read on a new slot");
+    let mut ids: Vec<u64> = again
+        .iter()
+        .map(|e| {
+            assert_eq!((e["op"].as_str(), lsn(e)), (Some("r"), Some(second)), "{e}");
+            e["after"]["id"].as_u64().expect("id")
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=rows).collect::<Vec<_>>(), "each row read once");
+    assert_eq!(
+        again
+            .iter()
+            .filter(|e| e["after"]["name"] == "changed")
+            .count(),
+        20,
+        "the new snapshot shows the changes made while the host was down"
+    );
+    assert_eq!(
+        events(&read_lines(&out))[interrupted + rows as usize..],
+        [("c".to_string(), rows + 1)],
+        "then the change after the restart, once: {changes:?}"
+    );
+    drop(host);
+}
