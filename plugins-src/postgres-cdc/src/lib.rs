@@ -948,6 +948,40 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_mode_is_checked_and_a_snapshot_read_is_an_r_event_at_the_consistent_point() {
+        let config = |mode: &str| -> Config {
+            [
+                ("database.hostname", "db"),
+                ("topic.prefix", "cdc"),
+                ("snapshot.mode", mode),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let errors = Settings::from_config(&config("always")).unwrap_err();
+        assert_eq!(errors[0].key, "snapshot.mode");
+        let settings = Settings::from_config(&config("initial")).unwrap();
+        assert_eq!(settings.snapshot, SnapshotMode::Initial);
+        let source = Source {
+            ts_ms: 5,
+            tx_id: None,
+            snapshot_lsn: Some(Lsn(0x16_0000_0028)),
+        };
+        let datums = [Datum::Text("7".into()), Datum::Null, Datum::Null];
+        let (topic, key, value) =
+            envelope(&settings, &relation(), None, Some(&datums), "r", &source);
+        assert_eq!(topic, "cdc.public.t");
+        assert_eq!(key.as_deref(), Some(r#"{"id":7}"#));
+        let value: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(value["op"], "r");
+        assert_eq!(value["before"], Value::Null);
+        assert_eq!(value["after"], json!({"id": 7, "ok": null, "meta": null}));
+        assert_eq!(value["source"]["snapshot"], "true");
+        assert_eq!(value["source"]["lsn"], 0x16_0000_0028u64);
+        assert_eq!(value["source"]["txId"], Value::Null);
+    }
+
+    #[test]
     fn positions_round_trip() {
         assert_eq!(
             parse_position("16/B374D848:3"),
