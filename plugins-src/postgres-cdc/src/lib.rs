@@ -472,10 +472,10 @@ impl SourceTask for PostgresCdcTask {
     }
 
     fn stop(&mut self) {
+        let _ = self.status();
         if let Some(snapshot) = self.snapshot.take() {
             snapshot.close();
         }
-        let _ = self.status();
     }
 }
 
@@ -532,7 +532,11 @@ impl PostgresCdcTask {
                 if let Some(snapshot) = self.snapshot.take() {
                     snapshot.close();
                 }
-                start_streaming(&mut self.stream, &self.settings)?;
+                // The stream cannot be started again on this connection: a restart streams
+                // from the committed position (the snapshot's point once its end is stored).
+                start_streaming(&mut self.stream, &self.settings).map_err(|e| {
+                    TaskError::Fatal(format!("cannot stream after the snapshot: {e}"))
+                })?;
                 self.last_status = Instant::now();
             }
         }
