@@ -4,14 +4,17 @@
 //! neither loses nor duplicates a row; a wrong password fails the task with the server's
 //! reason and the password appears in no answer; postgres-cdc replicates inserts, updates
 //! and deletes into another table through the sink, answers keepalives while idle, and
-//! delivers every change exactly once across a `kill -9`.
+//! delivers every change exactly once across a `kill -9`; with `snapshot.mode=initial` it
+//! first reads the existing rows (once, as of the slot's creation) and then streams.
 
 mod common;
 
 use std::time::Duration;
 
 use common::postgres::{Postgres, PASSWORD};
-use common::{bundled_plugins, json_create, json_get, read_lines, wait_for, Host, Workspace};
+use common::{
+    bundled_plugins, json_create, json_get, json_send, read_lines, wait_for, Host, Workspace,
+};
 use serde_json::{json, Value};
 
 /// The PostgreSQL connector plugins (file names without `.wasm`).
@@ -435,5 +438,235 @@ fn cdc_replicates_changes_answers_keepalives_and_survives_kill_9_exactly_once() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(host);
+}
+
+/// Every change event in a file sink's output (tombstones left out).
+fn parsed_events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str(line).expect("a change event"))
+        .collect()
+}
+
+#[test]
+fn initial_snapshot_reads_existing_rows_once_then_streams_changes_and_never_skips_them() {
+    const EXISTING: u64 = 3_000;
+    let pg = Postgres::start();
+    pg.sql(SOURCE_TABLE);
+    insert_rows(&pg, EXISTING as usize);
+    let ws = workspace();
+    let out = ws.path("snapshot.jsonl");
+    let out_never = ws.path("never.jsonl");
+    let host = start_host(&ws);
+    for (file, topic) in [(&out, "cdc.public.src"), (&out_never, "never.public.src")] {
+        create(
+            &host,
+            &format!("file-{topic}"),
+            json!({"connector.class": "file-sink", "topics": topic, "file": file.display().to_string()}),
+        );
+    }
+    let mut never = cdc_config(&pg);
+    never["topic.prefix"] = json!("never");
+    never["slot.name"] = json!("wc_never");
+    never["snapshot.mode"] = json!("never");
+    create(&host, "cdc-never", never);
+    let mut initial = cdc_config(&pg);
+    initial["snapshot.mode"] = json!("initial");
+    initial["snapshot.fetch.size"] = json!("100");
+    // Created paused: the task starts (slot and snapshot taken) and reads nothing yet.
+    let answer = json_send(
+        &host,
+        "POST",
+        "/connectors",
+        &json!({"name": "cdc", "config": initial, "initial_state": "PAUSED"}),
+    );
+    assert_eq!(answer.status, 201, "create cdc: {}", answer.body);
+    let slot_ready = |slot: &str| {
+        pg.sql(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND confirmed_flush_lsn IS NOT NULL")) == "1"
+    };
+    wait_for(Duration::from_secs(30), "both slots created", || {
+        slot_ready("wc_slot") && slot_ready("wc_never")
+    });
+
+    // Changes after the snapshot was taken and before it is read: it must not show them.
+    pg.sql("UPDATE src SET name = 'changed', qty = -qty WHERE id % 500 = 0");
+    insert_rows(&pg, 20);
+    pg.sql("DELETE FROM src WHERE id = 7");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wasm-connect' AND backend_type = 'client backend' AND state = 'idle in transaction'"),
+        "1",
+        "the snapshot's transaction is open"
+    );
+    assert!(read_lines(&out).is_empty(), "nothing read while paused");
+    let resumed = json_send(&host, "PUT", "/connectors/cdc/resume", &Value::Null);
+    assert_eq!(resumed.status, 202, "{}", resumed.body);
+    let changes = 6 + 20 + 1;
+    wait_for(
+        Duration::from_secs(90),
+        "the snapshot and the changes",
+        || parsed_events(&read_lines(&out)).len() as u64 >= EXISTING + changes,
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the changes without snapshot",
+        || parsed_events(&read_lines(&out_never)).len() as u64 >= changes,
+    );
+    std::thread::sleep(Duration::from_secs(1)); // anything extra would show up now
+
+    let all = parsed_events(&read_lines(&out));
+    assert_eq!(
+        all.len() as u64,
+        EXISTING + changes,
+        "events: {} read + changes",
+        all.len()
+    );
+    let (reads, streamed) = all.split_at(EXISTING as usize);
+    let mut read_ids: Vec<u64> = reads
+        .iter()
+        .map(|e| {
+            assert_eq!(e["op"], "r", "a change before the snapshot's end: {e}");
+            assert_eq!(e["before"], Value::Null, "{e}");
+            assert_eq!(e["source"]["snapshot"], "true", "{e}");
+            assert!(e["source"]["lsn"].as_u64().is_some(), "{e}");
+            // The snapshot shows the rows as they were when the slot was created.
+            assert_ne!(e["after"]["name"], "changed", "{e}");
+            e["after"]["id"].as_u64().expect("id")
+        })
+        .collect();
+    read_ids.sort_unstable();
+    assert_eq!(
+        read_ids,
+        (1..=EXISTING).collect::<Vec<_>>(),
+        "each existing row read once"
+    );
+    let row_500 = reads
+        .iter()
+        .find(|e| e["after"]["id"] == 500)
+        .expect("row 500 read");
+    assert_eq!(row_500["after"]["qty"], 500, "{row_500}");
+    assert_eq!(
+        row_500["after"]["meta"]["g"], 500,
+        "typed like the stream: {row_500}"
+    );
+
+    let mut expected: Vec<(String, u64)> = (1..=EXISTING / 500)
+        .map(|n| ("u".to_string(), n * 500))
+        .collect();
+    expected.extend((EXISTING + 1..=EXISTING + 20).map(|id| ("c".to_string(), id)));
+    expected.push(("d".to_string(), 7));
+    assert_eq!(
+        events(&read_lines(&out))[EXISTING as usize..],
+        expected,
+        "the changes, in order, once each"
+    );
+    assert!(streamed.iter().all(|e| e["source"]["snapshot"] == "false"));
+    assert_eq!(
+        events(&read_lines(&out_never)),
+        expected,
+        "snapshot.mode=never: only the changes"
+    );
+
+    // The last read event carries a streaming position: a restart does not take the
+    // snapshot again, and the slot is the one the snapshot created.
+    let position = json_get(&host, "/connectors/cdc/offsets").json()["offsets"][0]["offset"]
+        ["position"]
+        .as_str()
+        .expect("position")
+        .to_string();
+    assert!(!position.starts_with("snapshot:"), "{position}");
+    host.kill9();
+    let host = start_host(&ws);
+    insert_rows(&pg, 1);
+    wait_for(
+        Duration::from_secs(30),
+        "the change after the restart",
+        || parsed_events(&read_lines(&out)).len() as u64 > EXISTING + changes,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        events(&read_lines(&out))[(EXISTING + changes) as usize..],
+        [("c".to_string(), EXISTING + 21)],
+        "after the restart: only the new change"
+    );
+    drop(host);
+}
+
+#[test]
+fn kill_9_mid_snapshot_takes_the_snapshot_again_on_a_new_slot() {
+    const EXISTING: u64 = 20_000;
+    let pg = Postgres::start();
+    pg.sql(SOURCE_TABLE);
+    insert_rows(&pg, EXISTING as usize);
+    let ws = workspace();
+    let out = ws.path("snapshot.jsonl");
+    let host = start_host(&ws);
+    create(
+        &host,
+        "events-file",
+        json!({"connector.class": "file-sink", "topics": "cdc.public.src", "file": out.display().to_string()}),
+    );
+    let mut config = cdc_config(&pg);
+    config["snapshot.mode"] = json!("initial");
+    config["snapshot.fetch.size"] = json!("20"); // 1000 batches: the kill lands mid-snapshot
+    create(&host, "cdc", config);
+    wait_for(Duration::from_secs(60), "part of the snapshot out", || {
+        read_lines(&out).len() > 300
+    });
+    host.kill9();
+    let at_kill = read_lines(&out).len() as u64;
+    assert!(at_kill < EXISTING, "the snapshot was over at the kill");
+
+    // While the host is down: changes the new snapshot must show.
+    pg.sql("UPDATE src SET name = 'changed' WHERE id % 1000 = 0");
+    insert_rows(&pg, 5);
+    let host = start_host(&ws);
+    wait_for(Duration::from_secs(30), "the new slot", || {
+        pg.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'wc_slot' AND confirmed_flush_lsn IS NOT NULL AND active") == "1"
+    });
+    insert_rows(&pg, 1);
+    let rows = EXISTING + 5;
+    wait_for(
+        Duration::from_secs(90),
+        "the new snapshot and the change",
+        || events(&read_lines(&out)).last() == Some(&("c".to_string(), rows + 1)),
+    );
+
+    // The interrupted snapshot's reads, then a whole snapshot read at a later point, then
+    // the change: each once.
+    let all = parsed_events(&read_lines(&out));
+    let lsn = |e: &Value| e["source"]["lsn"].as_u64();
+    let first = lsn(&all[0]).expect("a snapshot read first");
+    let interrupted = all.iter().take_while(|e| lsn(e) == Some(first)).count();
+    assert!(
+        (at_kill as usize..EXISTING as usize).contains(&interrupted),
+        "{interrupted} reads of the interrupted snapshot ({at_kill} in the file at the kill)"
+    );
+    let (again, changes) = all[interrupted..].split_at(rows as usize);
+    let second = lsn(&again[0]).expect("a snapshot read");
+    assert!(second > first, "the new snapshot is read on a new slot");
+    let mut ids: Vec<u64> = again
+        .iter()
+        .map(|e| {
+            assert_eq!((e["op"].as_str(), lsn(e)), (Some("r"), Some(second)), "{e}");
+            e["after"]["id"].as_u64().expect("id")
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=rows).collect::<Vec<_>>(), "each row read once");
+    assert_eq!(
+        again
+            .iter()
+            .filter(|e| e["after"]["name"] == "changed")
+            .count(),
+        20,
+        "the new snapshot shows the changes made while the host was down"
+    );
+    assert_eq!(
+        events(&read_lines(&out))[interrupted + rows as usize..],
+        [("c".to_string(), rows + 1)],
+        "then the change after the restart, once: {changes:?}"
+    );
     drop(host);
 }

@@ -8,15 +8,21 @@
 //! a whole transaction, so the server keeps (and after a restart sends again) everything not
 //! yet stored; the task skips what the committed position says was delivered: a `kill -9`
 //! neither loses nor duplicates a change. Keepalives are answered during `poll`.
+//!
+//! With `snapshot.mode=initial` a first start reads the captured tables first (see
+//! [`snapshot`]) and streams from the point the snapshot was taken.
+
+mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pg_wire::pgoutput::{self, Datum, PgOutput, Relation};
 use pg_wire::{
     quote_ident, task_error, Client, ConnectParams, Lsn, ReplicationMessage, PG_EPOCH_OFFSET_US,
 };
 use serde_json::{json, Map, Value};
+use snapshot::Snapshot;
 use wasm_connect_sdk::{
     BatchWriter, Config, ConfigDef, ConfigError, Connector, Descriptor, Host, Kind, Position,
     Record, SourceConnector, SourceTask, TaskError, ValueType,
@@ -64,9 +70,15 @@ const CONFIG_DEFS: &[ConfigDef] = &[
         .default_value("pgoutput"),
     ConfigDef::optional(
         "snapshot.mode",
-        "never (or no_data): only changes after the slot exists.",
+        "never (or no_data): only changes after the slot exists; initial: on the first start, every row of the captured tables as a read event (op r), then the changes.",
     )
     .default_value("never"),
+    ConfigDef::optional(
+        "snapshot.fetch.size",
+        "Rows the initial snapshot reads per batch (one batch per poll).",
+    )
+    .typed(ValueType::Integer)
+    .default_value("1024"),
     ConfigDef::optional(
         "tombstones.on.delete",
         "Follow a delete event by a record with a null value.",
@@ -83,6 +95,13 @@ enum Autocreate {
     Disabled,
 }
 
+/// Whether a first start reads the existing rows (`snapshot.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotMode {
+    Never,
+    Initial,
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     params: ConnectParams,
@@ -92,6 +111,8 @@ struct Settings {
     autocreate: Autocreate,
     tables: Vec<String>,
     tombstones: bool,
+    snapshot: SnapshotMode,
+    fetch_size: u32,
 }
 
 impl Settings {
@@ -152,9 +173,27 @@ impl Settings {
                 "only plugin.name=pgoutput is supported (built into PostgreSQL 10+)".into(),
             ));
         }
-        if !matches!(text("snapshot.mode", "never").as_str(), "never" | "no_data") {
-            errors.push(error("snapshot.mode", "only snapshot.mode=never (or no_data) is supported: changes are captured from when the slot is created".into()));
-        }
+        let snapshot = match text("snapshot.mode", "never").as_str() {
+            "never" | "no_data" => SnapshotMode::Never,
+            "initial" => SnapshotMode::Initial,
+            other => {
+                errors.push(error(
+                    "snapshot.mode",
+                    format!("snapshot.mode must be initial or never (or no_data), not {other:?}"),
+                ));
+                SnapshotMode::Never
+            }
+        };
+        let fetch_size = match text("snapshot.fetch.size", "1024").parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                errors.push(error(
+                    "snapshot.fetch.size",
+                    "snapshot.fetch.size must be a positive number of rows".into(),
+                ));
+                1
+            }
+        };
         let tombstones = match text("tombstones.on.delete", "true").as_str() {
             "true" => true,
             "false" => false,
@@ -193,6 +232,8 @@ impl Settings {
             autocreate,
             tables,
             tombstones,
+            snapshot,
+            fetch_size,
         })
     }
 }
@@ -226,6 +267,11 @@ struct Resume {
     delivered: u64,
 }
 
+/// How the positions of snapshot events begin: `snapshot:<consistent point>:<schema.table>:<rows
+/// read>`. The last event of a snapshot carries `<consistent point>:0` instead, a streaming
+/// position: a task whose committed position is a snapshot one was stopped mid-snapshot.
+const SNAPSHOT_POSITION: &str = "snapshot:";
+
 fn parse_position(text: &str) -> Option<Resume> {
     let (lsn, n) = text.rsplit_once(':')?;
     Some(Resume {
@@ -254,7 +300,10 @@ struct Transaction {
 
 pub struct PostgresCdcTask {
     settings: Settings,
+    /// The replication connection; idle (no command) while a snapshot is read.
     stream: Client,
+    /// The snapshot being read, before streaming starts.
+    snapshot: Option<Snapshot>,
     relations: HashMap<u32, Relation>,
     transaction: Option<Transaction>,
     ready: VecDeque<Event>,
@@ -327,26 +376,39 @@ impl SourceTask for PostgresCdcTask {
                     .join("; "),
             )
         })?;
-        let resume = match host.committed_position(&settings.slot) {
-            Some(text) => Some(parse_position(&text).ok_or_else(|| {
+        let committed = host.committed_position(&settings.slot);
+        let interrupted = committed
+            .as_deref()
+            .is_some_and(|text| text.starts_with(SNAPSHOT_POSITION));
+        let resume = match committed {
+            Some(text) if !interrupted => Some(parse_position(&text).ok_or_else(|| {
                 TaskError::Fatal(format!("the committed position of slot {} ({text:?}) is not <LSN>:<count>; reset the connector's offsets", settings.slot))
             })?),
-            None => None,
+            _ => None,
         };
-        prepare(&settings)?;
+        // A first start (or one that interrupted its snapshot) takes the snapshot anew, on a
+        // new slot: the stream must start where the snapshot was taken.
+        let take_snapshot = settings.snapshot == SnapshotMode::Initial && resume.is_none();
+        prepare(&settings, take_snapshot)?;
         let mut params = settings.params.clone();
         params.replication = true;
         let mut stream = Client::connect(&params).map_err(task_error)?;
-        let publication = quote_ident(&settings.publication).replace('\'', "''");
-        stream
-            .start_replication(&format!(
-                "START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{publication}')",
-                quote_ident(&settings.slot)
-            ))
-            .map_err(task_error)?;
+        let snapshot = if take_snapshot {
+            Some(snapshot::begin(
+                &mut stream,
+                &settings.params,
+                &settings.slot,
+                &settings.publication,
+                &settings.tables,
+            )?)
+        } else {
+            start_streaming(&mut stream, &settings)?;
+            None
+        };
         Ok(PostgresCdcTask {
             settings,
             stream,
+            snapshot,
             relations: HashMap::new(),
             transaction: None,
             ready: VecDeque::new(),
@@ -365,36 +427,18 @@ impl SourceTask for PostgresCdcTask {
         max_records: u32,
         max_bytes: u32,
     ) -> Result<(), TaskError> {
-        let deadline = Instant::now() + POLL_WAIT;
-        while self.ready.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self
-                .stream
-                .replication_message(deadline - now)
-                .map_err(task_error)?
-            {
-                Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
-                    self.received = self.received.max(Lsn(wal_end));
-                    self.apply(
-                        pgoutput::decode(data).map_err(|e| TaskError::Fatal(e.to_string()))?,
-                    )?;
-                }
-                Some(ReplicationMessage::Keepalive { wal_end, reply }) => {
-                    self.received = self.received.max(Lsn(wal_end));
-                    if reply {
-                        self.status()?;
-                    }
-                }
-                None => break,
-            }
+        if self.snapshot.is_some() {
+            self.read_snapshot()?;
+        } else {
+            self.receive()?;
         }
-        if self.last_status.elapsed() >= STATUS_EVERY {
-            self.status()?;
-        }
-        while out.count() < max_records && out.byte_len() < max_bytes as usize {
+        // While the snapshot is read its newest event is held back: whether it is the last
+        // one (and so carries the streaming position) is known only after the next read.
+        let hold = usize::from(self.snapshot.is_some());
+        while out.count() < max_records
+            && out.byte_len() < max_bytes as usize
+            && self.ready.len() > hold
+        {
             let Some(event) = self.ready.pop_front() else {
                 break;
             };
@@ -429,11 +473,117 @@ impl SourceTask for PostgresCdcTask {
 
     fn stop(&mut self) {
         let _ = self.status();
+        if let Some(snapshot) = self.snapshot.take() {
+            snapshot.close();
+        }
     }
 }
 
 impl PostgresCdcTask {
+    /// Reads the next batch of the snapshot when the held-back event is all that is left;
+    /// after the last batch, streaming starts at the snapshot's consistent point.
+    fn read_snapshot(&mut self) -> Result<(), TaskError> {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            return Ok(());
+        };
+        if self.ready.len() > 1 {
+            return Ok(());
+        }
+        let consistent_point = snapshot.consistent_point;
+        match snapshot.next(self.settings.fetch_size)? {
+            Some(batch) => {
+                let ts_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let position = format!(
+                    "{SNAPSHOT_POSITION}{consistent_point}:{}.{}:{}",
+                    batch.relation.schema, batch.relation.name, batch.read
+                );
+                let source = Source {
+                    ts_ms,
+                    tx_id: None,
+                    snapshot_lsn: Some(consistent_point),
+                };
+                for row in batch.rows {
+                    let datums: Vec<Datum> = row
+                        .into_iter()
+                        .map(|v| v.map_or(Datum::Null, Datum::Text))
+                        .collect();
+                    let (topic, key, value) = envelope(
+                        &self.settings,
+                        &batch.relation,
+                        None,
+                        Some(&datums),
+                        "r",
+                        &source,
+                    );
+                    self.ready.push_back(Event {
+                        topic,
+                        key,
+                        value: Some(value),
+                        position: position.clone(),
+                    });
+                }
+            }
+            None => {
+                if let Some(last) = self.ready.back_mut() {
+                    last.position = format!("{consistent_point}:0");
+                }
+                if let Some(snapshot) = self.snapshot.take() {
+                    snapshot.close();
+                }
+                // The stream cannot be started again on this connection: a restart streams
+                // from the committed position (the snapshot's point once its end is stored).
+                start_streaming(&mut self.stream, &self.settings).map_err(|e| {
+                    TaskError::Fatal(format!("cannot stream after the snapshot: {e}"))
+                })?;
+                self.last_status = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives from the replication stream until a transaction is released or the poll's
+    /// wait is over; answers keepalives.
+    fn receive(&mut self) -> Result<(), TaskError> {
+        let deadline = Instant::now() + POLL_WAIT;
+        while self.ready.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self
+                .stream
+                .replication_message(deadline - now)
+                .map_err(task_error)?
+            {
+                Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
+                    self.received = self.received.max(Lsn(wal_end));
+                    self.apply(
+                        pgoutput::decode(data).map_err(|e| TaskError::Fatal(e.to_string()))?,
+                    )?;
+                }
+                Some(ReplicationMessage::Keepalive { wal_end, reply }) => {
+                    self.received = self.received.max(Lsn(wal_end));
+                    if reply {
+                        self.status()?;
+                    }
+                }
+                None => break,
+            }
+        }
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.status()?;
+        }
+        Ok(())
+    }
+
+    /// Tells the server how far the stream was received and stored (not while a snapshot
+    /// is read: the replication connection is not streaming yet).
     fn status(&mut self) -> Result<(), TaskError> {
+        if self.snapshot.is_some() {
+            return Ok(());
+        }
         self.last_status = Instant::now();
         self.stream
             .standby_status(self.received.0, self.ledger.flushed.0)
@@ -487,33 +637,22 @@ impl PostgresCdcTask {
             .transaction
             .as_mut()
             .ok_or_else(|| TaskError::Fatal("a change arrived outside a transaction".into()))?;
-        let before_row = before.as_ref().map(|d| row(relation, d, false));
-        let after_row = after.as_ref().map(|d| row(relation, d, false));
-        let key_source = after.as_ref().or(before.as_ref());
-        let key = key_source
-            .map(|d| Value::Object(row(relation, d, true)))
-            .filter(|k| k.as_object().is_some_and(|o| !o.is_empty()));
-        let envelope = json!({
-            "before": before_row,
-            "after": after_row,
-            "source": {
-                "version": env!("CARGO_PKG_VERSION"),
-                "connector": "postgresql",
-                "name": self.settings.prefix,
-                "ts_ms": transaction.commit_ms,
-                "db": self.settings.params.database,
-                "schema": relation.schema,
-                "table": relation.name,
-                "txId": transaction.xid,
-            },
-            "op": op,
-            "ts_ms": transaction.commit_ms,
-        });
-        let topic = format!("{}.{qualified}", self.settings.prefix);
-        let key = key.map(|k| k.to_string());
+        let source = Source {
+            ts_ms: transaction.commit_ms,
+            tx_id: Some(transaction.xid),
+            snapshot_lsn: None,
+        };
+        let (topic, key, value) = envelope(
+            &self.settings,
+            relation,
+            before.as_deref(),
+            after.as_deref(),
+            op,
+            &source,
+        );
         transaction
             .changes
-            .push((topic.clone(), key.clone(), Some(envelope.to_string())));
+            .push((topic.clone(), key.clone(), Some(value)));
         if op == "d" && self.settings.tombstones {
             transaction.changes.push((topic, key, None));
         }
@@ -543,6 +682,57 @@ impl PostgresCdcTask {
             });
         }
     }
+}
+
+/// What an event's `source` tells beyond the table.
+struct Source {
+    ts_ms: i64,
+    /// The change's transaction (none for a snapshot read).
+    tx_id: Option<u32>,
+    /// For a snapshot read, the slot's consistent point it was read at.
+    snapshot_lsn: Option<Lsn>,
+}
+
+/// One event's topic, key (the replica-identity columns, if any) and Debezium envelope.
+fn envelope(
+    settings: &Settings,
+    relation: &Relation,
+    before: Option<&[Datum]>,
+    after: Option<&[Datum]>,
+    op: &str,
+    source: &Source,
+) -> (String, Option<String>, String) {
+    let key = after
+        .or(before)
+        .map(|d| row(relation, d, true))
+        .filter(|k| !k.is_empty())
+        .map(|k| Value::Object(k).to_string());
+    let mut block = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "connector": "postgresql",
+        "name": settings.prefix,
+        "ts_ms": source.ts_ms,
+        "snapshot": if source.snapshot_lsn.is_some() { "true" } else { "false" },
+        "db": settings.params.database,
+        "schema": relation.schema,
+        "table": relation.name,
+        "txId": source.tx_id,
+    });
+    if let Some(lsn) = source.snapshot_lsn {
+        block["lsn"] = Value::from(lsn.0);
+    }
+    let value = json!({
+        "before": before.map(|d| row(relation, d, false)),
+        "after": after.map(|d| row(relation, d, false)),
+        "source": block,
+        "op": op,
+        "ts_ms": source.ts_ms,
+    });
+    (
+        format!("{}.{}.{}", settings.prefix, relation.schema, relation.name),
+        key,
+        value.to_string(),
+    )
 }
 
 /// The columns of a row as JSON (only the key columns with `key_only`), typed by column type.
@@ -578,8 +768,21 @@ fn typed(type_oid: u32, text: &str) -> Value {
     parsed.unwrap_or_else(|| Value::from(text))
 }
 
-/// Makes sure the publication and the slot exist (over a normal connection).
-fn prepare(settings: &Settings) -> Result<(), TaskError> {
+/// Streams the slot from where it stands (its consistent point after a snapshot).
+fn start_streaming(stream: &mut Client, settings: &Settings) -> Result<(), TaskError> {
+    let publication = quote_ident(&settings.publication).replace('\'', "''");
+    stream
+        .start_replication(&format!(
+            "START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{publication}')",
+            quote_ident(&settings.slot)
+        ))
+        .map_err(task_error)
+}
+
+/// Makes sure the publication exists, and the slot: created if missing or, when a snapshot
+/// is to be taken (`renew_slot`), dropped so the snapshot can create it anew (over a normal
+/// connection).
+fn prepare(settings: &Settings, renew_slot: bool) -> Result<(), TaskError> {
     let mut client = Client::connect(&settings.params).map_err(task_error)?;
     let exists = |client: &mut Client, sql: &str, name: &str| -> Result<bool, TaskError> {
         Ok(!client
@@ -618,16 +821,46 @@ fn prepare(settings: &Settings) -> Result<(), TaskError> {
             ))
         })?;
     }
-    if !exists(
+    let slot_exists = exists(
         &mut client,
         "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
         &settings.slot,
-    )? {
+    )?;
+    if renew_slot && slot_exists {
+        drop_slot(&mut client, &settings.slot)?;
+    } else if !renew_slot && !slot_exists {
         client
             .query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[Some(&settings.slot)])
             .map_err(|e| TaskError::Fatal(format!("cannot create replication slot {} (the user needs REPLICATION and the server wal_level=logical): {e}", settings.slot)))?;
     }
     client.close();
+    Ok(())
+}
+
+/// How long a slot may stay in use (by the walsender of a task that just went away) before
+/// dropping it fails.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Drops a slot whose stream nothing was stored from (or whose snapshot was interrupted).
+fn drop_slot(client: &mut Client, slot: &str) -> Result<(), TaskError> {
+    let deadline = Instant::now() + SLOT_RELEASE_WAIT;
+    loop {
+        let active = client
+            .query(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[Some(slot)],
+            )
+            .map_err(task_error)?;
+        if active.rows.first().and_then(|r| r.first()) != Some(&Some("t".to_string()))
+            || Instant::now() >= deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client
+        .query("SELECT pg_drop_replication_slot($1)", &[Some(slot)])
+        .map_err(|e| TaskError::Fatal(format!("cannot drop replication slot {slot} to take the initial snapshot anew (is another client streaming it? stop it, or choose another slot.name): {e}")))?;
     Ok(())
 }
 
@@ -716,6 +949,40 @@ mod tests {
         };
         assert_eq!(done.release(c, 3), None, "a transaction stored whole");
         assert_eq!(done.flushed, c, "the slot moves past it at once");
+    }
+
+    #[test]
+    fn snapshot_mode_is_checked_and_a_snapshot_read_is_an_r_event_at_the_consistent_point() {
+        let config = |mode: &str| -> Config {
+            [
+                ("database.hostname", "db"),
+                ("topic.prefix", "cdc"),
+                ("snapshot.mode", mode),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let errors = Settings::from_config(&config("always")).unwrap_err();
+        assert_eq!(errors[0].key, "snapshot.mode");
+        let settings = Settings::from_config(&config("initial")).unwrap();
+        assert_eq!(settings.snapshot, SnapshotMode::Initial);
+        let source = Source {
+            ts_ms: 5,
+            tx_id: None,
+            snapshot_lsn: Some(Lsn(0x16_0000_0028)),
+        };
+        let datums = [Datum::Text("7".into()), Datum::Null, Datum::Null];
+        let (topic, key, value) =
+            envelope(&settings, &relation(), None, Some(&datums), "r", &source);
+        assert_eq!(topic, "cdc.public.t");
+        assert_eq!(key.as_deref(), Some(r#"{"id":7}"#));
+        let value: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(value["op"], "r");
+        assert_eq!(value["before"], Value::Null);
+        assert_eq!(value["after"], json!({"id": 7, "ok": null, "meta": null}));
+        assert_eq!(value["source"]["snapshot"], "true");
+        assert_eq!(value["source"]["lsn"], 0x16_0000_0028u64);
+        assert_eq!(value["source"]["txId"], Value::Null);
     }
 
     #[test]
