@@ -379,6 +379,19 @@ fn cdc_replicates_changes_answers_keepalives_and_survives_kill_9_exactly_once() 
     pg.sql("UPDATE src SET qty = -1 WHERE id = 1");
     wait_same_tables(&pg, &host, "a change after the idle period");
 
+    // The server ends the replication connection: the task fails, the host restarts it, and
+    // it streams again from the committed position.
+    assert_eq!(
+        pg.sql("SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = 'wc_slot' AND active"),
+        "1"
+    );
+    pg.sql("UPDATE src SET qty = -2 WHERE id = 2");
+    wait_same_tables(
+        &pg,
+        &host,
+        "a change after the replication connection was cut",
+    );
+
     // A big transaction and many small ones, with a kill -9 in the middle of the stream.
     let before = pg.sql("SELECT pg_current_wal_lsn()");
     insert_rows(&pg, 20_000);

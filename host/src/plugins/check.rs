@@ -182,7 +182,9 @@ fn explain_world_mismatch(exports: &[String], errors: &str) -> Vec<String> {
         .iter()
         .filter(|e| {
             e.starts_with(&format!("{PACKAGE}/"))
-                && !PACKAGE_VERSIONS.iter().any(|v| e.ends_with(&format!("@{v}")))
+                && !PACKAGE_VERSIONS
+                    .iter()
+                    .any(|v| e.ends_with(&format!("@{v}")))
         })
         .collect();
     if !other_versions.is_empty() {

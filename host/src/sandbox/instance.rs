@@ -21,8 +21,8 @@ use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
 use super::{
-    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, NetworkCounters, Redactor, Sandbox,
-    TaskState, STOP_GRACE,
+    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, NetworkCounters, Redactor,
+    Sandbox, TaskState, STOP_GRACE,
 };
 
 /// A compiled, linked connector component and the world it targets.
@@ -442,14 +442,16 @@ impl SourceInstance {
             api.call_start(s, config).await
         })
         .await?;
-        Ok(started.map_err(Upgrade::upgrade).map(|task| SourceInstance {
-            store,
-            bindings,
-            task,
-            limits,
-            cancel,
-            _slot: slot,
-        }))
+        Ok(started
+            .map_err(Upgrade::upgrade)
+            .map(|task| SourceInstance {
+                store,
+                bindings,
+                task,
+                limits,
+                cancel,
+                _slot: slot,
+            }))
     }
 
     pub async fn poll(

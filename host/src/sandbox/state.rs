@@ -131,7 +131,10 @@ impl TaskState {
 
     /// The records reported errant since [`TaskState::errant_open`], at most one per record.
     pub(super) fn errant_close(&mut self) -> Vec<(u32, String)> {
-        self.errant.take().map(|(_, errant)| errant).unwrap_or_default()
+        self.errant
+            .take()
+            .map(|(_, errant)| errant)
+            .unwrap_or_default()
     }
 
     /// What the task's `network.allow` grants.

@@ -276,10 +276,7 @@ async fn overview(
         RunState::Unassigned,
     ]
     .map(|state| {
-        let n = connectors
-            .iter()
-            .filter(|c| c.state == state)
-            .count();
+        let n = connectors.iter().filter(|c| c.state == state).count();
         (state.name(), n)
     })
     .to_vec();

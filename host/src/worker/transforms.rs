@@ -545,7 +545,10 @@ fn guard(config: &Properties, prefix: &str, name: &str) -> Result<Guard, StageCo
 
 /// The names a list key (`transforms`, `predicates`) gives.
 fn aliases<'a>(config: &'a Properties, key: &str) -> impl Iterator<Item = &'a str> {
-    config.get(key).into_iter().flat_map(|v| crate::config::entries(v))
+    config
+        .get(key)
+        .into_iter()
+        .flat_map(|v| crate::config::entries(v))
 }
 
 /// Every problem with the transform and predicate keys of `config`, keyed as the user wrote

@@ -479,6 +479,15 @@ impl SourceTask for PostgresCdcTask {
     }
 }
 
+/// A replication stream that failed cannot be picked up mid-protocol: the task fails (fatal)
+/// so the host restarts it, and the new task reconnects from the committed position. (A
+/// retriable error would have the host poll again on the dead connection.)
+fn stream_lost(e: pg_wire::Error) -> TaskError {
+    TaskError::Fatal(format!(
+        "the replication connection failed: {e}; the task restarts from the committed position"
+    ))
+}
+
 impl PostgresCdcTask {
     /// Reads the next batch of the snapshot when the held-back event is all that is left;
     /// after the last batch, streaming starts at the snapshot's consistent point.
@@ -555,7 +564,7 @@ impl PostgresCdcTask {
             match self
                 .stream
                 .replication_message(deadline - now)
-                .map_err(task_error)?
+                .map_err(stream_lost)?
             {
                 Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
                     self.received = self.received.max(Lsn(wal_end));
@@ -587,7 +596,7 @@ impl PostgresCdcTask {
         self.last_status = Instant::now();
         self.stream
             .standby_status(self.received.0, self.ledger.flushed.0)
-            .map_err(task_error)
+            .map_err(stream_lost)
     }
 
     fn apply(&mut self, message: PgOutput) -> Result<(), TaskError> {

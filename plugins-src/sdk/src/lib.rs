@@ -50,12 +50,12 @@ pub mod batch;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
-pub mod tcp;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "json")]
 pub mod json;
 pub mod retry;
+pub mod tcp;
 
 pub use batch::{BatchReader, BatchWriter, FrameError, Record, RecordRef};
 
