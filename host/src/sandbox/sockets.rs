@@ -296,3 +296,55 @@ impl OutputStream for Metered<DynOutputStream> {
         self.stream.cancel().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+
+    use super::*;
+    use crate::sandbox::http::RateTable;
+
+    #[test]
+    fn tcp_sockets_and_http_connections_draw_on_the_same_permits() {
+        let mut slots = SocketSlots::new(2, Default::default(), Default::default(), "c/0".into());
+        let http = slots.permits();
+        let tcp = slots.take().unwrap();
+        let connection = http.clone().try_acquire_owned().unwrap();
+        assert!(matches!(slots.take(), Err(ErrorCode::NewSocketLimit)));
+        assert!(http.clone().try_acquire_owned().is_err());
+        drop(tcp);
+        assert!(slots.take().is_ok(), "a closed socket frees its permit");
+        drop(connection);
+    }
+
+    #[tokio::test]
+    async fn tcp_streams_count_their_bytes_and_let_nothing_pass_while_the_rate_is_overdrawn() {
+        let counters = Arc::new(NetworkCounters::default());
+        let rates = RateTable::default().of("c", (1000, 1000));
+        let slots = SocketSlots::new(1, counters.clone(), rates, "c/0".into());
+        let (mut input, mut output) = slots.metered(
+            Box::new(MemoryInputPipe::new(vec![b'i'; 3000])),
+            Box::new(MemoryOutputPipe::new(1 << 20)),
+        );
+
+        // One second of bytes passes at once, and 500 more are owed.
+        assert_eq!(input.read(1500).unwrap().len(), 1500);
+        assert!(input.read(10).unwrap().is_empty(), "nothing passes in debt");
+        let started = Instant::now();
+        input.ready().await;
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(input.read(10).unwrap().len(), 10);
+
+        output.write(Bytes::from(vec![b'o'; 1200])).unwrap();
+        assert_eq!(output.check_write().unwrap(), 0, "nothing passes in debt");
+        let started = Instant::now();
+        output.ready().await;
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(output.check_write().unwrap() > 0);
+
+        assert_eq!(counters.bytes_in.load(Ordering::Relaxed), 1510);
+        assert_eq!(counters.bytes_out.load(Ordering::Relaxed), 1200);
+    }
+}
