@@ -47,6 +47,14 @@ fn records(output: &std::path::Path, count: usize) -> Vec<String> {
     read_lines(output)
 }
 
+/// What one connection brought: its bytes, and when the first and the last came.
+#[derive(Debug, Clone, Copy, Default)]
+struct Received {
+    bytes: usize,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
 /// A TCP listener on loopback that accepts every connection and reads it to its end, on
 /// threads of its own.
 struct Listener {
@@ -55,8 +63,8 @@ struct Listener {
     /// Connections accepted so far, and open now.
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
-    /// Bytes received by each connection, and when its first and last bytes came.
-    received: Arc<Mutex<Vec<(usize, Option<Instant>, Option<Instant>)>>>,
+    /// What each connection brought, in the order they were accepted.
+    received: Arc<Mutex<Vec<Received>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -69,8 +77,12 @@ impl Listener {
         let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let received = Arc::new(Mutex::new(Vec::new()));
         let thread = {
-            let (stop, accepted, open, received) =
-                (stop.clone(), accepted.clone(), open.clone(), received.clone());
+            let (stop, accepted, open, received) = (
+                stop.clone(),
+                accepted.clone(),
+                open.clone(),
+                received.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let Ok((mut connection, _)) = listener.accept() else {
@@ -80,7 +92,7 @@ impl Listener {
                     connection.set_nonblocking(false).expect("blocking");
                     let index = accepted.fetch_add(1, Ordering::SeqCst);
                     open.fetch_add(1, Ordering::SeqCst);
-                    received.lock().unwrap().push((0, None, None));
+                    received.lock().unwrap().push(Received::default());
                     let (open, received) = (open.clone(), received.clone());
                     std::thread::spawn(move || {
                         let mut buffer = vec![0u8; 64 << 10];
@@ -88,9 +100,9 @@ impl Listener {
                             let now = Some(Instant::now());
                             let mut received = received.lock().unwrap();
                             let entry = &mut received[index];
-                            entry.0 += n;
-                            entry.1 = entry.1.or(now);
-                            entry.2 = now;
+                            entry.bytes += n;
+                            entry.first = entry.first.or(now);
+                            entry.last = now;
                         }
                         open.fetch_sub(1, Ordering::SeqCst);
                     });
@@ -184,14 +196,17 @@ fn bytes_written_to_a_tcp_stream_are_paced_to_the_connectors_byte_rate() {
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("unexpected verdict {verdict:?}"));
     wait_for(Duration::from_secs(5), "every byte at the listener", || {
-        listener.received.lock().unwrap().first().map(|r| r.0) == Some(1 << 20)
+        listener.received.lock().unwrap().first().map(|r| r.bytes) == Some(1 << 20)
     });
-    let (bytes, first, last) = listener.received.lock().unwrap()[0];
-    let spread = last.unwrap().duration_since(first.unwrap());
+    let received = listener.received.lock().unwrap()[0];
+    let spread = received.last.unwrap() - received.first.unwrap();
     eprintln!("1 MiB sent in {millis} ms by the guest, received over {spread:?}");
-    assert_eq!(bytes, 1 << 20);
+    assert_eq!(received.bytes, 1 << 20);
     assert!(millis >= 2_500, "the guest sent 1 MiB in {millis} ms");
-    assert!(spread >= Duration::from_millis(2_500), "received over {spread:?}");
+    assert!(
+        spread >= Duration::from_millis(2_500),
+        "received over {spread:?}"
+    );
     assert!(millis < 10_000, "pacing is far too slow: {millis} ms");
 }
 

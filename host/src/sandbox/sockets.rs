@@ -103,8 +103,16 @@ impl SocketSlots {
     ) -> (DynInputStream, DynOutputStream) {
         let counters = &self.counters;
         (
-            Box::new(Metered::new(input, counters.clone(), self.rates.received.clone())),
-            Box::new(Metered::new(output, counters.clone(), self.rates.sent.clone())),
+            Box::new(Metered::new(
+                input,
+                counters.clone(),
+                self.rates.received.clone(),
+            )),
+            Box::new(Metered::new(
+                output,
+                counters.clone(),
+                self.rates.sent.clone(),
+            )),
         )
     }
 }

@@ -450,16 +450,17 @@ impl SourceTask for HostileTask {
                 let bytes = self.number("bytes", 1 << 20) as usize;
                 self.probe_once(out, || {
                     let started = Instant::now();
-                    let sent = std::net::TcpStream::connect(addr.as_str()).and_then(|mut stream| {
-                        let chunk = vec![b'f'; 64 << 10];
-                        let mut left = bytes;
-                        while left > 0 {
-                            let n = left.min(chunk.len());
-                            stream.write_all(&chunk[..n])?;
-                            left -= n;
-                        }
-                        stream.flush()
-                    });
+                    let sent =
+                        std::net::TcpStream::connect(addr.as_str()).and_then(|mut stream| {
+                            let chunk = vec![b'f'; 64 << 10];
+                            let mut left = bytes;
+                            while left > 0 {
+                                let n = left.min(chunk.len());
+                                stream.write_all(&chunk[..n])?;
+                                left -= n;
+                            }
+                            stream.flush()
+                        });
                     match sent {
                         Ok(()) => format!(
                             "sent {bytes} bytes to {addr} in {} ms",
@@ -472,8 +473,9 @@ impl SourceTask for HostileTask {
             Behaviour::Udp => {
                 let addr = self.addr();
                 self.probe_once(out, || {
-                    let sent = std::net::UdpSocket::bind("0.0.0.0:0")
-                        .and_then(|socket| socket.send_to(b"hostile-source was here", addr.as_str()));
+                    let sent = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|socket| {
+                        socket.send_to(b"hostile-source was here", addr.as_str())
+                    });
                     match sent {
                         Ok(_) => format!("udp {addr}: allowed"),
                         Err(e) => format!("udp {addr}: denied: {e}"),
@@ -526,7 +528,10 @@ impl HostileTask {
 
     /// `addr`, the address to reach.
     fn addr(&self) -> String {
-        self.config.get("addr").unwrap_or("127.0.0.1:80").to_string()
+        self.config
+            .get("addr")
+            .unwrap_or("127.0.0.1:80")
+            .to_string()
     }
 
     /// First poll: opens `connections` connections to `addr` and keeps them. First poll
