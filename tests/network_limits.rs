@@ -7,7 +7,8 @@
 //!   is refused to the guest (`new-socket-limit`), the host logs the limit, and closing
 //!   sockets frees their slots;
 //! - `limits.network.bytes.out.per.second`: bytes written to a TCP stream are paced;
-//! - UDP is not granted, even to an address `network.allow` lists.
+//! - UDP is not granted, even to an address `network.allow` lists, and a connector cannot
+//!   listen for TCP connections (the listening address is not in its grant).
 
 mod common;
 
@@ -233,4 +234,22 @@ fn udp_is_not_granted_even_to_a_listed_address() {
         socket.recv_from(&mut buffer).is_err(),
         "a datagram reached {addr}"
     );
+}
+
+/// Listening is checked against `network.allow` like a connect (wasmtime-wasi's `TcpListen`
+/// check of the bound wildcard address): only an entry covering 0.0.0.0 (`0.0.0.0/0`)
+/// would allow it.
+#[test]
+fn a_connector_cannot_listen_for_connections() {
+    let _serial = serial();
+    let (_ws, host, output) = host_with_hostile_sink();
+    create_hostile(
+        &host,
+        hostile_config(
+            "listen",
+            json!({"network.allow": "127.0.0.1:9, 10.0.0.0/8"}),
+        ),
+    );
+    let verdict = records(&output, 1);
+    assert!(verdict[0].starts_with("listen: denied: "), "{verdict:?}");
 }

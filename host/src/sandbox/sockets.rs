@@ -13,6 +13,10 @@
 //!   streams, which count the bytes in the task's [`NetworkCounters`] and pace them to the
 //!   connector's byte rates ([`ByteRate`], shared with wasi:http).
 //!
+//! (Accepting needs a listening socket, which wasmtime-wasi allows only when
+//! `network.allow` covers the wildcard address, e.g. `0.0.0.0/0`; accepted sockets are
+//! held and metered like connected ones.)
+//!
 //! UDP is not granted at all (`capabilities/network.rs`): no connector needs it, and its
 //! datagrams would be neither capped nor counted.
 

@@ -30,9 +30,10 @@
 //! | `hold-connections` | the first poll opens `connections` (default 20) TCP connections to `addr` and keeps them open, emitting `held <k> of <n>` and, when one was refused, `: <error>`; the first poll `hold_ms` ms later (default 0) closes them all and connects once more, emitting `after close: connect <addr>: allowed` or `… denied: <error>` |
 //! | `send-flood`      | the first poll connects to `addr` and writes `bytes` bytes (default 1 MiB) to it, emitting `sent <n> bytes to <addr> in <ms> ms` or `send-flood <addr>: <error>` |
 //! | `udp`             | the first poll sends one datagram to `addr` over UDP; emits `udp <addr>: allowed` or `… denied: <error>` |
+//! | `listen`          | the first poll listens for TCP connections on `0.0.0.0:0`; emits `listen: allowed on <address>` or `listen: denied: <error>` |
 //!
 //! The probing behaviours (`read-passwd`, `write-outside`, `socket`, `env`, `send-flood`,
-//! `udp`) emit their one record to the connector's `topic` and then return nothing, so a test reads the verdict
+//! `udp`, `listen`) emit their one record to the connector's `topic` and then return nothing, so a test reads the verdict
 //! with a file sink. `target` and `addr` are plain text keys, not path-typed ones: the host
 //! grants this connector no files at all.
 
@@ -81,6 +82,7 @@ pub enum Behaviour {
     HoldConnections,
     SendFlood,
     Udp,
+    Listen,
 }
 
 /// Every behaviour with its config spelling.
@@ -110,6 +112,7 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("hold-connections", Behaviour::HoldConnections),
     ("send-flood", Behaviour::SendFlood),
     ("udp", Behaviour::Udp),
+    ("listen", Behaviour::Listen),
 ];
 
 /// Records per poll of `fresh-partitions` and `topic-per-record`.
@@ -482,6 +485,12 @@ impl SourceTask for HostileTask {
                     }
                 })
             }
+            Behaviour::Listen => self.probe_once(out, || {
+                match std::net::TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()) {
+                    Ok(address) => format!("listen: allowed on {address}"),
+                    Err(e) => format!("listen: denied: {e}"),
+                }
+            }),
             Behaviour::DiskFill => {
                 let path = self.config.get("fill_file").unwrap_or_default().to_string();
                 let chunk = vec![b'd'; 1 << 20];
