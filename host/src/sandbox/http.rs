@@ -5,8 +5,8 @@
 //! e.g. `connect to 127.0.0.1:9 refused: not in network.allow`), connects to the checked
 //! address itself (a listed name is never resolved again), speaks TLS for `https` with the
 //! webpki root certificates, bounds the connect, first-byte and between-bytes timeouts by
-//! the call timeout, holds at most `limits.network.connections` connections open at once,
-//! counts the body bytes in the task's [`NetworkCounters`], and paces bodies to the
+//! the call timeout, holds at most `limits.network.connections` connections open at once
+//! (the same permits as the task's TCP sockets, `sandbox/sockets.rs`), counts the body bytes in the task's [`NetworkCounters`], and paces bodies to the
 //! connector's byte rates ([`ByteRate`]).
 
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub struct HttpHooks {
     rates: ConnectorRates,
     /// Upper bound of every timeout of a request: the call timeout.
     timeout: Duration,
-    /// One permit per connection the task may hold open.
+    /// One permit per connection the task may hold open (shared with its TCP sockets).
     connections: Arc<Semaphore>,
     /// Who is asking, for the log.
     task: String,
@@ -61,7 +61,7 @@ impl HttpHooks {
         counters: Arc<NetworkCounters>,
         rates: ConnectorRates,
         timeout: Duration,
-        connections: usize,
+        connections: Arc<Semaphore>,
         task: String,
     ) -> Self {
         HttpHooks {
@@ -69,7 +69,7 @@ impl HttpHooks {
             counters,
             rates,
             timeout,
-            connections: Arc::new(Semaphore::new(connections)),
+            connections,
             task,
         }
     }
@@ -228,10 +228,10 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-/// Bytes per second one connector may move in one direction over wasi:http
+/// Bytes per second one connector may move in one direction over wasi:http and TCP
 /// (`limits.network.bytes.out.per.second`, `limits.network.bytes.in.per.second`), shared
 /// by its tasks: a token bucket holding at most one second of bytes, which a body may
-/// overdraw; the body then waits until the debt is paid.
+/// overdraw; the body (or TCP stream) then waits until the debt is paid.
 #[derive(Debug)]
 pub struct ByteRate {
     per_second: f64,
@@ -251,7 +251,7 @@ impl ByteRate {
     }
 
     /// Takes `bytes`; how long to wait before they may pass.
-    fn take(&self, bytes: usize) -> Duration {
+    pub(super) fn take(&self, bytes: usize) -> Duration {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let refilled = now.duration_since(bucket.1).as_secs_f64() * self.per_second;

@@ -45,10 +45,10 @@ pub struct Limits {
     /// Longest pause between two polls of a source that found nothing: each empty poll
     /// doubles the pause up to this (`limits.poll.idle.ms`).
     pub poll_idle: Duration,
-    /// Connections a task may hold open at once over wasi:http
+    /// Sockets a task may hold open at once, wasi:http connections and TCP sockets together
     /// (`limits.network.connections`).
     pub network_connections: usize,
-    /// Bytes per second the connector's tasks may send over wasi:http; 0 is unlimited
+    /// Bytes per second the connector's tasks may send over wasi:http and TCP; 0 is unlimited
     /// (`limits.network.bytes.out.per.second`).
     pub network_bytes_out: u64,
     /// Bytes per second they may receive; 0 is unlimited (`limits.network.bytes.in.per.second`).
@@ -474,8 +474,8 @@ pub const LIMITS: &[Limit] = &[
         default: 16,
         zero_is_unlimited: false,
         max: 4096,
-        help: "Connections a task may hold open at once over wasi:http",
-        hit: "the request beyond it fails with `connection-limit-reached`",
+        help: "Sockets a task may hold open at once: wasi:http connections and TCP sockets together",
+        hit: "the request beyond it fails with `connection-limit-reached`, the TCP socket beyond it with `new-socket-limit` (EMFILE in the guest; logged once naming the limit)",
         field: Field::Connector {
             get: |l| l.network_connections,
             set: |l, v| l.network_connections = v,
@@ -489,8 +489,8 @@ pub const LIMITS: &[Limit] = &[
         default: 0,
         zero_is_unlimited: true,
         max: usize::MAX,
-        help: "Bytes per second a connector's tasks may send over wasi:http, e.g. 10MiB; 0 is unlimited",
-        hit: "request bodies are paced",
+        help: "Bytes per second a connector's tasks may send over wasi:http and TCP, e.g. 10MiB; 0 is unlimited",
+        hit: "request bodies and TCP writes are paced",
         field: Field::Connector {
             get: |l| usize::try_from(l.network_bytes_out).unwrap_or(usize::MAX),
             set: |l, v| l.network_bytes_out = v as u64,
@@ -504,8 +504,8 @@ pub const LIMITS: &[Limit] = &[
         default: 0,
         zero_is_unlimited: true,
         max: usize::MAX,
-        help: "Bytes per second a connector's tasks may receive over wasi:http, e.g. 10MiB; 0 is unlimited",
-        hit: "response bodies are paced",
+        help: "Bytes per second a connector's tasks may receive over wasi:http and TCP, e.g. 10MiB; 0 is unlimited",
+        hit: "response bodies and TCP reads are paced",
         field: Field::Connector {
             get: |l| usize::try_from(l.network_bytes_in).unwrap_or(usize::MAX),
             set: |l, v| l.network_bytes_in = v as u64,

@@ -7,7 +7,7 @@
 //! host functions, `limits` every limit, `capabilities` what an instance may reach (one
 //! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
 //! secrets out of messages, `disk` the disk budget, `http` outgoing wasi:http requests
-//! (through the network grant), `instance` the typed calls into a
+//! (through the network grant), `sockets` TCP sockets under the network limits, `instance` the typed calls into a
 //! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
@@ -19,6 +19,7 @@ mod instance;
 mod limits;
 mod output;
 mod redact;
+mod sockets;
 mod state;
 
 use std::sync::Arc;
@@ -104,7 +105,7 @@ pub struct Sandbox {
     task_slots: Arc<tokio::sync::Semaphore>,
     /// One permit per connector-level instance ([`CONNECTOR_CALL_SLOTS`]).
     call_slots: Arc<tokio::sync::Semaphore>,
-    /// Each connector's wasi:http byte rates, shared by its tasks.
+    /// Each connector's network byte rates (wasi:http and TCP), shared by its tasks.
     rates: http::RateTable,
 }
 
@@ -116,6 +117,7 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup_error)?;
         disk::shadow_file_writes(&mut linker).map_err(setup_error)?;
         capabilities::network::shadow_name_lookup(&mut linker).map_err(setup_error)?;
+        sockets::shadow_tcp(&mut linker).map_err(setup_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup_error)?;
         SourceConnector::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |state| state)
             .map_err(setup_error)?;

@@ -18,6 +18,7 @@ use super::disk::DiskBudget;
 use super::http::{ConnectorRates, HttpHooks};
 use super::output::{escape_line, GuestOutput, LineRate};
 use super::redact::Redactor;
+use super::sockets::SocketSlots;
 use super::Limits;
 
 /// Which connector and task an instance serves.
@@ -60,8 +61,10 @@ pub struct TaskState {
     errant: Option<(u32, Vec<(u32, String)>)>,
     /// What `network.allow` grants (to wasi:sockets and wasi:http alike).
     network: Arc<NetworkGrant>,
-    /// Bytes sent and received over wasi:http.
+    /// Bytes sent and received over wasi:http and TCP.
     network_counters: Arc<NetworkCounters>,
+    /// The sockets the task may hold, and those its TCP sockets hold.
+    pub(super) tcp: SocketSlots,
     http: WasiHttpCtx,
     http_hooks: HttpHooks,
 }
@@ -91,12 +94,18 @@ impl TaskState {
         table.set_max_capacity(limits.max_resources);
         let network = Arc::new(grants.network.clone());
         let network_counters = Arc::new(NetworkCounters::default());
+        let tcp = SocketSlots::new(
+            limits.network_connections,
+            network_counters.clone(),
+            rates.clone(),
+            task.clone(),
+        );
         let http_hooks = HttpHooks::new(
             network.clone(),
             network_counters.clone(),
             rates,
             limits.call_timeout,
-            limits.network_connections,
+            tcp.permits(),
             task,
         );
         TaskState {
@@ -118,6 +127,7 @@ impl TaskState {
             errant: None,
             network,
             network_counters,
+            tcp,
             http: WasiHttpCtx::new(),
             http_hooks,
         }

@@ -12,7 +12,10 @@
 //!   wasi:http requests (`sandbox/http.rs`), whose refusals read
 //!   `connect to 127.0.0.1:9 refused: not in network.allow`.
 //!
-//! [`NetworkCounters`] count the bytes a task sends and receives over wasi:http.
+//! - The grant opens TCP (wasi:sockets, under the socket cap and byte rates of
+//!   `sandbox/sockets.rs`) and wasi:http; never UDP, whose datagrams no limit would cover.
+//!
+//! [`NetworkCounters`] count the bytes a task sends and receives over wasi:http and TCP.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -306,20 +309,20 @@ async fn resolve(value: &str) -> Result<NetworkGrant, String> {
     Ok(grant)
 }
 
-/// Lets the instance open sockets to the granted addresses only, and resolve the granted
-/// names; with nothing granted, it may open no socket at all.
+/// Lets the instance open TCP sockets to the granted addresses only (no UDP socket), and
+/// resolve the granted names; with nothing granted, it may open no socket at all.
 pub(super) fn apply(grant: &NetworkGrant, wasi: &mut WasiCtxBuilder) {
     if grant.is_empty() {
         return;
     }
     let grant = Arc::new(grant.clone());
     wasi.allow_tcp(true)
-        .allow_udp(true)
+        .allow_udp(false)
         .allow_ip_name_lookup(!grant.names.is_empty())
         .socket_addr_check(move |address: SocketAddr, usage: SocketAddrUse| {
             // A connect first binds the socket to an ephemeral local address (`0.0.0.0:0`);
             // that bind grants nothing by itself, so it passes.
-            let implicit_bind = matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
+            let implicit_bind = matches!(usage, SocketAddrUse::TcpBind)
                 && address.ip().is_unspecified()
                 && address.port() == 0;
             let allowed = implicit_bind || grant.allows(address);
@@ -353,8 +356,8 @@ pub(in crate::sandbox) fn shadow_name_lookup(
     Ok(())
 }
 
-/// Bytes one task sent and received over wasi:http (request and response bodies), for
-/// metrics.
+/// Bytes one task sent and received over wasi:http (request and response bodies) and TCP
+/// sockets (stream bytes).
 #[derive(Debug, Default)]
 pub struct NetworkCounters {
     pub bytes_in: AtomicU64,

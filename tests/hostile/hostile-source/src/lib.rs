@@ -27,9 +27,13 @@
 //! | `topic-per-record` | each poll returns 100 records, each to a new topic `<topic>-<n>` |
 //! | `log-flood`       | each poll makes `log_calls` (default 1,000,000) calls of the `log` host function, then returns one record |
 //! | `disk-fill`       | each poll appends 1 MiB to `fill_file` (a path-typed key: a granted file), without end, and returns one record |
+//! | `hold-connections` | the first poll opens `connections` (default 20) TCP connections to `addr` and keeps them open, emitting `held <k> of <n>` and, when one was refused, `: <error>`; the first poll `hold_ms` ms later (default 0) closes them all and connects once more, emitting `after close: connect <addr>: allowed` or `… denied: <error>` |
+//! | `send-flood`      | the first poll connects to `addr` and writes `bytes` bytes (default 1 MiB) to it, emitting `sent <n> bytes to <addr> in <ms> ms` or `send-flood <addr>: <error>` |
+//! | `udp`             | the first poll sends one datagram to `addr` over UDP; emits `udp <addr>: allowed` or `… denied: <error>` |
+//! | `listen`          | the first poll listens for TCP connections on `0.0.0.0:0`; emits `listen: allowed on <address>` or `listen: denied: <error>` |
 //!
-//! The probing behaviours (`read-passwd`, `write-outside`, `socket`, `env`) emit their one
-//! record to the connector's `topic` and then return nothing, so a test reads the verdict
+//! The probing behaviours (`read-passwd`, `write-outside`, `socket`, `env`, `send-flood`,
+//! `udp`, `listen`) emit their one record to the connector's `topic` and then return nothing, so a test reads the verdict
 //! with a file sink. `target` and `addr` are plain text keys, not path-typed ones: the host
 //! grants this connector no files at all.
 
@@ -75,6 +79,10 @@ pub enum Behaviour {
     LogFlood,
     DiskFill,
     EchoConfig,
+    HoldConnections,
+    SendFlood,
+    Udp,
+    Listen,
 }
 
 /// Every behaviour with its config spelling.
@@ -101,6 +109,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ("log-flood", Behaviour::LogFlood),
     ("disk-fill", Behaviour::DiskFill),
     ("echo-config", Behaviour::EchoConfig),
+    ("hold-connections", Behaviour::HoldConnections),
+    ("send-flood", Behaviour::SendFlood),
+    ("udp", Behaviour::Udp),
+    ("listen", Behaviour::Listen),
 ];
 
 /// Records per poll of `fresh-partitions` and `topic-per-record`.
@@ -135,8 +147,23 @@ const CONFIG_DEFS: &[ConfigDef] = &[
     ),
     ConfigDef::optional(
         "addr",
-        "socket: the `ip:port` or `host:port` to connect to.",
+        "socket, hold-connections, send-flood, udp: the `ip:port` or `host:port` to reach.",
     ),
+    ConfigDef::optional(
+        "connections",
+        "hold-connections: TCP connections to open and keep.",
+    )
+    .typed(ValueType::Integer)
+    .default_value("20"),
+    ConfigDef::optional(
+        "hold_ms",
+        "hold-connections: how long to keep them before closing them.",
+    )
+    .typed(ValueType::Integer)
+    .default_value("0"),
+    ConfigDef::optional("bytes", "send-flood: bytes to send.")
+        .typed(ValueType::Integer)
+        .default_value("1048576"),
     ConfigDef::optional("spin_ms", "spin-cpu: milliseconds of CPU burnt per poll.")
         .typed(ValueType::Integer)
         .default_value("40"),
@@ -232,6 +259,9 @@ pub struct HostileTask {
     emitted: u64,
     /// What `memory-bomb` holds on to.
     hoard: Vec<Vec<u8>>,
+    /// The connections `hold-connections` keeps open, since when.
+    held: Vec<std::net::TcpStream>,
+    held_since: Option<Instant>,
 }
 
 impl SourceTask for HostileTask {
@@ -255,6 +285,8 @@ impl SourceTask for HostileTask {
             probed: false,
             emitted: 0,
             hoard: Vec::new(),
+            held: Vec::new(),
+            held_since: None,
         })
     }
 
@@ -311,11 +343,7 @@ impl SourceTask for HostileTask {
                 })
             }
             Behaviour::Socket => {
-                let addr = self
-                    .config
-                    .get("addr")
-                    .unwrap_or("127.0.0.1:80")
-                    .to_string();
+                let addr = self.addr();
                 self.probe_once(out, || match std::net::TcpStream::connect(addr.as_str()) {
                     Ok(mut stream) => {
                         let _ = stream.write_all(b"hostile-source was here\n");
@@ -419,6 +447,50 @@ impl SourceTask for HostileTask {
                 let value = format!("log-flood poll {}", self.emitted);
                 self.emit(out, value.as_bytes())
             }
+            Behaviour::HoldConnections => self.hold_connections(out),
+            Behaviour::SendFlood => {
+                let addr = self.addr();
+                let bytes = self.number("bytes", 1 << 20) as usize;
+                self.probe_once(out, || {
+                    let started = Instant::now();
+                    let sent =
+                        std::net::TcpStream::connect(addr.as_str()).and_then(|mut stream| {
+                            let chunk = vec![b'f'; 64 << 10];
+                            let mut left = bytes;
+                            while left > 0 {
+                                let n = left.min(chunk.len());
+                                stream.write_all(&chunk[..n])?;
+                                left -= n;
+                            }
+                            stream.flush()
+                        });
+                    match sent {
+                        Ok(()) => format!(
+                            "sent {bytes} bytes to {addr} in {} ms",
+                            started.elapsed().as_millis()
+                        ),
+                        Err(e) => format!("send-flood {addr}: {e}"),
+                    }
+                })
+            }
+            Behaviour::Udp => {
+                let addr = self.addr();
+                self.probe_once(out, || {
+                    let sent = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|socket| {
+                        socket.send_to(b"hostile-source was here", addr.as_str())
+                    });
+                    match sent {
+                        Ok(_) => format!("udp {addr}: allowed"),
+                        Err(e) => format!("udp {addr}: denied: {e}"),
+                    }
+                })
+            }
+            Behaviour::Listen => self.probe_once(out, || {
+                match std::net::TcpListener::bind("0.0.0.0:0").and_then(|l| l.local_addr()) {
+                    Ok(address) => format!("listen: allowed on {address}"),
+                    Err(e) => format!("listen: denied: {e}"),
+                }
+            }),
             Behaviour::DiskFill => {
                 let path = self.config.get("fill_file").unwrap_or_default().to_string();
                 let chunk = vec![b'd'; 1 << 20];
@@ -461,6 +533,51 @@ impl HostileTask {
         self.probed = true;
         let verdict = probe();
         self.emit(out, verdict.as_bytes())
+    }
+
+    /// `addr`, the address to reach.
+    fn addr(&self) -> String {
+        self.config
+            .get("addr")
+            .unwrap_or("127.0.0.1:80")
+            .to_string()
+    }
+
+    /// First poll: opens `connections` connections to `addr` and keeps them. First poll
+    /// after `hold_ms`: closes them and connects once more. Later polls: nothing.
+    fn hold_connections(&mut self, out: &mut BatchWriter) -> Result<(), TaskError> {
+        let addr = self.addr();
+        match self.emitted {
+            0 => {
+                let wanted = self.number("connections", 20);
+                let mut refusal = String::new();
+                for _ in 0..wanted {
+                    match std::net::TcpStream::connect(addr.as_str()) {
+                        Ok(stream) => self.held.push(stream),
+                        Err(e) => {
+                            refusal = format!(": {e}");
+                            break;
+                        }
+                    }
+                }
+                let verdict = format!("held {} of {wanted}{refusal}", self.held.len());
+                self.held_since = Some(Instant::now());
+                self.emit(out, verdict.as_bytes())
+            }
+            1 => {
+                let hold = Duration::from_millis(self.number("hold_ms", 0));
+                if self.held_since.is_some_and(|since| since.elapsed() < hold) {
+                    return Ok(());
+                }
+                self.held.clear();
+                let verdict = match std::net::TcpStream::connect(addr.as_str()) {
+                    Ok(_) => format!("after close: connect {addr}: allowed"),
+                    Err(e) => format!("after close: connect {addr}: denied: {e}"),
+                };
+                self.emit(out, verdict.as_bytes())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Allocates 1 MiB at a time, writing every page so it is really committed, and keeps
