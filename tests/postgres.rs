@@ -318,6 +318,10 @@ fn events(lines: &[String]) -> Vec<(String, u64)> {
         .filter(|line| !line.is_empty()) // tombstones
         .map(|line| {
             let event: Value = serde_json::from_str(line).expect("a change event");
+            assert!(
+                event["source"]["lsn"].as_u64().is_some_and(|lsn| lsn > 0),
+                "an event without its source.lsn: {line}"
+            );
             let row = if event["op"] == "d" {
                 &event["before"]
             } else {

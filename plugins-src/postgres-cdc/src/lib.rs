@@ -511,7 +511,8 @@ impl PostgresCdcTask {
                 let source = Source {
                     ts_ms,
                     tx_id: None,
-                    snapshot_lsn: Some(consistent_point),
+                    lsn: consistent_point,
+                    snapshot: true,
                 };
                 for row in batch.rows {
                     let datums: Vec<Datum> = row
@@ -566,10 +567,15 @@ impl PostgresCdcTask {
                 .replication_message(deadline - now)
                 .map_err(stream_lost)?
             {
-                Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
+                Some(ReplicationMessage::XLogData {
+                    wal_start,
+                    wal_end,
+                    data,
+                }) => {
                     self.received = self.received.max(Lsn(wal_end));
                     self.apply(
                         pgoutput::decode(data).map_err(|e| TaskError::Fatal(e.to_string()))?,
+                        Lsn(wal_start),
                     )?;
                 }
                 Some(ReplicationMessage::Keepalive { wal_end, reply }) => {
@@ -599,7 +605,8 @@ impl PostgresCdcTask {
             .map_err(stream_lost)
     }
 
-    fn apply(&mut self, message: PgOutput) -> Result<(), TaskError> {
+    /// Applies one pgoutput message that starts at `lsn` in the WAL.
+    fn apply(&mut self, message: PgOutput, lsn: Lsn) -> Result<(), TaskError> {
         match message {
             PgOutput::Begin {
                 xid,
@@ -615,11 +622,15 @@ impl PostgresCdcTask {
             PgOutput::Relation(relation) => {
                 self.relations.insert(relation.id, relation);
             }
-            PgOutput::Insert { relation, new } => self.change(relation, None, Some(new), "c")?,
-            PgOutput::Update { relation, old, new } => {
-                self.change(relation, old, Some(new), "u")?
+            PgOutput::Insert { relation, new } => {
+                self.change(relation, None, Some(new), "c", lsn)?
             }
-            PgOutput::Delete { relation, old } => self.change(relation, Some(old), None, "d")?,
+            PgOutput::Update { relation, old, new } => {
+                self.change(relation, old, Some(new), "u", lsn)?
+            }
+            PgOutput::Delete { relation, old } => {
+                self.change(relation, Some(old), None, "d", lsn)?
+            }
             PgOutput::Commit { end_lsn, .. } => self.release(end_lsn),
             PgOutput::Truncate { .. } | PgOutput::Ignored(_) => {}
         }
@@ -632,6 +643,7 @@ impl PostgresCdcTask {
         before: Option<Vec<Datum>>,
         after: Option<Vec<Datum>>,
         op: &str,
+        lsn: Lsn,
     ) -> Result<(), TaskError> {
         let relation = self.relations.get(&relation).ok_or_else(|| {
             TaskError::Fatal(format!(
@@ -649,7 +661,8 @@ impl PostgresCdcTask {
         let source = Source {
             ts_ms: transaction.commit_ms,
             tx_id: Some(transaction.xid),
-            snapshot_lsn: None,
+            lsn,
+            snapshot: false,
         };
         let (topic, key, value) = envelope(
             &self.settings,
@@ -698,8 +711,10 @@ struct Source {
     ts_ms: i64,
     /// The change's transaction (none for a snapshot read).
     tx_id: Option<u32>,
-    /// For a snapshot read, the slot's consistent point it was read at.
-    snapshot_lsn: Option<Lsn>,
+    /// The change's place in the WAL; for a snapshot read, the slot's consistent point.
+    lsn: Lsn,
+    /// A snapshot read rather than a streamed change.
+    snapshot: bool,
 }
 
 /// One event's topic, key (the replica-identity columns, if any) and Debezium envelope.
@@ -716,20 +731,18 @@ fn envelope(
         .map(|d| row(relation, d, true))
         .filter(|k| !k.is_empty())
         .map(|k| Value::Object(k).to_string());
-    let mut block = json!({
+    let block = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "connector": "postgresql",
         "name": settings.prefix,
         "ts_ms": source.ts_ms,
-        "snapshot": if source.snapshot_lsn.is_some() { "true" } else { "false" },
+        "snapshot": if source.snapshot { "true" } else { "false" },
         "db": settings.params.database,
         "schema": relation.schema,
         "table": relation.name,
         "txId": source.tx_id,
+        "lsn": source.lsn.0,
     });
-    if let Some(lsn) = source.snapshot_lsn {
-        block["lsn"] = Value::from(lsn.0);
-    }
     let value = json!({
         "before": before.map(|d| row(relation, d, false)),
         "after": after.map(|d| row(relation, d, false)),
@@ -978,7 +991,8 @@ mod tests {
         let source = Source {
             ts_ms: 5,
             tx_id: None,
-            snapshot_lsn: Some(Lsn(0x16_0000_0028)),
+            lsn: Lsn(0x16_0000_0028),
+            snapshot: true,
         };
         let datums = [Datum::Text("7".into()), Datum::Null, Datum::Null];
         let (topic, key, value) =
