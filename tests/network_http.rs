@@ -4,7 +4,8 @@
 //! answers, 400s, a cursor-paginated API.
 //!
 //! - file → `http-sink` delivers every line exactly once among the 2xx-answered requests,
-//!   retrying 503, 429 and a request that timed out; a 400 fails the task with the answer.
+//!   retrying 503, 429 and a request that timed out, and `/metrics` counts the bytes of
+//!   the request bodies it sent; a 400 fails the task with the answer.
 //! - A sink whose `network.allow` does not list the server, or lists nothing, fails with
 //!   `not in network.allow` / `network.allow is not set`, and the server receives nothing;
 //!   `localhost` (a name resolving to loopback) is refused unless `127.0.0.1` is listed too.
@@ -23,6 +24,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{json, Value};
 
+use common::metrics::{scrape, value};
 use common::{json_create, json_get, json_send, read_lines, wait_for, Host, Workspace};
 
 /// One request the test server received.
@@ -33,6 +35,8 @@ struct Received {
     uri: String,
     headers: BTreeMap<String, String>,
     body: String,
+    /// Bytes of the body as it arrived.
+    body_bytes: usize,
     /// The status it was answered with.
     status: u16,
 }
@@ -104,6 +108,7 @@ async fn answer(
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        body_bytes: body.len(),
         status: 0,
     };
     let n = state.received.lock().unwrap().len();
@@ -288,6 +293,38 @@ fn http_sink_delivers_every_line_once_per_2xx_and_retries_503_429_and_slow_answe
         );
     }
     assert_eq!(task(&host, "to-api").0, "RUNNING");
+
+    // /metrics counts the task's network bytes: every request body the server received
+    // was sent (counted once the put or flush that sent it returned), and the answers'
+    // bodies were received.
+    let body_bytes: usize = received.iter().map(|r| r.body_bytes).sum();
+    let labels = [("connector", "to-api"), ("task", "0")];
+    let mut counted = (None, None);
+    wait_for(
+        Duration::from_secs(30),
+        "the request bodies counted in /metrics",
+        || {
+            let samples = scrape(&host, None);
+            counted = (
+                value(&samples, "wasm_connect_network_bytes_sent_total", &labels),
+                value(
+                    &samples,
+                    "wasm_connect_network_bytes_received_total",
+                    &labels,
+                ),
+            );
+            counted.0.is_some_and(|sent| sent >= body_bytes as f64)
+        },
+    );
+    assert_eq!(
+        counted.0,
+        Some(body_bytes as f64),
+        "bytes sent are the request bodies, each counted once"
+    );
+    assert!(
+        counted.1.is_some_and(|received| received > 0.0),
+        "bytes received: {counted:?}"
+    );
 }
 
 #[test]

@@ -1,112 +1,16 @@
 //! Metrics and health probes of a real `wasm-connect` process (issue 13): `GET /metrics`
-//! parsed by Python's `prometheus_client` (the reference parsers of both text formats,
-//! installed by the "metrics, health and dashboard" block of `.ci/run`), counts after a real
+//! parsed by Python's `prometheus_client` (`common::metrics`), counts after a real
 //! file pipeline, a real hostile connector hitting its memory limit, the series of a deleted
 //! connector, and `/livez`, `/readyz`, `/health` around a crash-looping connector.
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::metrics::{scrape, value, Sample};
 use common::neighbourhood::{hostile_config, wait_failed_with};
 use common::{call, json_create as create, json_get as get, read_lines, wait_for, Workspace};
 use serde_json::{json, Value};
-
-/// One sample as the parser read it.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: serde_json::Map<String, Value>,
-    value: f64,
-}
-
-/// Parses a scrape with `prometheus_client` (0.0.4 text or, strictly, OpenMetrics); panics
-/// with the parser's error when the text does not parse.
-fn parse(text: &str, openmetrics: bool) -> Vec<Sample> {
-    let parser = if openmetrics {
-        "from prometheus_client.openmetrics.parser import text_string_to_metric_families"
-    } else {
-        "from prometheus_client.parser import text_string_to_metric_families"
-    };
-    let script = format!(
-        "import sys, json\n{parser}\nfor family in text_string_to_metric_families(sys.stdin.read()):\n    for s in family.samples:\n        print(json.dumps([s.name, s.labels, s.value]))\n"
-    );
-    let mut child = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (installed by .ci/run)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write the scrape to the parser");
-    let out = child.wait_with_output().expect("parser output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'prometheus_client'"),
-        "Python's prometheus_client is missing: the 'metrics, health and dashboard' block of .ci/run installs it"
-    );
-    assert!(
-        out.status.success(),
-        "the scrape does not parse: {stderr}\n{text}"
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).expect("parser line");
-            Sample {
-                name: v[0].as_str().unwrap_or_default().to_string(),
-                labels: v[1].as_object().cloned().unwrap_or_default(),
-                value: v[2].as_f64().unwrap_or(f64::NAN),
-            }
-        })
-        .collect()
-}
-
-/// The value of `name` whose labels include every pair of `labels`, if any.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).and_then(Value::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-}
-
-/// `GET /metrics` with `accept`, checked to carry the content type of what it sent.
-fn scrape(host: &common::Host, accept: Option<&str>) -> Vec<Sample> {
-    let headers: Vec<(&str, &str)> = accept.iter().map(|a| ("Accept", *a)).collect();
-    let answer = call("GET", &format!("{}/metrics", host.kafka), None, &headers);
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let openmetrics = accept.is_some_and(|a| a.contains("openmetrics"));
-    if openmetrics {
-        assert!(
-            answer
-                .content_type
-                .starts_with("application/openmetrics-text; version=1.0.0"),
-            "{}",
-            answer.content_type
-        );
-        assert!(answer.body.ends_with("# EOF\n"));
-    } else {
-        assert!(
-            answer.content_type.starts_with("text/plain; version=0.0.4"),
-            "{}",
-            answer.content_type
-        );
-        assert!(!answer.body.contains("# EOF"));
-    }
-    parse(&answer.body, openmetrics)
-}
 
 #[test]
 fn a_file_pipeline_is_counted_and_a_deleted_connector_leaves_no_series() {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod metrics;
 pub mod mosquitto;
 pub mod nats;
 pub mod neighbourhood;

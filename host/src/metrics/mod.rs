@@ -11,8 +11,8 @@ mod labels;
 pub mod process;
 pub mod rates;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{prometheus_text, text, EncodeMetric, MetricEncoder};
@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::sandbox::GuestFailure;
+use crate::sandbox::{GuestFailure, NetworkCounters};
 use crate::worker::{RunState, WorkerView};
 pub use labels::{Api, Limit, Op, RestartReason, Stage};
 use labels::{
@@ -67,6 +67,8 @@ struct Families {
     records_out: Family<TaskLabels, Counter>,
     bytes_in: Family<TaskLabels, Counter>,
     bytes_out: Family<TaskLabels, Counter>,
+    network_received: Family<TaskLabels, Counter>,
+    network_sent: Family<TaskLabels, Counter>,
     record_errors: Family<StageLabels, Counter>,
     batch_duration: Histograms<OpLabels>,
     sink_lag: Family<LagLabels, Gauge>,
@@ -91,6 +93,8 @@ impl Families {
             records_out: Family::default(),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
+            network_received: Family::default(),
+            network_sent: Family::default(),
             record_errors: Family::default(),
             batch_duration: Family::new_with_constructor(batch_histogram),
             sink_lag: Family::default(),
@@ -128,6 +132,16 @@ impl Families {
             "bytes_out",
             "Bytes of record frames a task delivered (as records_out)",
             Declared(f.bytes_out),
+        );
+        r.register(
+            "network_bytes_received",
+            "Bytes a task received over the network: wasi:http response bodies and TCP stream bytes",
+            Declared(f.network_received),
+        );
+        r.register(
+            "network_bytes_sent",
+            "Bytes a task sent over the network: wasi:http request bodies and TCP stream bytes",
+            Declared(f.network_sent),
         );
         r.register("record_errors", "Records of batches that failed at a stage (poll, transform, store, put, flush, commit); a failed call that carried no records counts 1", Declared(f.record_errors));
         r.register(
@@ -224,6 +238,8 @@ impl Families {
                 &self.records_out,
                 &self.bytes_in,
                 &self.bytes_out,
+                &self.network_received,
+                &self.network_sent,
             ] {
                 family.remove(&labels);
             }
@@ -350,6 +366,9 @@ impl Metrics {
             records_out: f.records_out.get_or_create_owned(&labels),
             bytes_in: f.bytes_in.get_or_create_owned(&labels),
             bytes_out: f.bytes_out.get_or_create_owned(&labels),
+            network_received: f.network_received.get_or_create_owned(&labels),
+            network_sent: f.network_sent.get_or_create_owned(&labels),
+            network_read: Mutex::default(),
             cpu: f.cpu.get_or_create_owned(&labels),
             memory: f.memory.get_or_create_owned(&labels),
             durations: Op::ALL.map(op),
@@ -517,6 +536,10 @@ struct TaskSeries {
     records_out: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
+    network_received: Counter,
+    network_sent: Counter,
+    /// The last reading of the network counters, to count what came since.
+    network_read: Mutex<NetworkReading>,
     cpu: FloatCounter,
     memory: Gauge,
     /// By [`Op`], in the order of [`Op::ALL`].
@@ -564,6 +587,34 @@ impl TaskMeter {
         }
     }
 
+    /// The network counters of the task's instance now (`None` when it has none): counts
+    /// what they grew by since the last reading. The counters of a new instance (after a
+    /// restart) start from 0, so all of their first reading counts.
+    pub fn network(&self, counters: Option<&Arc<NetworkCounters>>) {
+        let (Some(s), Some(counters)) = (&self.0, counters) else {
+            return;
+        };
+        let received = counters.bytes_in.load(Ordering::Relaxed);
+        let sent = counters.bytes_out.load(Ordering::Relaxed);
+        let mut last = s
+            .network_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (last_received, last_sent) = if Weak::as_ptr(&last.counters) == Arc::as_ptr(counters) {
+            (last.received, last.sent)
+        } else {
+            (0, 0)
+        };
+        s.network_received
+            .inc_by(received.saturating_sub(last_received));
+        s.network_sent.inc_by(sent.saturating_sub(last_sent));
+        *last = NetworkReading {
+            counters: Arc::downgrade(counters),
+            received,
+            sent,
+        };
+    }
+
     /// A batch (of `records`, 0 when unknown) that failed at `stage`.
     pub fn failed(&self, stage: Stage, records: u32) {
         if let Some(s) = &self.0 {
@@ -606,9 +657,99 @@ impl TaskMeter {
     }
 }
 
+/// A reading of one instance's [`NetworkCounters`]. The weak reference tells the instance
+/// (it keeps the counters' allocation, so a new instance's counters never share its address).
+#[derive(Default)]
+struct NetworkReading {
+    counters: Weak<NetworkCounters>,
+    received: u64,
+    sent: u64,
+}
+
 fn unix_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> WorkerView {
+        WorkerView {
+            worker: "w".into(),
+            connectors: Vec::new(),
+            plugins: Vec::new(),
+            topics: Vec::new(),
+        }
+    }
+
+    fn counters(received: u64, sent: u64) -> Arc<NetworkCounters> {
+        let counters = Arc::new(NetworkCounters::default());
+        counters.bytes_in.store(received, Ordering::Relaxed);
+        counters.bytes_out.store(sent, Ordering::Relaxed);
+        counters
+    }
+
+    fn set(counters: &NetworkCounters, received: u64, sent: u64) {
+        counters.bytes_in.store(received, Ordering::Relaxed);
+        counters.bytes_out.store(sent, Ordering::Relaxed);
+    }
+
+    /// The (received, sent) network bytes of task 0 of `c` in a scrape.
+    async fn network_bytes(metrics: &Metrics) -> (Option<String>, Option<String>) {
+        let text = metrics.scrape(&view(), Format::Prometheus).await;
+        let sample = |name: &str| {
+            let prefix = format!("wasm_connect_{name}_total{{connector=\"c\",task=\"0\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .map(String::from)
+        };
+        (
+            sample("network_bytes_received"),
+            sample("network_bytes_sent"),
+        )
+    }
+
+    fn pair(received: u64, sent: u64) -> (Option<String>, Option<String>) {
+        (Some(received.to_string()), Some(sent.to_string()))
+    }
+
+    #[tokio::test]
+    async fn network_bytes_count_what_each_instance_added_across_restarts() {
+        let metrics = Metrics::new();
+        let text = metrics.scrape(&view(), Format::Prometheus).await;
+        for name in ["network_bytes_received", "network_bytes_sent"] {
+            assert!(
+                text.contains(&format!("# TYPE wasm_connect_{name}_total counter")),
+                "{name} is declared from start-up:\n{text}"
+            );
+        }
+
+        let meter = metrics.task("c", 0, 1 << 20);
+        assert_eq!(network_bytes(&metrics).await, pair(0, 0));
+        meter.network(None);
+        assert_eq!(network_bytes(&metrics).await, pair(0, 0));
+
+        let first = counters(100, 40);
+        meter.network(Some(&first));
+        set(&first, 130, 45);
+        meter.network(Some(&first));
+        meter.network(Some(&first));
+        assert_eq!(network_bytes(&metrics).await, pair(130, 45));
+
+        // A restarted task's new instance counts from 0 again: every byte of it is new,
+        // whether its first reading is below the old instance's last one or above it.
+        let second = counters(10, 5);
+        meter.network(Some(&second));
+        assert_eq!(network_bytes(&metrics).await, pair(140, 50));
+        let third = counters(500, 200);
+        meter.network(Some(&third));
+        assert_eq!(network_bytes(&metrics).await, pair(640, 250));
+
+        metrics.forget("c", 1, &[]);
+        assert_eq!(network_bytes(&metrics).await, (None, None));
+    }
 }

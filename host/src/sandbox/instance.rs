@@ -421,8 +421,8 @@ pub struct SourceInstance {
 
 impl SourceInstance {
     /// The bytes this task sent and received over the network so far.
-    pub fn network_counters(&self) -> Arc<NetworkCounters> {
-        self.store.data().network_counters().clone()
+    pub fn network_counters(&self) -> &Arc<NetworkCounters> {
+        self.store.data().network_counters()
     }
 
     /// Instantiates `pre` and calls `source-task.start`.
@@ -530,8 +530,8 @@ impl SinkInstance {
     }
 
     /// The bytes this task sent and received over the network so far.
-    pub fn network_counters(&self) -> Arc<NetworkCounters> {
-        self.store.data().network_counters().clone()
+    pub fn network_counters(&self) -> &Arc<NetworkCounters> {
+        self.store.data().network_counters()
     }
 
     /// Instantiates `pre` and calls `sink-task.start`.

@@ -2,6 +2,7 @@
 //! offset together with the positions the flush returned (one redb transaction).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch::{BatchChecks, TopicPolicy};
@@ -12,7 +13,7 @@ use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use super::transforms::{through_stages, Stages};
 use crate::metrics::{Op, Stage};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, GuestFailure, SinkInstance};
+use crate::sandbox::{ConnectorComponent, GuestFailure, NetworkCounters, SinkInstance};
 use crate::storage::LogRead;
 use wasm_connect_sdk::{BatchReader, BatchWriter, Record, RecordRef};
 
@@ -179,6 +180,12 @@ pub trait SinkCalls: Send {
     fn memory_bytes(&self) -> usize {
         0
     }
+
+    /// The bytes the task's instance sent and received over the network (`None` when it
+    /// has no counters).
+    fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
+        None
+    }
 }
 
 impl SinkCalls for SinkInstance {
@@ -205,6 +212,10 @@ impl SinkCalls for SinkInstance {
 
     fn memory_bytes(&self) -> usize {
         SinkInstance::memory_bytes(self)
+    }
+
+    fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
+        Some(SinkInstance::network_counters(self))
     }
 }
 
@@ -288,6 +299,7 @@ async fn put_next(
         let put = task.put(&sub.topic, read.first_offset, &batch).await;
         ctx.meter.call(Op::Put, putting.elapsed());
         ctx.meter.memory(task.memory_bytes());
+        ctx.meter.network(task.network_counters());
         guest_result(ctx, Stage::Put, batch.count, put)?;
         let errant = task.take_errant();
         if !errant.is_empty() {
@@ -446,6 +458,7 @@ async fn flush_and_commit(
     let flushing = Instant::now();
     let flushed = task.flush().await;
     ctx.meter.call(Op::Flush, flushing.elapsed());
+    ctx.meter.network(task.network_counters());
     let positions = guest_result(ctx, Stage::Flush, 0, flushed)?;
     let positions: Vec<(String, String)> = positions
         .into_iter()

@@ -14,7 +14,7 @@ use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use super::transforms::{through_stages, Stages};
 use crate::metrics::{Op, Stage, TaskMeter};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, GuestFailure, SourceInstance};
+use crate::sandbox::{ConnectorComponent, GuestFailure, NetworkCounters, SourceInstance};
 use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
 
 /// The pause after the first empty poll; each further one doubles it, up to the
@@ -103,6 +103,7 @@ pub async fn drive(
         let polled = task.poll(poll_records, limits.batch_bytes).await;
         ctx.meter.call(Op::Poll, polling.elapsed());
         ctx.meter.memory(task.memory_bytes());
+        ctx.meter.network(task.network_counters());
         let batch = match polled {
             Ok(Ok(batch)) => batch,
             Ok(Err(TaskError::Retriable(reason))) => {
@@ -243,6 +244,7 @@ async fn finish(
     let committing = Instant::now();
     let committed = task.commit(&positions).await;
     meter.call(Op::Commit, committing.elapsed());
+    meter.network(task.network_counters());
     committed.map_err(|e| {
         meter.guest_failed(&e);
         meter.failed(Stage::Commit, 0);
@@ -266,6 +268,12 @@ pub trait SourceCalls: Send {
     /// The task's linear memory now (0 when it has none to report).
     fn memory_bytes(&self) -> usize {
         0
+    }
+
+    /// The bytes the task's instance sent and received over the network (`None` when it
+    /// has no counters).
+    fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
+        None
     }
 }
 
@@ -291,6 +299,10 @@ impl SourceCalls for SourceInstance {
 
     fn memory_bytes(&self) -> usize {
         SourceInstance::memory_bytes(self)
+    }
+
+    fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
+        Some(SourceInstance::network_counters(self))
     }
 }
 
