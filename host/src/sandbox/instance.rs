@@ -486,7 +486,7 @@ impl SourceInstance {
     }
 
     /// The instance's linear memory now, in bytes.
-    pub fn memory_bytes(&self) -> usize {
+    pub fn memory_used(&self) -> usize {
         self.store.data().limiter.memory_used
     }
 
@@ -525,7 +525,7 @@ pub struct SinkInstance {
 
 impl SinkInstance {
     /// The instance's linear memory now, in bytes.
-    pub fn memory_bytes(&self) -> usize {
+    pub fn memory_used(&self) -> usize {
         self.store.data().limiter.memory_used
     }
 
@@ -713,7 +713,7 @@ impl TransformInstance {
     }
 
     /// The instance's linear memory now, in bytes.
-    pub fn memory_bytes(&self) -> usize {
+    pub fn memory_used(&self) -> usize {
         self.store.data().limiter.memory_used
     }
 

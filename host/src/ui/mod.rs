@@ -470,11 +470,12 @@ impl Action {
     }
 }
 
-/// Refuses a mutation without the `HX-Request` header: a cross-site form cannot send it.
-fn from_dashboard(headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a mutation without the `HX-Request` header (a cross-site form cannot
+/// send it); `None` when the header is there.
+fn not_from_dashboard(headers: &HeaderMap) -> Option<Response> {
     match headers.get("hx-request") {
-        Some(_) => Ok(()),
-        None => Err((
+        Some(_) => None,
+        None => Some((
             StatusCode::FORBIDDEN,
             "dashboard actions need the HX-Request header (sent by the dashboard's buttons); use the JSON API from scripts",
         )
@@ -487,7 +488,7 @@ async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = from_dashboard(&headers) {
+    if let Some(refused) = not_from_dashboard(&headers) {
         return refused;
     }
     let Some(action) = Action::parse(&action) else {
@@ -601,7 +602,7 @@ async fn create_page(
 /// `POST /ui/create`: validates through the plugin's config checks and shows each error
 /// beside its field; creates the connector when there is none.
 async fn create(State(worker): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = from_dashboard(&headers) {
+    if let Some(refused) = not_from_dashboard(&headers) {
         return refused;
     }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();

@@ -177,7 +177,7 @@ pub trait SinkCalls: Send {
     }
 
     /// The task's linear memory now (0 when it has none to report).
-    fn memory_bytes(&self) -> usize {
+    fn memory_used(&self) -> usize {
         0
     }
 
@@ -210,8 +210,8 @@ impl SinkCalls for SinkInstance {
         SinkInstance::take_errant(self)
     }
 
-    fn memory_bytes(&self) -> usize {
-        SinkInstance::memory_bytes(self)
+    fn memory_used(&self) -> usize {
+        SinkInstance::memory_used(self)
     }
 
     fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
@@ -298,7 +298,7 @@ async fn put_next(
         let putting = Instant::now();
         let put = task.put(&sub.topic, read.first_offset, &batch).await;
         ctx.meter.call(Op::Put, putting.elapsed());
-        ctx.meter.memory(task.memory_bytes());
+        ctx.meter.memory(task.memory_used());
         ctx.meter.network(task.network_counters());
         guest_result(ctx, Stage::Put, batch.count, put)?;
         let errant = task.take_errant();

@@ -102,7 +102,7 @@ pub async fn drive(
         let polling = Instant::now();
         let polled = task.poll(poll_records, limits.batch_bytes).await;
         ctx.meter.call(Op::Poll, polling.elapsed());
-        ctx.meter.memory(task.memory_bytes());
+        ctx.meter.memory(task.memory_used());
         ctx.meter.network(task.network_counters());
         let batch = match polled {
             Ok(Ok(batch)) => batch,
@@ -266,7 +266,7 @@ pub trait SourceCalls: Send {
     ) -> impl Future<Output = Result<(), GuestFailure>> + Send;
     fn stop(self) -> impl Future<Output = Result<(), GuestFailure>> + Send;
     /// The task's linear memory now (0 when it has none to report).
-    fn memory_bytes(&self) -> usize {
+    fn memory_used(&self) -> usize {
         0
     }
 
@@ -297,8 +297,8 @@ impl SourceCalls for SourceInstance {
         SourceInstance::stop(self)
     }
 
-    fn memory_bytes(&self) -> usize {
-        SourceInstance::memory_bytes(self)
+    fn memory_used(&self) -> usize {
+        SourceInstance::memory_used(self)
     }
 
     fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {

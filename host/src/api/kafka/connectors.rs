@@ -29,8 +29,6 @@ pub async fn server_info() -> ApiResult {
     )
 }
 
-/// `GET /health`: the listener only opens once the worker has restored its connectors.
-
 /// `GET /connectors[?expand=status&expand=info]`.
 pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) -> ApiResult {
     let pairs: Vec<(String, String)> =
