@@ -187,9 +187,9 @@ fn kill_9_mid_stream_loses_and_duplicates_no_row() {
     let host = start_host(&ws);
     wait_same_tables(&pg, &host, "every row in dst after the restart");
     wait_for(Duration::from_secs(60), "every row in the file", || {
-        read_lines(&out).len() >= 20_000
+        read_written_lines(&out).len() >= 20_000
     });
-    let ids: Vec<u64> = read_lines(&out)
+    let ids: Vec<u64> = read_written_lines(&out)
         .iter()
         .map(|line| {
             serde_json::from_str::<Value>(line).expect("a JSON row")["id"]
@@ -405,7 +405,7 @@ fn cdc_replicates_changes_answers_keepalives_and_survives_kill_9_exactly_once() 
     wait_for(
         Duration::from_secs(60),
         "part of the big transaction delivered",
-        || read_lines(&out).len() > 3_000,
+        || read_written_lines(&out).len() > 3_000,
     );
     host.kill9();
     let host = start_host(&ws);
@@ -415,14 +415,14 @@ fn cdc_replicates_changes_answers_keepalives_and_survives_kill_9_exactly_once() 
         Duration::from_secs(60),
         "every insert event in the file",
         || {
-            events(&read_lines(&out))
+            events(&read_written_lines(&out))
                 .iter()
                 .filter(|(op, _)| op == "c")
                 .count() as u64
                 >= total
         },
     );
-    let mut created: Vec<u64> = events(&read_lines(&out))
+    let mut created: Vec<u64> = events(&read_written_lines(&out))
         .into_iter()
         .filter(|(op, _)| op == "c")
         .map(|(_, id)| id)
@@ -516,23 +516,26 @@ fn initial_snapshot_reads_existing_rows_once_then_streams_changes_and_never_skip
         "1",
         "the snapshot's transaction is open"
     );
-    assert!(read_lines(&out).is_empty(), "nothing read while paused");
+    assert!(
+        read_written_lines(&out).is_empty(),
+        "nothing read while paused"
+    );
     let resumed = json_send(&host, "PUT", "/connectors/cdc/resume", &Value::Null);
     assert_eq!(resumed.status, 202, "{}", resumed.body);
     let changes = 6 + 20 + 1;
     wait_for(
         Duration::from_secs(90),
         "the snapshot and the changes",
-        || parsed_events(&read_lines(&out)).len() as u64 >= EXISTING + changes,
+        || parsed_events(&read_written_lines(&out)).len() as u64 >= EXISTING + changes,
     );
     wait_for(
         Duration::from_secs(30),
         "the changes without snapshot",
-        || parsed_events(&read_lines(&out_never)).len() as u64 >= changes,
+        || parsed_events(&read_written_lines(&out_never)).len() as u64 >= changes,
     );
     std::thread::sleep(Duration::from_secs(1)); // anything extra would show up now
 
-    let all = parsed_events(&read_lines(&out));
+    let all = parsed_events(&read_written_lines(&out));
     assert_eq!(
         all.len() as u64,
         EXISTING + changes,
@@ -574,13 +577,13 @@ fn initial_snapshot_reads_existing_rows_once_then_streams_changes_and_never_skip
     expected.extend((EXISTING + 1..=EXISTING + 20).map(|id| ("c".to_string(), id)));
     expected.push(("d".to_string(), 7));
     assert_eq!(
-        events(&read_lines(&out))[EXISTING as usize..],
+        events(&read_written_lines(&out))[EXISTING as usize..],
         expected,
         "the changes, in order, once each"
     );
     assert!(streamed.iter().all(|e| e["source"]["snapshot"] == "false"));
     assert_eq!(
-        events(&read_lines(&out_never)),
+        events(&read_written_lines(&out_never)),
         expected,
         "snapshot.mode=never: only the changes"
     );
@@ -599,11 +602,11 @@ fn initial_snapshot_reads_existing_rows_once_then_streams_changes_and_never_skip
     wait_for(
         Duration::from_secs(30),
         "the change after the restart",
-        || parsed_events(&read_lines(&out)).len() as u64 > EXISTING + changes,
+        || parsed_events(&read_written_lines(&out)).len() as u64 > EXISTING + changes,
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
-        events(&read_lines(&out))[(EXISTING + changes) as usize..],
+        events(&read_written_lines(&out))[(EXISTING + changes) as usize..],
         [("c".to_string(), EXISTING + 21)],
         "after the restart: only the new change"
     );
@@ -629,10 +632,10 @@ fn kill_9_mid_snapshot_takes_the_snapshot_again_on_a_new_slot() {
     config["snapshot.fetch.size"] = json!("20"); // 1000 batches: the kill lands mid-snapshot
     create(&host, "cdc", config);
     wait_for(Duration::from_secs(60), "part of the snapshot out", || {
-        read_lines(&out).len() > 300
+        read_written_lines(&out).len() > 300
     });
     host.kill9();
-    let at_kill = read_lines(&out).len() as u64;
+    let at_kill = read_written_lines(&out).len() as u64;
     assert!(at_kill < EXISTING, "the snapshot was over at the kill");
 
     // While the host is down: changes the new snapshot must show.
@@ -647,12 +650,12 @@ fn kill_9_mid_snapshot_takes_the_snapshot_again_on_a_new_slot() {
     wait_for(
         Duration::from_secs(90),
         "the new snapshot and the change",
-        || events(&read_lines(&out)).last() == Some(&("c".to_string(), rows + 1)),
+        || events(&read_written_lines(&out)).last() == Some(&("c".to_string(), rows + 1)),
     );
 
     // The interrupted snapshot's reads, then a whole snapshot read at a later point, then
     // the change: each once.
-    let all = parsed_events(&read_lines(&out));
+    let all = parsed_events(&read_written_lines(&out));
     let lsn = |e: &Value| e["source"]["lsn"].as_u64();
     let first = lsn(&all[0]).expect("a snapshot read first");
     let interrupted = all.iter().take_while(|e| lsn(e) == Some(first)).count();
@@ -681,7 +684,7 @@ fn kill_9_mid_snapshot_takes_the_snapshot_again_on_a_new_slot() {
         "the new snapshot shows the changes made while the host was down"
     );
     assert_eq!(
-        events(&read_lines(&out))[interrupted + rows as usize..],
+        events(&read_written_lines(&out))[interrupted + rows as usize..],
         [("c".to_string(), rows + 1)],
         "then the change after the restart, once: {changes:?}"
     );

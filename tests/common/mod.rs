@@ -415,6 +415,14 @@ pub fn read_lines(path: &Path) -> Vec<String> {
     text.split_terminator('\n').map(str::to_string).collect()
 }
 
+/// The lines of `path` that end with a newline: a line a sink is still writing is left out
+/// (for outputs that are parsed line by line while they grow).
+pub fn read_written_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let written = text.rfind('\n').map_or("", |end| &text[..=end]);
+    written.split_terminator('\n').map(str::to_string).collect()
+}
+
 /// The media type of a `Content-Type` header value, without parameters, lower-cased.
 pub fn media_type(content_type: &str) -> String {
     content_type

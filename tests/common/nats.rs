@@ -131,13 +131,26 @@ impl NatsCluster {
     /// Waits until the server's JetStream is up and current (`/healthz`).
     fn wait_healthy(&self, i: usize) {
         let url = format!("http://127.0.0.1:{}/healthz", self.nodes[i].monitor_port);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Three servers forming a cluster on a loaded 2-core machine can take a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let answer = ureq::get(&url).timeout(Duration::from_secs(2)).call();
             if answer.is_ok_and(|a| a.status() == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "nats-server n{i} not healthy");
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("n{i}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let exited = self.nodes[i]
+                    .process
+                    .as_mut()
+                    .and_then(|p| p.try_wait().ok().flatten());
+                panic!(
+                    "nats-server n{i} not healthy within 60 s (exited: {exited:?}); its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
