@@ -129,7 +129,7 @@ impl NatsCluster {
     }
 
     /// Waits until the server's JetStream is up and current (`/healthz`).
-    fn wait_healthy(&self, i: usize) {
+    fn wait_healthy(&mut self, i: usize) {
         let url = format!("http://127.0.0.1:{}/healthz", self.nodes[i].monitor_port);
         // Three servers forming a cluster on a loaded 2-core machine can take a while.
         let deadline = Instant::now() + Duration::from_secs(60);
