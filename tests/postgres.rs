@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::postgres::{Postgres, PASSWORD};
 use common::{
-    bundled_plugins, json_create, json_get, json_send, read_lines, wait_for, Host, Workspace,
+    bundled_plugins, json_create, json_get, json_send, read_written_lines, wait_for, Host,
+    Workspace,
 };
 use serde_json::{json, Value};
 
