@@ -23,6 +23,9 @@ fn route(record: &RecordRef<'_>, topic: &str, out: &mut BatchWriter) -> Result<(
 pub struct RegexRouterTask {
     regex: Regex,
     replacement: String,
+    /// The last topic seen and what it routes to (`None`: it does not match): the records
+    /// of a batch mostly share a topic, and a regex with groups costs microseconds per call.
+    last: Option<(String, Option<String>)>,
 }
 
 /// Java's replacement syntax in Rust's: `$1` → `${1}`, `\$` → `$$`.
@@ -56,18 +59,34 @@ impl TransformTask for RegexRouterTask {
             let regex = Regex::new(&format!("^(?:{pattern})$"))
                 .map_err(|e| format!("regex: not a valid regex: {e}"))?;
             let replacement = java_replacement(required(config, "replacement")?);
-            Ok(RegexRouterTask { regex, replacement })
+            Ok(RegexRouterTask {
+                regex,
+                replacement,
+                last: None,
+            })
         };
         start().map_err(TaskError::Fatal)
     }
 
     fn apply(&mut self, record: &RecordRef<'_>, out: &mut BatchWriter) -> Result<(), String> {
-        if !self.regex.is_match(record.topic) {
-            out.push_frame(record.frame);
-            return Ok(());
+        let routed = match &self.last {
+            Some((topic, routed)) if topic == record.topic => routed,
+            _ => {
+                let routed = self
+                    .regex
+                    .is_match(record.topic)
+                    .then(|| self.regex.replace(record.topic, self.replacement.as_str()))
+                    .map(|topic| topic.into_owned());
+                &self.last.insert((record.topic.to_string(), routed)).1
+            }
+        };
+        match routed {
+            Some(topic) => route(record, topic, out),
+            None => {
+                out.push_frame(record.frame);
+                Ok(())
+            }
         }
-        let topic = self.regex.replace(record.topic, self.replacement.as_str());
-        route(record, &topic, out)
     }
 }
 
@@ -273,3 +292,38 @@ plugin!(
     ["org.apache.kafka.connect.transforms.Filter"],
     &[]
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_connect_sdk::{BatchReader, Record};
+
+    #[test]
+    fn regex_router_routes_each_record_by_its_own_topic() {
+        let mut task = RegexRouterTask {
+            regex: Regex::new("^(?:a(.*))$").unwrap(),
+            replacement: java_replacement("x$1"),
+            last: None,
+        };
+        let mut input = BatchWriter::new();
+        for topic in ["a1", "a1", "b", "a2", "a1"] {
+            input
+                .push(&Record {
+                    topic,
+                    value: b"v",
+                    ..Record::default()
+                })
+                .unwrap();
+        }
+        let (_, frames) = input.into_parts();
+        let mut out = BatchWriter::new();
+        for record in BatchReader::new(&frames) {
+            task.apply(&record.unwrap(), &mut out).unwrap();
+        }
+        let (_, frames) = out.into_parts();
+        let topics: Vec<String> = BatchReader::new(&frames)
+            .map(|r| r.unwrap().topic.to_string())
+            .collect();
+        assert_eq!(topics, ["x1", "x1", "b", "x2", "x1"]);
+    }
+}
