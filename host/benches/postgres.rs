@@ -1,7 +1,8 @@
 //! PostgreSQL connector benchmark on a real server (initdb in a temp dir) and a real
 //! `wasm-connect` process: postgres-source rows/s (table → topic), postgres-sink rows/s
 //! (topic → table, insert and upsert), and the floor they are measured against in the same
-//! run: `psql \copy` of the same rows over the same loopback TCP.
+//! run: `psql \copy` of the same rows over the same loopback TCP; and postgres-cdc
+//! changes/s (one INSERT transaction of the same rows → change events in a topic).
 //!
 //! Run: `cargo bench --bench postgres` (needs PostgreSQL: `apt-get install postgresql`;
 //! `PG_BENCH_ROWS`, default 100,000).
@@ -38,7 +39,11 @@ fn main() {
     println!("psql \\copy floor:        {floor:>9.0} rows/s");
 
     let ws = Workspace::new();
-    for name in ["postgres-source.wasm", "postgres-sink.wasm"] {
+    for name in [
+        "postgres-source.wasm",
+        "postgres-sink.wasm",
+        "postgres-cdc.wasm",
+    ] {
         std::fs::copy(bundled_plugins().join(name), ws.plugin_dir().join(name))
             .expect("copy plugin (run scripts/build-plugins.sh)");
     }
@@ -48,7 +53,9 @@ fn main() {
         "the PostgreSQL plugins loaded",
         || {
             let plugins = json_get(&host, "/connector-plugins").body;
-            plugins.contains("\"postgres-source\"") && plugins.contains("\"postgres-sink\"")
+            ["postgres-source", "postgres-sink", "postgres-cdc"]
+                .iter()
+                .all(|p| plugins.contains(&format!("\"{p}\"")))
         },
     );
     let connection = |config: Value| {
@@ -101,6 +108,40 @@ fn main() {
             sink / floor
         );
     }
+
+    // CDC: the slot streams before the rows are written; timed from the INSERT's start to
+    // the connector's position naming the transaction's last change.
+    pg.sql("CREATE TABLE cdc_src (LIKE src INCLUDING ALL)");
+    create(
+        &host,
+        "pg-cdc",
+        json!({"connector.class": "postgres-cdc", "database.hostname": "127.0.0.1",
+               "database.port": pg.port.to_string(), "database.user": "postgres",
+               "database.password": PASSWORD, "database.dbname": "postgres",
+               "network.allow": pg.address(), "topic.prefix": "cdc", "slot.name": "bench_slot",
+               "publication.name": "bench_pub", "table.include.list": "public.cdc_src"}),
+    );
+    wait_for(Duration::from_secs(60), "the CDC slot streaming", || {
+        pg.sql(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench_slot' AND active",
+        ) == "1"
+    });
+    let started = Instant::now();
+    pg.sql("INSERT INTO cdc_src SELECT * FROM src");
+    let complete = format!(":{rows}");
+    wait_for(
+        Duration::from_secs(600),
+        "the CDC connector to deliver every change",
+        || {
+            json_get(&host, "/connectors/pg-cdc/offsets").json()["offsets"][0]["offset"]["position"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(&complete))
+        },
+    );
+    let cdc = rate(rows, started.elapsed());
+    println!(
+        "postgres-cdc:            {cdc:>9.0} changes/s (one {rows}-row INSERT -> topic, Debezium envelope)"
+    );
 }
 
 fn create(host: &Host, name: &str, config: Value) {
