@@ -182,6 +182,18 @@ fn rate(host: &Host, ws: &Workspace, records: usize, pipeline: Pipeline) -> f64 
                                "filename": ws.path(pipeline.input)});
     let sink: Value = json!({"connector.class": pipeline.sink, "topics": topic,
                              "topicNames": topic, "filename": output});
+    // A Python component compiles for seconds; the host is ready before that (it lists the
+    // file as loading), so the clock starts once both plugins are loaded.
+    harness::wait_for(
+        Duration::from_secs(600),
+        &format!("{} and {} loaded", pipeline.source, pipeline.sink),
+        || {
+            let plugins = harness::json_get(host, "/connector-plugins").body;
+            [pipeline.source, pipeline.sink]
+                .iter()
+                .all(|p| plugins.contains(&format!("\"{p}\"")))
+        },
+    );
     let started = Instant::now();
     for (name, config) in [("source", source), ("sink", sink)] {
         let name = format!("{}-{name}", pipeline.language);
