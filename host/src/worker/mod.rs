@@ -519,6 +519,11 @@ impl Worker {
             .collect()
     }
 
+    /// The names of every connector, sorted.
+    pub async fn names(&self) -> Vec<String> {
+        self.connectors.lock().await.keys().cloned().collect()
+    }
+
     /// The config of one connector, secrets masked.
     pub async fn config(&self, name: &str) -> Option<StoredConnector> {
         self.connectors

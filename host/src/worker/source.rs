@@ -131,7 +131,7 @@ pub async fn drive(
         // A count of 0 with bytes is checked (and refused) like any other batch.
         if batch.count == 0 && batch.frames.is_empty() {
             let pause = idle.min(limits.poll_idle);
-            ctx.pause(pause).await;
+            ctx.idle_pause(pause).await;
             idle = (pause * 2).min(limits.poll_idle);
             continue;
         }

@@ -134,6 +134,25 @@ impl TaskContext {
         let _ = tokio::time::timeout(pause, self.stop.wait_for(|stop| *stop)).await;
     }
 
+    /// The pause of an idle source: `pause`; a long one (a source idle for a while) is
+    /// rounded up to the next tick of a 50 ms grid shared by every task, so that a thousand
+    /// idle sources wake in a few batches per second instead of a thousand separate
+    /// wake-ups (each one a context switch). Short pauses (a source that just went idle)
+    /// are kept exact.
+    pub async fn idle_pause(&mut self, pause: Duration) {
+        const GRID: Duration = Duration::from_millis(50);
+        static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
+        let due = tokio::time::Instant::now() + pause;
+        let wake = if pause >= GRID * 2 {
+            let ticks = (due - origin).as_nanos().div_ceil(GRID.as_nanos());
+            origin + GRID * u32::try_from(ticks).unwrap_or(u32::MAX)
+        } else {
+            due
+        };
+        let _ = tokio::time::timeout_at(wake, self.stop.wait_for(|stop| *stop)).await;
+    }
+
     /// The task config as the guest sees it: the references the user wrote resolved (any
     /// other `${…}` stays literal text), relative paths in path-typed keys made absolute; and
     /// the redactor that shows each resolved value as its reference.

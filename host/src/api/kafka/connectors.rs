@@ -38,24 +38,29 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
         .filter(|(k, _)| k == Query::Expand.name())
         .map(|(_, v)| v.as_str())
         .collect();
-    let configs = worker.configs().await;
-    if !expand.contains(&"status") && !expand.contains(&"info") {
-        return reply(StatusCode::OK, json!(configs.keys().collect::<Vec<_>>()));
+    let (status, info) = (expand.contains(&"status"), expand.contains(&"info"));
+    if !status && !info {
+        return reply(StatusCode::OK, json!(worker.names().await));
     }
-    // One bulk read of every status, not one per connector.
+    // One bulk read of every status, not one per connector; the configs (each masked) only
+    // when `info` asks for them.
     let statuses = worker.statuses().await;
+    let configs = match info {
+        true => Some(worker.configs().await),
+        false => None,
+    };
     let mut out = Map::new();
-    for (name, stored) in &configs {
-        // A connector deleted meanwhile is left out, as Kafka Connect does.
-        let Some(status) = statuses.get(name) else {
-            continue;
-        };
+    for (name, connector) in &statuses {
         let mut entry = Map::new();
-        if expand.contains(&"status") {
-            entry.insert("status".into(), status_json(name, status));
+        if status {
+            entry.insert("status".into(), status_json(name, connector));
         }
-        if expand.contains(&"info") {
-            entry.insert("info".into(), info_json(name, stored, status.kind));
+        if let Some(configs) = &configs {
+            // A connector deleted meanwhile is left out, as Kafka Connect does.
+            let Some(stored) = configs.get(name) else {
+                continue;
+            };
+            entry.insert("info".into(), info_json(name, stored, connector.kind));
         }
         out.insert(name.clone(), Value::Object(entry));
     }
