@@ -336,6 +336,18 @@ fn the_dashboard_shows_failures_first_charts_pauses_and_creates_in_a_real_browse
     browser.open(&format!("{ui}/plugins"));
     let plugins = browser.eval("document.querySelector('[data-testid=plugins]').textContent");
     assert!(plugins.as_str().is_some_and(|p| p.contains("file-source")));
+    // Each version says how its code was loaded: compiled now (with the time) or cached.
+    let loads = browser.eval(
+        "[...document.querySelectorAll('[data-testid=load]')].map(e => e.textContent).join('|')",
+    );
+    let loads = loads.as_str().unwrap_or_default();
+    assert!(
+        !loads.is_empty()
+            && loads
+                .split('|')
+                .all(|l| l.starts_with("compiled in ") || l.contains("compiled-code cache")),
+        "load column: {loads:?}"
+    );
     browser.screenshot("plugins");
     browser.open(&format!("{ui}/topics"));
     browser.screenshot("topics");

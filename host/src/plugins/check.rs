@@ -37,7 +37,7 @@ pub async fn run(file: &Path, compiler: Compiler, limits: WorkerLimits) -> anyho
     let sandbox = Arc::new(Sandbox::new(limits, Capabilities::default())?.with_compiler(compiler));
     let cache = Arc::new(CodeCache::off(&sandbox));
     match validate(&sandbox, &cache, wasm, &hash, file).await {
-        Ok((plugin, _)) => {
+        Ok(plugin) => {
             print_plugin(&plugin);
             field(
                 "runnable",

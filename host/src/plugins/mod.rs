@@ -26,6 +26,7 @@
 //! when another file serves that name): whoever may write the plugin directory is trusted.
 
 mod cache;
+pub use cache::Origin;
 pub mod check;
 mod reload;
 mod watch;
@@ -60,6 +61,8 @@ pub struct Plugin {
     pub file: PathBuf,
     /// SHA-256 of the file's bytes, hex.
     pub content_hash: String,
+    /// Where its code came from: compiled now (and how long that took) or the cache.
+    pub origin: Origin,
 }
 
 impl Plugin {
@@ -98,6 +101,9 @@ pub struct PluginInfo {
     /// SHA-256 of the bytes this row is about, hex (None when the file could not be read).
     pub content_hash: Option<String>,
     pub status: PluginStatus,
+    /// How a version's code was loaded (compiled, and how long it took, or from the cache);
+    /// None for a file loading or broken.
+    pub origin: Option<Origin>,
 }
 
 /// Where a [`PluginInfo`] row stands.
@@ -316,6 +322,7 @@ impl Catalog {
             descriptor: Some(plugin.descriptor.clone()),
             content_hash: Some(plugin.content_hash.clone()),
             status,
+            origin: Some(plugin.origin),
         };
         let mut rows = Vec::new();
         for (file, slot) in &self.files {
@@ -331,6 +338,7 @@ impl Catalog {
                     descriptor: None,
                     content_hash: None,
                     status: PluginStatus::Loading,
+                    origin: None,
                 });
             } else if let Some((hash, reason)) = &slot.broken {
                 let status = PluginStatus::Broken {
@@ -341,6 +349,7 @@ impl Catalog {
                     descriptor: None,
                     content_hash: hash.clone(),
                     status,
+                    origin: None,
                 });
             }
         }
@@ -632,7 +641,7 @@ async fn validate(
     wasm: Vec<u8>,
     hash: &str,
     file: &Path,
-) -> Result<(Plugin, cache::Origin), PluginError> {
+) -> Result<Plugin, PluginError> {
     let (component, origin) = compile(sandbox, cache, wasm, hash).await?;
     let descriptor = component.describe(sandbox).await?;
     check_descriptor(&descriptor, component.kind())?;
@@ -641,8 +650,9 @@ async fn validate(
         component,
         file: file.to_path_buf(),
         content_hash: hash.to_string(),
+        origin,
     };
-    Ok((plugin, origin))
+    Ok(plugin)
 }
 
 /// What a component says about itself must fit the world it targets and the `@` pin syntax.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::cache::{sha256_hex, CodeCache, Origin};
+use super::cache::{sha256_hex, CodeCache};
 use super::{
     one_line, read_plugin, validate, watch as file_watch, Catalog, Plugin, PluginError, Progress,
 };
@@ -168,7 +168,7 @@ struct Finished {
     /// Which load of the file this was: only the newest one counts.
     load: u64,
     hash: Option<String>,
-    result: Result<(Plugin, Origin), PluginError>,
+    result: Result<Plugin, PluginError>,
 }
 
 struct Reloader {
@@ -501,9 +501,12 @@ impl Reloader {
             let mut catalog = self.write();
             catalog.set_loading(&done.file, false);
             match done.result {
-                Ok((plugin, origin)) => catalog
-                    .admit(plugin)
-                    .map(|(line, problem)| (format!("{line}; {origin}"), problem)),
+                Ok(plugin) => {
+                    let origin = plugin.origin;
+                    catalog
+                        .admit(plugin)
+                        .map(|(line, problem)| (format!("{line}; {origin}"), problem))
+                }
                 Err(reason) => {
                     catalog.set_broken(&done.file, done.hash, one_line(&reason));
                     catalog.line(&done.file)

@@ -693,6 +693,7 @@ struct PluginRow {
     used_by: String,
     file: String,
     digest: String,
+    load: String,
 }
 
 #[derive(Template)]
@@ -733,6 +734,7 @@ async fn plugins(
                 used_by: used_by.join(", "),
                 file: p.file.clone(),
                 digest: p.digest.clone(),
+                load: p.load.clone(),
             })
         })
         .collect();

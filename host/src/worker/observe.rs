@@ -101,6 +101,9 @@ pub struct PluginView {
     pub digest: String,
     /// Why the file does not load.
     pub broken: Option<String>,
+    /// How its code was loaded: `compiled in N ms` or from the compiled-code cache ("" for
+    /// a broken file).
+    pub load: String,
 }
 
 /// One config key a plugin declares.
@@ -286,6 +289,7 @@ fn plugin_view(info: crate::plugins::PluginInfo) -> PluginView {
         file: info.file.display().to_string(),
         digest: info.content_hash.unwrap_or_default(),
         broken,
+        load: info.origin.map(|o| o.to_string()).unwrap_or_default(),
     }
 }
 
