@@ -102,15 +102,9 @@ impl Connector for MqttSource {
     /// one task only (MQTT 3.1.1 has no shared subscriptions).
     fn task_configs(config: &Config, max_tasks: u32) -> Result<Vec<Config>, String> {
         let filters = filters(config).map_err(|e| e.message)?;
-        let tasks = (max_tasks.max(1) as usize).min(filters.len());
-        Ok((0..tasks)
-            .map(|task| {
-                let mine: Vec<&str> = filters
-                    .iter()
-                    .skip(task)
-                    .step_by(tasks)
-                    .map(String::as_str)
-                    .collect();
+        Ok(wasm_connect_sdk::spread(&filters, max_tasks)
+            .into_iter()
+            .map(|mine| {
                 let mut task_config = config.clone();
                 task_config.set(TOPICS, &mine.join(","));
                 task_config

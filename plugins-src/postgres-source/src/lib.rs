@@ -194,15 +194,9 @@ impl Connector for PostgresSource {
         let Some(tables) = settings.tables else {
             return Ok(vec![config.clone()]);
         };
-        let tasks = (max_tasks.max(1) as usize).min(tables.len());
-        Ok((0..tasks)
-            .map(|task| {
-                let mine: Vec<&str> = tables
-                    .iter()
-                    .skip(task)
-                    .step_by(tasks)
-                    .map(String::as_str)
-                    .collect();
+        Ok(wasm_connect_sdk::spread(&tables, max_tasks)
+            .into_iter()
+            .map(|mine| {
                 let mut task_config = config.clone();
                 task_config
                     .0

@@ -273,6 +273,36 @@ pub trait Connector: 'static {
     }
 }
 
+/// Spreads `items` (topic filters, tables, …) over at most `max_tasks` tasks, round robin,
+/// for [`Connector::task_configs`]: one list per task, never more tasks than items.
+pub fn spread(items: &[String], max_tasks: u32) -> Vec<Vec<&str>> {
+    let tasks = (max_tasks.max(1) as usize).min(items.len());
+    (0..tasks)
+        .map(|task| {
+            items
+                .iter()
+                .skip(task)
+                .step_by(tasks)
+                .map(String::as_str)
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn spread_deals_items_round_robin_to_at_most_max_tasks() {
+        let items: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(spread(&items, 2), [vec!["a", "c", "e"], vec!["b", "d"]]);
+        assert_eq!(spread(&items[..1], 4), [vec!["a"]]);
+        assert_eq!(spread(&items[..2], 0), [vec!["a", "b"]]);
+        assert!(spread(&[], 3).is_empty());
+    }
+}
+
 /// A connector that produces records.
 pub trait SourceConnector: Connector {
     type Task: SourceTask;
