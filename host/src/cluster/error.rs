@@ -39,14 +39,35 @@ pub enum ClusterError {
     /// This worker opened as many topic streams as `--max-topics` allows.
     #[error(transparent)]
     Topic(#[from] TopicError),
-    /// Records whose ack never came, after publishing them again for `seconds`.
-    #[error("{failed} records not stored in {seconds} s: {source}")]
+    /// Messages whose ack never came, after publishing them again for `seconds`.
+    #[error("{failed} messages of records not stored in {seconds} s: {source}")]
     Publish {
         failed: usize,
         seconds: u64,
         #[source]
         source: NatsError,
     },
+    /// Reading a topic stream's state or one of its messages failed.
+    #[error("cannot read stream {stream}: {source}")]
+    Read {
+        stream: String,
+        #[source]
+        source: NatsError,
+    },
+    /// A topic stream holds a message without the headers of the current message layout
+    /// (`cluster::message`).
+    #[error("message {sequence} of stream {stream} has no Wc-Offset/Wc-Count headers: the stream was written by an older wasm-connect (one record per message); delete the stream or start the cluster with a new --cluster-id")]
+    Layout { stream: String, sequence: u64 },
+    /// A message of a topic stream does not hold the records its headers announce.
+    #[error("message {sequence} of stream {stream} is corrupt: {reason}")]
+    Corrupt {
+        stream: String,
+        sequence: u64,
+        reason: String,
+    },
+    /// One record is larger than a NATS message may be.
+    #[error("a record of {bytes} B does not fit in one NATS message (the servers' max_payload is {max} B): raise max_payload in the NATS servers' configuration, or make the records smaller")]
+    TooLarge { bytes: usize, max: usize },
     #[error("cannot create consumer {name}: {source}")]
     Consumer {
         name: String,

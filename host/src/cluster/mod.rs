@@ -15,8 +15,12 @@ pub mod allocation;
 pub mod coordinator;
 pub mod error;
 pub mod membership;
+pub mod message;
 pub mod plane;
+pub mod publish;
+pub mod reader;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -66,7 +70,9 @@ pub struct Cluster {
     offsets: kv::Store,
     status: kv::Store,
     /// The topic streams opened so far, by topic.
-    streams: std::sync::Mutex<std::collections::HashMap<String, jetstream::stream::Stream>>,
+    streams: std::sync::Mutex<std::collections::HashMap<String, Arc<publish::TopicStream>>>,
+    /// Each source task's run id (new at every start), by producer: part of its message ids.
+    runs: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The assignment this worker last applied: which tasks run here.
     applied: std::sync::Mutex<Assignment>,
 }
@@ -139,6 +145,7 @@ impl Cluster {
             offsets,
             status,
             streams: Default::default(),
+            runs: Default::default(),
             applied: Default::default(),
         })
     }
