@@ -398,6 +398,91 @@ fn a_sink_reads_past_its_byte_budget_and_records_larger_than_it() {
 }
 
 #[test]
+fn killing_workers_mid_batch_loses_and_repeats_nothing() {
+    let Some(_one) = one_at_a_time() else {
+        return;
+    };
+    // A backlog of 150,000 lines of 100 B: every poll is a full batch of 16,384 records,
+    // about 2 MiB, published as several messages of up to 1 MiB. The sink puts 700 records
+    // at a time, so it commits in the middle of messages.
+    let cluster = Workers::start(3);
+    let (input, output) = (cluster.ws.path("in.txt"), cluster.ws.path("out.txt"));
+    let backlog = 150_000;
+    let text: String = (0..backlog).map(|n| format!("line-{n}{}\n", " ".repeat(90))).collect();
+    std::fs::write(&input, text).expect("input");
+    let host = cluster.host(0);
+    for (name, config) in [
+        (
+            "src",
+            json!({"connector.class": "file-source", "file": input, "topic": "mid"}),
+        ),
+        (
+            "dst",
+            json!({"connector.class": "file-sink", "file": output, "topics": "mid", "limits.poll.records": "700"}),
+        ),
+    ] {
+        let answer = json_send(host, "PUT", &format!("/connectors/{name}/config"), &config);
+        assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
+    }
+    let mut cluster = cluster;
+    let worker_of = |cluster: &Workers, connector: &str| {
+        let live = cluster.live()[0];
+        cluster
+            .placement(live)
+            .into_iter()
+            .find(|(c, _, state, _)| c == connector && state == "RUNNING")
+            .map(|(_, _, _, w)| w)
+    };
+    // Worker `w<n>` → n.
+    let number = |w: String| w.trim_start_matches('w').parse::<usize>().expect("worker id");
+    // Lines keep arriving while the workers die: the source's batches after a restart
+    // are cut where the first ones were not.
+    let feeder = Feeder::start(vec![input.clone()], 20);
+    let mut killed = Vec::new();
+    for (connector, progress) in [("src", 20_000), ("dst", 60_000)] {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{progress} lines delivered"),
+            || read_lines(&output).len() >= progress,
+        );
+        let victim = number(worker_of(&cluster, connector).expect("task running"));
+        cluster.kill9(victim);
+        killed.push(victim);
+        wait_for(TAKEOVER_LIMIT * 2, "both tasks running on live workers", || {
+            cluster.all_running_on_live(cluster.live()[0], 2)
+        });
+        if cluster.live().len() == 1 {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let fed = feeder.stop();
+    let survivor = cluster.live()[0];
+    eprintln!(
+        "killed {killed:?}; resumed from a checkpoint past the last commit: {}",
+        cluster.host(survivor).log().contains("stored but not committed")
+    );
+    let mut expected: Vec<String> = (0..backlog)
+        .map(|n| format!("line-{n}{}", " ".repeat(90)))
+        .collect();
+    expected.extend(expected_lines(fed));
+    wait_for(
+        Duration::from_secs(90),
+        &format!("{} lines in {}", expected.len(), output.display()),
+        || read_lines(&output).len() >= expected.len(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let got = read_lines(&output);
+    assert!(
+        got == expected,
+        "{} lines of {}, first difference at line {:?}",
+        got.len(),
+        expected.len(),
+        got.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+}
+
+#[test]
 fn busy_sources_on_one_worker_all_finish() {
     let Some(_one) = one_at_a_time() else {
         return;
