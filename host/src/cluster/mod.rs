@@ -71,6 +71,9 @@ pub struct Cluster {
     status: kv::Store,
     /// The topic streams opened so far, by topic.
     streams: std::sync::Mutex<std::collections::HashMap<String, Arc<publish::TopicStream>>>,
+    /// The offsets values of the tasks running here, as last written (`plane::Known`).
+    known_sources: plane::Known<plane::SourceOffsets>,
+    known_sinks: plane::Known<crate::storage::SinkState>,
     /// Each source task's run id (new at every start), by producer: part of its message ids.
     runs: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The assignment this worker last applied: which tasks run here.
@@ -146,6 +149,8 @@ impl Cluster {
             status,
             streams: Default::default(),
             runs: Default::default(),
+            known_sources: Default::default(),
+            known_sinks: Default::default(),
             applied: Default::default(),
         })
     }

@@ -114,7 +114,8 @@ impl Cluster {
     /// completes. Returns them.
     async fn publish_batch(&self, batch: &StoreBatch) -> Result<Vec<Position>, PlaneError> {
         let connector = &batch.connector;
-        let state = self.source_state(connector).await?;
+        let key = source_key(connector);
+        let state = self.known_sources.get(&self.offsets, &key).await?;
         let max_payload = self.js.client().server_info().max_payload;
         let mut units = Units::new(state.epoch, batch.sequence, max_payload);
         let positions = route(
@@ -130,25 +131,28 @@ impl Cluster {
                 streams.insert(unit.topic, self.topic_stream(unit.topic).await?);
             }
         }
-        let key = source_key(connector);
         let new_topics: Vec<String> = (streams.keys())
             .filter(|topic| !state.topics.contains(**topic))
             .map(|topic| topic.to_string())
             .collect();
         if !new_topics.is_empty() {
-            update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
-                offsets.topics.extend(new_topics.iter().cloned());
-            })
-            .await?;
+            let known = &self.known_sources;
+            known
+                .update(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+                    offsets.topics.extend(new_topics.iter().cloned());
+                })
+                .await?;
         }
         let run = self.run_of(&batch.producer);
         self.publish_units(&batch.producer, &run, units, &streams)
             .await?;
-        update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
-            offsets.positions.extend(positions.iter().cloned());
-            offsets.batches.insert(batch.producer.clone(), batch.sequence);
-        })
-        .await?;
+        let known = &self.known_sources;
+        known
+            .update(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+                offsets.positions.extend(positions.iter().cloned());
+                offsets.batches.insert(batch.producer.clone(), batch.sequence);
+            })
+            .await?;
         Ok(to_positions(positions))
     }
 
@@ -167,7 +171,9 @@ impl Cluster {
         connector: &str,
         producer: &str,
     ) -> Result<(Positions, u64), ClusterError> {
-        let state = self.source_state(connector).await?;
+        let key = source_key(connector);
+        self.known_sources.forget(&key);
+        let state = self.known_sources.get(&self.offsets, &key).await?;
         let committed = state.batches.get(producer).copied();
         let mut newest: Option<message::Checkpoint> = None;
         for topic in &state.topics {
@@ -242,7 +248,9 @@ impl DataPlane for Cluster {
     }
 
     async fn sink_resume(&self, connector: &str) -> Result<SinkState, PlaneError> {
-        Ok(read_json(&self.offsets, &sink_key(connector)).await?)
+        let key = sink_key(connector);
+        self.known_sinks.forget(&key);
+        Ok(self.known_sinks.get(&self.offsets, &key).await?)
     }
 
     async fn topic_reader(
@@ -267,11 +275,13 @@ impl DataPlane for Cluster {
         positions: Vec<(String, String)>,
     ) -> Result<(), PlaneError> {
         let key = sink_key(connector);
-        let committed = update_json(&self.offsets, &key, |state: &mut SinkState| {
+        let known = &self.known_sinks;
+        let committed = known.update(&self.offsets, &key, |state: &mut SinkState| {
             state.offsets.extend(offsets.iter().cloned());
             state.positions.extend(positions.iter().cloned());
         });
-        Ok(committed.await?)
+        committed.await?;
+        Ok(())
     }
 
     async fn source_offsets(
@@ -290,11 +300,13 @@ impl DataPlane for Cluster {
         changes: &[(String, Option<String>)],
     ) -> Result<(), PlaneError> {
         let key = source_key(connector);
-        let changed = update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
+        self.known_sources.forget(&key);
+        update_json(&self.offsets, &key, |offsets: &mut SourceOffsets| {
             offsets.epoch += 1;
             apply_changes(&mut offsets.positions, changes);
-        });
-        Ok(changed.await?)
+        })
+        .await?;
+        Ok(())
     }
 
     async fn alter_sink_offsets(
@@ -303,10 +315,12 @@ impl DataPlane for Cluster {
         changes: &[(String, Option<u64>)],
     ) -> Result<(), PlaneError> {
         let key = sink_key(connector);
-        let changed = update_json(&self.offsets, &key, |state: &mut SinkState| {
+        self.known_sinks.forget(&key);
+        update_json(&self.offsets, &key, |state: &mut SinkState| {
             apply_changes(&mut state.offsets, changes);
-        });
-        Ok(changed.await?)
+        })
+        .await?;
+        Ok(())
     }
 
     async fn source_topics(
@@ -354,12 +368,13 @@ async fn read_json<T: Default + DeserializeOwned>(
 }
 
 /// Changes the JSON value under `key` with compare-and-set, again when another writer got
-/// there first (the tasks of one connector share its value).
+/// there first (the tasks of one connector share its value); returns the value written and
+/// its revision.
 async fn update_json<T: Default + Serialize + DeserializeOwned>(
     store: &kv::Store,
     key: &str,
     change: impl Fn(&mut T),
-) -> Result<(), ClusterError> {
+) -> Result<(T, u64), ClusterError> {
     retrying(|| async {
         let entry = store
             .entry(key)
@@ -375,19 +390,77 @@ async fn update_json<T: Default + Serialize + DeserializeOwned>(
         };
         change(&mut value);
         let bytes = serde_json::to_vec(&value).map_err(|e| ClusterError::json(key, e))?;
-        let written = match revision {
-            Some(revision) => store
-                .update(key, bytes.into(), revision)
-                .await
-                .map_err(|e| ClusterError::kv(key, e)),
-            None => store
-                .create(key, bytes.into())
-                .await
-                .map_err(|e| ClusterError::kv(key, e)),
+        let revision = match revision {
+            Some(revision) => (store.update(key, bytes.into(), revision).await)
+                .map_err(|e| ClusterError::kv(key, e))?,
+            None => (store.create(key, bytes.into()).await).map_err(|e| ClusterError::kv(key, e))?,
         };
-        written.map(|_| ())
+        Ok((value, revision))
     })
     .await
+}
+
+/// The offsets values this worker's tasks last wrote, with their revisions, by key: a task
+/// changes its own value with one compare-and-set instead of a read and a write. Another
+/// writer in between makes the compare-and-set fail, and the value is read afresh.
+pub struct Known<T>(std::sync::Mutex<std::collections::HashMap<String, (T, u64)>>);
+
+impl<T> Default for Known<T> {
+    fn default() -> Self {
+        Known(Default::default())
+    }
+}
+
+impl<T: Clone + Default + Serialize + DeserializeOwned> Known<T> {
+    /// The value under `key` as this worker knows it, read when it knows none.
+    async fn get(&self, store: &kv::Store, key: &str) -> Result<T, ClusterError> {
+        if let Some((value, _)) = self.lock().get(key) {
+            return Ok(value.clone());
+        }
+        let entry = retrying(|| async {
+            (store.entry(key).await).map_err(|e| ClusterError::kv(key, e))
+        })
+        .await?;
+        let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
+            return Ok(T::default());
+        };
+        let value: T =
+            serde_json::from_slice(&entry.value).map_err(|e| ClusterError::json(key, e))?;
+        (self.lock()).insert(key.to_string(), (value.clone(), entry.revision));
+        Ok(value)
+    }
+
+    /// Forgets the value under `key`: the next [`Known::get`] reads it.
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Changes the value under `key` (see [`update_json`]); returns it.
+    async fn update(
+        &self,
+        store: &kv::Store,
+        key: &str,
+        change: impl Fn(&mut T),
+    ) -> Result<T, ClusterError> {
+        let known = self.lock().get(key).cloned();
+        if let Some((mut value, revision)) = known {
+            change(&mut value);
+            let bytes = serde_json::to_vec(&value).map_err(|e| ClusterError::json(key, e))?;
+            if let Ok(revision) = store.update(key, bytes.into(), revision).await {
+                self.lock()
+                    .insert(key.to_string(), (value.clone(), revision));
+                return Ok(value);
+            }
+        }
+        let (value, revision) = update_json(store, key, change).await?;
+        self.lock()
+            .insert(key.to_string(), (value.clone(), revision));
+        Ok(value)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (T, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Runs a request until it succeeds, for up to [`KV_RETRY_FOR`], and returns its last error

@@ -257,35 +257,44 @@ impl Cluster {
         let mut todo: Vec<&Prepared> = messages.iter().collect();
         let started = Instant::now();
         loop {
-            let mut known = match *tail {
-                Some(known) => known,
-                None => stream.read_tail().await?,
+            let known = match *tail {
+                Some(known) => Ok(known),
+                None => stream.read_tail().await,
             };
-            let round = self.publish_round(subject, &mut known, &todo).await;
-            // Unless every message was stored where expected, the stream's end is no longer
-            // what this worker thinks: another publisher came first, an ack was lost or a
-            // message stored before was dropped as a duplicate.
-            *tail = round.as_expected.then_some(known);
-            let Some(error) = round.error else {
-                return Ok(());
+            let (failed, error) = match known {
+                Ok(mut known) => {
+                    let round = self.publish_round(subject, &mut known, &todo).await;
+                    // Unless every message was stored where expected, the stream's end is no
+                    // longer what this worker thinks: another publisher came first, an ack
+                    // was lost or a message stored before was dropped as a duplicate.
+                    *tail = round.as_expected.then_some(known);
+                    let Some(error) = round.error else {
+                        return Ok(());
+                    };
+                    let raced = error.kind() == PublishErrorKind::WrongLastSequence;
+                    if raced && started.elapsed() < PUBLISH_RETRY_FOR {
+                        // Another publisher came first: go again at once.
+                        todo = round.failed;
+                        continue;
+                    }
+                    (round.failed, NatsError::from(error))
+                }
+                // The servers are failing over: as for a lost ack, wait and try again.
+                Err(error) => (todo, NatsError::from(error)),
             };
-            let failed = round.failed;
             if started.elapsed() >= PUBLISH_RETRY_FOR {
                 return Err(ClusterError::Publish {
                     failed: failed.len(),
                     seconds: PUBLISH_RETRY_FOR.as_secs(),
-                    source: error.into(),
+                    source: error,
                 });
             }
-            let raced = error.kind() == PublishErrorKind::WrongLastSequence;
-            if !raced {
-                tracing::warn!(
-                    "{} messages of records not stored yet in {} ({error}); publishing them again",
-                    failed.len(),
-                    stream.name
-                );
-                tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
-            }
+            tracing::warn!(
+                "{} messages of records not stored yet in {} ({error}); publishing them again",
+                failed.len(),
+                stream.name
+            );
+            tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
             todo = failed;
         }
     }

@@ -110,13 +110,19 @@ impl TopicReader {
             None => self.reset().await?,
         };
         if self.fetched.is_empty() {
-            let fetched = match self.fetch(&consumer, max_records, Some(max_bytes)).await {
+            let fetched = match self.fetch(&consumer, max_records, Some(max_bytes), false).await {
                 // Refused before any message: the next message alone may be larger than the
                 // byte budget, so it comes alone (any other cause fails this fetch too).
-                Err(ClusterError::FetchRefused { .. }) => self.fetch(&consumer, 1, None).await,
+                Err(ClusterError::FetchRefused { .. }) => {
+                    self.fetch(&consumer, 1, None, false).await
+                }
                 other => other,
             };
-            fetched?;
+            if fetched? == 0 {
+                // Nothing there yet: wait for the first message only, and take what follows
+                // it at the next read (a request for more would wait until it filled up).
+                self.fetch(&consumer, 1, None, true).await?;
+            }
         }
         let read = self.slice(max_records, max_bytes)?;
         self.consumer = Some(consumer);
@@ -124,24 +130,27 @@ impl TopicReader {
     }
 
     /// One pull request for up to `max_messages` messages and (when set) `max_bytes` bytes,
-    /// appended to [`TopicReader::fetched`] after checking that they follow on.
+    /// of what is there now or (`wait`) of what arrives within [`FETCH_WAIT`]; appends them
+    /// to [`TopicReader::fetched`] after checking that they follow on, and returns how many.
     async fn fetch(
         &mut self,
         consumer: &consumer::PullConsumer,
         max_messages: u32,
         max_bytes: Option<usize>,
-    ) -> Result<(), ClusterError> {
-        let mut request = consumer
-            .batch()
-            .max_messages(max_messages.max(1) as usize)
-            .expires(FETCH_WAIT);
-        if let Some(max_bytes) = max_bytes {
-            request = request.max_bytes(max_bytes.max(1));
-        }
-        let mut messages = request
-            .messages()
-            .await
-            .map_err(|e| ClusterError::Fetch { source: e.into() })?;
+        wait: bool,
+    ) -> Result<usize, ClusterError> {
+        let max_messages = max_messages.max(1) as usize;
+        let max_bytes = max_bytes.map_or(0, |bytes| bytes.max(1));
+        // Both requests expire: the client then also gives up on a request the servers lost
+        // in a failover (without it, a fetch that is never answered waits for ever).
+        let messages = if wait {
+            let request = consumer.batch().max_messages(max_messages);
+            request.max_bytes(max_bytes).expires(FETCH_WAIT).messages().await
+        } else {
+            let request = consumer.fetch().max_messages(max_messages);
+            request.max_bytes(max_bytes).expires(FETCH_WAIT).messages().await
+        };
+        let mut messages = messages.map_err(|e| ClusterError::Fetch { source: e.into() })?;
         let mut received = 0;
         while let Some(message) = messages.next().await {
             let message = match message {
@@ -183,7 +192,7 @@ impl TopicReader {
             });
             received += 1;
         }
-        Ok(())
+        Ok(received)
     }
 
     /// Hands out up to the limits from the fetched messages, at least one record when there
