@@ -178,19 +178,21 @@ impl Cluster {
         let mut newest: Option<message::Checkpoint> = None;
         for topic in &state.topics {
             let stream = self.topic_stream(topic).await?;
-            let last = stream
-                .stream
-                .get_last_raw_message_by_subject(&stream.subject(producer))
-                .await;
-            let message = match last {
-                Ok(message) => message,
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
-                Err(e) => {
-                    return Err(ClusterError::Read {
+            let subject = stream.subject(producer);
+            // Retried: a task restarted while the servers fail over must not fail for it.
+            let last = retrying(|| async {
+                match stream.stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(message) => Ok(Some(message)),
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                    Err(e) => Err(ClusterError::Read {
                         stream: stream.name.clone(),
                         source: e.into(),
-                    })
+                    }),
                 }
+            })
+            .await?;
+            let Some(message) = last else {
+                continue;
             };
             let Some(checkpoint) = message::checkpoint(Some(&message.headers)) else {
                 continue;

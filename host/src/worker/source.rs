@@ -225,8 +225,28 @@ impl Pacer {
     }
 }
 
-/// A batch on its way to disk; yields the positions it completes.
-type Storing = tokio::task::JoinHandle<Result<Vec<Position>, PlaneError>>;
+/// A batch on its way to disk; yields the positions it completes. Dropping it (the task's
+/// run was cancelled: in a cluster, when its lease is lost) aborts the store, so no store
+/// outlives the run that polled it and races the next run, which resumes from what the
+/// store holds.
+struct Storing(tokio::task::JoinHandle<Result<Vec<Position>, PlaneError>>);
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for Storing {
+    type Output = Result<Result<Vec<Position>, PlaneError>, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
 
 /// Waits for the batch being stored, if any, and tells the task its positions are durable.
 async fn finish(
@@ -334,12 +354,12 @@ fn spawn_store(
         batch,
     };
     let meter = ctx.meter.clone();
-    tokio::spawn(async move {
+    Storing(tokio::spawn(async move {
         let (records, bytes) = (store.batch.count, store.batch.frames.len());
         (data.store_batch(store).await)
             .inspect(|_| meter.delivered(records, bytes))
             .inspect_err(|_| meter.failed(Stage::Store, records))
-    })
+    }))
 }
 
 /// `batch` through the task's transforms (see [`through_stages`]); first, records that name
