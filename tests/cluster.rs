@@ -408,7 +408,9 @@ fn killing_workers_mid_batch_loses_and_repeats_nothing() {
     let cluster = Workers::start(3);
     let (input, output) = (cluster.ws.path("in.txt"), cluster.ws.path("out.txt"));
     let backlog = 150_000;
-    let text: String = (0..backlog).map(|n| format!("line-{n}{}\n", " ".repeat(90))).collect();
+    let text: String = (0..backlog)
+        .map(|n| format!("line-{n}{}\n", " ".repeat(90)))
+        .collect();
     std::fs::write(&input, text).expect("input");
     let host = cluster.host(0);
     for (name, config) in [
@@ -434,7 +436,11 @@ fn killing_workers_mid_batch_loses_and_repeats_nothing() {
             .map(|(_, _, _, w)| w)
     };
     // Worker `w<n>` → n.
-    let number = |w: String| w.trim_start_matches('w').parse::<usize>().expect("worker id");
+    let number = |w: String| {
+        w.trim_start_matches('w')
+            .parse::<usize>()
+            .expect("worker id")
+    };
     // Lines keep arriving while the workers die: the source's batches after a restart
     // are cut where the first ones were not.
     let feeder = Feeder::start(vec![input.clone()], 20);
@@ -448,9 +454,11 @@ fn killing_workers_mid_batch_loses_and_repeats_nothing() {
         let victim = number(worker_of(&cluster, connector).expect("task running"));
         cluster.kill9(victim);
         killed.push(victim);
-        wait_for(TAKEOVER_LIMIT * 2, "both tasks running on live workers", || {
-            cluster.all_running_on_live(cluster.live()[0], 2)
-        });
+        wait_for(
+            TAKEOVER_LIMIT * 2,
+            "both tasks running on live workers",
+            || cluster.all_running_on_live(cluster.live()[0], 2),
+        );
         if cluster.live().len() == 1 {
             break;
         }
@@ -460,7 +468,10 @@ fn killing_workers_mid_batch_loses_and_repeats_nothing() {
     let survivor = cluster.live()[0];
     eprintln!(
         "killed {killed:?}; resumed from a checkpoint past the last commit: {}",
-        cluster.host(survivor).log().contains("stored but not committed")
+        cluster
+            .host(survivor)
+            .log()
+            .contains("stored but not committed")
     );
     let mut expected: Vec<String> = (0..backlog)
         .map(|n| format!("line-{n}{}", " ".repeat(90)))
@@ -479,6 +490,49 @@ fn killing_workers_mid_batch_loses_and_repeats_nothing() {
         got.len(),
         expected.len(),
         got.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+}
+
+#[test]
+fn a_topic_stream_of_the_old_layout_is_refused_with_the_fix() {
+    let Some(_one) = one_at_a_time() else {
+        return;
+    };
+    let cluster = Workers::start(1);
+    // The stream a worker before multi-record messages created: one subject per topic.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let urls = cluster.nats.urls();
+        let servers: Vec<&str> = urls.split(',').collect();
+        let client = async_nats::connect(servers).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let config = async_nats::jetstream::stream::Config {
+            name: "wc-DefaultConnectCluster-old".into(),
+            subjects: vec!["wc.DefaultConnectCluster.topic.old".into()],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        js.create_stream(config).await.expect("old stream");
+    });
+    let input = cluster.ws.path("in.txt");
+    append_lines(&input, 0, 10);
+    let config = json!({"connector.class": "file-source", "file": input, "topic": "old"});
+    let answer = json_send(cluster.host(0), "PUT", "/connectors/src/config", &config);
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    wait_for(
+        Duration::from_secs(30),
+        "the task failing with the fix",
+        || {
+            let status = json_get(cluster.host(0), "/connectors/src/status").json();
+            let trace = status["tasks"][0]["trace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            trace.contains("created by an older wasm-connect") && trace.contains("--cluster-id")
+        },
     );
 }
 

@@ -54,6 +54,12 @@ pub enum ClusterError {
         #[source]
         source: NatsError,
     },
+    /// A topic stream exists with the subjects of an older layout (one record per message).
+    #[error("stream {stream} was created by an older wasm-connect (one record per message, subjects {subjects:?}): delete it (`nats stream rm {stream}`) or start the cluster with a new --cluster-id")]
+    OldStream {
+        stream: String,
+        subjects: Vec<String>,
+    },
     /// A topic stream holds a message without the headers of the current message layout
     /// (`cluster::message`).
     #[error("message {sequence} of stream {stream} has no Wc-Offset/Wc-Count headers: the stream was written by an older wasm-connect (one record per message); delete the stream or start the cluster with a new --cluster-id")]

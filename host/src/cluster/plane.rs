@@ -104,6 +104,13 @@ impl Cluster {
                 })
         };
         let stream = retrying(create).await?;
+        let subjects = &stream.cached_info().config.subjects;
+        if *subjects != config.subjects {
+            return Err(ClusterError::OldStream {
+                stream: name,
+                subjects: subjects.clone(),
+            });
+        }
         let stream = Arc::new(TopicStream::new(stream, name, subject_prefix));
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         Ok(streams.entry(topic.to_string()).or_insert(stream).clone())
@@ -150,7 +157,9 @@ impl Cluster {
         known
             .update(&self.offsets, &key, |offsets: &mut SourceOffsets| {
                 offsets.positions.extend(positions.iter().cloned());
-                offsets.batches.insert(batch.producer.clone(), batch.sequence);
+                offsets
+                    .batches
+                    .insert(batch.producer.clone(), batch.sequence);
             })
             .await?;
         Ok(to_positions(positions))
@@ -181,7 +190,11 @@ impl Cluster {
             let subject = stream.subject(producer);
             // Retried: a task restarted while the servers fail over must not fail for it.
             let last = retrying(|| async {
-                match stream.stream.get_last_raw_message_by_subject(&subject).await {
+                match stream
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
                     Ok(message) => Ok(Some(message)),
                     Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
                     Err(e) => Err(ClusterError::Read {
@@ -200,7 +213,9 @@ impl Cluster {
             let later = |c: &message::Checkpoint| (c.sequence, c.unit);
             if checkpoint.epoch == state.epoch
                 && committed.is_none_or(|c| checkpoint.sequence > c)
-                && newest.as_ref().is_none_or(|n| later(&checkpoint) > later(n))
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| later(&checkpoint) > later(n))
             {
                 newest = Some(checkpoint);
             }
@@ -395,7 +410,9 @@ async fn update_json<T: Default + Serialize + DeserializeOwned>(
         let revision = match revision {
             Some(revision) => (store.update(key, bytes.into(), revision).await)
                 .map_err(|e| ClusterError::kv(key, e))?,
-            None => (store.create(key, bytes.into()).await).map_err(|e| ClusterError::kv(key, e))?,
+            None => {
+                (store.create(key, bytes.into()).await).map_err(|e| ClusterError::kv(key, e))?
+            }
         };
         Ok((value, revision))
     })
@@ -419,10 +436,9 @@ impl<T: Clone + Default + Serialize + DeserializeOwned> Known<T> {
         if let Some((value, _)) = self.lock().get(key) {
             return Ok(value.clone());
         }
-        let entry = retrying(|| async {
-            (store.entry(key).await).map_err(|e| ClusterError::kv(key, e))
-        })
-        .await?;
+        let entry =
+            retrying(|| async { (store.entry(key).await).map_err(|e| ClusterError::kv(key, e)) })
+                .await?;
         let Some(entry) = entry.filter(|entry| entry.operation == kv::Operation::Put) else {
             return Ok(T::default());
         };

@@ -82,7 +82,11 @@ impl TopicStream {
 
     /// The stream's last sequence and the span of its last message (None when empty).
     pub async fn last(&self) -> Result<Option<(u64, Span)>, ClusterError> {
-        let info = self.stream.get_info().await.map_err(|e| self.read_error(e))?;
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| self.read_error(e))?;
         if info.state.messages == 0 {
             return Ok(None);
         }
@@ -143,7 +147,9 @@ impl<'a> Units<'a> {
     pub fn new(epoch: u64, sequence: u64, max_payload: usize) -> Self {
         Units {
             units: Vec::new(),
-            budget: UNIT_BYTES.min(max_payload.saturating_sub(HEADER_ROOM)).max(1),
+            budget: UNIT_BYTES
+                .min(max_payload.saturating_sub(HEADER_ROOM))
+                .max(1),
             positions: BTreeMap::new(),
             epoch,
             sequence,
@@ -158,7 +164,8 @@ impl<'a> Units<'a> {
             self.too_large = Some(self.too_large.unwrap_or(0).max(bytes));
             return;
         }
-        let full = |unit: &Unit| unit.topic != topic || unit.frames.byte_len() + bytes > self.budget;
+        let full =
+            |unit: &Unit| unit.topic != topic || unit.frames.byte_len() + bytes > self.budget;
         if self.units.last().is_none_or(full) {
             self.close_last();
             let unit = self.units.len() as u32;
@@ -312,15 +319,14 @@ impl Cluster {
         let mut duplicates = false;
         let mut pending = FuturesOrdered::new();
         let mut expected = *tail;
-        let mut settle = |(prepared, acked): (&'m Prepared, Result<PublishAck, PublishError>)| {
-            match acked {
+        let mut settle =
+            |(prepared, acked): (&'m Prepared, Result<PublishAck, PublishError>)| match acked {
                 Ok(ack) => duplicates |= ack.duplicate,
                 Err(e) => {
                     failed.push(prepared);
                     error = Some(e);
                 }
-            }
-        };
+            };
         for prepared in todo {
             while pending.len() >= PUBLISH_WINDOW {
                 if let Some(done) = pending.next().await {
@@ -373,4 +379,85 @@ struct Prepared {
     count: u32,
     payload: Bytes,
     checkpoint: Checkpoint,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_connect_sdk::{BatchReader, Record};
+
+    /// A batch of `(topic, partition, position, value)` records, framed.
+    fn framed(records: &[(&str, &str, &str, &str)]) -> Vec<u8> {
+        let mut writer = BatchWriter::new();
+        for (topic, partition, position, value) in records {
+            let record = Record {
+                value: value.as_bytes(),
+                topic,
+                partition,
+                position,
+                ..Record::default()
+            };
+            writer.push(&record).expect("frame");
+        }
+        writer.into_parts().1
+    }
+
+    fn cut<'a>(frames: &'a [u8], max_payload: usize) -> Vec<Unit<'a>> {
+        let mut units = Units::new(2, 9, max_payload);
+        for record in BatchReader::new(frames) {
+            let record = record.expect("record");
+            units.push(record.topic, record, 1);
+        }
+        units.finish(max_payload).expect("units")
+    }
+
+    #[test]
+    fn units_are_runs_of_one_topic_and_carry_the_positions_so_far() {
+        let frames = framed(&[
+            ("a", "f", "1", "x"),
+            ("a", "g", "7", "x"),
+            ("b", "f", "2", "x"),
+            ("a", "f", "3", "x"),
+        ]);
+        let units = cut(&frames, 1 << 20);
+        let topics: Vec<&str> = units.iter().map(|u| u.topic).collect();
+        assert_eq!(topics, ["a", "b", "a"]);
+        let counts: Vec<u32> = units.iter().map(|u| u.frames.count()).collect();
+        assert_eq!(counts, [2, 1, 1]);
+        let positions = |n: usize| {
+            let p = &units[n].checkpoint.positions;
+            (p.get("f").cloned(), p.get("g").cloned())
+        };
+        // Each unit claims what it and the units before it hold, never a later record.
+        assert_eq!(positions(0), (Some("1".into()), Some("7".into())));
+        assert_eq!(positions(1), (Some("2".into()), Some("7".into())));
+        assert_eq!(positions(2), (Some("3".into()), Some("7".into())));
+        let numbers: Vec<(u64, u64, u32)> = (units.iter())
+            .map(|u| (u.checkpoint.epoch, u.checkpoint.sequence, u.checkpoint.unit))
+            .collect();
+        assert_eq!(numbers, [(2, 9, 0), (2, 9, 1), (2, 9, 2)]);
+    }
+
+    #[test]
+    fn a_unit_is_cut_at_the_message_size_and_a_record_too_large_is_refused() {
+        let value = "v".repeat(1000);
+        let records: Vec<(&str, &str, &str, &str)> =
+            (0..100).map(|_| ("a", "", "", value.as_str())).collect();
+        let frames = framed(&records);
+        // 64 KiB of headroom below a 80 KiB max_payload: 16 KiB per unit.
+        let units = cut(&frames, 80 << 10);
+        assert!(units.len() >= 6, "{} units", units.len());
+        assert!(units.iter().all(|u| u.frames.byte_len() <= 16 << 10));
+        let total: u32 = units.iter().map(|u| u.frames.count()).sum();
+        assert_eq!(total, 100);
+
+        let mut units = Units::new(0, 0, 65 << 10);
+        for record in BatchReader::new(&frames) {
+            units.push("a", record.expect("record"), 1);
+        }
+        assert!(matches!(
+            units.finish(65 << 10),
+            Err(ClusterError::TooLarge { max, .. }) if max == 65 << 10
+        ));
+    }
 }

@@ -110,7 +110,10 @@ impl TopicReader {
             None => self.reset().await?,
         };
         if self.fetched.is_empty() {
-            let fetched = match self.fetch(&consumer, max_records, Some(max_bytes), false).await {
+            let fetched = match self
+                .fetch(&consumer, max_records, Some(max_bytes), false)
+                .await
+            {
                 // Refused before any message: the next message alone may be larger than the
                 // byte budget, so it comes alone (any other cause fails this fetch too).
                 Err(ClusterError::FetchRefused { .. }) => {
@@ -145,10 +148,18 @@ impl TopicReader {
         // in a failover (without it, a fetch that is never answered waits for ever).
         let messages = if wait {
             let request = consumer.batch().max_messages(max_messages);
-            request.max_bytes(max_bytes).expires(FETCH_WAIT).messages().await
+            request
+                .max_bytes(max_bytes)
+                .expires(FETCH_WAIT)
+                .messages()
+                .await
         } else {
             let request = consumer.fetch().max_messages(max_messages);
-            request.max_bytes(max_bytes).expires(FETCH_WAIT).messages().await
+            request
+                .max_bytes(max_bytes)
+                .expires(FETCH_WAIT)
+                .messages()
+                .await
         };
         let mut messages = messages.map_err(|e| ClusterError::Fetch { source: e.into() })?;
         let mut received = 0;
@@ -164,12 +175,11 @@ impl TopicReader {
                 .info()
                 .map_err(|source| ClusterError::Fetch { source })?
                 .stream_sequence;
-            let span = message::span(message.headers.as_ref()).ok_or_else(|| {
-                ClusterError::Layout {
+            let span =
+                message::span(message.headers.as_ref()).ok_or_else(|| ClusterError::Layout {
                     stream: self.stream.name.clone(),
                     sequence,
-                }
-            })?;
+                })?;
             // The first message after a reset may begin before the next record (or end
             // before it, when the offset was set past the end); every later one must begin
             // where the one before ended.
