@@ -67,6 +67,15 @@ impl Workers {
         self.hosts[n].as_ref().expect("worker is running")
     }
 
+    /// Creates connectors (name, config) through worker `via`.
+    fn create(&self, via: usize, connectors: &[(&str, serde_json::Value)]) {
+        for (name, config) in connectors {
+            let path = format!("/connectors/{name}/config");
+            let answer = json_send(self.host(via), "PUT", &path, config);
+            assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
+        }
+    }
+
     fn kill9(&mut self, n: usize) {
         if let Some(host) = self.hosts[n].take() {
             host.kill9();
@@ -88,20 +97,19 @@ impl Workers {
         );
         // Lines written before the pipeline exists are kept: the source reads from the start.
         append(&input, "");
-        let host = self.host(via);
-        for (name, config) in [
-            (
-                format!("src{i}"),
-                json!({"connector.class": "file-source", "file": input, "topic": format!("topic{i}")}),
-            ),
-            (
-                format!("sink{i}"),
-                json!({"connector.class": "file-sink", "file": output, "topics": format!("topic{i}")}),
-            ),
-        ] {
-            let answer = json_send(host, "PUT", &format!("/connectors/{name}/config"), &config);
-            assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
-        }
+        self.create(
+            via,
+            &[
+                (
+                    &format!("src{i}"),
+                    json!({"connector.class": "file-source", "file": input, "topic": format!("topic{i}")}),
+                ),
+                (
+                    &format!("sink{i}"),
+                    json!({"connector.class": "file-sink", "file": output, "topics": format!("topic{i}")}),
+                ),
+            ],
+        );
         (input, output)
     }
 
@@ -374,20 +382,19 @@ fn a_sink_reads_past_its_byte_budget_and_records_larger_than_it() {
     let mut lines: Vec<String> = (0..2000).map(|n| format!("{n:099}")).collect();
     lines[1000] = "x".repeat(5 << 10);
     std::fs::write(&input, lines.join("\n") + "\n").expect("input");
-    let host = cluster.host(0);
-    for (name, config) in [
-        (
-            "src",
-            json!({"connector.class": "file-source", "file": input, "topic": "wide"}),
-        ),
-        (
-            "dst",
-            json!({"connector.class": "file-sink", "file": output, "topics": "wide", "limits.poll.bytes": "1KiB"}),
-        ),
-    ] {
-        let answer = json_send(host, "PUT", &format!("/connectors/{name}/config"), &config);
-        assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
-    }
+    cluster.create(
+        0,
+        &[
+            (
+                "src",
+                json!({"connector.class": "file-source", "file": input, "topic": "wide"}),
+            ),
+            (
+                "dst",
+                json!({"connector.class": "file-sink", "file": output, "topics": "wide", "limits.poll.bytes": "1KiB"}),
+            ),
+        ],
+    );
     wait_for(Duration::from_secs(30), "2000 lines delivered", || {
         read_lines(&output).len() >= 2000
     });
@@ -412,20 +419,19 @@ fn killing_workers_mid_batch_loses_and_repeats_nothing() {
         .map(|n| format!("line-{n}{}\n", " ".repeat(90)))
         .collect();
     std::fs::write(&input, text).expect("input");
-    let host = cluster.host(0);
-    for (name, config) in [
-        (
-            "src",
-            json!({"connector.class": "file-source", "file": input, "topic": "mid"}),
-        ),
-        (
-            "dst",
-            json!({"connector.class": "file-sink", "file": output, "topics": "mid", "limits.poll.records": "700"}),
-        ),
-    ] {
-        let answer = json_send(host, "PUT", &format!("/connectors/{name}/config"), &config);
-        assert_eq!(answer.status, 201, "create {name}: {}", answer.body);
-    }
+    cluster.create(
+        0,
+        &[
+            (
+                "src",
+                json!({"connector.class": "file-source", "file": input, "topic": "mid"}),
+            ),
+            (
+                "dst",
+                json!({"connector.class": "file-sink", "file": output, "topics": "mid", "limits.poll.records": "700"}),
+            ),
+        ],
+    );
     let mut cluster = cluster;
     let worker_of = |cluster: &Workers, connector: &str| {
         let live = cluster.live()[0];
@@ -520,8 +526,7 @@ fn a_topic_stream_of_the_old_layout_is_refused_with_the_fix() {
     let input = cluster.ws.path("in.txt");
     append_lines(&input, 0, 10);
     let config = json!({"connector.class": "file-source", "file": input, "topic": "old"});
-    let answer = json_send(cluster.host(0), "PUT", "/connectors/src/config", &config);
-    assert_eq!(answer.status, 201, "{}", answer.body);
+    cluster.create(0, &[("src", config)]);
     wait_for(
         Duration::from_secs(30),
         "the task failing with the fix",
