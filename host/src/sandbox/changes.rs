@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use notify::event::EventKind;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -24,23 +25,31 @@ pub struct ChangeWatcher {
     shared: Arc<Shared>,
 }
 
+/// Two locks, taken in this order: `watcher` across every watch, unwatch and change of who
+/// follows a directory (the watcher's own thread answers those calls), `dirs` only briefly;
+/// the watcher's thread takes `dirs` alone, so it never waits for a caller waiting for it.
 #[derive(Default)]
 struct Shared {
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
     /// None until the first watch (or when it could not be created).
-    watcher: Option<RecommendedWatcher>,
+    watcher: Mutex<Option<RecommendedWatcher>>,
     /// Each watched directory and the tasks told of its changes.
-    dirs: HashMap<PathBuf, Vec<Subscriber>>,
-    next_id: u64,
+    dirs: Mutex<HashMap<PathBuf, Vec<Subscriber>>>,
+    next_id: AtomicU64,
 }
 
 struct Subscriber {
     id: u64,
     changed: watch::Sender<()>,
+}
+
+impl Shared {
+    fn dirs(&self) -> MutexGuard<'_, HashMap<PathBuf, Vec<Subscriber>>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watcher(&self) -> MutexGuard<'_, Option<RecommendedWatcher>> {
+        self.watcher.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ChangeWatcher {
@@ -51,13 +60,12 @@ impl ChangeWatcher {
         if !grants.network.is_empty() || grants.dirs.is_empty() {
             return None;
         }
-        let dirs: Vec<PathBuf> = grants.dirs.iter().map(|g| g.dir.clone()).collect();
-        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.watcher.is_none() {
-            let shared = Arc::downgrade(&self.shared);
-            let watcher = notify::recommended_watcher(move |event| notify_all(&shared, event));
-            match watcher {
-                Ok(watcher) => state.watcher = Some(watcher),
+        let shared = &self.shared;
+        let mut watcher = shared.watcher();
+        if watcher.is_none() {
+            let weak = Arc::downgrade(shared);
+            match notify::recommended_watcher(move |event| notify_all(&weak, event)) {
+                Ok(created) => *watcher = Some(created),
                 Err(e) => {
                     tracing::debug!("cannot watch granted directories, idle sources poll: {e}");
                     return None;
@@ -65,28 +73,30 @@ impl ChangeWatcher {
             }
         }
         let (changed, receiver) = watch::channel(());
-        let id = state.next_id;
-        state.next_id += 1;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut subscribed = Vec::new();
-        for dir in dirs {
-            if !state.dirs.contains_key(&dir) {
-                let added =
-                    (state.watcher.as_mut()).map(|w| w.watch(&dir, RecursiveMode::NonRecursive));
+        for grant in &grants.dirs {
+            let dir = grant.dir.clone();
+            if !shared.dirs().contains_key(&dir) {
+                let added = (watcher.as_mut()).map(|w| w.watch(&dir, RecursiveMode::NonRecursive));
                 if let Some(Err(e)) = added {
                     tracing::debug!("cannot watch {}, its sources poll: {e}", dir.display());
-                    unsubscribe(&mut state, id, &subscribed);
+                    unsubscribe(shared, &mut watcher, id, &subscribed);
                     return None;
                 }
             }
-            let subscribers = state.dirs.entry(dir.clone()).or_default();
-            subscribers.push(Subscriber {
-                id,
-                changed: changed.clone(),
-            });
+            shared
+                .dirs()
+                .entry(dir.clone())
+                .or_default()
+                .push(Subscriber {
+                    id,
+                    changed: changed.clone(),
+                });
             subscribed.push(dir);
         }
         Some(DirChanges {
-            shared: Arc::downgrade(&self.shared),
+            shared: Arc::downgrade(shared),
             id,
             dirs: subscribed,
             changed: receiver,
@@ -95,8 +105,7 @@ impl ChangeWatcher {
 
     #[cfg(test)]
     fn watched(&self) -> usize {
-        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.dirs.len()
+        self.shared.dirs().len()
     }
 }
 
@@ -105,8 +114,8 @@ fn notify_all(shared: &Weak<Shared>, event: notify::Result<notify::Event>) {
     let Some(shared) = shared.upgrade() else {
         return;
     };
-    let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-    let everything = || state.dirs.values().flatten();
+    let dirs = shared.dirs();
+    let everything = || dirs.values().flatten();
     match event {
         Ok(event) if event.need_rescan() => everything().for_each(Subscriber::tell),
         Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
@@ -114,9 +123,7 @@ fn notify_all(shared: &Weak<Shared>, event: notify::Result<notify::Event>) {
             for path in &event.paths {
                 // A file in a watched directory, or the directory itself.
                 for dir in [path.parent(), Some(path.as_path())].into_iter().flatten() {
-                    state
-                        .dirs
-                        .get(dir)
+                    dirs.get(dir)
                         .into_iter()
                         .flatten()
                         .for_each(Subscriber::tell);
@@ -134,17 +141,23 @@ impl Subscriber {
 }
 
 /// Drops subscriber `id` from `dirs`, and the watch of a directory nobody else follows.
-fn unsubscribe(state: &mut State, id: u64, dirs: &[PathBuf]) {
+fn unsubscribe(
+    shared: &Shared,
+    watcher: &mut Option<RecommendedWatcher>,
+    id: u64,
+    dirs: &[PathBuf],
+) {
     for dir in dirs {
-        let Some(subscribers) = state.dirs.get_mut(dir) else {
-            continue;
+        let unfollowed = {
+            let mut all = shared.dirs();
+            let Some(subscribers) = all.get_mut(dir) else {
+                continue;
+            };
+            subscribers.retain(|s| s.id != id);
+            subscribers.is_empty() && all.remove(dir).is_some()
         };
-        subscribers.retain(|s| s.id != id);
-        if subscribers.is_empty() {
-            state.dirs.remove(dir);
-            if let Some(watcher) = state.watcher.as_mut() {
-                let _ = watcher.unwatch(dir);
-            }
+        if let (true, Some(watcher)) = (unfollowed, watcher.as_mut()) {
+            let _ = watcher.unwatch(dir);
         }
     }
 }
@@ -176,8 +189,8 @@ impl DirChanges {
 impl Drop for DirChanges {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.upgrade() {
-            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            unsubscribe(&mut state, self.id, &self.dirs);
+            let mut watcher = shared.watcher();
+            unsubscribe(&shared, &mut watcher, self.id, &self.dirs);
         }
     }
 }
@@ -220,7 +233,10 @@ mod tests {
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"b\n"))
             .unwrap();
         assert!(changed_within(&mut first, Duration::from_secs(5)).await);
-        assert!(second.take(), "every task of the directory is told");
+        assert!(
+            changed_within(&mut second, Duration::from_secs(5)).await,
+            "every task of the directory is told"
+        );
         assert!(!second.take(), "a change is told once");
         drop((first, second));
         assert_eq!(watcher.watched(), 0, "the last task gone, the watch goes");
