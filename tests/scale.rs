@@ -4,7 +4,10 @@
 //!   of its own), and a slot freed by a stopped connector serves the next create;
 //! - idle sources back off: the CPU time the process spends over an idle window with
 //!   sources on empty files is far below the same sources polled every 10 ms
-//!   (`limits.poll.idle.ms`), and a line appended after a long idle spell still arrives.
+//!   (`limits.poll.idle.ms`), and a line appended after a long idle spell still arrives;
+//! - a file source idle for longer than its quiet spell waits for a change in its file's
+//!   directory: with a poll ceiling of 10 minutes (`--max-poll-watched-ms`), an appended line
+//!   arrives within seconds, and so does an unterminated last line once its file is quiet.
 
 mod common;
 
@@ -129,7 +132,10 @@ fn idle_sources_back_off_and_still_pick_up_new_lines() {
                 &host,
                 &ws,
                 &format!("s{i}"),
-                &[("limits.poll.idle.ms", "10")],
+                &[
+                    ("limits.poll.idle.ms", "10"),
+                    ("limits.poll.watched.ms", "10"),
+                ],
             );
             assert_eq!(status, 201, "{body}");
         }
@@ -155,7 +161,7 @@ fn idle_sources_back_off_and_still_pick_up_new_lines() {
         idle * 5 <= busy,
         "idle sources at the 1 s ceiling used {idle:?} of CPU over {WINDOW:?}, not well below {busy:?} at 10 ms"
     );
-    // After the idle spell, a new line still arrives (the pause never exceeds its ceiling).
+    // After the idle spell, a new line still arrives.
     let appended = Instant::now();
     common::append(&ws.path("s0.txt"), "hello\n");
     wait_for(
@@ -168,4 +174,48 @@ fn idle_sources_back_off_and_still_pick_up_new_lines() {
         },
     );
     eprintln!("line read {:?} after it was appended", appended.elapsed());
+}
+
+#[test]
+fn a_watched_idle_source_wakes_on_a_change_in_its_directory() {
+    let ws = Workspace::new();
+    // Polled every 10 minutes at most once quiet: only the change notification can be prompt.
+    let host = Host::start_with(
+        &ws.data_dir(),
+        &ws.plugin_dir(),
+        &["--max-poll-watched-ms", "600000"],
+    );
+    let (status, body) = create_source(&host, &ws, "w", &[]);
+    assert_eq!(status, 201, "{body}");
+    wait_running(&host, "w");
+    let offset_is = |offset: &str| {
+        json_get(&host, "/connectors/w/offsets")
+            .body
+            .contains(&format!("\"{offset}\""))
+    };
+    for (text, offset) in [("hello\n", "6"), ("again\n", "12")] {
+        // Past the quiet spell (3 s) and the climb to the 1 s ceiling: waiting for a change.
+        std::thread::sleep(Duration::from_secs(5));
+        let appended = Instant::now();
+        common::append(&ws.path("w.txt"), text);
+        wait_for(Duration::from_secs(3), "the appended line", || {
+            offset_is(offset)
+        });
+        eprintln!(
+            "{text:?} read {:?} after it was appended",
+            appended.elapsed()
+        );
+    }
+    // A last line without terminator is delivered once its file has been quiet for 1 s,
+    // although nothing changes after it is appended.
+    std::thread::sleep(Duration::from_secs(5));
+    let appended = Instant::now();
+    common::append(&ws.path("w.txt"), "tail");
+    wait_for(Duration::from_secs(5), "the unterminated line", || {
+        offset_is("16")
+    });
+    eprintln!(
+        "unterminated line read {:?} after it was appended",
+        appended.elapsed()
+    );
 }

@@ -4,7 +4,9 @@
 //!    alone: records per second.
 //! 2. `SCALE_CONNECTORS` (1,000) file sources on empty files created through the JSON API:
 //!    the time to create them, then the process's RSS and its CPU use (% of one core) over
-//!    `SCALE_IDLE_S` (10) seconds while they idle.
+//!    `SCALE_IDLE_S` (10) seconds while they idle. They wait for a change in their
+//!    directory (`limits.poll.watched.ms`, 10 s at most); `SCALE_WATCHED_MS=1000` sets it to
+//!    the 1 s poll ceiling, which is polling as before the watch.
 //! 3. REST under load: a fixed-rate load generator (`SCALE_RATE`, 5,000 requests/s, for
 //!    `SCALE_LOAD_S` seconds; loopback, bounded in count and time) on
 //!    `GET /connectors/{c}/status` of both APIs, and on `/connectors?expand=status` at
@@ -36,6 +38,7 @@ fn main() {
     let rate = env_count("SCALE_RATE", 5_000) as f64;
     let expand_rate = env_count("SCALE_EXPAND_RATE", 100) as f64;
     let load_window = Duration::from_secs(env_count("SCALE_LOAD_S", 3) as u64);
+    let watched_ms = env_count("SCALE_WATCHED_MS", 10_000);
     println!("scale benchmark: {connectors} idle file sources on one worker; pipeline of {lines} lines of {LINE_BYTES} B");
 
     let ws = Workspace::new();
@@ -53,7 +56,12 @@ fn main() {
     for i in 0..connectors {
         let file = ws.path(&format!("idle{i}.txt"));
         std::fs::write(&file, "").expect("idle input");
-        let config = json!({"connector.class": "file-source", "file": file, "topic": "idle"});
+        let config = json!({
+            "connector.class": "file-source",
+            "file": file,
+            "topic": "idle",
+            "limits.poll.watched.ms": watched_ms.to_string(),
+        });
         let answer = json_send(
             &host,
             "PUT",
@@ -69,13 +77,14 @@ fn main() {
         created.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    // The idle pauses reach their 1 s ceiling within about a second.
-    std::thread::sleep(Duration::from_secs(3));
+    // The idle pauses reach their 1 s ceiling within about a second; the sources wait for a
+    // change 3 s after the last one (the last idle file created).
+    std::thread::sleep(Duration::from_secs(5));
     let cpu_before = cpu_time(host.pid());
     std::thread::sleep(idle_window);
     let cpu = cpu_time(host.pid()) - cpu_before;
     println!(
-        "idle: RSS {} MiB, CPU {:.2}% of one core over {} s ({:.3} s of CPU)",
+        "idle (limits.poll.watched.ms {watched_ms}): RSS {} MiB, CPU {:.2}% of one core over {} s ({:.3} s of CPU)",
         rss_kib(host.pid()) / 1024,
         100.0 * cpu.as_secs_f64() / idle_window.as_secs_f64(),
         idle_window.as_secs(),

@@ -1,12 +1,17 @@
-//! The disk budget (`limits.disk.bytes`): bytes a task may write to files through its
-//! grants. Every way a guest writes file data goes through one of three functions of
-//! `wasi:filesystem/types`: `descriptor.write`, and the output streams that
+//! File writes: the disk budget (`limits.disk.bytes`), and file output streams written on
+//! the calling thread. Every way a guest writes file data goes through one of three
+//! functions of `wasi:filesystem/types`: `descriptor.write`, and the output streams that
 //! `descriptor.write-via-stream` and `descriptor.append-via-stream` return. The linker's
 //! versions of these three are shadowed by wrappers that count the bytes against the
-//! task's [`DiskBudget`] (the streams are wrapped in a [`CountedStream`]); a write beyond
+//! task's [`DiskBudget`] (the streams are wrapped in a [`FileStream`]); a write beyond
 //! the budget is refused (`insufficient-space`, or a failed stream write), and the host
 //! fails the task after the call with the reason. Not counted: `set-size` (it grows a file
 //! without writing data: a sparse file) and directory entries.
+//!
+//! A [`FileStream`] also writes on the guest's own thread, as every other file call does
+//! (the WASI context allows blocking it), and accepts up to [`FILE_WRITE_PERMIT`] bytes per
+//! write: wasmtime's file stream hands each write of at most 64 KiB to a blocking thread,
+//! a thread hop per 64 KiB that cost a file sink more than the writes themselves.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,8 +120,10 @@ pub fn shadow_file_writes(linker: &mut Linker<TaskState>) -> wasmtime::Result<()
     Ok(())
 }
 
-/// The stream `opened` gave, counted against the task's budget (as it is when there is
-/// none), or the error as the guest sees it.
+/// Bytes a file stream accepts in one write: a sink's whole buffer of records in one call.
+const FILE_WRITE_PERMIT: usize = 1 << 20;
+
+/// The stream `opened` gave as a [`FileStream`], or the error as the guest sees it.
 fn counted(
     state: &mut TaskState,
     opened: FsResult<Resource<DynOutputStream>>,
@@ -125,72 +132,118 @@ fn counted(
         Ok(stream) => stream,
         Err(e) => return Ok(Err(state.filesystem().convert_error_code(e)?)),
     };
-    let Some(budget) = state.disk.clone() else {
-        return Ok(Ok(stream));
-    };
+    let budget = state.disk.clone();
     let table = state.ctx().table;
     let inner = table.delete(stream)?;
-    let wrapped: DynOutputStream = Box::new(CountedStream { inner, budget });
+    let wrapped: DynOutputStream = Box::new(FileStream {
+        inner,
+        budget,
+        pending: None,
+        failed: None,
+    });
     Ok(Ok(table.push(wrapped)?))
 }
 
-/// A file's output stream whose writes are taken from a budget.
-struct CountedStream {
+/// A file's output stream whose writes are taken from the budget (when there is one) and
+/// written when the guest next waits on the stream (flush, ready, or drop), on its thread.
+struct FileStream {
     inner: DynOutputStream,
-    budget: Arc<DiskBudget>,
+    budget: Option<Arc<DiskBudget>>,
+    /// Bytes accepted by `write` and not yet written.
+    pending: Option<Bytes>,
+    /// The write of `pending` failed: the next call reports it.
+    failed: Option<StreamError>,
 }
 
-impl CountedStream {
+impl FileStream {
     fn spend(&self, bytes: usize) -> Result<(), StreamError> {
-        if self.budget.spend(bytes) {
-            return Ok(());
+        match &self.budget {
+            Some(budget) if !budget.spend(bytes) => Err(StreamError::LastOperationFailed(
+                wasmtime::Error::msg(format!(
+                    "disk budget of {} bytes (limits.disk.bytes) used up",
+                    budget.limit
+                )),
+            )),
+            _ => Ok(()),
         }
-        Err(StreamError::LastOperationFailed(wasmtime::Error::msg(
-            format!(
-                "disk budget of {} bytes (limits.disk.bytes) used up",
-                self.budget.limit
-            ),
-        )))
+    }
+
+    /// The failure of the last write, once.
+    fn check_failed(&mut self) -> Result<(), StreamError> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
+    /// Accepts `bytes` to write at the next wait; refused while others are pending.
+    fn accept(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.check_failed()?;
+        if self.pending.is_some() {
+            return Err(StreamError::trap(
+                "write not permitted: check_write not called first",
+            ));
+        }
+        self.spend(bytes.len())?;
+        self.pending = Some(bytes);
+        Ok(())
+    }
+
+    /// Writes the pending bytes (on this thread: the WASI context allows blocking it).
+    async fn write_pending(&mut self) {
+        if let Some(bytes) = self.pending.take() {
+            if let Err(e) = self.inner.blocking_write_and_flush(bytes).await {
+                self.failed = Some(e);
+            }
+        }
     }
 }
 
 #[async_trait::async_trait]
-impl Pollable for CountedStream {
+impl Pollable for FileStream {
     async fn ready(&mut self) {
+        self.write_pending().await;
         self.inner.ready().await;
     }
 }
 
 #[async_trait::async_trait]
-impl OutputStream for CountedStream {
+impl OutputStream for FileStream {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.spend(bytes.len())?;
-        self.inner.write(bytes)
+        self.accept(bytes)
     }
 
     fn flush(&mut self) -> Result<(), StreamError> {
+        // The pending bytes are written when the guest waits for the flush (`ready`).
+        self.check_failed()?;
         self.inner.flush()
     }
 
     fn check_write(&mut self) -> Result<usize, StreamError> {
-        self.inner.check_write()
+        self.check_failed()?;
+        if self.pending.is_some() {
+            return Ok(0);
+        }
+        let permit = self.inner.check_write()?;
+        Ok(if permit == 0 { 0 } else { FILE_WRITE_PERMIT })
     }
 
     async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.write_pending().await;
+        self.check_failed()?;
         self.spend(bytes.len())?;
         self.inner.blocking_write_and_flush(bytes).await
     }
 
     fn write_zeroes(&mut self, nelem: usize) -> Result<(), StreamError> {
-        self.spend(nelem)?;
-        self.inner.write_zeroes(nelem)
+        self.accept(Bytes::from(vec![0; nelem]))
     }
 
     async fn write_ready(&mut self) -> Result<usize, StreamError> {
-        self.inner.write_ready().await
+        self.ready().await;
+        self.check_write()
     }
 
     async fn cancel(&mut self) {
+        // A write the guest was told succeeded still reaches the file.
+        self.write_pending().await;
         self.inner.cancel().await;
     }
 }

@@ -21,8 +21,8 @@ use super::bindings::types::{
     Config, ConfigError, ConnectorKind, Descriptor, Position, RecordBatch, TaskError,
 };
 use super::{
-    CompileError, Grants, GuestFailure, Identity, InstanceSlot, Limits, NetworkCounters, Redactor,
-    Sandbox, TaskState, STOP_GRACE,
+    CompileError, DirChanges, Grants, GuestFailure, Identity, InstanceSlot, Limits,
+    NetworkCounters, Redactor, Sandbox, TaskState, STOP_GRACE,
 };
 
 /// A compiled, linked connector component and the world it targets.
@@ -415,6 +415,8 @@ pub struct SourceInstance {
     task: ResourceAny,
     limits: Limits,
     cancel: Cancel,
+    /// The changes in its granted directories, when it reaches nothing else.
+    changes: Option<DirChanges>,
     /// Last: freed once the store is gone.
     _slot: InstanceSlot,
 }
@@ -432,6 +434,8 @@ impl SourceInstance {
         setup: TaskSetup<'_>,
     ) -> Result<Result<Self, TaskError>, GuestFailure> {
         let slot = sandbox.task_slot(setup.stop.clone()).await?;
+        // Before the first poll, so that no change after it goes unseen.
+        let changes = sandbox.watch_changes(setup.grants);
         let (mut store, limits, mut cancel, config) = setup.into_store(sandbox);
         let bindings = pre
             .instantiate_async(&mut store)
@@ -450,6 +454,7 @@ impl SourceInstance {
                 task,
                 limits,
                 cancel,
+                changes,
                 _slot: slot,
             }))
     }
@@ -488,6 +493,11 @@ impl SourceInstance {
     /// The instance's linear memory now, in bytes.
     pub fn memory_used(&self) -> usize {
         self.store.data().limiter.memory_used
+    }
+
+    /// The changes in its granted directories, when it reaches nothing else.
+    pub fn changes(&mut self) -> Option<&mut DirChanges> {
+        self.changes.as_mut()
     }
 
     /// Calls `stop` and drops the task resource (see [`stop_task`]).

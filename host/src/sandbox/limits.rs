@@ -45,6 +45,9 @@ pub struct Limits {
     /// Longest pause between two polls of a source that found nothing: each empty poll
     /// doubles the pause up to this (`limits.poll.idle.ms`).
     pub poll_idle: Duration,
+    /// Longest pause of an idle source whose only grants are directories the worker watches
+    /// for changes: a change ends it at once (`limits.poll.watched.ms`).
+    pub poll_watched: Duration,
     /// Sockets a task may hold open at once, wasi:http connections and TCP sockets together
     /// (`limits.network.connections`).
     pub network_connections: usize,
@@ -180,6 +183,7 @@ impl WorkerLimits {
             partitions: 0,
             disk_bytes: 0,
             poll_idle: Duration::ZERO,
+            poll_watched: Duration::ZERO,
             network_connections: 0,
             network_bytes_out: 0,
             network_bytes_in: 0,
@@ -450,6 +454,21 @@ pub const LIMITS: &[Limit] = &[
         field: Field::Connector {
             get: |l| millis(l.poll_idle),
             set: |l, v| l.poll_idle = Duration::from_millis(v as u64),
+        },
+    },
+    Limit {
+        key: Some("limits.poll.watched.ms"),
+        flag: "max-poll-watched-ms",
+        unit: Unit::Count,
+        flag_unit: Unit::Count,
+        default: 10_000,
+        zero_is_unlimited: false,
+        max: 3_600_000,
+        help: "Longest pause, in ms, of an idle source whose only grants are directories: after 3 s without records or changes it waits for a file in them to change, or this long",
+        hit: "an idle source that reaches only its granted directories is polled at most this often once they have been quiet for 3 s; a file created, written, renamed or removed in them wakes it at once",
+        field: Field::Connector {
+            get: |l| millis(l.poll_watched),
+            set: |l, v| l.poll_watched = Duration::from_millis(v as u64),
         },
     },
     Limit {

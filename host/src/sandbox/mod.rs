@@ -5,13 +5,15 @@
 //! `bindings` holds the generated code of each WIT world, `compiler` compiles untrusted
 //! components (in a child process under rlimits), `state` the per-store data and the
 //! host functions, `limits` every limit, `capabilities` what an instance may reach (one
-//! module per capability), `output` the guest's stdout/stderr, `redact` what keeps resolved
+//! module per capability), `changes` the change notifications of granted directories,
+//! `output` the guest's stdout/stderr, `redact` what keeps resolved
 //! secrets out of messages, `disk` the disk budget, `http` outgoing wasi:http requests
 //! (through the network grant), `sockets` TCP sockets under the network limits, `instance` the typed calls into a
 //! connector (each armed with its CPU budget and wall-clock limit, failures explained).
 
 mod bindings;
 pub mod capabilities;
+mod changes;
 mod compiler;
 mod disk;
 mod http;
@@ -36,6 +38,7 @@ pub use bindings::since_v0_2_0::transform_world::exports::wasm_connect::connecto
 pub use bindings::types;
 pub use capabilities::network::NETWORK_ALLOW_KEY;
 pub use capabilities::{Capabilities, Grants, HostDirKind, NetworkCounters};
+pub use changes::DirChanges;
 pub use compiler::{run_child as run_compiler_child, CompileError, Compiler, COMPILE_SUBCOMMAND};
 pub use instance::{
     ConnectorComponent, SinkComponent, SinkInstance, SourceInstance, TaskSetup, TransformInstance,
@@ -107,6 +110,8 @@ pub struct Sandbox {
     call_slots: Arc<tokio::sync::Semaphore>,
     /// Each connector's network byte rates (wasi:http and TCP), shared by its tasks.
     rates: http::RateTable,
+    /// Changes in the directories granted to sources that reach nothing else.
+    changes: changes::ChangeWatcher,
 }
 
 impl Sandbox {
@@ -138,6 +143,7 @@ impl Sandbox {
             task_slots: Arc::new(tokio::sync::Semaphore::new(limits.worker.instances)),
             call_slots: Arc::new(tokio::sync::Semaphore::new(CONNECTOR_CALL_SLOTS)),
             rates: Default::default(),
+            changes: Default::default(),
             limits,
         })
     }
@@ -233,6 +239,11 @@ impl Sandbox {
             connector,
             (limits.network_bytes_out, limits.network_bytes_in),
         )
+    }
+
+    /// The changes in the directories of `grants`, for a task that reaches nothing else.
+    fn watch_changes(&self, grants: &Grants) -> Option<DirChanges> {
+        self.changes.watch(grants)
     }
 
     /// A fresh store for one instance, under `limits`.

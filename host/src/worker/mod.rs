@@ -10,6 +10,7 @@ mod change;
 pub mod control;
 pub mod errors;
 pub mod events;
+mod idle;
 pub mod keys;
 mod lifecycle;
 pub mod observe;

@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 
 use super::batch::{BatchChecks, Partitions, TopicPolicy};
 use super::errors::ErrorPolicy;
+use super::idle::Idle;
 use super::keys;
 use super::plane::{PlaneError, StoreBatch};
 use super::task::{CallResult, Positions, TaskContext, TaskStatus};
 use super::transforms::{through_stages, Stages};
 use crate::metrics::{Op, Stage, TaskMeter};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
-use crate::sandbox::{ConnectorComponent, GuestFailure, NetworkCounters, SourceInstance};
+use crate::sandbox::{
+    ConnectorComponent, DirChanges, GuestFailure, NetworkCounters, SourceInstance,
+};
 use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
 
-/// The pause after the first empty poll; each further one doubles it, up to the
-/// connector's `limits.poll.idle.ms`.
-const FIRST_IDLE_PAUSE: Duration = Duration::from_millis(1);
 /// How often the copy of the positions the APIs show is made durable (the records always are).
 const DURABLE_POSITIONS_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a retriable error.
@@ -83,7 +83,7 @@ pub async fn drive(
         .unwrap_or_default();
     let limits = ctx.limits.clone();
     let partitions = Arc::new(Mutex::new(partitions));
-    let mut idle = FIRST_IDLE_PAUSE;
+    let mut idle = Idle::default();
     let mut storing: Option<Storing> = None;
     let mut last_durable = Instant::now();
     let mut pacer = Pacer::new(limits.records_per_second);
@@ -130,12 +130,10 @@ pub async fn drive(
         ctx.meter.received(batch.count, batch.frames.len());
         // A count of 0 with bytes is checked (and refused) like any other batch.
         if batch.count == 0 && batch.frames.is_empty() {
-            let pause = idle.min(limits.poll_idle);
-            ctx.idle_pause(pause).await;
-            idle = (pause * 2).min(limits.poll_idle);
+            idle.pause(ctx, task.changes()).await;
             continue;
         }
-        idle = FIRST_IDLE_PAUSE;
+        idle.reset();
         let batch = match transform(ctx, &policy, batch, &default_topic).await {
             // Every record dropped by a transform (a count of 0 with bytes goes on to the
             // batch checks, which refuse it).
@@ -295,6 +293,11 @@ pub trait SourceCalls: Send {
     fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
         None
     }
+
+    /// The changes in the task's granted directories, when they are watched.
+    fn changes(&mut self) -> Option<&mut DirChanges> {
+        None
+    }
 }
 
 impl SourceCalls for SourceInstance {
@@ -323,6 +326,10 @@ impl SourceCalls for SourceInstance {
 
     fn network_counters(&self) -> Option<&Arc<NetworkCounters>> {
         Some(SourceInstance::network_counters(self))
+    }
+
+    fn changes(&mut self) -> Option<&mut DirChanges> {
+        SourceInstance::changes(self)
     }
 }
 

@@ -71,7 +71,7 @@ pub struct FileSourceTask {
     /// Offset just after the last line delivered.
     position: u64,
     /// Bytes read past `position` that do not yet end in `\n`.
-    pending: Vec<u8>,
+    pending: Pending,
     /// Start of the unscanned part of `pending` (everything before it holds no `\n`).
     scanned: usize,
     /// When the last read returned data.
@@ -97,7 +97,7 @@ impl SourceTask for FileSourceTask {
             path: path.to_string(),
             file: None,
             position,
-            pending: Vec::new(),
+            pending: Pending::default(),
             scanned: 0,
             last_growth: Instant::now(),
             owe_terminator: false,
@@ -153,19 +153,16 @@ impl FileSourceTask {
         let Some(file) = self.file.as_mut() else {
             return Ok(0);
         };
-        let start = self.pending.len();
-        self.pending.resize(start + READ_CHUNK, 0);
-        let read = match file.read(&mut self.pending[start..]) {
+        let read = match file.read(self.pending.spare(READ_CHUNK)) {
             Ok(read) => read,
             Err(e) => {
-                self.pending.truncate(start);
                 return Err(TaskError::Retriable(format!(
                     "cannot read {}: {e}",
                     self.path
                 )));
             }
         };
-        self.pending.truncate(start + read);
+        self.pending.filled(read);
         if read > 0 {
             self.last_growth = Instant::now();
         } else {
@@ -184,28 +181,29 @@ impl FileSourceTask {
         max_bytes: usize,
     ) -> Result<(), TaskError> {
         let mut consumed = 0;
-        if self.owe_terminator && !self.pending.is_empty() {
+        let pending = self.pending.bytes();
+        if self.owe_terminator && !pending.is_empty() {
             self.owe_terminator = false;
-            if self.pending[0] == b'\n' {
+            if pending[0] == b'\n' {
                 consumed = 1;
                 self.position += 1;
             }
         }
         let mut position_text = itoa::Buffer::new();
         while out.count() < max_records && out.byte_len() < max_bytes {
-            let rest = &self.pending[consumed.max(self.scanned)..];
+            let rest = &pending[consumed.max(self.scanned)..];
             let Some(newline) = memchr::memchr(b'\n', rest) else {
-                self.scanned = self.pending.len();
+                self.scanned = pending.len();
                 break;
             };
             let end = consumed.max(self.scanned) + newline;
-            let line = strip_cr(&self.pending[consumed..end]);
+            let line = strip_cr(&pending[consumed..end]);
             self.position += (end + 1 - consumed) as u64;
-            self.push(out, line, &mut position_text)?;
+            push(&self.path, self.position, out, line, &mut position_text)?;
             consumed = end + 1;
             self.scanned = consumed;
         }
-        self.pending.drain(..consumed);
+        self.pending.consume(consumed);
         self.scanned = self.scanned.saturating_sub(consumed);
         Ok(())
     }
@@ -214,36 +212,88 @@ impl FileSourceTask {
     fn flush_unterminated(&mut self, out: &mut BatchWriter) -> Result<(), TaskError> {
         if self.pending.is_empty()
             || !out.is_empty()
-            || memchr::memchr(b'\n', &self.pending).is_some()
+            || memchr::memchr(b'\n', self.pending.bytes()).is_some()
         {
             return Ok(());
         }
         if self.last_growth.elapsed() < UNTERMINATED_QUIET {
             return Ok(());
         }
-        let line = std::mem::take(&mut self.pending);
-        self.position += line.len() as u64;
+        let line = self.pending.bytes();
+        let len = line.len();
+        self.position += len as u64;
         self.scanned = 0;
         self.owe_terminator = true;
-        let line = strip_cr(&line);
-        self.push(out, line, &mut itoa::Buffer::new())
+        let pushed = push(
+            &self.path,
+            self.position,
+            out,
+            strip_cr(line),
+            &mut itoa::Buffer::new(),
+        );
+        self.pending.consume(len);
+        pushed
+    }
+}
+
+/// Frames `line` of the file at `path`, which ends at `position`.
+fn push(
+    path: &str,
+    position: u64,
+    out: &mut BatchWriter,
+    line: &[u8],
+    position_text: &mut itoa::Buffer,
+) -> Result<(), TaskError> {
+    let record = Record {
+        value: line,
+        partition: path,
+        position: position_text.format(position),
+        ..Record::default()
+    };
+    out.push(&record)
+        .map_err(|e| TaskError::Fatal(format!("cannot frame a line of {path}: {e}")))
+}
+
+/// The bytes read and not yet delivered, in a buffer that is zeroed only where it grows: a
+/// WASI read fills at most 64 KiB, and zeroing a whole [`READ_CHUNK`] before each one cost
+/// more than the read.
+#[derive(Default)]
+struct Pending {
+    buffer: Vec<u8>,
+    len: usize,
+}
+
+impl Pending {
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[..self.len]
     }
 
-    fn push(
-        &self,
-        out: &mut BatchWriter,
-        line: &[u8],
-        position_text: &mut itoa::Buffer,
-    ) -> Result<(), TaskError> {
-        let position = position_text.format(self.position);
-        let record = Record {
-            value: line,
-            partition: &self.path,
-            position,
-            ..Record::default()
-        };
-        out.push(&record)
-            .map_err(|e| TaskError::Fatal(format!("cannot frame a line of {}: {e}", self.path)))
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Room for up to `bytes` more after those held.
+    fn spare(&mut self, bytes: usize) -> &mut [u8] {
+        let end = self.len + bytes;
+        if self.buffer.len() < end {
+            self.buffer.resize(end, 0);
+        }
+        &mut self.buffer[self.len..end]
+    }
+
+    /// The first `bytes` of [`Pending::spare`] were filled.
+    fn filled(&mut self, bytes: usize) {
+        self.len += bytes;
+    }
+
+    /// Drops the first `bytes` (delivered).
+    fn consume(&mut self, bytes: usize) {
+        self.buffer.copy_within(bytes..self.len, 0);
+        self.len -= bytes;
     }
 }
 
