@@ -15,7 +15,7 @@ use super::transforms::{through_stages, Stages};
 use crate::metrics::{Op, Stage, TaskMeter};
 use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{ConnectorComponent, GuestFailure, NetworkCounters, SourceInstance};
-use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
+use wasm_connect_sdk::{BatchReader, BatchWriter};
 
 /// The pause after the first empty poll; each further one doubles it, up to the
 /// connector's `limits.poll.idle.ms`.
@@ -360,12 +360,9 @@ async fn transform(
             named.push_frame(record.frame);
             continue;
         }
-        let headers: Vec<(&str, &[u8])> = record.headers().collect();
-        let with_topic = Record {
-            topic: default_topic,
-            ..record.to_record(&headers)
-        };
-        named.push(&with_topic).map_err(|e| e.to_string())?;
+        named
+            .push_routed(&record, default_topic)
+            .map_err(|e| e.to_string())?;
     }
     let (count, frames) = named.into_parts();
     through_stages(ctx, policy, RecordBatch { count, frames }, default_topic)

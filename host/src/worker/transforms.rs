@@ -331,8 +331,9 @@ pub async fn through_stages(
 }
 
 impl Stage {
-    /// One stage over `batch`, whose records came from `origins`: the new batch and the
-    /// origins of its records; failures are added to `failures`.
+    /// One stage over `batch` (well-formed: built by the host or checked transform output),
+    /// whose records came from `origins`: the new batch and the origins of its records;
+    /// failures are added to `failures`.
     async fn apply(
         &mut self,
         batch: &RecordBatch,
@@ -344,29 +345,42 @@ impl Stage {
             return Err(StageError::NotStarted(alias.clone()));
         };
         let instance = instance.get_mut().unwrap_or_else(|e| e.into_inner());
-        let records =
-            BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
-        // The records the transform sees, by their index in `records`.
-        let selected: Vec<usize> = match &self.guard {
-            None => (0..records.len()).collect(),
-            Some(guard) => (0..records.len())
-                .filter(|i| guard.admits(&records[*i]))
-                .collect(),
-        };
-        if selected.is_empty() {
-            return Ok((clone_batch(batch), origins.to_vec()));
+        if origins.len() != batch.count as usize {
+            return Err(StageError::Input(
+                wasm_connect_sdk::FrameError::CountMismatch {
+                    declared: batch.count,
+                    found: origins.len() as u32,
+                },
+            ));
         }
-        let guarded_input;
-        let input = if selected.len() == records.len() {
-            batch
-        } else {
-            let mut writer = BatchWriter::new();
-            for i in &selected {
-                writer.push_frame(records[*i].frame);
+        // With a guard that holds for some records only: the records and the indexes of those
+        // the transform sees; they alone are handed to it.
+        let guarded = match &self.guard {
+            None => None,
+            Some(guard) => {
+                let records =
+                    BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
+                let selected: Vec<usize> = (0..records.len())
+                    .filter(|i| guard.admits(&records[*i]))
+                    .collect();
+                if selected.is_empty() {
+                    return Ok((clone_batch(batch), origins.to_vec()));
+                }
+                (selected.len() < records.len()).then_some((records, selected))
             }
-            let (count, frames) = writer.into_parts();
-            guarded_input = RecordBatch { count, frames };
-            &guarded_input
+        };
+        let guarded_input;
+        let input = match &guarded {
+            None => batch,
+            Some((records, selected)) => {
+                let mut writer = BatchWriter::new();
+                for i in selected {
+                    writer.push_frame(records[*i].frame);
+                }
+                let (count, frames) = writer.into_parts();
+                guarded_input = RecordBatch { count, frames };
+                &guarded_input
+            }
         };
         let out = match instance.apply(input).await {
             Ok(Ok(out)) => out,
@@ -395,31 +409,39 @@ impl Stage {
             alias: alias.clone(),
             reason,
         };
-        let produced = check_output(&out, selected.len()).map_err(malformed)?;
+        check_output(&out, input.count as usize).map_err(malformed)?;
+        // The index in `batch` of the record the transform saw at `index`.
+        let given = |index: u32| match &guarded {
+            None => index as usize,
+            Some((_, selected)) => selected[index as usize],
+        };
         for failure in &out.failures {
             failures.push(Failure {
-                index: origins[selected[failure.index as usize]],
+                index: origins[given(failure.index)],
                 failed_in: FailedIn::Transformation,
                 by: alias.clone(),
                 message: failure.message.clone(),
             });
         }
-        if selected.len() == records.len() {
+        let Some((records, selected)) = guarded else {
             let next = out.origins.iter().map(|o| origins[*o as usize]).collect();
             return Ok((out.batch, next));
-        }
+        };
         // Merge: unselected records in place, each selected one replaced by its outputs.
         let mut writer = BatchWriter::with_capacity(batch.frames.len());
         let mut next = Vec::with_capacity(records.len());
-        let mut outputs = out.origins.iter().zip(&produced).peekable();
+        let produced = BatchReader::new(&out.batch.frames);
+        let mut outputs = out.origins.iter().zip(produced).peekable();
         let mut selected_iter = selected.iter().enumerate().peekable();
         for (i, record) in records.iter().enumerate() {
             match selected_iter.peek() {
                 Some((k, s)) if **s == i => {
                     let k = *k as u32;
                     selected_iter.next();
-                    while let Some((_, frame)) = outputs.next_if(|(o, _)| **o == k) {
-                        writer.push_frame(frame);
+                    while let Some((_, produced)) = outputs.next_if(|(o, _)| **o == k) {
+                        // Checked above: every output record reads.
+                        let produced = produced.map_err(|e| malformed(e.to_string()))?;
+                        writer.push_frame(produced.frame);
                         next.push(origins[i]);
                     }
                 }
@@ -443,15 +465,25 @@ fn clone_batch(batch: &RecordBatch) -> RecordBatch {
 
 /// Checks a transform's answer for an input of `inputs` records (it is guest output): a
 /// well-formed batch, one origin per output record, origins in order and within the input,
-/// failures within the input. Returns the frames of the output records.
-fn check_output(out: &TransformOutput, inputs: usize) -> Result<Vec<&[u8]>, String> {
-    let records = BatchReader::read_all(&out.batch.frames, out.batch.count)
-        .map_err(|e| format!("the batch: {e}"))?;
-    if out.origins.len() != records.len() {
+/// failures within the input.
+fn check_output(out: &TransformOutput, inputs: usize) -> Result<(), String> {
+    let mut records = 0usize;
+    for record in BatchReader::new(&out.batch.frames) {
+        record.map_err(|e| format!("the batch: {e}"))?;
+        records += 1;
+    }
+    if records != out.batch.count as usize {
+        let e = wasm_connect_sdk::FrameError::CountMismatch {
+            declared: out.batch.count,
+            found: records as u32,
+        };
+        return Err(format!("the batch: {e}"));
+    }
+    if out.origins.len() != records {
         return Err(format!(
             "{} origins for {} records; give one origin per output record",
             out.origins.len(),
-            records.len()
+            records
         ));
     }
     if let Some(o) = out.origins.iter().find(|o| **o as usize >= inputs) {
@@ -466,7 +498,7 @@ fn check_output(out: &TransformOutput, inputs: usize) -> Result<Vec<&[u8]>, Stri
             f.index
         ));
     }
-    Ok(records.iter().map(|r| r.frame).collect())
+    Ok(())
 }
 
 /// The stages `config` names, resolved against `plugins`.
