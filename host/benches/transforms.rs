@@ -93,6 +93,18 @@ async fn main() -> anyhow::Result<()> {
     )?);
     let plugin_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     let plugins = Arc::new(PluginRegistry::start(plugin_dir, work.path(), sandbox.clone()).await);
+    // On a busy machine compiling every plugin can outlast the registry's start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while ["regex-router", "insert-header"]
+        .iter()
+        .any(|name| plugins.find(name).is_none())
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "plugins/regex-router.wasm or plugins/insert-header.wasm did not load"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for run in 0..runs {
         for (variant, rates) in variants.iter().zip(&mut rates) {

@@ -593,9 +593,13 @@ pub async fn config_errors(
     limits: &Limits,
     config: &Properties,
 ) -> Vec<StageConfigError> {
-    if aliases(config, TRANSFORMS).next().is_some() {
-        // A create right after the host starts finds the transforms present at start.
-        plugins.started().await;
+    // A create right after the host starts finds the transforms present at start, as it
+    // finds its connector: a transform still loading is waited for (up to a few seconds).
+    let no_pin = Properties::new();
+    for alias in aliases(config, TRANSFORMS) {
+        if let Some(class) = config.get(&format!("{TRANSFORMS}.{alias}.type")) {
+            let _ = plugins.resolve_for_put(class.trim(), &no_pin).await;
+        }
     }
     let stages = match configure(plugins, config) {
         Ok(stages) => stages,
