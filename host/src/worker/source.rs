@@ -353,7 +353,7 @@ async fn transform(
     if ctx.stages.is_empty() {
         return Ok(batch);
     }
-    let mut named = BatchWriter::with_capacity(batch.frames.len());
+    let mut named = BatchWriter::reusing(ctx.stages.input_buffer());
     for record in BatchReader::new(&batch.frames) {
         let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
         if !record.topic.is_empty() {

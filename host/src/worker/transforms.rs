@@ -196,6 +196,9 @@ pub struct Stages {
     /// Why the configured stages cannot run (a plugin gone since the create): the task fails
     /// with it when it starts.
     problem: Option<String>,
+    /// The buffer of the batch last given to the stages, kept for the next one (see
+    /// [`Stages::input_buffer`]).
+    input: Vec<u8>,
 }
 
 impl Stages {
@@ -205,17 +208,23 @@ impl Stages {
         match configure(plugins, config) {
             Ok(stages) => Stages {
                 stages,
-                problem: None,
+                ..Stages::default()
             },
             Err(e) => Stages {
-                stages: Vec::new(),
                 problem: Some(e.to_string()),
+                ..Stages::default()
             },
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// A buffer to build the next batch for the stages in (the one [`through_stages`] kept):
+    /// a fresh multi-megabyte buffer per batch costs its page faults every time.
+    pub fn input_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input)
     }
 
     /// Starts one instance of every transform for the task `ctx` runs: its own store under
@@ -296,10 +305,11 @@ impl Stages {
     }
 }
 
-/// `batch` through the task's stages, its failed records handled by `policy` (dead letter
-/// records take the places of the records they stand for); a retriable error is retried
-/// as the policy says. `default_topic` is the topic of records that name none. Err: the
-/// reason the task fails.
+/// `batch` (built by the host) through the task's stages, its failed records handled by
+/// `policy` (dead letter records take the places of the records they stand for); a
+/// retriable error is retried as the policy says. `default_topic` is the topic of records
+/// that name none. Err: the reason the task fails. The stages keep the buffer of `batch`
+/// for the next one ([`Stages::input_buffer`]).
 pub async fn through_stages(
     ctx: &mut TaskContext,
     policy: &ErrorPolicy,
@@ -309,9 +319,20 @@ pub async fn through_stages(
     if ctx.stages.is_empty() {
         return Ok(batch);
     }
+    let out = stages_output(ctx, policy, &batch, default_topic).await;
+    ctx.stages.input = batch.frames;
+    out
+}
+
+async fn stages_output(
+    ctx: &mut TaskContext,
+    policy: &ErrorPolicy,
+    batch: &RecordBatch,
+    default_topic: &str,
+) -> Result<RecordBatch, String> {
     let mut retry = Retry::new(policy);
     let out = loop {
-        match ctx.stages.apply(&batch).await {
+        match ctx.stages.apply(batch).await {
             Ok(out) => break out,
             Err(e) if e.is_retriable() && !ctx.stopping() => match retry.next_delay() {
                 Some(delay) => {
@@ -326,7 +347,7 @@ pub async fn through_stages(
     if out.failures.is_empty() {
         return Ok(out.batch);
     }
-    let dead = policy.handle(&ctx.identity, &batch, default_topic, out.failures)?;
+    let dead = policy.handle(&ctx.identity, batch, default_topic, out.failures)?;
     Ok(interleave(out.batch, &out.origins, dead))
 }
 

@@ -93,64 +93,29 @@ impl BatchWriter {
         }
     }
 
+    /// A writer into `buffer`, emptied first: a buffer kept from batch to batch spares the
+    /// allocation (and page faults) of a fresh one.
+    pub fn reusing(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        BatchWriter {
+            frames: buffer,
+            count: 0,
+        }
+    }
+
     /// Appends one record.
     pub fn push(&mut self, record: &Record<'_>) -> Result<(), FrameError> {
-        self.push_fields(record, 0, &[])
-    }
-
-    /// Appends `record` (read elsewhere) with its topic replaced by `topic`: its other fields
-    /// are copied as framed, with no per-record allocation (what a router writes).
-    pub fn push_routed(&mut self, record: &RecordRef<'_>, topic: &str) -> Result<(), FrameError> {
-        let routed = Record {
-            topic,
-            ..record.to_record(&[])
-        };
-        self.push_fields(&routed, record.header_count, record.header_bytes)
-    }
-
-    /// Appends `record` (read elsewhere) with `headers` added after its own: its other fields
-    /// are copied as framed, with no per-record allocation.
-    pub fn push_with_headers(
-        &mut self,
-        record: &RecordRef<'_>,
-        headers: &[(&str, &[u8])],
-    ) -> Result<(), FrameError> {
-        let added = record.to_record(headers);
-        self.push_fields(&added, record.header_count, record.header_bytes)
-    }
-
-    /// Appends `record` whose headers are the `framed_count` headers framed in `framed`
-    /// followed by `record.headers`. Every length is checked before anything is written, so
-    /// an error leaves the writer as it was.
-    fn push_fields(
-        &mut self,
-        record: &Record<'_>,
-        framed_count: u16,
-        framed: &[u8],
-    ) -> Result<(), FrameError> {
         let key_len = record.key.map_or(0, <[u8]>::len);
         let value: &[u8] = if record.tombstone { &[] } else { record.value };
-        let mut body = 8 + 4 + key_len + 4 + value.len() + 2 + framed.len() + 6;
+        let mut body = 8 + 4 + key_len + 4 + value.len() + 2;
         for (name, value) in record.headers {
             u16_len("header name", name.len())?;
             body += 2 + name.len() + 4 + value.len();
         }
-        let routing = [
-            ("topic", record.topic),
-            ("partition", record.partition),
-            ("position", record.position),
-        ];
-        for (field, text) in routing {
-            u16_len(field, text.len())?;
-            body += text.len();
-        }
-        let body_len = u32::try_from(body).map_err(|_| FrameError::FieldTooLong {
-            field: "record",
-            len: body,
-        })?;
-        let header_count = usize::from(framed_count) + record.headers.len();
-        let header_count = u16_len("header count", header_count)?;
-        self.frames.reserve(4 + body);
+        let header_count = u16_len("header count", record.headers.len())?;
+        let routing = [record.topic, record.partition, record.position];
+        let body_len = body_len(body + routing_len(routing)?)?;
+        self.frames.reserve(4 + body_len as usize);
         self.frames.extend_from_slice(&body_len.to_le_bytes());
         self.frames
             .extend_from_slice(&record.timestamp.to_le_bytes());
@@ -164,14 +129,61 @@ impl BatchWriter {
             self.put_u32_bytes(value);
         }
         self.frames.extend_from_slice(&header_count.to_le_bytes());
-        self.frames.extend_from_slice(framed);
-        for (name, value) in record.headers {
-            self.put_u16_bytes(name.as_bytes());
-            self.put_u32_bytes(value);
+        self.put_headers(record.headers);
+        self.put_routing(routing);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends `record` (as [`BatchReader`] read it) with its topic replaced by `topic`: its
+    /// [`RecordRef::content`] is copied as framed, with no per-record allocation (what a
+    /// router writes).
+    pub fn push_routed(&mut self, record: &RecordRef<'_>, topic: &str) -> Result<(), FrameError> {
+        self.push_framed(record, &[], topic)
+    }
+
+    /// Appends `record` (as [`BatchReader`] read it) with `headers` added after its own: its
+    /// [`RecordRef::content`] is copied as framed, with no per-record allocation.
+    pub fn push_with_headers(
+        &mut self,
+        record: &RecordRef<'_>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), FrameError> {
+        self.push_framed(record, headers, record.topic)
+    }
+
+    /// `record`'s content with `added` headers after its own, to `topic`. Every length is
+    /// checked before anything is written, so an error leaves the writer as it was.
+    fn push_framed(
+        &mut self,
+        record: &RecordRef<'_>,
+        added: &[(&str, &[u8])],
+        topic: &str,
+    ) -> Result<(), FrameError> {
+        let content = record.content;
+        let mut body = content.len();
+        for (name, value) in added {
+            u16_len("header name", name.len())?;
+            body += 2 + name.len() + 4 + value.len();
         }
-        for (_, text) in routing {
-            self.put_u16_bytes(text.as_bytes());
+        let routing = [topic, record.partition, record.position];
+        let body_len = body_len(body + routing_len(routing)?)?;
+        // The header count sits right before the headers, at the end of the content.
+        let count_at = content
+            .len()
+            .checked_sub(record.header_bytes.len() + 2)
+            .ok_or(FrameError::LengthMismatch { index: self.count })?;
+        let header_count = usize::from(record.header_count) + added.len();
+        let header_count = u16_len("header count", header_count)?;
+        self.frames.reserve(4 + body_len as usize);
+        self.frames.extend_from_slice(&body_len.to_le_bytes());
+        let count_at = self.frames.len() + count_at;
+        self.frames.extend_from_slice(content);
+        if !added.is_empty() {
+            self.frames[count_at..count_at + 2].copy_from_slice(&header_count.to_le_bytes());
+            self.put_headers(added);
         }
+        self.put_routing(routing);
         self.count += 1;
         Ok(())
     }
@@ -242,6 +254,21 @@ impl BatchWriter {
         self.frames.extend_from_slice(bytes);
     }
 
+    /// Headers whose name lengths [`u16_len`] checked.
+    fn put_headers(&mut self, headers: &[(&str, &[u8])]) {
+        for (name, value) in headers {
+            self.put_u16_bytes(name.as_bytes());
+            self.put_u32_bytes(value);
+        }
+    }
+
+    /// Topic, partition and position, checked by [`routing_len`].
+    fn put_routing(&mut self, routing: [&str; 3]) {
+        for text in routing {
+            self.put_u16_bytes(text.as_bytes());
+        }
+    }
+
     /// A field whose length [`u16_len`] checked.
     fn put_u16_bytes(&mut self, bytes: &[u8]) {
         self.frames
@@ -252,6 +279,23 @@ impl BatchWriter {
 
 fn u16_len(field: &'static str, len: usize) -> Result<u16, FrameError> {
     u16::try_from(len).map_err(|_| FrameError::FieldTooLong { field, len })
+}
+
+/// The framed length of topic, partition and position, each checked.
+fn routing_len(routing: [&str; 3]) -> Result<usize, FrameError> {
+    let mut len = 0;
+    for (field, text) in ["topic", "partition", "position"].into_iter().zip(routing) {
+        len += 2 + usize::from(u16_len(field, text.len())?);
+    }
+    Ok(len)
+}
+
+/// A record's body length as framed.
+fn body_len(body: usize) -> Result<u32, FrameError> {
+    u32::try_from(body).map_err(|_| FrameError::FieldTooLong {
+        field: "record",
+        len: body,
+    })
 }
 
 /// One record inside a batch buffer, borrowed from it.
