@@ -146,6 +146,7 @@ impl BatchChecks {
         }
         let mut positions: Vec<(&str, &str)> = Vec::new();
         let mut found = 0u32;
+        let mut checked_topic: Option<&str> = None;
         for record in BatchReader::new(&batch.frames) {
             let record = record.map_err(|e| BatchError::Malformed(e.to_string()))?;
             found += 1;
@@ -157,16 +158,10 @@ impl BatchChecks {
             } else {
                 record.topic
             };
-            if topic.is_empty() {
-                return Err(BatchError::Topic(
-                    "a record names no topic and the task config has no `topic`".into(),
-                ));
-            }
-            validate_topic_name(topic).map_err(BatchError::Topic)?;
-            if !self.topics.allows(topic) {
-                return Err(BatchError::TopicNotAllowed {
-                    topic: topic.to_string(),
-                });
+            // The records of a batch mostly share a topic: each run of one is checked once.
+            if checked_topic != Some(topic) {
+                self.check_topic(topic)?;
+                checked_topic = Some(topic);
             }
             if record.position.len() > self.limits.position_bytes {
                 return Err(BatchError::PositionTooLong {
@@ -199,6 +194,22 @@ impl BatchChecks {
             });
         }
         Ok(positions)
+    }
+
+    /// A record may go to `topic`: a valid name the config lets the source write.
+    fn check_topic(&self, topic: &str) -> Result<(), BatchError> {
+        if topic.is_empty() {
+            return Err(BatchError::Topic(
+                "a record names no topic and the task config has no `topic`".into(),
+            ));
+        }
+        validate_topic_name(topic).map_err(BatchError::Topic)?;
+        if !self.topics.allows(topic) {
+            return Err(BatchError::TopicNotAllowed {
+                topic: topic.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -286,6 +297,19 @@ mod tests {
             Ok(1)
         );
         assert!(TopicPolicy::from_config(&config(&[("topics.allow", "(")])).is_err());
+        // Each record's topic is checked, not only the first of a batch.
+        let mixed = batch(&[("t", "p", "1"), ("t", "p", "2"), ("other", "p", "3")]);
+        assert!(matches!(
+            check(&mixed, &cfg, &limits, &mut Partitions::default()),
+            Err(BatchError::TopicNotAllowed { topic }) if topic == "other"
+        ));
+        let back = batch(&[
+            ("t", "p", "1"),
+            ("", "p", "2"),
+            ("other", "p", "3"),
+            ("t", "p", "4"),
+        ]);
+        assert!(check(&back, &cfg, &limits, &mut Partitions::default()).is_err());
     }
 
     #[test]

@@ -286,7 +286,9 @@ async fn put_next(
     } else {
         // Transforms see each record's topic (and its offset as its position); `put` gets
         // the frames without them, as always.
-        let named = with_topic(&batch, &sub.topic, read.first_offset).map_err(Delivery::Fail)?;
+        let buffer = ctx.stages.input_buffer();
+        let named =
+            with_topic(&batch, &sub.topic, read.first_offset, buffer).map_err(Delivery::Fail)?;
         let transformed = through_stages(ctx, &errors.policy, named, &sub.topic)
             .await
             .map_err(Delivery::Fail)?;
@@ -326,10 +328,15 @@ async fn put_next(
 }
 
 /// `batch`, whose first record has offset `first_offset`, with every record's topic set to
-/// `topic` and its position to its offset.
-fn with_topic(batch: &RecordBatch, topic: &str, first_offset: u64) -> Result<RecordBatch, String> {
+/// `topic` and its position to its offset; written into `buffer`.
+fn with_topic(
+    batch: &RecordBatch,
+    topic: &str,
+    first_offset: u64,
+    buffer: Vec<u8>,
+) -> Result<RecordBatch, String> {
     let mut offset = first_offset;
-    rewrite(batch, |record, out| {
+    rewrite(batch, BatchWriter::reusing(buffer), |record, out| {
         let headers: Vec<(&str, &[u8])> = record.headers().collect();
         let position = offset.to_string();
         offset += 1;
@@ -344,17 +351,19 @@ fn with_topic(batch: &RecordBatch, topic: &str, first_offset: u64) -> Result<Rec
 
 /// `batch` with empty topic, partition and position fields (the form `put` takes).
 fn without_routing(batch: &RecordBatch) -> Result<RecordBatch, String> {
-    rewrite(batch, |record, out| {
+    let out = BatchWriter::with_capacity(batch.frames.len());
+    rewrite(batch, out, |record, out| {
         out.push_content(record.content, record.timestamp);
         Ok(())
     })
 }
 
+/// `batch`, each record as `each` writes it to `out`.
 fn rewrite(
     batch: &RecordBatch,
+    mut out: BatchWriter,
     mut each: impl FnMut(&RecordRef<'_>, &mut BatchWriter) -> Result<(), String>,
 ) -> Result<RecordBatch, String> {
-    let mut out = BatchWriter::with_capacity(batch.frames.len());
     for record in BatchReader::new(&batch.frames) {
         let record = record.map_err(|e| format!("a transform returned a malformed batch: {e}"))?;
         each(&record, &mut out)?;

@@ -18,7 +18,7 @@ use crate::sandbox::types::{Position, RecordBatch, TaskError};
 use crate::sandbox::{
     ConnectorComponent, DirChanges, GuestFailure, NetworkCounters, SourceInstance,
 };
-use wasm_connect_sdk::{BatchReader, BatchWriter, Record};
+use wasm_connect_sdk::{BatchReader, BatchWriter};
 
 /// How often the copy of the positions the APIs show is made durable (the records always are).
 const DURABLE_POSITIONS_EVERY: Duration = Duration::from_secs(1);
@@ -380,19 +380,16 @@ async fn transform(
     if ctx.stages.is_empty() {
         return Ok(batch);
     }
-    let mut named = BatchWriter::with_capacity(batch.frames.len());
+    let mut named = BatchWriter::reusing(ctx.stages.input_buffer());
     for record in BatchReader::new(&batch.frames) {
         let record = record.map_err(|e| format!("poll returned a malformed batch: {e}"))?;
         if !record.topic.is_empty() {
             named.push_frame(record.frame);
             continue;
         }
-        let headers: Vec<(&str, &[u8])> = record.headers().collect();
-        let with_topic = Record {
-            topic: default_topic,
-            ..record.to_record(&headers)
-        };
-        named.push(&with_topic).map_err(|e| e.to_string())?;
+        named
+            .push_routed(&record, default_topic)
+            .map_err(|e| e.to_string())?;
     }
     let (count, frames) = named.into_parts();
     through_stages(ctx, policy, RecordBatch { count, frames }, default_topic)

@@ -196,6 +196,9 @@ pub struct Stages {
     /// Why the configured stages cannot run (a plugin gone since the create): the task fails
     /// with it when it starts.
     problem: Option<String>,
+    /// The buffer of the batch last given to the stages, kept for the next one (see
+    /// [`Stages::input_buffer`]).
+    input: Vec<u8>,
 }
 
 impl Stages {
@@ -205,17 +208,23 @@ impl Stages {
         match configure(plugins, config) {
             Ok(stages) => Stages {
                 stages,
-                problem: None,
+                ..Stages::default()
             },
             Err(e) => Stages {
-                stages: Vec::new(),
                 problem: Some(e.to_string()),
+                ..Stages::default()
             },
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// A buffer to build the next batch for the stages in (the one [`through_stages`] kept):
+    /// a fresh multi-megabyte buffer per batch costs its page faults every time.
+    pub fn input_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input)
     }
 
     /// Starts one instance of every transform for the task `ctx` runs: its own store under
@@ -296,10 +305,11 @@ impl Stages {
     }
 }
 
-/// `batch` through the task's stages, its failed records handled by `policy` (dead letter
-/// records take the places of the records they stand for); a retriable error is retried
-/// as the policy says. `default_topic` is the topic of records that name none. Err: the
-/// reason the task fails.
+/// `batch` (built by the host) through the task's stages, its failed records handled by
+/// `policy` (dead letter records take the places of the records they stand for); a
+/// retriable error is retried as the policy says. `default_topic` is the topic of records
+/// that name none. Err: the reason the task fails. The stages keep the buffer of `batch`
+/// for the next one ([`Stages::input_buffer`]).
 pub async fn through_stages(
     ctx: &mut TaskContext,
     policy: &ErrorPolicy,
@@ -309,9 +319,20 @@ pub async fn through_stages(
     if ctx.stages.is_empty() {
         return Ok(batch);
     }
+    let out = stages_output(ctx, policy, &batch, default_topic).await;
+    ctx.stages.input = batch.frames;
+    out
+}
+
+async fn stages_output(
+    ctx: &mut TaskContext,
+    policy: &ErrorPolicy,
+    batch: &RecordBatch,
+    default_topic: &str,
+) -> Result<RecordBatch, String> {
     let mut retry = Retry::new(policy);
     let out = loop {
-        match ctx.stages.apply(&batch).await {
+        match ctx.stages.apply(batch).await {
             Ok(out) => break out,
             Err(e) if e.is_retriable() && !ctx.stopping() => match retry.next_delay() {
                 Some(delay) => {
@@ -326,13 +347,14 @@ pub async fn through_stages(
     if out.failures.is_empty() {
         return Ok(out.batch);
     }
-    let dead = policy.handle(&ctx.identity, &batch, default_topic, out.failures)?;
+    let dead = policy.handle(&ctx.identity, batch, default_topic, out.failures)?;
     Ok(interleave(out.batch, &out.origins, dead))
 }
 
 impl Stage {
-    /// One stage over `batch`, whose records came from `origins`: the new batch and the
-    /// origins of its records; failures are added to `failures`.
+    /// One stage over `batch` (well-formed: built by the host or checked transform output),
+    /// whose records came from `origins`: the new batch and the origins of its records;
+    /// failures are added to `failures`.
     async fn apply(
         &mut self,
         batch: &RecordBatch,
@@ -344,29 +366,42 @@ impl Stage {
             return Err(StageError::NotStarted(alias.clone()));
         };
         let instance = instance.get_mut().unwrap_or_else(|e| e.into_inner());
-        let records =
-            BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
-        // The records the transform sees, by their index in `records`.
-        let selected: Vec<usize> = match &self.guard {
-            None => (0..records.len()).collect(),
-            Some(guard) => (0..records.len())
-                .filter(|i| guard.admits(&records[*i]))
-                .collect(),
-        };
-        if selected.is_empty() {
-            return Ok((clone_batch(batch), origins.to_vec()));
+        if origins.len() != batch.count as usize {
+            return Err(StageError::Input(
+                wasm_connect_sdk::FrameError::CountMismatch {
+                    declared: batch.count,
+                    found: origins.len() as u32,
+                },
+            ));
         }
-        let guarded_input;
-        let input = if selected.len() == records.len() {
-            batch
-        } else {
-            let mut writer = BatchWriter::new();
-            for i in &selected {
-                writer.push_frame(records[*i].frame);
+        // With a guard that holds for some records only: the records and the indexes of those
+        // the transform sees; they alone are handed to it.
+        let guarded = match &self.guard {
+            None => None,
+            Some(guard) => {
+                let records =
+                    BatchReader::read_all(&batch.frames, batch.count).map_err(StageError::Input)?;
+                let selected: Vec<usize> = (0..records.len())
+                    .filter(|i| guard.admits(&records[*i]))
+                    .collect();
+                if selected.is_empty() {
+                    return Ok((clone_batch(batch), origins.to_vec()));
+                }
+                (selected.len() < records.len()).then_some((records, selected))
             }
-            let (count, frames) = writer.into_parts();
-            guarded_input = RecordBatch { count, frames };
-            &guarded_input
+        };
+        let guarded_input;
+        let input = match &guarded {
+            None => batch,
+            Some((records, selected)) => {
+                let mut writer = BatchWriter::new();
+                for i in selected {
+                    writer.push_frame(records[*i].frame);
+                }
+                let (count, frames) = writer.into_parts();
+                guarded_input = RecordBatch { count, frames };
+                &guarded_input
+            }
         };
         let out = match instance.apply(input).await {
             Ok(Ok(out)) => out,
@@ -395,31 +430,39 @@ impl Stage {
             alias: alias.clone(),
             reason,
         };
-        let produced = check_output(&out, selected.len()).map_err(malformed)?;
+        check_output(&out, input.count as usize).map_err(malformed)?;
+        // The index in `batch` of the record the transform saw at `index`.
+        let given = |index: u32| match &guarded {
+            None => index as usize,
+            Some((_, selected)) => selected[index as usize],
+        };
         for failure in &out.failures {
             failures.push(Failure {
-                index: origins[selected[failure.index as usize]],
+                index: origins[given(failure.index)],
                 failed_in: FailedIn::Transformation,
                 by: alias.clone(),
                 message: failure.message.clone(),
             });
         }
-        if selected.len() == records.len() {
+        let Some((records, selected)) = guarded else {
             let next = out.origins.iter().map(|o| origins[*o as usize]).collect();
             return Ok((out.batch, next));
-        }
+        };
         // Merge: unselected records in place, each selected one replaced by its outputs.
         let mut writer = BatchWriter::with_capacity(batch.frames.len());
         let mut next = Vec::with_capacity(records.len());
-        let mut outputs = out.origins.iter().zip(&produced).peekable();
+        let produced = BatchReader::new(&out.batch.frames);
+        let mut outputs = out.origins.iter().zip(produced).peekable();
         let mut selected_iter = selected.iter().enumerate().peekable();
         for (i, record) in records.iter().enumerate() {
             match selected_iter.peek() {
                 Some((k, s)) if **s == i => {
                     let k = *k as u32;
                     selected_iter.next();
-                    while let Some((_, frame)) = outputs.next_if(|(o, _)| **o == k) {
-                        writer.push_frame(frame);
+                    while let Some((_, produced)) = outputs.next_if(|(o, _)| **o == k) {
+                        // Checked above: every output record reads.
+                        let produced = produced.map_err(|e| malformed(e.to_string()))?;
+                        writer.push_frame(produced.frame);
                         next.push(origins[i]);
                     }
                 }
@@ -443,15 +486,25 @@ fn clone_batch(batch: &RecordBatch) -> RecordBatch {
 
 /// Checks a transform's answer for an input of `inputs` records (it is guest output): a
 /// well-formed batch, one origin per output record, origins in order and within the input,
-/// failures within the input. Returns the frames of the output records.
-fn check_output(out: &TransformOutput, inputs: usize) -> Result<Vec<&[u8]>, String> {
-    let records = BatchReader::read_all(&out.batch.frames, out.batch.count)
-        .map_err(|e| format!("the batch: {e}"))?;
-    if out.origins.len() != records.len() {
+/// failures within the input.
+fn check_output(out: &TransformOutput, inputs: usize) -> Result<(), String> {
+    let mut records = 0usize;
+    for record in BatchReader::new(&out.batch.frames) {
+        record.map_err(|e| format!("the batch: {e}"))?;
+        records += 1;
+    }
+    if records != out.batch.count as usize {
+        let e = wasm_connect_sdk::FrameError::CountMismatch {
+            declared: out.batch.count,
+            found: records as u32,
+        };
+        return Err(format!("the batch: {e}"));
+    }
+    if out.origins.len() != records {
         return Err(format!(
             "{} origins for {} records; give one origin per output record",
             out.origins.len(),
-            records.len()
+            records
         ));
     }
     if let Some(o) = out.origins.iter().find(|o| **o as usize >= inputs) {
@@ -466,7 +519,7 @@ fn check_output(out: &TransformOutput, inputs: usize) -> Result<Vec<&[u8]>, Stri
             f.index
         ));
     }
-    Ok(records.iter().map(|r| r.frame).collect())
+    Ok(())
 }
 
 /// The stages `config` names, resolved against `plugins`.
@@ -561,9 +614,13 @@ pub async fn config_errors(
     limits: &Limits,
     config: &Properties,
 ) -> Vec<StageConfigError> {
-    if aliases(config, TRANSFORMS).next().is_some() {
-        // A create right after the host starts finds the transforms present at start.
-        plugins.started().await;
+    // A create right after the host starts finds the transforms present at start, as it
+    // finds its connector: a transform still loading is waited for (up to a few seconds).
+    let no_pin = Properties::new();
+    for alias in aliases(config, TRANSFORMS) {
+        if let Some(class) = config.get(&format!("{TRANSFORMS}.{alias}.type")) {
+            let _ = plugins.resolve_for_put(class.trim(), &no_pin).await;
+        }
     }
     let stages = match configure(plugins, config) {
         Ok(stages) => stages,

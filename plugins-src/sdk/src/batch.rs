@@ -93,21 +93,29 @@ impl BatchWriter {
         }
     }
 
+    /// A writer into `buffer`, emptied first: a buffer kept from batch to batch spares the
+    /// allocation (and page faults) of a fresh one.
+    pub fn reusing(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        BatchWriter {
+            frames: buffer,
+            count: 0,
+        }
+    }
+
     /// Appends one record.
     pub fn push(&mut self, record: &Record<'_>) -> Result<(), FrameError> {
         let key_len = record.key.map_or(0, <[u8]>::len);
         let value: &[u8] = if record.tombstone { &[] } else { record.value };
-        let mut body = 8 + 4 + key_len + 4 + value.len() + 2 + 6;
+        let mut body = 8 + 4 + key_len + 4 + value.len() + 2;
         for (name, value) in record.headers {
+            u16_len("header name", name.len())?;
             body += 2 + name.len() + 4 + value.len();
         }
-        body += record.topic.len() + record.partition.len() + record.position.len();
-        let body_len = u32::try_from(body).map_err(|_| FrameError::FieldTooLong {
-            field: "record",
-            len: body,
-        })?;
         let header_count = u16_len("header count", record.headers.len())?;
-        self.frames.reserve(4 + body);
+        let routing = [record.topic, record.partition, record.position];
+        let body_len = body_len(body + routing_len(routing)?)?;
+        self.frames.reserve(4 + body_len as usize);
         self.frames.extend_from_slice(&body_len.to_le_bytes());
         self.frames
             .extend_from_slice(&record.timestamp.to_le_bytes());
@@ -121,13 +129,61 @@ impl BatchWriter {
             self.put_u32_bytes(value);
         }
         self.frames.extend_from_slice(&header_count.to_le_bytes());
-        for (name, value) in record.headers {
-            self.put_u16_bytes("header name", name.as_bytes())?;
-            self.put_u32_bytes(value);
+        self.put_headers(record.headers);
+        self.put_routing(routing);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends `record` (as [`BatchReader`] read it) with its topic replaced by `topic`: its
+    /// [`RecordRef::content`] is copied as framed, with no per-record allocation (what a
+    /// router writes).
+    pub fn push_routed(&mut self, record: &RecordRef<'_>, topic: &str) -> Result<(), FrameError> {
+        self.push_framed(record, &[], topic)
+    }
+
+    /// Appends `record` (as [`BatchReader`] read it) with `headers` added after its own: its
+    /// [`RecordRef::content`] is copied as framed, with no per-record allocation.
+    pub fn push_with_headers(
+        &mut self,
+        record: &RecordRef<'_>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), FrameError> {
+        self.push_framed(record, headers, record.topic)
+    }
+
+    /// `record`'s content with `added` headers after its own, to `topic`. Every length is
+    /// checked before anything is written, so an error leaves the writer as it was.
+    fn push_framed(
+        &mut self,
+        record: &RecordRef<'_>,
+        added: &[(&str, &[u8])],
+        topic: &str,
+    ) -> Result<(), FrameError> {
+        let content = record.content;
+        let mut body = content.len();
+        for (name, value) in added {
+            u16_len("header name", name.len())?;
+            body += 2 + name.len() + 4 + value.len();
         }
-        self.put_u16_bytes("topic", record.topic.as_bytes())?;
-        self.put_u16_bytes("partition", record.partition.as_bytes())?;
-        self.put_u16_bytes("position", record.position.as_bytes())?;
+        let routing = [topic, record.partition, record.position];
+        let body_len = body_len(body + routing_len(routing)?)?;
+        // The header count sits right before the headers, at the end of the content.
+        let count_at = content
+            .len()
+            .checked_sub(record.header_bytes.len() + 2)
+            .ok_or(FrameError::LengthMismatch { index: self.count })?;
+        let header_count = usize::from(record.header_count) + added.len();
+        let header_count = u16_len("header count", header_count)?;
+        self.frames.reserve(4 + body_len as usize);
+        self.frames.extend_from_slice(&body_len.to_le_bytes());
+        let count_at = self.frames.len() + count_at;
+        self.frames.extend_from_slice(content);
+        if !added.is_empty() {
+            self.frames[count_at..count_at + 2].copy_from_slice(&header_count.to_le_bytes());
+            self.put_headers(added);
+        }
+        self.put_routing(routing);
         self.count += 1;
         Ok(())
     }
@@ -198,16 +254,48 @@ impl BatchWriter {
         self.frames.extend_from_slice(bytes);
     }
 
-    fn put_u16_bytes(&mut self, field: &'static str, bytes: &[u8]) -> Result<(), FrameError> {
-        let len = u16_len(field, bytes.len())?;
-        self.frames.extend_from_slice(&len.to_le_bytes());
+    /// Headers whose name lengths [`u16_len`] checked.
+    fn put_headers(&mut self, headers: &[(&str, &[u8])]) {
+        for (name, value) in headers {
+            self.put_u16_bytes(name.as_bytes());
+            self.put_u32_bytes(value);
+        }
+    }
+
+    /// Topic, partition and position, checked by [`routing_len`].
+    fn put_routing(&mut self, routing: [&str; 3]) {
+        for text in routing {
+            self.put_u16_bytes(text.as_bytes());
+        }
+    }
+
+    /// A field whose length [`u16_len`] checked.
+    fn put_u16_bytes(&mut self, bytes: &[u8]) {
+        self.frames
+            .extend_from_slice(&(bytes.len() as u16).to_le_bytes());
         self.frames.extend_from_slice(bytes);
-        Ok(())
     }
 }
 
 fn u16_len(field: &'static str, len: usize) -> Result<u16, FrameError> {
     u16::try_from(len).map_err(|_| FrameError::FieldTooLong { field, len })
+}
+
+/// The framed length of topic, partition and position, each checked.
+fn routing_len(routing: [&str; 3]) -> Result<usize, FrameError> {
+    let mut len = 0;
+    for (field, text) in ["topic", "partition", "position"].into_iter().zip(routing) {
+        len += 2 + usize::from(u16_len(field, text.len())?);
+    }
+    Ok(len)
+}
+
+/// A record's body length as framed.
+fn body_len(body: usize) -> Result<u32, FrameError> {
+    u32::try_from(body).map_err(|_| FrameError::FieldTooLong {
+        field: "record",
+        len: body,
+    })
 }
 
 /// One record inside a batch buffer, borrowed from it.
@@ -504,6 +592,73 @@ mod tests {
             ),
             (77, &b"v"[..], "", "")
         );
+    }
+
+    /// The fields routing and added headers leave as they were.
+    type Kept<'a> = (i64, Option<&'a [u8]>, &'a [u8], bool, &'a str, &'a str);
+
+    fn kept(r: RecordRef<'_>) -> Kept<'_> {
+        (
+            r.timestamp,
+            r.key,
+            r.value,
+            r.tombstone,
+            r.partition,
+            r.position,
+        )
+    }
+
+    #[test]
+    fn routed_and_added_headers_copy_the_rest_as_framed() {
+        let mut writer = BatchWriter::new();
+        let headers: [(&str, &[u8]); 1] = [("a", b"1")];
+        for tombstone in [false, true] {
+            writer
+                .push(&Record {
+                    timestamp: 7,
+                    key: Some(b"k"),
+                    value: b"v",
+                    tombstone,
+                    headers: &headers,
+                    topic: "t",
+                    partition: "p",
+                    position: "9",
+                })
+                .unwrap();
+        }
+        let (count, frames) = writer.into_parts();
+        let originals = BatchReader::read_all(&frames, count).unwrap();
+        let mut out = BatchWriter::new();
+        for original in &originals {
+            out.push_routed(original, "routed").unwrap();
+            out.push_with_headers(original, &[("b", b"2"), ("c", b"")])
+                .unwrap();
+        }
+        let (count, frames) = out.into_parts();
+        let written = BatchReader::read_all(&frames, count).unwrap();
+        for (i, original) in originals.iter().enumerate() {
+            let (routed, added) = (written[2 * i], written[2 * i + 1]);
+            assert_eq!(kept(routed), kept(*original));
+            assert_eq!(kept(added), kept(*original));
+            assert_eq!(routed.topic, "routed");
+            assert_eq!(routed.headers().collect::<Vec<_>>(), headers.to_vec());
+            assert_eq!(added.topic, "t");
+            let all: Vec<(&str, &[u8])> = vec![("a", b"1"), ("b", b"2"), ("c", b"")];
+            assert_eq!(added.headers().collect::<Vec<_>>(), all);
+        }
+    }
+
+    #[test]
+    fn a_field_too_long_to_route_leaves_the_writer_unchanged() {
+        let mut writer = BatchWriter::new();
+        writer.push(&Record::default()).unwrap();
+        let (count, frames) = writer.into_parts();
+        let record = BatchReader::read_all(&frames, count).unwrap()[0];
+        let mut out = BatchWriter::new();
+        let long = "x".repeat(70_000);
+        assert!(out.push_routed(&record, &long).is_err());
+        assert!(out.push_with_headers(&record, &[(&long, b"")]).is_err());
+        assert_eq!((out.count(), out.byte_len()), (0, 0));
     }
 
     #[test]

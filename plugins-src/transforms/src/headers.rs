@@ -4,16 +4,6 @@ use wasm_connect_sdk::{BatchWriter, Config, RecordRef, TaskError, TransformTask}
 
 use crate::{list, plugin, req, required, Part};
 
-/// Writes `record` with `headers`.
-fn with_headers(
-    record: &RecordRef<'_>,
-    headers: &[(&str, &[u8])],
-    out: &mut BatchWriter,
-) -> Result<(), String> {
-    out.push(&record.to_record(headers))
-        .map_err(|e| e.to_string())
-}
-
 /// InsertHeader: adds header `header` with the text `value.literal`.
 pub struct InsertHeaderTask {
     header: String,
@@ -34,9 +24,8 @@ impl TransformTask for InsertHeaderTask {
     }
 
     fn apply(&mut self, record: &RecordRef<'_>, out: &mut BatchWriter) -> Result<(), String> {
-        let mut headers: Vec<(&str, &[u8])> = record.headers().collect();
-        headers.push((&self.header, self.value.as_bytes()));
-        with_headers(record, &headers, out)
+        out.push_with_headers(record, &[(&self.header, self.value.as_bytes())])
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -70,7 +59,8 @@ impl TransformTask for DropHeadersTask {
             .headers()
             .filter(|(name, _)| !self.names.iter().any(|n| n == name))
             .collect();
-        with_headers(record, &headers, out)
+        out.push(&record.to_record(&headers))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -140,9 +130,9 @@ impl TransformTask for HeaderFromTask {
             .next()
             .ok_or("no record")?
             .map_err(|e| e.to_string())?;
-        let mut headers: Vec<(&str, &[u8])> = written.headers().collect();
-        headers.extend(values.iter().map(|(h, v)| (*h, v.as_bytes())));
-        with_headers(&written, &headers, out)
+        let added: Vec<(&str, &[u8])> = values.iter().map(|(h, v)| (*h, v.as_bytes())).collect();
+        out.push_with_headers(&written, &added)
+            .map_err(|e| e.to_string())
     }
 }
 

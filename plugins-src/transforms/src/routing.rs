@@ -10,12 +10,7 @@ use crate::{opt, plugin, req, required, Data, MapPart, PartTask};
 
 /// Writes `record` to `topic`.
 fn route(record: &RecordRef<'_>, topic: &str, out: &mut BatchWriter) -> Result<(), String> {
-    let headers: Vec<(&str, &[u8])> = record.headers().collect();
-    let new = wasm_connect_sdk::Record {
-        topic,
-        ..record.to_record(&headers)
-    };
-    out.push(&new).map_err(|e| e.to_string())
+    out.push_routed(record, topic).map_err(|e| e.to_string())
 }
 
 /// RegexRouter: a topic that matches `regex` as a whole (Java's `matches()`) becomes
