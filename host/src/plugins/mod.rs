@@ -8,7 +8,7 @@
 //!   file is read only once it has stopped changing.
 //! - `watch`: the debounced file watcher that sends rescan hints to the actor.
 //! - `cache`: compiled native code in `<data-dir>/plugin-cache/`, keyed by content hash and
-//!   engine compatibility hash.
+//!   engine compatibility hash, and a record of each plugin file's content hash.
 //! - `check`: `wasm-connect plugin check FILE.wasm`, the same validation offline.
 //!
 //! Versions: each file serves one plugin version (its `current`). Replacing a file adds the
