@@ -600,12 +600,13 @@ fn compiled_code_cache_survives_restarts_and_corrupt_entries_are_recompiled() {
     host.wait_running("pipeline-sink");
     assert!(host.terminate().success());
 
-    // One entry with a flipped byte, one cut short: both are recompiled, never trusted.
+    // One entry's code with a flipped byte, another's MAC file cut short: both are
+    // recompiled, never trusted.
     let mut flipped = std::fs::read(&entries[0]).unwrap();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x40;
     std::fs::write(&entries[0], &flipped).unwrap();
-    std::fs::write(&entries[1], b"WCCO").unwrap();
+    std::fs::write(entries[1].with_extension("mac"), b"WCCO").unwrap();
     let host = ws.start();
     assert_eq!(load_origins(&host), (0, 2), "{}", host.log());
     let log = host.log();

@@ -380,15 +380,21 @@ fn a_forged_or_swapped_cache_entry_is_recompiled_never_loaded() {
     assert_eq!(entries.len(), 2, "{entries:?}");
 
     // A writer of the cache dir changes code and writes a plain checksum where the MAC goes;
-    // another entry is replaced by a copy of the first (sound, but for another component).
-    let original = std::fs::read(&entries[0]).unwrap();
+    // another entry (code and MAC) is replaced by a copy of the first (sound, but for another
+    // component).
+    let (original, original_mac) = (
+        std::fs::read(&entries[0]).unwrap(),
+        std::fs::read(mac_of(&entries[0])).unwrap(),
+    );
     let mut forged = original.clone();
     let last = forged.len() - 1;
     forged[last] ^= 0x01;
-    let checksum = Sha256::digest(&forged[40..]);
-    forged[8..40].copy_from_slice(&checksum);
+    let mut forged_mac = original_mac.clone();
+    forged_mac[8..40].copy_from_slice(&Sha256::digest(&forged));
     std::fs::write(&entries[0], &forged).unwrap();
+    std::fs::write(mac_of(&entries[0]), &forged_mac).unwrap();
     std::fs::write(&entries[1], &original).unwrap();
+    std::fs::write(mac_of(&entries[1]), &original_mac).unwrap();
 
     let host = ws.start();
     let log = host.log();
@@ -419,6 +425,71 @@ fn a_forged_or_swapped_cache_entry_is_recompiled_never_loaded() {
     wait_for(LIMIT, "the line through recompiled code", || {
         read_lines(&output) == ["after the forged cache"]
     });
+}
+
+/// The MAC file of a compiled-code cache entry.
+fn mac_of(entry: &Path) -> PathBuf {
+    entry.with_extension("mac")
+}
+
+#[test]
+fn a_forged_content_record_never_passes_one_plugin_file_off_as_another() {
+    use sha2::{Digest, Sha256};
+
+    let ws = Workspace::new();
+    let host = ws.start();
+    assert!(host.terminate().success());
+    // What a start recorded for each plugin file: magic, MAC, the file's look, its SHA-256.
+    let record = |file: &str| {
+        let path = ws.plugin_dir().join(file);
+        let name = Sha256::digest(path.as_os_str().as_encoded_bytes());
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        ws.data_dir()
+            .join("plugin-cache")
+            .join(format!("{hex}.file"))
+    };
+    let (source, sink) = (record("file-source.wasm"), record("file-sink.wasm"));
+    let (source_bytes, sink_bytes) = (
+        std::fs::read(&source).unwrap(),
+        std::fs::read(&sink).unwrap(),
+    );
+    assert_eq!(source_bytes.len(), 8 + 32 + 40 + 64, "{}", source.display());
+
+    // A writer of the cache dir points file-source.wasm (its look, a plain checksum where the
+    // MAC goes) at file-sink's content, whose compiled code is in the cache; and gives
+    // file-sink.wasm the sound record of file-source.wasm.
+    let mut forged = source_bytes.clone();
+    forged[80..].copy_from_slice(&sink_bytes[80..]);
+    let checksum = Sha256::digest(&forged[40..]);
+    forged[8..40].copy_from_slice(&checksum);
+    std::fs::write(&source, &forged).unwrap();
+    std::fs::write(&sink, &source_bytes).unwrap();
+
+    let host = ws.start();
+    let log = host.log();
+    for record in [&source, &sink] {
+        assert!(
+            log.contains(&format!(
+                "content record {} of plugin file",
+                record.display()
+            )) && log
+                .contains("(MAC mismatch: corrupt, or not written by this host); hashing the file"),
+            "{log}"
+        );
+    }
+    // Each file serves its own plugin, hashed anew, its code still from the cache.
+    for (file, kind) in [("file-source.wasm", "source"), ("file-sink.wasm", "sink")] {
+        let from = format!("({kind}) from {}", ws.plugin_dir().join(file).display());
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&from) && l.ends_with("code from the compiled-code cache")),
+            "{file} does not serve its own plugin from the cache:\n{log}"
+        );
+    }
+    // The records are sound again: the next start reads no record as unusable.
+    assert!(host.terminate().success());
+    let host = ws.start();
+    assert!(!host.log().contains("content record"), "{}", host.log());
 }
 
 // ---------------------------------------------------------------------------------------------

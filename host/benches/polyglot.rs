@@ -2,8 +2,10 @@
 //! file connectors, in real host processes, on the same data.
 //!
 //! 1. Start of an 18 MB Python component: spawn-to-ready of a host whose plugin dir holds
-//!    only `python-csv-source`, cold (compiled) and cached (the compiled-code cache of the
-//!    first start), minus the spawn-to-ready of a host with no plugin (the process itself).
+//!    only `python-csv-source`, cold (compiled; until it is loaded) and cached (the
+//!    compiled-code cache of the first start), beside a cached host start with only the
+//!    bare Rust `file-source` (120 kB) and one with no plugin (the process itself), the three
+//!    kinds of start taking turns.
 //! 2. Records/s per language: N records (`{"id":…,"name":…,"city":…}`) through a source →
 //!    topic → sink pipeline of one language: Rust `file-source` → `file-sink` (JSON lines),
 //!    Python `python-csv-source` → `python-jsonl-sink` (the same rows as CSV), JavaScript
@@ -11,7 +13,8 @@
 //!    one pipeline at a time.
 //!
 //! Run: `cargo bench --bench polyglot` after `scripts/build-polyglot.sh`
-//! (`POLYGLOT_RECORDS`, default 100,000; `POLYGLOT_STARTS`, default 3).
+//! (`POLYGLOT_RECORDS`, default 100,000; `POLYGLOT_STARTS`, default 3; `POLYGLOT_STARTS_ONLY=1`
+//! measures the starts only).
 //! Goal: a cached start of the Python component under 50 ms.
 
 mod common;
@@ -33,14 +36,23 @@ fn main() {
     let starts = env_count("POLYGLOT_STARTS", 3);
     println!("polyglot benchmark: {records} records per language, {starts} starts");
 
-    let (cold, cached, bare) = start_times(starts);
+    let starts = start_times(starts);
     println!(
-        "python-csv-source (18 MB) host start, spawn to ready: cold median {} ms, cached median {} ms, no plugin {} ms: the cached component costs {} ms (goal < 50 ms)",
-        cold.as_millis(),
-        cached.as_millis(),
-        bare.as_millis(),
-        cached.saturating_sub(bare).as_millis()
+        "host start, spawn to ready, median: python-csv-source (18 MB) cold {} ms, cached {} ms; \
+         rust file-source cached {} ms; no plugin {} ms",
+        starts.cold.as_millis(),
+        starts.python.as_millis(),
+        starts.rust.as_millis(),
+        starts.bare.as_millis(),
     );
+    println!(
+        "cached python component costs {} ms over the rust one, {} ms over no plugin (goal < 50 ms)",
+        starts.python.saturating_sub(starts.rust).as_millis(),
+        starts.python.saturating_sub(starts.bare).as_millis(),
+    );
+    if std::env::var_os("POLYGLOT_STARTS_ONLY").is_some() {
+        return;
+    }
 
     let ws = Workspace::new();
     for name in [
@@ -79,45 +91,92 @@ fn fixture(name: &str) -> PathBuf {
     path
 }
 
-/// Spawn-to-ready medians: python-csv-source cold, the same cached, and no plugin at all.
-fn start_times(starts: usize) -> (Duration, Duration, Duration) {
-    let ws = Workspace::new();
-    let (python, empty) = (ws.host_path("python"), ws.host_path("empty"));
-    std::fs::create_dir_all(&python).expect("plugin dir");
-    std::fs::create_dir_all(&empty).expect("plugin dir");
-    std::fs::copy(
-        fixture("python-csv-source"),
-        python.join("python-csv-source.wasm"),
-    )
-    .expect("copy python-csv-source");
-    let (mut cold, mut cached, mut bare) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..starts {
-        let data = ws.host_path(&format!("data-{run}"));
-        cold.push(timed_start(&data, &python, "; compiled in "));
-        cached.push(timed_start(
-            &data,
-            &python,
-            "; code from the compiled-code cache",
-        ));
-        bare.push(timed_start(
-            &ws.host_path(&format!("bare-{run}")),
-            &empty,
-            "",
-        ));
-    }
-    (median(&mut cold), median(&mut cached), median(&mut bare))
+/// Medians of host starts.
+struct Starts {
+    /// The Python component compiled: spawn until it is loaded.
+    cold: Duration,
+    /// The Python component from the compiled-code cache: spawn to ready.
+    python: Duration,
+    /// The Rust `file-source` from the compiled-code cache: spawn to ready.
+    rust: Duration,
+    /// No plugin: spawn to ready.
+    bare: Duration,
 }
 
-/// Spawn-to-ready of one host; its log must show the plugin loaded as `origin` says.
-fn timed_start(data: &Path, plugins: &Path, origin: &str) -> Duration {
+/// `starts` rounds of: python-csv-source cold, python-csv-source cached, file-source cached,
+/// no plugin.
+fn start_times(starts: usize) -> Starts {
+    let ws = Workspace::new();
+    let dir = |name: &str, plugin: Option<(&str, PathBuf)>| {
+        let dir = ws.host_path(name);
+        std::fs::create_dir_all(&dir).expect("plugin dir");
+        if let Some((name, from)) = plugin {
+            std::fs::copy(from, dir.join(format!("{name}.wasm"))).expect("copy plugin");
+        }
+        dir
+    };
+    let python = dir(
+        "python",
+        Some(("python-csv-source", fixture("python-csv-source"))),
+    );
+    let rust = dir(
+        "rust",
+        Some((
+            "file-source",
+            harness::bundled_plugins().join("file-source.wasm"),
+        )),
+    );
+    let empty = dir("empty", None);
+    // A file younger than the reload settle time (200 ms) is waited for.
+    std::thread::sleep(Duration::from_millis(300));
+    let rust_data = ws.host_path("data-rust");
+    timed_start(&rust_data, &rust, Loaded::Compiled);
+    let (mut cold, mut cached, mut rust_cached, mut bare) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..starts {
+        let data = ws.host_path(&format!("data-{run}"));
+        cold.push(timed_start(&data, &python, Loaded::Compiled));
+        cached.push(timed_start(&data, &python, Loaded::Cached));
+        rust_cached.push(timed_start(&rust_data, &rust, Loaded::Cached));
+        let bare_data = ws.host_path(&format!("bare-{run}"));
+        bare.push(timed_start(&bare_data, &empty, Loaded::Nothing));
+    }
+    Starts {
+        cold: median(&mut cold),
+        python: median(&mut cached),
+        rust: median(&mut rust_cached),
+        bare: median(&mut bare),
+    }
+}
+
+/// How the one plugin of a start is expected to load.
+#[derive(Clone, Copy)]
+enum Loaded {
+    /// Compiled: the start counts until its log says so (a compile may outlast `ready`).
+    Compiled,
+    /// From the compiled-code cache, before `ready`.
+    Cached,
+    /// There is no plugin.
+    Nothing,
+}
+
+/// Spawn-to-ready (spawn-to-loaded for [`Loaded::Compiled`]) of one host.
+fn timed_start(data: &Path, plugins: &Path, loaded: Loaded) -> Duration {
     let started = Instant::now();
     let host = Host::start_with(data, plugins, COMPILE_TIMEOUT);
+    if let Loaded::Compiled = loaded {
+        harness::wait_for(Duration::from_secs(600), "the plugin compiled", || {
+            host.log().contains("; compiled in ")
+        });
+    }
     let took = started.elapsed();
-    let log = host.log();
-    assert!(
-        origin.is_empty() || log.contains(origin),
-        "expected {origin:?} at this start:\n{log}"
-    );
+    if let Loaded::Cached = loaded {
+        let log = host.log();
+        assert!(
+            log.contains("; code from the compiled-code cache"),
+            "expected the plugin from the compiled-code cache at this start:\n{log}"
+        );
+    }
     // The SIGTERM handler is installed just after `ready` (see benches/plugins.rs).
     std::thread::sleep(Duration::from_millis(100));
     assert!(host.terminate().success(), "the host did not stop cleanly");

@@ -3,37 +3,46 @@
 //!
 //! An entry is named `<sha256 of the component>-<engine compatibility hash>.cwasm`: a new
 //! wasmtime version, target or compiler setting changes the name, so a stale entry is never
-//! looked up. Each entry is a magic tag, an HMAC-SHA256 of its name and payload, and the
-//! payload (the compiled code). The MAC's key is a secret the host generates once in
+//! looked up. The `.cwasm` file is the compiled code as wasmtime wrote it, mapped (not copied)
+//! into memory when loaded; beside it, `<same name>.mac` holds a magic tag and a keyed BLAKE3
+//! MAC of the entry's name and code. The MAC's key is a secret the host generates once in
 //! `<data-dir>/plugin-cache.key` (mode 0600, outside the cache directory), so a writer of the
 //! cache directory can neither forge an entry nor pass one component's entry off as another's:
 //! an entry whose tag or MAC does not match, or that wasmtime refuses, is recompiled and
-//! overwritten, never loaded. Entries are written to a temporary name, synced, then renamed
-//! into place. The directory is private to the host (mode 0700): wasmtime runs its contents as
-//! native code.
+//! overwritten, never loaded. The MAC is checked on the open file that wasmtime then maps, so
+//! the file checked is the file run. Files are written to a temporary name, synced, then
+//! renamed into place. The directory is private to the host (mode 0700): wasmtime runs its
+//! contents as native code.
+//!
+//! A start does not hash each plugin file either: `<sha256 of the file's path>.file` records
+//! the SHA-256 of the file's content for one look of the file (size, times, inode), MAC'd
+//! like an entry; a file that looks the same again has that content (changing a file changes
+//! its change time, which only the kernel sets), any other look is read and hashed anew.
 
 use std::hash::Hasher;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use super::reload::Fingerprint;
 use crate::sandbox::{CompileError, ConnectorComponent, Sandbox};
 
-/// First bytes of every entry (format version 2: MAC'd).
-const MAGIC: &[u8; 8] = b"WCCODE02";
-/// Magic plus the MAC.
-const HEADER_LEN: usize = MAGIC.len() + 32;
-/// File name suffix of entries.
-const SUFFIX: &str = ".cwasm";
+/// First bytes of every `.mac` file (format version 3: code and MAC in two files).
+const MAGIC: &[u8; 8] = b"WCCODE03";
+/// First bytes of every `.file` record.
+const FILE_MAGIC: &[u8; 8] = b"WCFILE01";
+/// Magic plus the MAC: a whole `.mac` file.
+const TAG_LEN: usize = MAGIC.len() + blake3::OUT_LEN;
+/// File name extension of entries, of their MACs and of plugin file records.
+const CODE: &str = "cwasm";
+const TAG: &str = "mac";
+const RECORD: &str = "file";
 /// File name of the MAC key, in the data dir.
 const KEY_FILE: &str = "plugin-cache.key";
 /// Bytes of the MAC key.
-const KEY_LEN: usize = 32;
-
-type HmacSha256 = Hmac<Sha256>;
+const KEY_LEN: usize = blake3::KEY_LEN;
 
 /// Where a component's code came from.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +123,10 @@ impl CodeCache {
     pub fn store(&self, hash: &str, artifact: &[u8]) {
         let Some((dir, key)) = &self.dir else { return };
         let entry = dir.join(self.entry_name(hash));
-        if let Err(e) = store(&entry, key, artifact) {
+        let tag = entry_mac(key, &entry).update(artifact).finalize();
+        let written = write_atomically(&entry, &[artifact])
+            .and_then(|()| write_atomically(&entry.with_extension(TAG), &[MAGIC, tag.as_bytes()]));
+        if let Err(e) = written {
             tracing::warn!(
                 "cannot write compiled-code cache entry {}: {e}",
                 entry.display()
@@ -122,16 +134,65 @@ impl CodeCache {
         }
     }
 
-    fn entry_name(&self, hash: &str) -> String {
-        format!("{hash}-{}{SUFFIX}", self.engine)
+    /// The SHA-256 of plugin `file`'s content, as recorded when the file looked like `seen`;
+    /// None when there is no sound record of that look (an unusable record is logged).
+    /// Blocking (reads a small file).
+    pub fn recorded_hash(&self, file: &Path, seen: &Fingerprint) -> Option<String> {
+        let (dir, key) = self.dir.as_ref()?;
+        let record = dir.join(record_name(file));
+        let bytes = std::fs::read(&record).ok()?;
+        match parse_record(key, file, &bytes) {
+            Ok((look, hash)) => (look == seen.to_bytes()).then(|| hash.to_string()),
+            Err(reason) => {
+                tracing::warn!(
+                    "content record {} of plugin file {} is unusable ({reason}); hashing the file",
+                    record.display(),
+                    file.display()
+                );
+                None
+            }
+        }
     }
 
-    /// Deletes every entry (and leftover temporary file) whose content hash is not in `keep`
-    /// or that another engine configuration wrote.
-    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
+    /// Records that plugin `file`, looking like `seen`, has the content whose SHA-256 is
+    /// `hash`. A record that cannot be written is logged; the file is then hashed again at
+    /// the next start.
+    pub fn record_hash(&self, file: &Path, seen: &Fingerprint, hash: &str) {
+        let Some((dir, key)) = &self.dir else { return };
+        let (record, look) = (dir.join(record_name(file)), seen.to_bytes());
+        let tag = record_mac(key, file, &look, hash);
+        let parts: [&[u8]; 4] = [FILE_MAGIC, tag.as_bytes(), &look, hash.as_bytes()];
+        if let Err(e) = write_atomically(&record, &parts) {
+            tracing::warn!(
+                "cannot write the content record {} of plugin file {}: {e}",
+                record.display(),
+                file.display()
+            );
+        }
+    }
+
+    fn entry_name(&self, hash: &str) -> String {
+        format!("{hash}-{}.{CODE}", self.engine)
+    }
+
+    /// Deletes every entry whose content hash is not in `keep` or that another engine
+    /// configuration wrote, every record of a plugin file not in `files`, and leftover
+    /// temporary files.
+    pub fn retain<'a>(
+        &self,
+        keep: impl IntoIterator<Item = &'a str>,
+        files: impl IntoIterator<Item = &'a Path>,
+    ) {
         let Some((dir, _)) = &self.dir else { return };
-        let keep: std::collections::HashSet<String> =
-            keep.into_iter().map(|hash| self.entry_name(hash)).collect();
+        let keep: std::collections::HashSet<String> = keep
+            .into_iter()
+            .flat_map(|hash| {
+                let entry = self.entry_name(hash);
+                let tag = Path::new(&entry).with_extension(TAG);
+                [entry, tag.to_string_lossy().into_owned()]
+            })
+            .chain(files.into_iter().map(record_name))
+            .collect();
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -147,6 +208,14 @@ impl CodeCache {
             }
         }
     }
+}
+
+/// The name of plugin `file`'s content record.
+fn record_name(file: &Path) -> String {
+    format!(
+        "{}.{RECORD}",
+        sha256_hex(file.as_os_str().as_encoded_bytes())
+    )
 }
 
 /// Hex SHA-256 of `bytes`.
@@ -179,8 +248,8 @@ fn engine_hash(sandbox: &Sandbox) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// Why a cache entry cannot be used or written; the cache then compiles (or stays without
-/// the entry), so these are logged, never fatal.
+/// Why a cache entry (or a plugin file's content record) cannot be used; the cache then
+/// compiles (or the file is hashed), so these are logged, never fatal.
 #[derive(Debug, thiserror::Error)]
 enum EntryError {
     #[error("cannot read it: {0}")]
@@ -191,10 +260,6 @@ enum EntryError {
     Mac,
     #[error(transparent)]
     Load(#[from] CompileError),
-    #[error("entry path {0} has no directory or no file name")]
-    Path(PathBuf),
-    #[error("{0}")]
-    Write(#[source] std::io::Error),
 }
 
 /// The entry's component; None when there is no entry; an error when it is unusable.
@@ -203,58 +268,112 @@ fn load(
     entry: &Path,
     key: &[u8; KEY_LEN],
 ) -> Result<Option<ConnectorComponent>, EntryError> {
-    let bytes = match std::fs::read(entry) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    use std::os::unix::fs::OpenOptionsExt;
+    let absent = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let tag = match std::fs::read(entry.with_extension(TAG)) {
+        Ok(tag) => tag,
+        Err(e) if absent(&e) => return Ok(None),
         Err(e) => return Err(EntryError::Read(e)),
     };
-    let (header, payload) = bytes.split_at(HEADER_LEN.min(bytes.len()));
-    if header.len() < HEADER_LEN || header[..MAGIC.len()] != MAGIC[..] {
-        return Err(EntryError::Format);
+    let code = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(entry)
+    {
+        Ok(code) => code,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(EntryError::Read(e)),
+    };
+    let expected = (tag.len() == TAG_LEN && tag.starts_with(MAGIC))
+        .then(|| blake3::Hash::from_slice(&tag[MAGIC.len()..]).ok())
+        .flatten()
+        .ok_or(EntryError::Format)?;
+    let mut mac = entry_mac(key, entry);
+    mac.update_reader(&code).map_err(EntryError::Read)?;
+    // `blake3::Hash` compares in constant time.
+    if mac.finalize() != expected {
+        return Err(EntryError::Mac);
     }
-    mac(key, entry, payload)
-        .verify_slice(&header[MAGIC.len()..])
-        .map_err(|_| EntryError::Mac)?;
-    // SAFETY: the MAC proves that this host wrote the payload under this name, and it writes
-    // only what its own compiler produced for an engine with this compatibility hash (the
-    // entry's name says so).
-    Ok(Some(unsafe { sandbox.load_compiled(payload) }?))
+    // SAFETY: the MAC proves that this host wrote the open file's code under this name, and it
+    // writes only what its own compiler produced for an engine with this compatibility hash
+    // (the entry's name says so); the file's mode lets only this host's user change it.
+    Ok(Some(unsafe { sandbox.load_compiled_file(&code) }?))
 }
 
-/// The MAC of an entry: over its file name (so an entry renamed cannot pass for another
-/// component's) and its payload.
-fn mac(key: &[u8; KEY_LEN], entry: &Path, payload: &[u8]) -> HmacSha256 {
+/// The look and content hash a sound record of plugin `file` holds.
+fn parse_record<'a>(
+    key: &[u8; KEY_LEN],
+    file: &Path,
+    bytes: &'a [u8],
+) -> Result<(&'a [u8], &'a str), EntryError> {
+    let parts = bytes
+        .split_at_checked(FILE_MAGIC.len())
+        .filter(|(magic, _)| magic == FILE_MAGIC)
+        .and_then(|(_, rest)| rest.split_at_checked(blake3::OUT_LEN))
+        .and_then(|(tag, rest)| Some((tag, rest.split_at_checked(Fingerprint::BYTES)?)));
+    let Some((tag, (look, hash))) = parts else {
+        return Err(EntryError::Format);
+    };
+    let hash = std::str::from_utf8(hash).map_err(|_| EntryError::Format)?;
+    let tag = blake3::Hash::from_slice(tag).map_err(|_| EntryError::Format)?;
+    if record_mac(key, file, look, hash) != tag {
+        return Err(EntryError::Mac);
+    }
+    Ok((look, hash))
+}
+
+/// The MAC of an entry so far: over its file name (so an entry renamed cannot pass for
+/// another component's); the caller adds the code.
+fn entry_mac(key: &[u8; KEY_LEN], entry: &Path) -> blake3::Hasher {
     let name = entry
         .file_name()
         .map(|name| name.as_encoded_bytes())
         .unwrap_or_default();
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    let mut mac = blake3::Hasher::new_keyed(key);
+    mac.update(b"entry\0");
     mac.update(&(name.len() as u64).to_le_bytes());
     mac.update(name);
-    mac.update(payload);
     mac
 }
 
-/// Writes an entry atomically: a temporary file in the same directory, synced, renamed.
-fn store(entry: &Path, key: &[u8; KEY_LEN], artifact: &[u8]) -> Result<(), EntryError> {
-    let (Some(dir), Some(name)) = (entry.parent(), entry.file_name()) else {
-        return Err(EntryError::Path(entry.to_path_buf()));
+/// The MAC of a plugin file's content record: over the file's path, its look and the hash.
+fn record_mac(key: &[u8; KEY_LEN], file: &Path, look: &[u8], hash: &str) -> blake3::Hash {
+    let path = file.as_os_str().as_encoded_bytes();
+    let mut mac = blake3::Hasher::new_keyed(key);
+    mac.update(b"file\0");
+    mac.update(&(path.len() as u64).to_le_bytes());
+    mac.update(path);
+    mac.update(look);
+    mac.update(hash.as_bytes());
+    mac.finalize()
+}
+
+/// Writes `parts` to `path` atomically: a temporary file in the same directory, synced,
+/// renamed.
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other(format!(
+            "{} has no directory or no file name",
+            path.display()
+        )));
     };
-    let name = name.to_string_lossy();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let written = (|| {
         let mut file = private_file(&temp)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&mac(key, entry, artifact).finalize().into_bytes())?;
-        file.write_all(artifact)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
         file.sync_all()?;
-        std::fs::rename(&temp, entry)
+        std::fs::rename(&temp, path)
     })();
-    written.map_err(|e| {
+    if written.is_err() {
         let _ = std::fs::remove_file(&temp);
-        EntryError::Write(e)
-    })
+    }
+    written
 }
 
 /// Creates (or truncates) `path` readable by the owner only, like everything in the data dir.

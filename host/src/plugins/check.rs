@@ -13,7 +13,7 @@ use anyhow::anyhow;
 use wasmparser::{Encoding, KnownCustom, Parser, Payload};
 
 use super::cache::{sha256_hex, CodeCache};
-use super::{kind_name, one_line, read_plugin, validate, world_name, Plugin, PluginError};
+use super::{kind_name, one_line, read_plugin, validate, world_name, Content, Plugin, PluginError};
 use crate::sandbox::types::{ConfigDef, PathAccess, ValueType};
 use crate::sandbox::{Capabilities, CompileError, Compiler, Sandbox, WorkerLimits};
 
@@ -36,7 +36,11 @@ pub async fn run(file: &Path, compiler: Compiler, limits: WorkerLimits) -> anyho
     let exports = print_interface(&wasm);
     let sandbox = Arc::new(Sandbox::new(limits, Capabilities::default())?.with_compiler(compiler));
     let cache = Arc::new(CodeCache::off(&sandbox));
-    match validate(&sandbox, &cache, wasm, &hash, file).await {
+    let content = Content {
+        hash,
+        wasm: Some(wasm),
+    };
+    match validate(&sandbox, &cache, content, file).await {
         Ok(plugin) => {
             print_plugin(&plugin);
             field(

@@ -8,7 +8,7 @@
 //!   file is read only once it has stopped changing.
 //! - `watch`: the debounced file watcher that sends rescan hints to the actor.
 //! - `cache`: compiled native code in `<data-dir>/plugin-cache/`, keyed by content hash and
-//!   engine compatibility hash.
+//!   engine compatibility hash, and a record of each plugin file's content hash.
 //! - `check`: `wasm-connect plugin check FILE.wasm`, the same validation offline.
 //!
 //! Versions: each file serves one plugin version (its `current`). Replacing a file adds the
@@ -609,28 +609,48 @@ fn read_plugin(file: &Path) -> Result<Vec<u8>, PluginError> {
     Ok(wasm)
 }
 
-/// The component of `wasm`, whose SHA-256 is `hash`: from the compiled-code cache, or
-/// compiled by the sandbox (in a child process, within the compile limits) and stored.
+/// A plugin file's content as found: its SHA-256, and its bytes unless the hash came from the
+/// compiled-code cache's record of the file (they are then read only if the code must be
+/// compiled).
+pub(crate) struct Content {
+    pub hash: String,
+    pub wasm: Option<Vec<u8>>,
+}
+
+/// The component of `file` with `content`: from the compiled-code cache, or compiled by the
+/// sandbox (in a child process, within the compile limits) and stored; with the SHA-256 of
+/// the content it is.
 async fn compile(
     sandbox: &Arc<Sandbox>,
     cache: &Arc<CodeCache>,
-    wasm: Vec<u8>,
-    hash: &str,
-) -> Result<(ConnectorComponent, cache::Origin), PluginError> {
-    let (from_sandbox, from_cache, key) = (sandbox.clone(), cache.clone(), hash.to_string());
+    content: Content,
+    file: &Path,
+) -> Result<(ConnectorComponent, cache::Origin, String), PluginError> {
+    let Content { hash, wasm } = content;
+    let (from_sandbox, from_cache, key) = (sandbox.clone(), cache.clone(), hash.clone());
     let cached = tokio::task::spawn_blocking(move || from_cache.lookup(&from_sandbox, &key))
         .await
         .ok()
         .flatten();
     if let Some(component) = cached {
-        return Ok((component, cache::Origin::Cache));
+        return Ok((component, cache::Origin::Cache, hash));
     }
+    // Read now if only the hash was known: the file is what the record says, unless it was
+    // replaced meanwhile (then these bytes are compiled, and the next rescan sees the change).
+    let (wasm, hash) = match wasm {
+        Some(wasm) => (wasm, hash),
+        None => {
+            let wasm = read_plugin(file)?;
+            let hash = cache::sha256_hex(&wasm);
+            (wasm, hash)
+        }
+    };
     let started = Instant::now();
     let (component, artifact) = sandbox.compile(wasm).await?;
     let took = started.elapsed();
-    let (cache, hash) = (cache.clone(), hash.to_string());
-    let _ = tokio::task::spawn_blocking(move || cache.store(&hash, &artifact)).await;
-    Ok((component, cache::Origin::Compiled(took)))
+    let (cache, key) = (cache.clone(), hash.clone());
+    let _ = tokio::task::spawn_blocking(move || cache.store(&key, &artifact)).await;
+    Ok((component, cache::Origin::Compiled(took), hash))
 }
 
 /// Compiles, links and describes a component and checks what it says about itself: what
@@ -638,18 +658,17 @@ async fn compile(
 async fn validate(
     sandbox: &Arc<Sandbox>,
     cache: &Arc<CodeCache>,
-    wasm: Vec<u8>,
-    hash: &str,
+    content: Content,
     file: &Path,
 ) -> Result<Plugin, PluginError> {
-    let (component, origin) = compile(sandbox, cache, wasm, hash).await?;
+    let (component, origin, hash) = compile(sandbox, cache, content, file).await?;
     let descriptor = component.describe(sandbox).await?;
     check_descriptor(&descriptor, component.kind())?;
     let plugin = Plugin {
         descriptor,
         component,
         file: file.to_path_buf(),
-        content_hash: hash.to_string(),
+        content_hash: hash,
         origin,
     };
     Ok(plugin)

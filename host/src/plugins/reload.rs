@@ -5,12 +5,14 @@
 //! A rescan stats every plugin file. A file whose size, times and inode are what they were is
 //! unchanged. Any other file is read only once it is settled: unchanged for [`SETTLE`]
 //! (its last change that long ago, or the same look across two checks that far apart) and
-//! unchanged while being read. Its SHA-256 then decides: same content, nothing to do; new
-//! content, it is validated on a task of its own (compilation bounded by the sandbox, the
-//! `describe` call by its own timeout), so one slow or hostile file never holds up another,
-//! and the file shows as loading meanwhile. Each result is put in the catalog as it comes
-//! (first loaded wins a contested name), except during the first scan, whose results are put
-//! in file-name order so that the same directory always gives the same catalog.
+//! unchanged while being read. Its SHA-256 then decides (for a look of the file that the
+//! compiled-code cache recorded, the SHA-256 recorded, without reading it: a host start
+//! hashes no file it hashed before): same content, nothing to do; new content, it is
+//! validated on a task of its own (compilation bounded by the sandbox, the `describe` call by
+//! its own timeout), so one slow or hostile file never holds up another, and the file shows
+//! as loading meanwhile. Each result is put in the catalog as it comes (first loaded wins a
+//! contested name), except during the first scan, whose results are put in file-name order
+//! so that the same directory always gives the same catalog.
 //!
 //! Only changes are logged; a reload of unchanged files logs nothing (debug at most).
 
@@ -24,7 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::{sha256_hex, CodeCache};
 use super::{
-    one_line, read_plugin, validate, watch as file_watch, Catalog, Plugin, PluginError, Progress,
+    one_line, read_plugin, validate, watch as file_watch, Catalog, Content, Plugin, PluginError,
+    Progress,
 };
 use crate::sandbox::Sandbox;
 
@@ -104,7 +107,7 @@ pub(super) fn start(
 
 /// What a file looked like when last examined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
+pub(super) struct Fingerprint {
     len: u64,
     modified: SystemTime,
     changed: SystemTime,
@@ -128,6 +131,34 @@ impl Fingerprint {
             changed,
             inode: meta.ino(),
         })
+    }
+
+    /// Bytes of [`Fingerprint::to_bytes`].
+    pub(super) const BYTES: usize = 8 + 12 + 12 + 8;
+
+    /// The look as bytes, for the compiled-code cache's record of the file's content hash.
+    pub(super) fn to_bytes(self) -> [u8; Self::BYTES] {
+        let time = |t: SystemTime| {
+            let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            (since.as_secs(), since.subsec_nanos())
+        };
+        let ((modified, modified_ns), (changed, changed_ns)) =
+            (time(self.modified), time(self.changed));
+        let mut bytes = [0; Self::BYTES];
+        let parts: [&[u8]; 6] = [
+            &self.len.to_le_bytes(),
+            &modified.to_le_bytes(),
+            &modified_ns.to_le_bytes(),
+            &changed.to_le_bytes(),
+            &changed_ns.to_le_bytes(),
+            &self.inode.to_le_bytes(),
+        ];
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        bytes
     }
 
     /// How long ago the file last changed (content, name or metadata); zero when in the future.
@@ -350,6 +381,7 @@ impl Reloader {
                 self.known
                     .values()
                     .filter_map(|known| known.hash.as_deref()),
+                self.known.keys().map(PathBuf::as_path),
             );
         }
     }
@@ -407,7 +439,7 @@ impl Reloader {
                 return false;
             }
         };
-        let hash = read.as_ref().ok().map(|(_, hash)| hash.clone());
+        let hash = read.as_ref().ok().map(|content| content.hash.clone());
         let same = self
             .known
             .get(file)
@@ -428,12 +460,7 @@ impl Reloader {
     }
 
     /// Validates new content on a task of its own; the result comes back to [`Self::finish`].
-    fn load(
-        &mut self,
-        file: &Path,
-        hash: Option<String>,
-        read: Result<(Vec<u8>, String), PluginError>,
-    ) {
+    fn load(&mut self, file: &Path, hash: Option<String>, read: Result<Content, PluginError>) {
         self.loads += 1;
         let load = self.loads;
         self.held.remove(file);
@@ -447,7 +474,7 @@ impl Reloader {
         let file = file.to_path_buf();
         tokio::spawn(async move {
             let result = match read {
-                Ok((wasm, hash)) => validate(&sandbox, &cache, wasm, &hash, &file).await,
+                Ok(content) => validate(&sandbox, &cache, content, &file).await,
                 Err(reason) => Err(reason),
             };
             let _ = finished.send(Finished {
@@ -530,15 +557,20 @@ impl Reloader {
         }
     }
 
-    /// The file's bytes and their hash (or why it cannot be read), once it is settled and did
-    /// not change while being read; otherwise (`Err`) when to look again.
+    /// The file's content (or why it cannot be read), once it is settled and did not change
+    /// while being read; otherwise (`Err`) when to look again. A look of the file that the
+    /// compiled-code cache has a record of gives the content's hash without reading it.
     fn read_settled(
         &mut self,
         file: &Path,
         seen: Fingerprint,
-    ) -> Result<Result<(Vec<u8>, String), PluginError>, Instant> {
+    ) -> Result<Result<Content, PluginError>, Instant> {
         if let Some(look_again) = self.settle(file, seen) {
             return Err(look_again);
+        }
+        if let Some(hash) = self.cache.recorded_hash(file, &seen) {
+            self.settling.remove(file);
+            return Ok(Ok(Content { hash, wasm: None }));
         }
         let read = read_plugin(file);
         self.settling.remove(file);
@@ -547,7 +579,11 @@ impl Reloader {
         }
         Ok(read.map(|wasm| {
             let hash = sha256_hex(&wasm);
-            (wasm, hash)
+            self.cache.record_hash(file, &seen, &hash);
+            Content {
+                hash,
+                wasm: Some(wasm),
+            }
         }))
     }
 

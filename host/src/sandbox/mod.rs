@@ -288,6 +288,25 @@ impl Sandbox {
             .map_err(CompileError::NotLoadable)?;
         self.link(&component)
     }
+
+    /// [`Sandbox::load_compiled`] for an artifact in an open file, which wasmtime maps
+    /// instead of copying: it opens `/proc/self/fd/<fd>`, the very file the caller checked,
+    /// even if its path has been replaced since.
+    ///
+    /// # Safety
+    /// As for [`Sandbox::load_compiled`], for the file's content, which must also not change
+    /// while the component lives.
+    pub unsafe fn load_compiled_file(
+        &self,
+        file: &std::fs::File,
+    ) -> Result<ConnectorComponent, CompileError> {
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        // SAFETY: the caller vouches for the file's origin, integrity and stability.
+        let component = unsafe { Component::deserialize_file(&self.engine, path) }
+            .map_err(CompileError::NotLoadable)?;
+        self.link(&component)
+    }
 }
 
 fn engine_config(limits: &WorkerLimits) -> Config {
