@@ -289,20 +289,6 @@ pub fn spread(items: &[String], max_tasks: u32) -> Vec<Vec<&str>> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::spread;
-
-    #[test]
-    fn spread_deals_items_round_robin_to_at_most_max_tasks() {
-        let items: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-        assert_eq!(spread(&items, 2), [vec!["a", "c", "e"], vec!["b", "d"]]);
-        assert_eq!(spread(&items[..1], 4), [vec!["a"]]);
-        assert_eq!(spread(&items[..2], 0), [vec!["a", "b"]]);
-        assert!(spread(&[], 3).is_empty());
-    }
-}
-
 /// A connector that produces records.
 pub trait SourceConnector: Connector {
     type Task: SourceTask;
@@ -403,4 +389,18 @@ macro_rules! export_sink {
     $crate::guest::bindings::export!(Glue with_types_in $crate::guest::bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn spread_deals_items_round_robin_to_at_most_max_tasks() {
+        let items: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(spread(&items, 2), [vec!["a", "c", "e"], vec!["b", "d"]]);
+        assert_eq!(spread(&items[..1], 4), [vec!["a"]]);
+        assert_eq!(spread(&items[..2], 0), [vec!["a", "b"]]);
+        assert!(spread(&[], 3).is_empty());
+    }
 }

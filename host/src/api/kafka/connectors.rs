@@ -8,10 +8,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::de::value::{Error as ValueError, StrDeserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{connector_location, json_body, reply, ApiError, ApiResult, Params, Query};
+use super::{connector_location, json_body, reply, reply_with, ApiError, ApiResult, Params, Query};
 use crate::api::{config_from_object, value_text};
 use crate::plugins::kind_name;
 use crate::sandbox::types::ConnectorKind;
@@ -49,22 +49,29 @@ pub async fn list(State(worker): State<Arc<Worker>>, RawQuery(query): RawQuery) 
         true => Some(worker.configs().await),
         false => None,
     };
-    let mut out = Map::new();
+    let mut out = std::collections::BTreeMap::new();
     for (name, connector) in &statuses {
-        let mut entry = Map::new();
-        if status {
-            entry.insert("status".into(), status_json(name, connector));
-        }
-        if let Some(configs) = &configs {
+        let info = match &configs {
             // A connector deleted meanwhile is left out, as Kafka Connect does.
-            let Some(stored) = configs.get(name) else {
-                continue;
-            };
-            entry.insert("info".into(), info_json(name, stored, connector.kind));
-        }
-        out.insert(name.clone(), Value::Object(entry));
+            Some(configs) => match configs.get(name) {
+                Some(stored) => Some(info_json(name, stored, connector.kind)),
+                None => continue,
+            },
+            None => None,
+        };
+        let status = status.then(|| status_body(name, connector));
+        out.insert(name.as_str(), ListEntry { status, info });
     }
-    reply(StatusCode::OK, Value::Object(out))
+    reply_with(StatusCode::OK, &out)
+}
+
+/// One connector of `GET /connectors?expand=…`.
+#[derive(Serialize)]
+struct ListEntry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<Value>,
 }
 
 /// The body of `POST /connectors`.
@@ -172,7 +179,7 @@ pub async fn patch_config(
 /// `GET /connectors/{connector}/status`.
 pub async fn status(State(worker): State<Arc<Worker>>, Params(name): Params<String>) -> ApiResult {
     let status = worker.status(&name).await.ok_or_else(|| not_found(&name))?;
-    reply(StatusCode::OK, status_json(&name, &status))
+    reply_with(StatusCode::OK, &status_body(&name, &status))
 }
 
 /// `GET /connectors/{connector}/tasks`.
@@ -198,7 +205,7 @@ pub async fn task_status(
         .tasks
         .get(id)
         .ok_or_else(|| task_not_found(&name, id))?;
-    reply(StatusCode::OK, task_json(id, task))
+    reply_with(StatusCode::OK, &task_body(id, task))
 }
 
 /// `POST /connectors/{connector}/restart[?includeTasks=&onlyFailed=]`.
@@ -228,7 +235,7 @@ pub async fn restart(
             task.trace = None;
         }
     }
-    reply(StatusCode::ACCEPTED, status_json(&name, &status))
+    reply_with(StatusCode::ACCEPTED, &status_body(&name, &status))
 }
 
 /// A boolean query parameter: absent is `default`; `true` or `false` in any case, else 400.
@@ -484,35 +491,79 @@ fn info_json(name: &str, stored: &StoredConnector, kind: Option<ConnectorKind>) 
     json!({"name": name, "config": config_json(name, &stored.config), "tasks": tasks, "type": type_name(kind)})
 }
 
-fn status_json(name: &str, status: &ConnectorStatus) -> Value {
+/// A connector's status as the API shows it, borrowed from the worker's view and serialized
+/// as is (no JSON tree: `?expand=status` writes a thousand of them per request).
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    name: &'a str,
+    connector: StateBody<'a>,
+    tasks: Vec<TaskBody<'a>>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct StateBody<'a> {
+    state: RunState,
+    worker_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TaskBody<'a> {
+    id: usize,
+    state: RunState,
+    worker_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a str>,
+    /// Shown once a record failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<ErrorsBody>,
+}
+
+#[derive(Serialize)]
+struct ErrorsBody {
+    failed: u64,
+    dead_lettered: u64,
+}
+
+fn status_body<'a>(name: &'a str, status: &'a ConnectorStatus) -> StatusBody<'a> {
     let (state, trace) = &status.state;
-    let mut connector = json!({"state": state, "worker_id": status.worker});
-    if let Some(trace) = trace {
-        connector["trace"] = Value::String(trace.clone());
-    }
-    let tasks: Vec<Value> = if status.target == TargetState::Stopped {
+    let tasks = if status.target == TargetState::Stopped {
         Vec::new()
     } else {
         status
             .tasks
             .iter()
             .enumerate()
-            .map(|(id, task)| task_json(id, task))
+            .map(|(id, task)| task_body(id, task))
             .collect()
     };
-    json!({"name": name, "connector": connector, "tasks": tasks, "type": type_name(status.kind)})
+    StatusBody {
+        name,
+        connector: StateBody {
+            state: *state,
+            worker_id: &status.worker,
+            trace: trace.as_deref(),
+        },
+        tasks,
+        kind: type_name(status.kind),
+    }
 }
 
-fn task_json(id: usize, task: &TaskView) -> Value {
-    let mut json = json!({"id": id, "state": task.state, "worker_id": task.worker});
-    if let Some(trace) = &task.trace {
-        json["trace"] = Value::String(trace.clone());
-    }
+fn task_body(id: usize, task: &TaskView) -> TaskBody<'_> {
     let errors = task.errors;
-    if errors.failed > 0 {
-        json["errors"] = json!({"failed": errors.failed, "dead_lettered": errors.dead_lettered});
+    TaskBody {
+        id,
+        state: task.state,
+        worker_id: &task.worker,
+        trace: task.trace.as_deref(),
+        errors: (errors.failed > 0).then_some(ErrorsBody {
+            failed: errors.failed,
+            dead_lettered: errors.dead_lettered,
+        }),
     }
-    json
 }
 
 fn type_name(kind: Option<ConnectorKind>) -> &'static str {

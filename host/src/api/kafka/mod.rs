@@ -251,6 +251,11 @@ pub fn connector_location(name: &str) -> String {
 
 /// A JSON answer with `status`.
 pub fn reply(status: StatusCode, body: serde_json::Value) -> ApiResult {
+    reply_with(status, &body)
+}
+
+/// A JSON answer serialized straight from `body`, with no JSON tree in between.
+pub fn reply_with(status: StatusCode, body: &impl serde::Serialize) -> ApiResult {
     Ok((status, Json(body)).into_response())
 }
 
